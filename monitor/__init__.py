@@ -1,0 +1,1 @@
+"""The monitor service: dashboard, JSON API, Prometheus metrics and alert emails (the observer)."""

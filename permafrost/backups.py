@@ -1,0 +1,149 @@
+"""Finding backups: by id or `latest`, from the catalog, or from the bucket when it is down.
+
+The catalog answers quickly; the bucket always answers truly. Every lookup here falls back to
+reading manifests from the bucket when the metadata store cannot be reached, so an operator can
+still list and verify backups during an outage of the metadata database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from permafrost import layout
+from permafrost.catalog import BackupRecord
+from permafrost.catalog.sync import manifest_keys, read_manifest
+from permafrost.context import Context
+from permafrost.errors import BackupNotFound, UsageError
+from permafrost.manifest import Manifest
+
+FALLBACK = "reading backups from the bucket instead"
+
+
+def record_from_manifest(manifest: Manifest, key: str) -> BackupRecord:
+    m = manifest
+    finished = datetime.fromisoformat(m.finished_at)
+    return BackupRecord(
+        id=m.id,
+        database=m.database,
+        kind=m.kind,
+        tier=m.tier,
+        status="completed",
+        started_at=datetime.fromisoformat(m.started_at),
+        finished_at=finished,
+        size_bytes=m.stored_bytes,
+        dump_bytes=m.dump_bytes,
+        description=m.description,
+        tags=list(m.tags),
+        manifest_key=key,
+        manifest=m.body(),
+        error=None,
+        verified_at=None,
+        verification_status=None,
+        deleted_at=None,
+        catalogued_at=datetime.now(UTC),
+    )
+
+
+def record_json(record: BackupRecord) -> dict[str, Any]:
+    """The public shape of a backup, as `--json` prints it and the API will serve it."""
+    duration = None
+    if record.finished_at is not None:
+        duration = round((record.finished_at - record.started_at).total_seconds(), 3)
+    return {
+        "id": record.id,
+        "database": record.database,
+        "kind": record.kind,
+        "tier": record.tier,
+        "status": record.status,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "duration_seconds": duration,
+        "size_bytes": record.size_bytes,
+        "dump_size_bytes": record.dump_bytes,
+        "description": record.description,
+        "tags": list(record.tags),
+        "verification": record.verification_status,
+        "verified_at": record.verified_at.isoformat() if record.verified_at else None,
+        "manifest_key": record.manifest_key,
+        "error": record.error,
+    }
+
+
+def find_backups(
+    ctx: Context,
+    *,
+    database: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> list[BackupRecord]:
+    """Backups newest first, from the catalog, or from the bucket if the catalog is down."""
+    catalog = ctx.catalog_or_none(FALLBACK)
+    if catalog is not None:
+        return catalog.find(database=database, tier=tier, status=status, limit=limit)
+    if status not in (None, "completed"):
+        return []
+    records = [
+        r
+        for r in _bucket_records(ctx)
+        if (database is None or r.database == database) and (tier in (None, r.tier))
+    ]
+    return records[:limit] if limit is not None else records
+
+
+def _bucket_records(ctx: Context) -> list[BackupRecord]:
+    keyring = ctx.repository().keyring if ctx.settings.encryption_key else None
+    prefix = ctx.settings.storage.prefix
+    records = [
+        record_from_manifest(read_manifest(ctx.storage, key, keyring), key)
+        for _, key in manifest_keys(ctx.storage, prefix)
+    ]
+    return sorted(records, key=lambda r: (r.started_at, r.id), reverse=True)
+
+
+def resolve(ctx: Context, ref: str, database: str | None = None) -> BackupRecord:
+    """The backup an operator means by an id or `latest` (of --database, or the only one)."""
+    if ref == "latest":
+        return _latest(ctx, database)
+    layout.check_backup_id(ref)
+    record = _by_id(ctx, ref)
+    if record is None or record.status == "deleted":
+        raise BackupNotFound(f"no backup {ref}: run `permafrost list` to see the backups")
+    return record
+
+
+def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
+    catalog = ctx.catalog_or_none(FALLBACK)
+    if catalog is not None:
+        return catalog.get(backup_id)
+    keyring = ctx.repository().keyring if ctx.settings.encryption_key else None
+    for parsed, key in manifest_keys(ctx.storage, ctx.settings.storage.prefix):
+        if parsed.backup_id == backup_id:
+            return record_from_manifest(read_manifest(ctx.storage, key, keyring), key)
+    return None
+
+
+def _latest(ctx: Context, database: str | None) -> BackupRecord:
+    if database is None:
+        configured = ctx.settings.source.databases
+        if len(configured) == 1:
+            database = configured[0]
+    completed = find_backups(ctx, database=database, status="completed")
+    if not completed:
+        where = f" of {database}" if database else ""
+        raise BackupNotFound(f"no completed backup{where}: take one with `permafrost backup`")
+    databases = sorted({r.database for r in completed})
+    if len(databases) > 1:
+        raise UsageError(
+            f"`latest` is ambiguous: there are backups of {', '.join(databases)}; "
+            "add --database NAME"
+        )
+    return completed[0]
+
+
+def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:
+    """The backup's manifest from the bucket, its signature checked against the keys."""
+    if record.status != "completed" or record.manifest_key is None:
+        raise BackupNotFound(f"backup {record.id} is {record.status}, not a completed backup")
+    return read_manifest(ctx.storage, record.manifest_key, ctx.repository().keyring)

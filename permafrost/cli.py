@@ -1,0 +1,124 @@
+"""The `permafrost` command: the composition root that dispatches to the service packages.
+
+Expected failures are `PermafrostError`s: one line on stderr and an exit code from EXIT_CODES,
+the only place where exception classes meet exit codes (the README's table copies it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from permafrost import __version__, errors
+from permafrost.context import Context
+from permafrost.settings import Settings, load_env_file
+
+# Most specific first: the first class an error is an instance of decides its code.
+EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
+    (errors.UsageError, 2),
+    (errors.ConfigError, 2),
+    (errors.BackupNotFound, 3),
+    (errors.NotFound, 3),
+    (errors.EncryptionKeyError, 4),
+    (errors.IntegrityError, 5),
+    (errors.StorageError, 6),
+    (errors.SourceError, 7),
+    (errors.ToolMissing, 7),
+    (errors.CatalogUnavailable, 8),
+]
+EXIT_INTERRUPTED = 130
+
+
+def exit_code(exc: errors.PermafrostError) -> int:
+    for kind, code in EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from permafrost import commands
+    from restore import cli as restore_cli
+    from scheduler import cli as scheduler_cli
+
+    parser = argparse.ArgumentParser(
+        prog="permafrost",
+        description="PostgreSQL backups to S3-compatible storage, verified by restoring.",
+    )
+    parser.add_argument(
+        "--env-file",
+        metavar="FILE",
+        help="read settings from FILE as well (default: $PERMAFROST_ENV_FILE)",
+    )
+    parser.add_argument("--version", action="version", version=f"permafrost {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    scheduler_cli.add_parsers(commands_)
+    restore_cli.add_parsers(commands_)
+    commands.add_parsers(commands_)
+    return parser
+
+
+def environment(env_file: str | None) -> dict[str, str]:
+    """The process environment over the env file's values: a variable set in both wins."""
+    path = env_file or os.environ.get("PERMAFROST_ENV_FILE")
+    values = load_env_file(path) if path else {}
+    return {**values, **os.environ}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    ctx: Context | None = None
+    try:
+        if getattr(args, "needs_settings", True):
+            ctx = Context(Settings.from_env(environment(args.env_file)))
+        return int(args.handler(ctx, args))
+    except errors.PermafrostError as exc:
+        print(f"permafrost: error: {_one_line(exc)}", file=sys.stderr)
+        return exit_code(exc)
+    except KeyboardInterrupt:
+        print("permafrost: interrupted; nothing partial was kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so uploads are aborted and failures recorded on the way out.
+    raise KeyboardInterrupt
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        format="permafrost: %(levelname)s: %(message)s",
+        level=logging.DEBUG if verbose else logging.WARNING,
+    )
+    logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.INFO, "info")
+    logging.addLevelName(logging.DEBUG, "debug")
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

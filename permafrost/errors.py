@@ -1,0 +1,118 @@
+"""One exception hierarchy for everything Permafrost expects to go wrong.
+
+Every error that an operator can cause or fix (a wrong key, an unknown backup, an unreachable
+bucket) is a `PermafrostError`. Its message is one line that says what is wrong and what to do;
+the CLI prints it without a traceback and exits with the code `permafrost.cli` maps it to.
+Anything that is not a `PermafrostError` is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PermafrostError(Exception):
+    """Base class: an expected failure with a message fit for an operator."""
+
+
+class ConfigError(PermafrostError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+class UsageError(PermafrostError):
+    """The command line asks for something that cannot be done as asked."""
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+class StorageError(PermafrostError):
+    """The bucket refused or failed an operation."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class NotFound(StorageError):
+    """The object does not exist. Both backends raise this, never their own error."""
+
+
+class StorageUnavailable(StorageError):
+    """The bucket cannot be reached at all (network, DNS, credentials, missing bucket)."""
+
+
+# --- backups and the catalog ---------------------------------------------------------------
+
+
+class BackupNotFound(PermafrostError):
+    """No backup has that id (or `latest` matches nothing)."""
+
+
+class CatalogUnavailable(PermafrostError):
+    """The metadata store cannot be reached or is not configured."""
+
+
+class SourceError(PermafrostError):
+    """The source database cannot be reached, or pg_dump failed."""
+
+
+class ToolMissing(PermafrostError):
+    """A PostgreSQL client program (pg_dump, pg_restore) is not installed."""
+
+
+# --- encryption and integrity --------------------------------------------------------------
+
+
+class EncryptionKeyError(PermafrostError):
+    """The encryption key is missing, malformed, or not the repository's key."""
+
+
+class WrongKey(EncryptionKeyError):
+    """The configured key does not open this repository or object."""
+
+
+class IntegrityError(PermafrostError):
+    """Stored bytes are not what was written: corruption or tampering."""
+
+
+class NotAnObject(IntegrityError):
+    """The bytes do not start with a Permafrost object header."""
+
+
+class HeaderCorrupt(IntegrityError):
+    """The object header is damaged, or belongs to other data."""
+
+
+class HeaderMismatch(IntegrityError):
+    """The header is intact but belongs to other data (swapped headers)."""
+
+
+class ChunkCorrupt(IntegrityError):
+    """A chunk failed authentication: its bytes were changed."""
+
+
+class ChunkMissing(IntegrityError):
+    """A chunk was dropped from the middle of the object."""
+
+
+class ChunkDuplicated(IntegrityError):
+    """A chunk appears twice."""
+
+
+class ChunkReordered(IntegrityError):
+    """Chunks are out of order."""
+
+
+class Truncated(IntegrityError):
+    """The object ends before its final chunk."""
+
+
+class TrailingData(IntegrityError):
+    """Bytes follow the final chunk."""
+
+
+class HashMismatch(IntegrityError):
+    """A SHA-256 does not match the one in the manifest."""
+
+
+class ManifestInvalid(IntegrityError):
+    """A manifest cannot be parsed, or its signature does not match its contents."""

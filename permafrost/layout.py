@@ -1,0 +1,117 @@
+"""Object keys in the bucket: built and parsed only here, by pure functions.
+
+    {prefix}/permafrost.json
+    {prefix}/{tier}/{database}/{backup_id}/data.pfe
+    {prefix}/{tier}/{database}/{backup_id}/manifest.json
+
+The tier comes first so that one lifecycle rule per tier covers every database. Names that reach
+a key are checked here, so no caller can build a key that climbs out of its folder.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from permafrost.errors import UsageError
+
+REPOSITORY_CONFIG = "permafrost.json"
+DATA_OBJECT = "data.pfe"
+MANIFEST_OBJECT = "manifest.json"
+LOGICAL_TIERS = ("standard", "compliance", "keep")
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
+_BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
+
+
+def valid_name(name: str) -> bool:
+    """Whether a database or cluster name can be used safely in an object key."""
+    return bool(_NAME.match(name)) and ".." not in name
+
+
+def check_name(name: str, what: str = "database") -> str:
+    if not valid_name(name):
+        raise UsageError(
+            f"{what} name {name!r} cannot be used in the bucket "
+            "(letters, digits, '_', '.', '-'; at most 63 characters)"
+        )
+    return name
+
+
+def check_backup_id(backup_id: str) -> str:
+    if not _BACKUP_ID.match(backup_id):
+        raise UsageError(
+            f"{backup_id!r} is not a backup id (they look like 20261122T020000Z-1a2b3c); "
+            "run `permafrost list` to see them"
+        )
+    return backup_id
+
+
+def check_tier(tier: str) -> str:
+    if tier not in LOGICAL_TIERS:
+        raise UsageError(f"tier {tier!r} is not one of: {', '.join(LOGICAL_TIERS)}")
+    return tier
+
+
+def new_backup_id(now: datetime | None = None) -> str:
+    """Sortable by time, unique by a random suffix: 20261122T020000Z-1a2b3c."""
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{moment:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def backup_time(backup_id: str) -> datetime:
+    stamp = _BACKUP_ID.match(check_backup_id(backup_id))
+    assert stamp is not None
+    return datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def join(prefix: str, *parts: str) -> str:
+    return "/".join(part for part in (prefix.strip("/"), *parts) if part)
+
+
+def repository_config_key(prefix: str) -> str:
+    return join(prefix, REPOSITORY_CONFIG)
+
+
+def backup_folder(prefix: str, tier: str, database: str, backup_id: str) -> str:
+    return join(prefix, check_tier(tier), check_name(database), check_backup_id(backup_id)) + "/"
+
+
+def data_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
+    return backup_folder(prefix, tier, database, backup_id) + DATA_OBJECT
+
+
+def manifest_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
+    return backup_folder(prefix, tier, database, backup_id) + MANIFEST_OBJECT
+
+
+def tier_folder(prefix: str, tier: str) -> str:
+    return join(prefix, check_tier(tier)) + "/"
+
+
+@dataclass(frozen=True)
+class BackupKey:
+    """What a key under a logical tier says: which backup, and which of its objects."""
+
+    tier: str
+    database: str
+    backup_id: str
+    name: str
+
+
+def parse_backup_key(prefix: str, key: str) -> BackupKey | None:
+    """The parts of a backup object's key, or None for any key that is not one."""
+    root = join(prefix) + "/" if prefix.strip("/") else ""
+    if not key.startswith(root):
+        return None
+    parts = key[len(root) :].split("/")
+    if len(parts) != 4 or parts[0] not in LOGICAL_TIERS:
+        return None
+    tier, database, backup_id, name = parts
+    if not valid_name(database) or not _BACKUP_ID.match(backup_id):
+        return None
+    if not name or name.startswith("."):
+        return None
+    return BackupKey(tier, database, backup_id, name)

@@ -1,0 +1,378 @@
+"""Settings: the environment, parsed once into a frozen object.
+
+Each value goes through a tiny typed helper that refuses a bad value with a message naming the
+variable, so a typo fails at start-up rather than at 2 a.m. Every secret may instead come from
+`NAME_FILE` (Docker secrets). Secrets are held in `Secret`, whose repr never shows the value.
+
+The reference deployment's names (`DB_*`, `DO_SPACES_*`, `SMTP_*`, `ALERT_EMAIL`,
+`BACKUP_ENCRYPTION_KEY`) are read as they are; generic names (`DATABASE_URL`, `STORAGE_URL`,
+`S3_*`) stand beside them and win when both are set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from permafrost.errors import ConfigError
+from permafrost.layout import valid_name
+
+PROVIDERS = ("aws", "spaces", "minio", "generic")
+TIERS = ("standard", "compliance")
+
+
+class Secret:
+    """A string that does not show itself in reprs, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """Where the databases to back up live. The password is passed to libpq separately."""
+
+    host: str | None
+    port: int | None
+    user: str | None
+    password: Secret | None
+    databases: tuple[str, ...]
+    options: tuple[tuple[str, str], ...] = ()
+
+    def conninfo(self, database: str) -> dict[str, str]:
+        """libpq keywords for one database, without the password."""
+        params = dict(self.options)
+        params["dbname"] = database
+        if self.host:
+            params["host"] = self.host
+        if self.port:
+            params["port"] = str(self.port)
+        if self.user:
+            params["user"] = self.user
+        return params
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    provider: str = "generic"
+    addressing_style: str = "auto"
+    retry_mode: str = "standard"
+    max_attempts: int = 5
+    part_size: int = 16 * 1024 * 1024
+    concurrency: int = 4
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def bucket(self) -> str:
+        return urlsplit(self.url).netloc
+
+    @property
+    def prefix(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.scheme == "file":
+            return ""
+        return parts.path.strip("/")
+
+    @property
+    def local_path(self) -> Path:
+        return Path(unquote(urlsplit(self.url).path))
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: SourceSettings
+    storage: StorageSettings
+    metadata_url: Secret | None
+    encryption_key: Secret | None
+    old_encryption_keys: tuple[Secret, ...]
+    cluster_name: str = "main"
+    compression_level: int = 3
+    compression_threads: int = 2
+    pg_bin_dir: str | None = None
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        return _parse(Env(os.environ if env is None else env))
+
+
+class Env:
+    """Typed access to an environment mapping; every refusal names the variable."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.values.get(name, "").strip()
+        return value if value else default
+
+    def first(self, *names: str) -> str | None:
+        for name in names:
+            value = self.text(name)
+            if value is not None:
+                return value
+        return None
+
+    def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+        if value < minimum:
+            raise ConfigError(f"{name}={value} is below the minimum of {minimum}")
+        return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = (self.text(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    def secret(self, name: str) -> Secret | None:
+        """`NAME`, or the contents of the file named by `NAME_FILE`."""
+        path = self.text(f"{name}_FILE")
+        if path is not None:
+            try:
+                return Secret(Path(path).read_text().strip())
+            except OSError as exc:
+                raise ConfigError(f"{name}_FILE={path}: cannot read ({exc.strerror})") from None
+        value = self.text(name)
+        return Secret(value) if value is not None else None
+
+    def first_secret(self, *names: str) -> Secret | None:
+        for name in names:
+            value = self.secret(name)
+            if value is not None:
+                return value
+        return None
+
+
+def _parse(env: Env) -> Settings:
+    return Settings(
+        source=_source(env),
+        storage=_storage(env),
+        metadata_url=env.secret("METADATA_DATABASE_URL"),
+        encryption_key=env.secret("BACKUP_ENCRYPTION_KEY"),
+        old_encryption_keys=_old_keys(env),
+        cluster_name=_name(env, "CLUSTER_NAME", "main"),
+        compression_level=_level(env),
+        compression_threads=env.integer(
+            "COMPRESSION_THREADS", min(os.cpu_count() or 1, 4), minimum=0
+        ),
+        pg_bin_dir=env.text("PG_BIN_DIR"),
+        log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
+        extra=dict(env.values),
+    )
+
+
+def _source(env: Env) -> SourceSettings:
+    url = env.secret("DATABASE_URL")
+    if url is not None:
+        return _source_from_url(env, url.reveal())
+    return SourceSettings(
+        host=env.text("DB_HOST"),
+        port=env.integer("DB_PORT", 5432, minimum=1) if env.text("DB_PORT") else None,
+        user=env.text("DB_USER"),
+        password=env.secret("DB_PASSWORD"),
+        databases=_databases(env.text("DB_NAME")),
+    )
+
+
+def _source_from_url(env: Env, url: str) -> SourceSettings:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ConfigError("DATABASE_URL must start with postgresql:// (got another scheme)")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("DATABASE_URL has a port that is not a number") from None
+    options = tuple(tuple(pair.split("=", 1)) for pair in parts.query.split("&") if "=" in pair)
+    password = env.secret("DB_PASSWORD")
+    if parts.password:
+        password = Secret(unquote(parts.password))
+    database = unquote(parts.path.lstrip("/"))
+    return SourceSettings(
+        host=unquote(parts.hostname) if parts.hostname else None,
+        port=port,
+        user=unquote(parts.username) if parts.username else env.text("DB_USER"),
+        password=password,
+        databases=_databases(env.text("DB_NAME") or database or None),
+        options=options,  # type: ignore[arg-type]
+    )
+
+
+def _databases(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    for name in names:
+        _check_name("DB_NAME", name)
+    return names
+
+
+def _check_name(variable: str, name: str) -> str:
+    if not valid_name(name):
+        raise ConfigError(
+            f"{variable}: {name!r} is not a usable name "
+            "(letters, digits, '_', '.', '-'; at most 63 characters)"
+        )
+    return name
+
+
+def _name(env: Env, variable: str, default: str) -> str:
+    return _check_name(variable, env.text(variable, default) or default)
+
+
+def _level(env: Env) -> int:
+    level = env.integer("COMPRESSION_LEVEL", 3, minimum=1)
+    if level > 19:
+        raise ConfigError(f"COMPRESSION_LEVEL={level} is above the maximum of 19")
+    return level
+
+
+def _old_keys(env: Env) -> tuple[Secret, ...]:
+    raw = env.secret("BACKUP_ENCRYPTION_OLD_KEYS")
+    if raw is None:
+        return ()
+    return tuple(Secret(part.strip()) for part in raw.reveal().split(",") if part.strip())
+
+
+DEFAULT_STORAGE_DIR = ".permafrost/bucket"
+
+
+def _storage(env: Env) -> StorageSettings:
+    url = _storage_url(env)
+    provider = env.choice("S3_PROVIDER", PROVIDERS, _default_provider(env))
+    return StorageSettings(
+        url=url,
+        endpoint_url=_endpoint(env),
+        region=env.first("S3_REGION", "DO_SPACES_REGION") or _default_region(provider),
+        access_key_id=env.first_secret("S3_ACCESS_KEY_ID", "DO_SPACES_KEY"),
+        secret_access_key=env.first_secret("S3_SECRET_ACCESS_KEY", "DO_SPACES_SECRET"),
+        provider=provider,
+        addressing_style=env.choice(
+            "S3_ADDRESSING_STYLE", ("auto", "path", "virtual"), _default_addressing(provider)
+        ),
+        retry_mode=env.choice("S3_RETRY_MODE", ("standard", "adaptive"), "standard"),
+        max_attempts=env.integer("S3_MAX_ATTEMPTS", 5, minimum=1),
+        part_size=_part_size(env),
+        concurrency=env.integer("UPLOAD_CONCURRENCY", 4, minimum=1),
+    )
+
+
+def _storage_url(env: Env) -> str:
+    url = env.text("STORAGE_URL")
+    if url is None:
+        bucket = env.text("DO_SPACES_BUCKET") or env.text("S3_BUCKET")
+        if bucket is not None:
+            prefix = (env.text("STORAGE_PREFIX") or "").strip("/")
+            return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        return "file://" + str(Path(DEFAULT_STORAGE_DIR).resolve())
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        if not parts.netloc:
+            raise ConfigError("STORAGE_URL must name a bucket: s3://BUCKET[/PREFIX]")
+        return url.rstrip("/")
+    if parts.scheme == "file":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError("STORAGE_URL must name a directory: file:///PATH")
+        return "file://" + str(Path(path).resolve())
+    raise ConfigError(f"STORAGE_URL must start with s3:// or file:// (got {parts.scheme or url!r})")
+
+
+def _endpoint(env: Env) -> str | None:
+    endpoint = env.first("S3_ENDPOINT_URL", "DO_SPACES_ENDPOINT")
+    if endpoint is None and env.text("DO_SPACES_REGION") and env.text("DO_SPACES_BUCKET"):
+        endpoint = f"{env.text('DO_SPACES_REGION')}.digitaloceanspaces.com"
+    if endpoint is None:
+        return None
+    if "://" not in endpoint:
+        endpoint = "https://" + endpoint
+    if urlsplit(endpoint).scheme not in ("http", "https"):
+        raise ConfigError(f"S3_ENDPOINT_URL={endpoint!r} must be an http:// or https:// URL")
+    return endpoint.rstrip("/")
+
+
+def _default_provider(env: Env) -> str:
+    endpoint = env.first("S3_ENDPOINT_URL", "DO_SPACES_ENDPOINT") or ""
+    if env.text("DO_SPACES_BUCKET") or "digitaloceanspaces.com" in endpoint:
+        return "spaces"
+    if not endpoint or "amazonaws.com" in endpoint:
+        return "aws"
+    return "generic"
+
+
+def _default_region(provider: str) -> str:
+    return "us-east-1" if provider != "spaces" else "nyc3"
+
+
+def _default_addressing(provider: str) -> str:
+    return "virtual" if provider in ("aws", "spaces") else "path"
+
+
+def _part_size(env: Env) -> int:
+    mib = env.integer("UPLOAD_PART_SIZE_MB", 16, minimum=5)
+    if mib > 1024:
+        raise ConfigError(f"UPLOAD_PART_SIZE_MB={mib} is above the maximum of 1024")
+    return mib * 1024 * 1024
+
+
+def load_env_file(path: str) -> dict[str, str]:
+    """Read `NAME=value` lines (the .env format Docker Compose reads) into a dict."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"--env-file {path}: cannot read ({exc.strerror})") from None
+    values: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        name, sep, value = line.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"--env-file {path}, line {number}: expected NAME=value")
+        values[name.strip()] = _unquote_value(value.strip())
+    return values
+
+
+def _unquote_value(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value

@@ -1,0 +1,18 @@
+"""Storage backends behind one protocol; `open_storage` picks one from the settings."""
+
+from __future__ import annotations
+
+from permafrost.settings import StorageSettings
+from permafrost.storage.base import ObjectInfo, PendingUpload, Storage
+
+__all__ = ["ObjectInfo", "PendingUpload", "Storage", "open_storage"]
+
+
+def open_storage(settings: StorageSettings) -> Storage:
+    if settings.scheme == "file":
+        from permafrost.storage.local import LocalStorage
+
+        return LocalStorage(settings.local_path)
+    from permafrost.storage.s3 import S3Storage
+
+    return S3Storage(settings)

@@ -1,0 +1,67 @@
+"""The storage protocol: the few operations Permafrost needs from a bucket.
+
+Two implementations (`s3.S3Storage`, `local.LocalStorage`) answer it the same way: a missing
+object raises `NotFound`, every other failure a `StorageError` that says whether retrying could
+help. The contract suite in tests/storage runs unchanged against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class Storage(Protocol):
+    """A flat namespace of immutable objects addressed by '/'-separated keys."""
+
+    @property
+    def url(self) -> str:
+        """Where this storage is, for messages (never with credentials)."""
+        ...
+
+    def check(self) -> None:
+        """Raise StorageUnavailable unless the bucket answers."""
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        """Store an object whole. With if_absent, raise StorageError if it already exists."""
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """An object's bytes, or the range [offset, offset+length)."""
+        ...
+
+    def head(self, key: str) -> ObjectInfo: ...
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix, in key order."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove an object; removing one that is not there is not an error."""
+
+    def create_multipart(self, key: str) -> str: ...
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str: ...
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None: ...
+
+    def abort_multipart(self, key: str, upload_id: str) -> None: ...
+
+    def list_multipart(self, prefix: str) -> Iterator[PendingUpload]: ...

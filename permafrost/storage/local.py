@@ -1,0 +1,221 @@
+"""A local directory as the bucket (`file:///path`).
+
+Writes are made durable before they become visible: a temporary file in the same directory is
+written, checked for length, fsynced, and renamed into place, then the directory is fsynced.
+Multipart uploads are staged under `.multipart/` and joined on completion.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from permafrost.errors import NotFound, StorageError, StorageUnavailable
+from permafrost.storage.base import ObjectInfo, PendingUpload
+
+STAGING = ".multipart"
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def url(self) -> str:
+        return f"file://{self.root}"
+
+    def check(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailable(
+                f"cannot use {self.root} as the bucket: {exc.strerror}"
+            ) from None
+        if not os.access(self.root, os.W_OK):
+            raise StorageUnavailable(f"cannot write to {self.root}: permission denied")
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path.parent, [data])
+        self._publish(tmp, path, if_absent=if_absent, key=key)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(offset)
+                return handle.read() if length is None else handle.read(length)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{key} does not exist in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"read {key}: {exc.strerror}") from exc
+
+    def head(self, key: str) -> ObjectInfo:
+        try:
+            stat = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{key} does not exist in {self.url}") from None
+        return ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        for path in sorted(self._walk(self._search_root(prefix))):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                stat = path.stat()
+                yield ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise StorageError(f"delete {key}: {exc.strerror}") from exc
+        self._prune(path.parent)
+
+    # --- multipart --------------------------------------------------------------------------
+
+    def create_multipart(self, key: str) -> str:
+        self._path(key)
+        upload_id = secrets.token_hex(12)
+        folder = self.root / STAGING / upload_id
+        folder.mkdir(parents=True)
+        (folder / "key").write_text(key)
+        return upload_id
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        folder = self._staging(key, upload_id)
+        tmp = self._write_temp(folder, [data])
+        os.replace(tmp, folder / f"{number:05d}")
+        return f"{number}-{len(data)}"
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        folder = self._staging(key, upload_id)
+        path = self._path(key)
+        sources = [folder / f"{number:05d}" for number, _ in sorted(parts)]
+        for source, (_, etag) in zip(sources, sorted(parts), strict=True):
+            if not source.exists() or f"{source.stat().st_size}" != etag.split("-")[1]:
+                raise StorageError(f"complete {key}: part {source.name} is missing or changed")
+        tmp = self._join_parts(path.parent, sources)
+        self._publish(tmp, path, if_absent=False, key=key)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        shutil.rmtree(self.root / STAGING / _safe_id(upload_id), ignore_errors=True)
+
+    def list_multipart(self, prefix: str) -> Iterator[PendingUpload]:
+        staging = self.root / STAGING
+        if not staging.is_dir():
+            return
+        for folder in sorted(staging.iterdir()):
+            key_file = folder / "key"
+            if key_file.exists() and key_file.read_text().startswith(prefix):
+                started = datetime.fromtimestamp(key_file.stat().st_mtime, UTC)
+                yield PendingUpload(key_file.read_text(), folder.name, started)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _path(self, key: str) -> Path:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StorageError(f"refusing unsafe object key {key!r}")
+        if parts[0] == STAGING or "\x00" in key:
+            raise StorageError(f"refusing unsafe object key {key!r}")
+        return self.root.joinpath(*parts)
+
+    def _staging(self, key: str, upload_id: str) -> Path:
+        folder = self.root / STAGING / _safe_id(upload_id)
+        try:
+            recorded = (folder / "key").read_text()
+        except FileNotFoundError:
+            raise NotFound(f"upload {upload_id} of {key} does not exist") from None
+        if recorded != key:
+            raise StorageError(f"upload {upload_id} belongs to {recorded}, not {key}")
+        return folder
+
+    def _write_temp(self, folder: Path, chunks: Sequence[bytes]) -> Path:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".tmp-{secrets.token_hex(8)}"
+            expected = sum(len(chunk) for chunk in chunks)
+            with tmp.open("wb") as handle:
+                for chunk in chunks:
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+                written = handle.tell()
+        except OSError as exc:
+            raise StorageError(f"write to {folder}: {exc.strerror}") from exc
+        if written != expected:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"write to {folder}: wrote {written} of {expected} bytes")
+        return tmp
+
+    def _join_parts(self, folder: Path, sources: Sequence[Path]) -> Path:
+        tmp = folder / f".tmp-{secrets.token_hex(8)}"
+        try:
+            with tmp.open("wb") as out:
+                for source in sources:
+                    with source.open("rb") as part:
+                        shutil.copyfileobj(part, out, 8 * 1024 * 1024)
+                out.flush()
+                os.fsync(out.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"join parts into {folder}: {exc.strerror}") from exc
+        return tmp
+
+    def _publish(self, tmp: Path, path: Path, *, if_absent: bool, key: str) -> None:
+        try:
+            if if_absent:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    raise StorageError(f"{key} already exists") from None
+                finally:
+                    tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise StorageError(f"write {key}: {exc.strerror}") from exc
+
+    def _search_root(self, prefix: str) -> Path:
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        return self.root.joinpath(*[p for p in folder.split("/") if p]) if folder else self.root
+
+    def _walk(self, top: Path) -> Iterator[Path]:
+        for folder, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not (folder == str(self.root) and d == STAGING)]
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    yield Path(folder) / name
+
+    def _prune(self, folder: Path) -> None:
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+
+def _safe_id(upload_id: str) -> str:
+    if not upload_id.isalnum():
+        raise StorageError(f"refusing unsafe upload id {upload_id!r}")
+    return upload_id
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,188 @@
+"""S3-compatible storage through boto3: AWS S3, DigitalOcean Spaces, MinIO, and others.
+
+Retries are botocore's own (standard or adaptive mode), so `503 SlowDown` and dropped
+connections back off and try again; what is left when they give up is translated here into
+`NotFound`, `StorageUnavailable` or `StorageError`, with a message that names what to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from permafrost.errors import NotFound, StorageError, StorageUnavailable
+from permafrost.settings import Secret, StorageSettings
+from permafrost.storage.base import ObjectInfo, PendingUpload
+
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
+
+
+class S3Storage:
+    def __init__(self, settings: StorageSettings) -> None:
+        self.bucket = settings.bucket
+        self.endpoint = settings.endpoint_url or "AWS S3"
+        self._client = _client(settings)
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket} at {self.endpoint}"
+
+    def check(self) -> None:
+        with self._translate("reach the bucket", ""):
+            self._client.head_bucket(Bucket=self.bucket)
+
+    def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        with self._translate("put", key):
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        extra = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            extra["Range"] = f"bytes={offset}-{end}"
+        with self._translate("get", key):
+            response = self._client.get_object(Bucket=self.bucket, Key=key, **extra)
+            body: bytes = response["Body"].read()
+        if length is not None and len(body) != length:
+            raise StorageError(f"get {key}: got {len(body)} of {length} bytes", permanent=False)
+        return body
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._translate("head", key):
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        return ObjectInfo(key, response["ContentLength"], response["LastModified"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        with self._translate("list", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
+
+    def delete(self, key: str) -> None:
+        with self._translate("delete", key):
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def create_multipart(self, key: str) -> str:
+        with self._translate("start upload of", key):
+            response = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+        return str(response["UploadId"])
+
+    def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        with self._translate(f"upload part {number} of", key):
+            response = self._client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        return str(response["ETag"])
+
+    def complete_multipart(
+        self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
+    ) -> None:
+        listing = [{"PartNumber": n, "ETag": etag} for n, etag in sorted(parts)]
+        with self._translate("complete upload of", key):
+            self._client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": listing},
+            )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            with self._translate("abort upload of", key):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except NotFound:
+            return
+
+    def list_multipart(self, prefix: str) -> Iterator[PendingUpload]:
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        with self._translate("list uploads under", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Uploads", []):
+                    yield PendingUpload(item["Key"], item["UploadId"], item["Initiated"])
+
+    @contextmanager
+    def _translate(self, action: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except ClientError as exc:
+            raise _client_error(exc, action, key, self) from exc
+        except NoCredentialsError:
+            raise StorageUnavailable(
+                "no S3 credentials: set S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY "
+                "(or DO_SPACES_KEY and DO_SPACES_SECRET)"
+            ) from None
+        except BotoConnectionError as exc:
+            raise StorageUnavailable(
+                f"cannot reach the bucket at {self.endpoint}: {_reason(exc)}; "
+                "check S3_ENDPOINT_URL and the network",
+                permanent=False,
+            ) from exc
+        except BotoCoreError as exc:
+            raise StorageError(f"{action} {key}: {exc}", permanent=False) from exc
+
+
+def _client(settings: StorageSettings) -> Any:
+    retries: Any = {"mode": settings.retry_mode, "max_attempts": settings.max_attempts}
+    addressing: Any = {"addressing_style": settings.addressing_style}
+    config = Config(
+        region_name=settings.region,
+        signature_version="s3v4",
+        retries=retries,
+        s3=addressing,
+        connect_timeout=10,
+        read_timeout=120,
+        max_pool_connections=max(10, settings.concurrency * 2 + 2),
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=_reveal(settings.access_key_id),
+        aws_secret_access_key=_reveal(settings.secret_access_key),
+        config=config,
+    )
+
+
+def _reveal(secret: Secret | None) -> str | None:
+    return secret.reveal() if secret else None
+
+
+def _client_error(exc: ClientError, action: str, key: str, storage: S3Storage) -> StorageError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _NOT_FOUND and key:
+        return NotFound(f"{key} does not exist in {storage.url}")
+    if code in ("NoSuchBucket",) or (code in _NOT_FOUND and not key):
+        return StorageUnavailable(f"bucket {storage.bucket} does not exist at {storage.endpoint}")
+    if code in _DENIED:
+        return StorageUnavailable(
+            f"{action} {key or storage.bucket}: access denied ({code}); check the access key, "
+            "secret and bucket policy"
+        )
+    if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+        return StorageError(f"{key} already exists")
+    transient = status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError")
+    message = error.get("Message") or code or f"HTTP {status}"
+    return StorageError(f"{action} {key}: {message}", permanent=not transient)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[-1] if ": " in text else text

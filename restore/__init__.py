@@ -1,0 +1,1 @@
+"""The restore service: list, show, verify and restore backups (the consumer)."""

@@ -1,0 +1,249 @@
+"""The restore tool's commands: list, show, verify, delete, stats."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import socket
+
+from permafrost import layout
+from permafrost.backups import find_backups, record_json, resolve
+from permafrost.catalog import BackupRecord
+from permafrost.context import Context
+from permafrost.errors import UsageError
+from permafrost.output import one_line, print_json, table, when
+from permafrost.progress import Progress, human_bytes
+from restore.verify import verify_backup
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = commands.add_parser("list", help="list backups, newest first")
+    p.add_argument("--database")
+    p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
+    p.add_argument("--status", choices=("running", "completed", "failed"))
+    p.add_argument("--limit", type=_positive, default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=list_backups)
+
+    p = commands.add_parser("show", help="show one backup: manifest, row counts, verifications")
+    p.add_argument("backup", metavar="ID|latest")
+    p.add_argument("--database", help="whose backup `latest` means")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=show)
+
+    p = commands.add_parser("verify", help="read a backup back and check every byte of it")
+    p.add_argument("backup", metavar="ID|latest")
+    p.add_argument("--database", help="whose backup `latest` means")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=verify)
+
+    p = commands.add_parser("delete", help="delete a backup from the bucket (audit-logged)")
+    p.add_argument("backup", metavar="ID")
+    p.add_argument("--yes", action="store_true", help="really delete it")
+    p.set_defaults(handler=delete)
+
+    p = commands.add_parser("stats", help="backups and bytes per database and tier")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=stats)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return value
+
+
+def list_backups(ctx: Context, args: argparse.Namespace) -> int:
+    records = find_backups(
+        ctx, database=args.database, tier=args.tier, status=args.status, limit=args.limit
+    )
+    if args.json:
+        print_json([record_json(r) for r in records])
+        return 0
+    if not records:
+        print("no backups")
+        return 0
+    rows = [
+        [
+            r.id,
+            r.database,
+            r.tier,
+            r.status,
+            when(r.started_at),
+            human_bytes(r.size_bytes) if r.size_bytes is not None else "-",
+            r.verification_status or "-",
+            one_line(r.description, 40),
+        ]
+        for r in records
+    ]
+    print(
+        table(
+            ["ID", "DATABASE", "TIER", "STATUS", "STARTED", "SIZE", "VERIFIED", "DESCRIPTION"], rows
+        )
+    )
+    return 0
+
+
+def show(ctx: Context, args: argparse.Namespace) -> int:
+    record = resolve(ctx, args.backup, args.database)
+    manifest = record.manifest or {}
+    catalog = ctx.catalog_or_none("showing the backup without its verification history")
+    checks = catalog.verifications(record.id) if catalog else []
+    if args.json:
+        print_json(
+            {
+                **record_json(record),
+                "manifest": manifest,
+                "verifications": [vars(v) for v in checks],
+            }
+        )
+        return 0
+    _print_record(record)
+    counts = manifest.get("row_counts", [])
+    if counts:
+        print("\nrow counts:")
+        print(
+            table(
+                ["SCHEMA", "TABLE", "ROWS"],
+                [[c["schema"], c["table"], str(c["rows"])] for c in counts],
+            )
+        )
+    for check in checks:
+        print(
+            f"\nverified {when(check.finished_at)}: {check.kind} {check.status}"
+            + (f" ({check.error})" if check.error else "")
+        )
+    return 0
+
+
+def _print_record(record: BackupRecord) -> None:
+    manifest = record.manifest or {}
+    fields = [
+        ("id", record.id),
+        ("database", record.database),
+        ("kind", record.kind),
+        ("tier", record.tier),
+        ("status", record.status),
+        ("started", when(record.started_at)),
+        ("finished", when(record.finished_at)),
+        ("dump size", _size(record.dump_bytes)),
+        ("stored size", _size(record.size_bytes)),
+        ("server version", manifest.get("server_version", "-")),
+        ("pg_dump version", manifest.get("tool_version", "-")),
+        ("key id", manifest.get("key_id", "-")),
+        ("dump sha256", manifest.get("dump_sha256", "-")),
+        ("stored sha256", manifest.get("stored_sha256", "-")),
+        ("verification", record.verification_status or "never verified"),
+        ("description", one_line(record.description, 200) or "-"),
+        ("tags", ", ".join(record.tags) or "-"),
+    ]
+    if record.error:
+        fields.append(("error", record.error))
+    width = max(len(name) for name, _ in fields)
+    for name, value in fields:
+        print(f"{name.ljust(width)}  {value}")
+
+
+def _size(count: int | None) -> str:
+    return f"{human_bytes(count)} ({count} bytes)" if count is not None else "-"
+
+
+def verify(ctx: Context, args: argparse.Namespace) -> int:
+    record = resolve(ctx, args.backup, args.database)
+    progress = Progress(f"verify {record.id}", total=record.dump_bytes)
+    result = verify_backup(ctx, record, progress.advance)
+    progress.close()
+    if args.json:
+        print_json(
+            {
+                "id": result.backup_id,
+                "status": "verified",
+                "stored_bytes": result.stored_bytes,
+                "dump_bytes": result.dump_bytes,
+                "toc_entries": result.toc_entries,
+                "seconds": round(result.seconds, 3),
+            }
+        )
+    else:
+        print(
+            f"backup {result.backup_id} verified: {human_bytes(result.stored_bytes)} read, "
+            "hashes and every chunk's tag match, pg_restore reads "
+            f"{result.toc_entries} entries ({result.seconds:.1f} s)"
+        )
+    return 0
+
+
+def delete(ctx: Context, args: argparse.Namespace) -> int:
+    record = resolve(ctx, layout.check_backup_id(args.backup))
+    if not args.yes:
+        raise UsageError(
+            f"refusing to delete backup {record.id} of {record.database} without --yes"
+        )
+    catalog = ctx.catalog()  # no deletion without an audit trail
+    keys = _object_keys(ctx, record)
+    for key in keys:  # the manifest first: from that moment the backup no longer exists
+        ctx.storage.delete(key)
+    catalog.mark_deleted(record.id)
+    catalog.audit(
+        _actor(),
+        "delete",
+        record.id,
+        {"database": record.database, "tier": record.tier, "objects": keys},
+    )
+    print(f"deleted backup {record.id} of {record.database} ({len(keys)} objects)")
+    return 0
+
+
+def _object_keys(ctx: Context, record: BackupRecord) -> list[str]:
+    folder = layout.backup_folder(
+        ctx.settings.storage.prefix, record.tier, record.database, record.id
+    )
+    keys = [info.key for info in ctx.storage.list(folder)]
+    return sorted(keys, key=lambda k: not k.endswith(layout.MANIFEST_OBJECT))
+
+
+def _actor() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def stats(ctx: Context, args: argparse.Namespace) -> int:
+    rows = ctx.catalog().stats()
+    if args.json:
+        print_json([vars(r) for r in rows])
+        return 0
+    if not rows:
+        print("no backups")
+        return 0
+    print(
+        table(
+            [
+                "DATABASE",
+                "TIER",
+                "BACKUPS",
+                "STORED",
+                "DUMPED",
+                "OLDEST",
+                "NEWEST",
+                "VERIFIED",
+                "FAILED",
+            ],
+            [
+                [
+                    r.database,
+                    r.tier,
+                    str(r.backups),
+                    human_bytes(r.size_bytes),
+                    human_bytes(r.dump_bytes),
+                    when(r.oldest),
+                    when(r.newest),
+                    when(r.last_verified),
+                    str(r.failed),
+                ]
+                for r in rows
+            ],
+        )
+    )
+    total = sum(r.size_bytes for r in rows)
+    print(f"\n{sum(r.backups for r in rows)} backups, {human_bytes(total)} stored")
+    return 0

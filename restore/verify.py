@@ -1,0 +1,174 @@
+"""Verification of a stored backup: every byte read back and checked, then read by pg_restore.
+
+It downloads the data object in parallel, checks its size and SHA-256 against the manifest and
+every chunk's authentication tag, decompresses it, checks the dump's SHA-256, and streams the
+dump into `pg_restore --list`, which must read its table of contents. The outcome is recorded
+in the catalog either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO
+
+from permafrost import pgtools
+from permafrost.backups import load_manifest
+from permafrost.catalog import BackupRecord
+from permafrost.context import Context
+from permafrost.errors import HashMismatch, IntegrityError, NotFound, PermafrostError, Truncated
+from permafrost.manifest import Manifest
+from permafrost.pipeline import Opened
+from permafrost.storage.transfer import read_object
+
+RECORD_LATER = "the verification result is not recorded"
+
+
+@dataclass(frozen=True)
+class Verified:
+    backup_id: str
+    stored_bytes: int
+    dump_bytes: int
+    toc_entries: int
+    seconds: float
+
+
+def verify_backup(
+    ctx: Context, record: BackupRecord, on_progress: Callable[[int], None] | None = None
+) -> Verified:
+    started, clock = datetime.now(UTC), time.monotonic()
+    try:
+        result = _verify(ctx, record, clock, on_progress)
+    except PermafrostError as exc:
+        _record(ctx, record.id, started, str(exc), {})
+        raise
+    _record(
+        ctx,
+        record.id,
+        started,
+        None,
+        {
+            "stored_bytes": result.stored_bytes,
+            "dump_bytes": result.dump_bytes,
+            "toc_entries": result.toc_entries,
+            "seconds": round(result.seconds, 3),
+        },
+    )
+    return result
+
+
+def _record(
+    ctx: Context, backup_id: str, started: datetime, error: str | None, details: dict[str, object]
+) -> None:
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, "integrity", started, datetime.now(UTC), error, details
+        ),
+        RECORD_LATER,
+    )
+
+
+def _verify(
+    ctx: Context, record: BackupRecord, clock: float, on_progress: Callable[[int], None] | None
+) -> Verified:
+    manifest = load_manifest(ctx, record)
+    data_key = manifest.objects["data"]
+    _check_size(ctx, manifest, data_key)
+    pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
+    with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            [pg_restore, "--list"], stdin=subprocess.PIPE, stdout=listing, stderr=errors
+        )
+        try:
+            opened, dump_sha = _stream(ctx, manifest, data_key, proc, on_progress)
+        finally:
+            _finish(proc)
+        _check_hashes(manifest, opened, dump_sha)
+        entries = _toc_entries(proc.returncode, listing, errors, manifest.id)
+    return Verified(
+        manifest.id, opened.stored_bytes, manifest.dump_bytes, entries, time.monotonic() - clock
+    )
+
+
+def _check_size(ctx: Context, manifest: Manifest, data_key: str) -> None:
+    try:
+        size = ctx.storage.head(data_key).size
+    except NotFound:
+        raise IntegrityError(
+            f"backup {manifest.id} is missing its data object {data_key}"
+        ) from None
+    if size != manifest.stored_bytes:
+        raise Truncated(
+            f"data object of {manifest.id} is {size} bytes; the manifest says "
+            f"{manifest.stored_bytes}: it was truncated or replaced"
+        )
+
+
+def _stream(
+    ctx: Context,
+    manifest: Manifest,
+    data_key: str,
+    proc: subprocess.Popen[bytes],
+    on_progress: Callable[[int], None] | None,
+) -> tuple[Opened, str]:
+    storage = ctx.settings.storage
+    blocks = read_object(
+        ctx.storage,
+        data_key,
+        manifest.stored_bytes,
+        part_size=storage.part_size,
+        concurrency=storage.concurrency,
+    )
+    opened = Opened(blocks, ctx.repository().keyring)
+    dump_hash = hashlib.sha256()
+    sink: IO[bytes] | None = proc.stdin
+    for chunk in opened.chunks():
+        dump_hash.update(chunk)
+        if on_progress is not None:
+            on_progress(len(chunk))
+        if sink is not None:
+            try:
+                sink.write(chunk)
+            except BrokenPipeError:
+                sink = None  # pg_restore has read its table of contents; keep checking hashes
+    return opened, dump_hash.hexdigest()
+
+
+def _finish(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _check_hashes(manifest: Manifest, opened: Opened, dump_sha: str) -> None:
+    if opened.stored_sha256 != manifest.stored_sha256:
+        raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
+    if dump_sha != manifest.dump_sha256:
+        raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")
+
+
+def _toc_entries(
+    returncode: int | None, listing: IO[bytes], errors: IO[bytes], backup_id: str
+) -> int:
+    listing.seek(0)
+    errors.seek(0)
+    if returncode != 0:
+        message = errors.read().decode(errors="replace").strip().splitlines() or ["no output"]
+        raise IntegrityError(
+            f"pg_restore cannot read the dump of {backup_id}: "
+            f"{message[-1].removeprefix('pg_restore: ')}"
+        )
+    lines = listing.read().decode(errors="replace").splitlines()
+    return sum(1 for line in lines if line and not line.startswith(";"))

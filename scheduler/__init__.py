@@ -1,0 +1,1 @@
+"""The scheduler service: takes backups on schedule and on request (the producer)."""

@@ -1,0 +1,56 @@
+"""`permafrost backup`: take a logical backup of one or every configured database now."""
+
+from __future__ import annotations
+
+import argparse
+
+from permafrost import layout
+from permafrost.backup import run_backup
+from permafrost.backups import record_from_manifest, record_json
+from permafrost.context import Context
+from permafrost.errors import UsageError
+from permafrost.logical import BackupRequest
+from permafrost.output import print_json
+from permafrost.progress import Progress, human_bytes
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    parser = commands.add_parser("backup", help="take a backup now")
+    parser.add_argument("--database", help="the database to back up (default: every DB_NAME)")
+    parser.add_argument("--tier", choices=("standard", "compliance"), default="standard")
+    parser.add_argument("--description", default="", help="free text kept with the backup")
+    parser.add_argument("--tag", action="append", default=[], help="a label; repeatable")
+    parser.add_argument("--json", action="store_true", help="print the backup's record as JSON")
+    parser.set_defaults(handler=backup)
+
+
+def backup(ctx: Context, args: argparse.Namespace) -> int:
+    databases = [args.database] if args.database else list(ctx.settings.source.databases)
+    if not databases:
+        raise UsageError(
+            "no database to back up: pass --database NAME or set DB_NAME "
+            "(or a database in DATABASE_URL)"
+        )
+    records = []
+    for database in databases:
+        request = BackupRequest(
+            database=database, tier=args.tier, description=args.description, tags=tuple(args.tag)
+        )
+        progress = Progress(f"backup {database}")
+        manifest = run_backup(ctx, request, progress.advance)
+        progress.close()
+        key = layout.manifest_key(
+            ctx.settings.storage.prefix, manifest.tier, manifest.database, manifest.id
+        )
+        record = record_from_manifest(manifest, key)
+        records.append(record_json(record))
+        if not args.json:
+            print(
+                f"backup {manifest.id} of {database} completed: "
+                f"{human_bytes(manifest.dump_bytes)} dumped, "
+                f"{human_bytes(manifest.stored_bytes)} stored in the {manifest.tier} tier, "
+                f"{manifest.duration_seconds:.1f} s"
+            )
+    if args.json:
+        print_json(records[0] if len(records) == 1 else records)
+    return 0

@@ -1,0 +1,124 @@
+"""Fixtures: a real source cluster, a real S3 server, and a fresh bucket and catalog per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from permafrost import crypto
+from tests.services import Cluster, S3Server
+
+PERMAFROST = str(Path(sys.executable).parent / "permafrost")
+KEY = crypto.generate_key()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Cluster]:
+    cluster = Cluster("source").start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+SAMPLE = """
+CREATE TABLE customers (
+    id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE,
+    profile jsonb, balance numeric(12, 2), created_at timestamptz DEFAULT now());
+INSERT INTO customers (name, email, profile, balance, created_at)
+SELECT 'customer ' || g, 'c' || g || '@example.com',
+       jsonb_build_object('tier', g % 5, 'tags', jsonb_build_array('a', 'b')),
+       (g * 3.17)::numeric(12, 2), '2026-01-01'::timestamptz + g * interval '1 minute'
+FROM generate_series(1, 2000) g;
+CREATE INDEX customers_created ON customers (created_at);
+CREATE SCHEMA billing;
+CREATE TABLE billing.invoices (id int PRIMARY KEY, customer_id bigint REFERENCES customers,
+    total numeric, note text);
+INSERT INTO billing.invoices SELECT g, 1 + g % 2000, g * 1.5, 'secret-note-' || g
+FROM generate_series(1, 500) g;
+CREATE TABLE "Mixed Case" (v int);
+INSERT INTO "Mixed Case" VALUES (1), (2), (3);
+CREATE TABLE empty_table (id int);
+"""
+
+
+def make_sample_database(cluster: Cluster, name: str | None = None, extra_sql: str = "") -> str:
+    database = cluster.create_database(name or unique("src"))
+    cluster.execute(SAMPLE + extra_sql, database)
+    return database
+
+
+@pytest.fixture
+def source_db(pg: Cluster) -> Iterator[str]:
+    database = make_sample_database(pg)
+    yield database
+    pg.drop_database(database)
+
+
+@pytest.fixture
+def bucket(s3: S3Server) -> str:
+    name = f"pf-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def metadata_db(pg: Cluster) -> Iterator[str]:
+    name = pg.create_database(unique("meta"))
+    yield name
+    pg.drop_database(name)
+
+
+@pytest.fixture
+def env(
+    pg: Cluster, s3: S3Server, bucket: str, source_db: str, metadata_db: str, tmp_path: Path
+) -> dict[str, str]:
+    """The environment an operator would set: source, bucket, metadata store, key."""
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DATABASE_URL": pg.url(source_db),
+        "METADATA_DATABASE_URL": pg.url(metadata_db),
+        "STORAGE_URL": f"s3://{bucket}/backups",
+        "S3_ENDPOINT_URL": s3.url,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "S3_PROVIDER": "generic",
+        "BACKUP_ENCRYPTION_KEY": KEY,
+        "UPLOAD_PART_SIZE_MB": "5",
+    }
+
+
+def run(
+    env: dict[str, str], *args: str, input: bytes | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the `permafrost` command as an operator would."""
+    result = subprocess.run(
+        [PERMAFROST, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        input=input.decode() if input else None,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"permafrost {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+        )
+    return result

@@ -1,0 +1,196 @@
+"""Real services for the tests: PostgreSQL clusters made with initdb, and moto's S3 server.
+
+Nothing here is a mock: a cluster is a real postgres process on a loopback port with password
+authentication, and the S3 server is moto in server mode, spoken to over HTTP by boto3.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+SUPERUSER = "postgres"
+PASSWORD = "test-Secret-pw-1"
+
+
+def pg_bin() -> Path:
+    root = Path("/usr/lib/postgresql")
+    majors = sorted(
+        (p for p in root.iterdir() if (p / "bin" / "initdb").exists()),
+        key=lambda p: int(p.name),
+        reverse=True,
+    )
+    if not majors:
+        raise RuntimeError("PostgreSQL server binaries are missing: run ./setup.sh test")
+    return majors[0] / "bin"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_owner() -> list[str]:
+    """initdb and postgres refuse to run as root: run them as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster in a temporary directory."""
+
+    def __init__(self, name: str = "pg", settings: dict[str, str] | None = None) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"permafrost-{name}-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self.bin = pg_bin()
+        self.settings = settings or {}
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.root, owner.pw_uid, owner.pw_gid)
+        self._initdb()
+
+    def _initdb(self) -> None:
+        pwfile = self.root / "pw"
+        pwfile.write_text(PASSWORD)
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        subprocess.run(
+            [
+                *_as_owner(),
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                SUPERUSER,
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        conf = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{self.root}'",
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "shared_buffers": "'64MB'",
+            "max_connections": "50",
+            **self.settings,
+        }
+        with (self.data / "postgresql.conf").open("a") as handle:
+            for key, value in conf.items():
+                handle.write(f"{key} = {value}\n")
+
+    def start(self) -> Cluster:
+        subprocess.run(
+            [
+                *_as_owner(),
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(
+            [
+                *_as_owner(),
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-w",
+                "stop",
+            ],
+            check=False,
+            capture_output=True,
+        )
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{SUPERUSER}:{PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+    def connect(self, database: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(self.url(database), autocommit=True)
+
+    def execute(self, sql: str, database: str = "postgres") -> list[tuple]:
+        with self.connect(database) as conn:
+            cur = conn.execute(sql)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def create_database(self, name: str) -> str:
+        self.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class S3Server:
+    """moto's S3 server on a loopback port, in its own process."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        moto = Path(sys.executable).parent / "moto_server"
+        self.proc = subprocess.Popen(
+            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait()
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("moto_server did not start")
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
