@@ -347,7 +347,9 @@ class Decryptor:
 
     def _unidentified(self, n: int, last: bool) -> errors.IntegrityError:
         following = bytes(self._buffer[self._chunk_total : 2 * self._chunk_total])
-        if n == 0 and not (following and self._identify_as(following, 1)):
+        # Every chunk failing from the first on means the header is not this data's; one chunk
+        # failing among good ones means that chunk was damaged. A lone chunk cannot tell.
+        if n == 0 and following and not self._identify_as(following, 1):
             return errors.HeaderMismatch(
                 "object header does not belong to its data: the header was swapped or the data "
                 "replaced"

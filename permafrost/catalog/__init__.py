@@ -71,6 +71,20 @@ class TierStats:
     failed: int
 
 
+_STATS = """
+SELECT database, tier,
+       count(*) FILTER (WHERE status = 'completed') AS backups,
+       coalesce(sum(size_bytes) FILTER (WHERE status = 'completed'), 0)::bigint AS size_bytes,
+       coalesce(sum(dump_bytes) FILTER (WHERE status = 'completed'), 0)::bigint AS dump_bytes,
+       min(started_at) FILTER (WHERE status = 'completed') AS oldest,
+       max(started_at) FILTER (WHERE status = 'completed') AS newest,
+       max(verified_at) FILTER (WHERE verification_status = 'verified') AS last_verified,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM backups WHERE status <> 'deleted'
+GROUP BY database, tier ORDER BY database, tier
+"""
+
+
 def connect(url: Secret | None) -> Catalog:
     if url is None:
         raise CatalogUnavailable(
@@ -226,19 +240,7 @@ class Catalog:
 
     def stats(self) -> list[TierStats]:
         with self._errors("read stats"), self.conn.cursor(row_factory=class_row(TierStats)) as cur:
-            return cur.execute(
-                "SELECT database, tier,"
-                " count(*) FILTER (WHERE status = 'completed') AS backups,"
-                " coalesce(sum(size_bytes) FILTER (WHERE status = 'completed'), 0) AS size_bytes,"
-                " coalesce(sum(dump_bytes) FILTER (WHERE status = 'completed'), 0) AS dump_bytes,"
-                " min(started_at) FILTER (WHERE status = 'completed') AS oldest,"
-                " max(started_at) FILTER (WHERE status = 'completed') AS newest,"
-                " max(verified_at) FILTER (WHERE verification_status = 'verified')"
-                "   AS last_verified,"
-                " count(*) FILTER (WHERE status = 'failed') AS failed"
-                " FROM backups WHERE status <> 'deleted' GROUP BY database, tier"
-                " ORDER BY database, tier"
-            ).fetchall()
+            return cur.execute(_STATS).fetchall()
 
     # --- verifications, jobs, audit -------------------------------------------------------
 

@@ -160,6 +160,7 @@ class LocalStorage:
     def _join_parts(self, folder: Path, sources: Sequence[Path]) -> Path:
         tmp = folder / f".tmp-{secrets.token_hex(8)}"
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             with tmp.open("wb") as out:
                 for source in sources:
                     with source.open("rb") as part:

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Permafrost set-up.
+#   ./setup.sh        install Permafrost into .venv and say how to use it
+#   ./setup.sh test   install everything the tests need (PostgreSQL server binaries included)
+#                     and run ruff, mypy and the test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=.venv
+PYTHON=${PYTHON:-python3}
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else die "need root to run: $* (install it by hand, or run as root)"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "missing: $* (no apt-get here; install them by hand)"
+  say "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+have_pg_server() { compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; }
+
+system_packages() {
+  local wanted=()
+  if ! have_pg_server; then
+    # Debian's package would also create and start a cluster of its own; we make our own.
+    as_root mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" | as_root tee /etc/postgresql-common/createcluster.d/permafrost.conf >/dev/null
+    wanted+=(postgresql postgresql-client)
+  fi
+  command -v zstd >/dev/null || wanted+=(zstd)
+  command -v runuser >/dev/null || wanted+=(util-linux)
+  "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3-venv)
+  if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
+  have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    # Test clusters run as this user: initdb refuses to run as root.
+    useradd --system --home-dir /var/lib/postgresql --create-home postgres
+  fi
+}
+
+python_env() {
+  "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+    || die "Python 3.11 or newer is needed (found $("$PYTHON" --version 2>&1))"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$1]"
+}
+
+run_tests() {
+  system_packages
+  python_env test
+  say "ruff"
+  "$VENV/bin/ruff" check .
+  "$VENV/bin/ruff" format --check --quiet .
+  say "mypy"
+  "$VENV/bin/mypy"
+  say "pytest"
+  exec "$VENV/bin/pytest" "$@"
+}
+
+install_only() {
+  python_env test
+  cat >&2 <<MSG
+setup: Permafrost is installed in $VENV. Try:
+  $VENV/bin/permafrost keygen          # make an encryption key, and keep a copy off this server
+  $VENV/bin/permafrost --help
+Set DATABASE_URL (or DB_HOST, DB_NAME, ...), STORAGE_URL and BACKUP_ENCRYPTION_KEY, then
+  $VENV/bin/permafrost backup
+MSG
+}
+
+case "${1:-}" in
+  test) shift; run_tests "$@" ;;
+  "") install_only ;;
+  *) die "unknown command '$1' (use: ./setup.sh, ./setup.sh test)" ;;
+esac

@@ -1,0 +1,153 @@
+"""One contract, every backend: the local directory and S3 (moto's server over HTTP)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from permafrost.errors import NotFound, StorageError, StorageUnavailable
+from permafrost.settings import StorageSettings
+from permafrost.storage import Storage, open_storage
+from permafrost.storage.transfer import ObjectWriter, read_object
+from tests.services import S3Server
+
+MIB = 1024 * 1024
+
+
+def s3_settings(s3: S3Server, bucket: str, **extra: object) -> StorageSettings:
+    from permafrost.settings import Secret
+
+    return StorageSettings(
+        url=f"s3://{bucket}/pfx",
+        endpoint_url=s3.url,
+        region="us-east-1",
+        access_key_id=Secret("testing"),
+        secret_access_key=Secret("testing"),
+        provider="generic",
+        addressing_style="path",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(params=["local", "s3"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return open_storage(StorageSettings(url=f"file://{tmp_path}/bucket"))
+    s3: S3Server = request.getfixturevalue("s3")
+    bucket: str = request.getfixturevalue("bucket")
+    return open_storage(s3_settings(s3, bucket))
+
+
+def test_it_puts_gets_and_heads(storage: Storage) -> None:
+    storage.check()
+    storage.put("a/b/c.bin", b"hello world")
+    assert storage.get("a/b/c.bin") == b"hello world"
+    assert storage.get("a/b/c.bin", 6) == b"world"
+    assert storage.get("a/b/c.bin", 2, 3) == b"llo"
+    assert storage.head("a/b/c.bin").size == 11
+
+
+def test_it_overwrites_unless_asked_not_to(storage: Storage) -> None:
+    storage.put("k", b"one")
+    storage.put("k", b"two")
+    assert storage.get("k") == b"two"
+    with pytest.raises(StorageError, match="already exists"):
+        storage.put("k", b"three", if_absent=True)
+    storage.put("fresh", b"x", if_absent=True)
+    assert storage.get("k") == b"two"
+
+
+def test_it_raises_not_found_the_same_way(storage: Storage) -> None:
+    with pytest.raises(NotFound):
+        storage.get("missing/object")
+    with pytest.raises(NotFound):
+        storage.head("missing/object")
+    storage.delete("missing/object")  # deleting what is not there is fine
+
+
+def test_it_lists_in_key_order_under_a_prefix(storage: Storage) -> None:
+    for key in ["p/b/2", "p/a/1", "p/b/1", "q/x", "pp/y"]:
+        storage.put(key, key.encode())
+    assert [o.key for o in storage.list("p/")] == ["p/a/1", "p/b/1", "p/b/2"]
+    assert [o.key for o in storage.list("p")] == ["p/a/1", "p/b/1", "p/b/2", "pp/y"]
+    assert [o.size for o in storage.list("q/")] == [3]
+    assert list(storage.list("nothing/")) == []
+
+
+def test_it_deletes(storage: Storage) -> None:
+    storage.put("d/1", b"x")
+    storage.delete("d/1")
+    with pytest.raises(NotFound):
+        storage.get("d/1")
+    assert list(storage.list("d/")) == []
+
+
+def test_it_assembles_multipart_uploads_in_part_order(storage: Storage) -> None:
+    parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), b"tail"]
+    upload = storage.create_multipart("mp/obj")
+    etags = [(n, storage.upload_part("mp/obj", upload, n, parts[n - 1])) for n in (3, 1, 2)]
+    assert list(storage.list("mp/")) == []  # nothing visible before completion
+    storage.complete_multipart("mp/obj", upload, etags)
+    assert storage.get("mp/obj") == b"".join(parts)
+    assert [u.key for u in storage.list_multipart("mp/")] == []
+
+
+def test_it_aborts_multipart_uploads_without_a_trace(storage: Storage) -> None:
+    upload = storage.create_multipart("mp/aborted")
+    storage.upload_part("mp/aborted", upload, 1, os.urandom(5 * MIB))
+    assert [u.upload_id for u in storage.list_multipart("mp/")] == [upload]
+    storage.abort_multipart("mp/aborted", upload)
+    assert [u.key for u in storage.list_multipart("mp/")] == []
+    with pytest.raises(NotFound):
+        storage.head("mp/aborted")
+
+
+def test_the_writer_streams_small_and_large_objects(storage: Storage) -> None:
+    for size in (0, 100, 12 * MIB + 5):
+        data = os.urandom(size)
+        writer = ObjectWriter(storage, f"w/{size}", part_size=5 * MIB, concurrency=3)
+        for i in range(0, size, 777_777):
+            writer.write(data[i : i + 777_777])
+        writer.close()
+        assert writer.size == size
+        assert writer.sha256 == hashlib.sha256(data).hexdigest()
+        got = b"".join(read_object(storage, f"w/{size}", size, part_size=2 * MIB, concurrency=3))
+        assert got == data
+
+
+def test_the_writer_leaves_nothing_when_aborted(storage: Storage) -> None:
+    writer = ObjectWriter(storage, "w/aborted", part_size=5 * MIB, concurrency=2)
+    writer.write(os.urandom(11 * MIB))
+    writer.abort()
+    assert list(storage.list("w/")) == []
+    assert list(storage.list_multipart("w/")) == []
+
+
+def test_local_storage_refuses_keys_that_escape_the_bucket(tmp_path: Path) -> None:
+    storage = open_storage(StorageSettings(url=f"file://{tmp_path}/bucket"))
+    for key in ["../outside", "/etc/passwd", "a/../../b", "a//b", ".multipart/x", "nul\x00"]:
+        with pytest.raises(StorageError, match="unsafe"):
+            storage.put(key, b"x")
+    assert not (tmp_path / "outside").exists()
+
+
+def test_it_says_when_the_bucket_cannot_be_reached() -> None:
+    from tests.services import free_port
+
+    class Down:
+        url = f"http://127.0.0.1:{free_port()}"
+
+    storage = open_storage(s3_settings(Down(), "bucket", max_attempts=1))  # type: ignore[arg-type]
+    with pytest.raises(StorageUnavailable, match="cannot reach the bucket"):
+        storage.check()
+
+
+def test_it_says_when_the_bucket_does_not_exist(s3: S3Server) -> None:
+    storage = open_storage(s3_settings(s3, "no-such-bucket"))
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        storage.check()
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        storage.put("k", b"x")

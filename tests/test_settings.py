@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from permafrost.errors import ConfigError
+from permafrost.settings import Settings, load_env_file
+
+
+def test_it_reads_the_reference_deployment_names() -> None:
+    settings = Settings.from_env(
+        {
+            "DB_HOST": "db.internal",
+            "DB_PORT": "6543",
+            "DB_NAME": "shop, billing",
+            "DB_USER": "backup",
+            "DB_PASSWORD": "pw",
+            "DO_SPACES_KEY": "key",
+            "DO_SPACES_SECRET": "secret",
+            "DO_SPACES_BUCKET": "backups",
+            "DO_SPACES_REGION": "fra1",
+        }
+    )
+    assert settings.source.databases == ("shop", "billing")
+    assert settings.source.conninfo("shop") == {
+        "dbname": "shop",
+        "host": "db.internal",
+        "port": "6543",
+        "user": "backup",
+    }
+    assert settings.source.password is not None and settings.source.password.reveal() == "pw"
+    assert settings.storage.url == "s3://backups"
+    assert settings.storage.endpoint_url == "https://fra1.digitaloceanspaces.com"
+    assert settings.storage.provider == "spaces"
+    assert settings.storage.addressing_style == "virtual"
+    assert settings.storage.region == "fra1"
+
+
+def test_it_prefers_generic_names_and_reads_database_url() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:p%40ss@h:5433/app?sslmode=require",
+            "DB_HOST": "ignored",
+            "STORAGE_URL": "s3://bkt/some/prefix/",
+            "S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+            "S3_PROVIDER": "minio",
+        }
+    )
+    assert settings.source.host == "h" and settings.source.port == 5433
+    assert settings.source.password is not None and settings.source.password.reveal() == "p@ss"
+    assert settings.source.databases == ("app",)
+    assert ("sslmode", "require") in settings.source.options
+    assert (settings.storage.bucket, settings.storage.prefix) == ("bkt", "some/prefix")
+    assert settings.storage.addressing_style == "path"
+
+
+def test_it_defaults_to_a_local_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    assert settings.storage.url == f"file://{tmp_path}/.permafrost/bucket"
+    assert settings.storage.prefix == ""
+
+
+def test_it_reads_secrets_from_files(tmp_path: Path) -> None:
+    (tmp_path / "key").write_text("from-a-file\n")
+    settings = Settings.from_env(
+        {"BACKUP_ENCRYPTION_KEY_FILE": str(tmp_path / "key"), "BACKUP_ENCRYPTION_KEY": "from-env"}
+    )
+    assert settings.encryption_key is not None
+    assert settings.encryption_key.reveal() == "from-a-file"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DB_PORT": "five"}, "DB_PORT"),
+        ({"S3_PROVIDER": "azure"}, "S3_PROVIDER"),
+        ({"STORAGE_URL": "ftp://x"}, "STORAGE_URL"),
+        ({"STORAGE_URL": "s3://"}, "STORAGE_URL"),
+        ({"DB_NAME": "../etc"}, "DB_NAME"),
+        ({"UPLOAD_PART_SIZE_MB": "1"}, "UPLOAD_PART_SIZE_MB"),
+        ({"COMPRESSION_LEVEL": "40"}, "COMPRESSION_LEVEL"),
+        ({"S3_ENDPOINT_URL": "ftp://x"}, "S3_ENDPOINT_URL"),
+        ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL"),
+        ({"BACKUP_ENCRYPTION_KEY_FILE": "/nonexistent/key"}, "BACKUP_ENCRYPTION_KEY_FILE"),
+    ],
+)
+def test_it_refuses_a_bad_value_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
+
+
+def test_it_never_shows_secrets_in_its_repr() -> None:
+    settings = Settings.from_env(
+        {
+            "DATABASE_URL": "postgresql://u:hunter2-db@h/app",
+            "S3_SECRET_ACCESS_KEY": "hunter2-s3",
+            "BACKUP_ENCRYPTION_KEY": "hunter2-key",
+            "METADATA_DATABASE_URL": "postgresql://u:hunter2-m@h/m",
+        }
+    )
+    text = repr(settings)
+    assert "hunter2" not in text
+    assert "********" in text
+
+
+def test_it_reads_env_files(tmp_path: Path) -> None:
+    path = tmp_path / "permafrost.env"
+    path.write_text("# comment\nexport DB_NAME=shop\nDB_PASSWORD='quoted value'\n\nX=\"1\"\n")
+    assert load_env_file(str(path)) == {"DB_NAME": "shop", "DB_PASSWORD": "quoted value", "X": "1"}
+    path.write_text("not a setting\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_env_file(str(path))
