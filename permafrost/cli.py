@@ -79,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "needs_settings", True):
             ctx = Context(Settings.from_env(environment(args.env_file)))
+            if not args.verbose:
+                logging.getLogger().setLevel(ctx.settings.log_level)
         return int(args.handler(ctx, args))
     except errors.PermafrostError as exc:
         print(f"permafrost: error: {_one_line(exc)}", file=sys.stderr)

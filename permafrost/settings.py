@@ -119,7 +119,7 @@ class Settings:
     compression_level: int = 3
     compression_threads: int = 2
     pg_bin_dir: str | None = None
-    log_level: str = "INFO"
+    log_level: str = "WARNING"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -132,8 +132,10 @@ class Env:
 
     def __init__(self, values: Mapping[str, str]) -> None:
         self.values = values
+        self.asked: set[str] = set()  # every name looked up: .env.example must list them all
 
     def text(self, name: str, default: str | None = None) -> str | None:
+        self.asked.add(name)
         value = self.values.get(name, "").strip()
         return value if value else default
 
@@ -194,7 +196,7 @@ def _parse(env: Env) -> Settings:
             "COMPRESSION_THREADS", min(os.cpu_count() or 1, 4), minimum=0
         ),
         pg_bin_dir=env.text("PG_BIN_DIR"),
-        log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "info").upper(),
+        log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),
         extra=dict(env.values),
     )
 

@@ -1,0 +1,46 @@
+"""The documents operators read must agree with the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from permafrost.cli import EXIT_CODES, EXIT_INTERRUPTED, build_parser
+from permafrost.settings import Env, _parse
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_env_example_lists_every_variable_the_settings_read() -> None:
+    read: set[str] = {"PERMAFROST_ENV_FILE"}
+    for values in ({}, {"DO_SPACES_BUCKET": "b"}, {"DATABASE_URL": "postgresql://h/d"}):
+        env = Env(values)
+        _parse(env)
+        read |= {name for name in env.asked if not name.endswith("_FILE")}
+    documented = set(
+        re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.MULTILINE)
+    )
+    assert read - documented == set(), "add these to .env.example"
+    assert documented - read == set(), "these are in .env.example but nothing reads them"
+
+
+def test_the_readme_documents_every_exit_code() -> None:
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, re.MULTILINE))
+    codes = {code for _, code in EXIT_CODES} | {0, 1, EXIT_INTERRUPTED}
+    assert {int(code) for code in rows} == codes
+
+
+def test_the_readme_opens_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    first_block = readme.split("```")[1]
+    lines = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert lines == ["./setup.sh", "./setup.sh test"]
+
+
+def test_every_command_the_readme_shows_exists() -> None:
+    readme = (ROOT / "README.md").read_text()
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    used = set(re.findall(r"\bpermafrost ([a-z][a-z-]+)", readme))
+    assert used - commands == set()
