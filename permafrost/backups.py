@@ -14,7 +14,14 @@ from permafrost import layout
 from permafrost.catalog import BackupRecord
 from permafrost.catalog.sync import manifest_keys, read_manifest
 from permafrost.context import Context
-from permafrost.errors import BackupNotFound, UsageError
+from permafrost.errors import (
+    BackupNotFound,
+    HashMismatch,
+    IntegrityError,
+    NotFound,
+    Truncated,
+    UsageError,
+)
 from permafrost.manifest import Manifest
 
 FALLBACK = "reading backups from the bucket instead"
@@ -147,3 +154,26 @@ def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:
     if record.status != "completed" or record.manifest_key is None:
         raise BackupNotFound(f"backup {record.id} is {record.status}, not a completed backup")
     return read_manifest(ctx.storage, record.manifest_key, ctx.repository().keyring)
+
+
+def check_data_object(ctx: Context, manifest: Manifest) -> None:
+    """The data object is there and has the size the manifest recorded."""
+    data_key = manifest.objects["data"]
+    try:
+        size = ctx.storage.head(data_key).size
+    except NotFound:
+        raise IntegrityError(
+            f"backup {manifest.id} is missing its data object {data_key}"
+        ) from None
+    if size != manifest.stored_bytes:
+        raise Truncated(
+            f"data object of {manifest.id} is {size} bytes; the manifest says "
+            f"{manifest.stored_bytes}: it was truncated or replaced"
+        )
+
+
+def check_hashes(manifest: Manifest, stored_sha256: str, dump_sha256: str) -> None:
+    if stored_sha256 != manifest.stored_sha256:
+        raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
+    if dump_sha256 != manifest.dump_sha256:
+        raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
 from permafrost import crypto
-from permafrost.backups import load_manifest, resolve
+from permafrost.backups import check_data_object, check_hashes, load_manifest, resolve
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import ConfigError, UsageError
+from permafrost.manifest import Manifest
 from permafrost.output import print_json
 from permafrost.pipeline import READ_SIZE, Opened
 from permafrost.repository import load_keys, read_config
@@ -67,10 +70,16 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
 def decrypt(ctx: Context, args: argparse.Namespace) -> int:
     if args.backup and args.file:
         raise UsageError("give either FILE or --backup, not both")
+    manifest = load_manifest(ctx, resolve(ctx, args.backup, args.database)) if args.backup else None
+    blocks = _bucket_blocks(ctx, manifest) if manifest else _file_blocks(args.file)
     with _output(args.output) as out:
-        opened = Opened(_input_blocks(ctx, args), _keyring(ctx))
+        opened = Opened(blocks, _keyring(ctx))
+        plain = hashlib.sha256()
         for chunk in opened.chunks():
+            plain.update(chunk)
             out.write(chunk)
+        if manifest is not None:
+            check_hashes(manifest, opened.stored_sha256, plain.hexdigest())
     return 0
 
 
@@ -83,24 +92,25 @@ def _keyring(ctx: Context) -> crypto.Keyring:
     return ctx.repository().keyring  # a passphrase: its salt is in the bucket
 
 
-def _input_blocks(ctx: Context, args: argparse.Namespace) -> Iterator[bytes]:
-    if args.backup:
-        manifest = load_manifest(ctx, resolve(ctx, args.backup, args.database))
-        storage = ctx.settings.storage
-        yield from read_object(
-            ctx.storage,
-            manifest.objects["data"],
-            manifest.stored_bytes,
-            part_size=storage.part_size,
-            concurrency=storage.concurrency,
-        )
-        return
+def _bucket_blocks(ctx: Context, manifest: Manifest) -> Iterator[bytes]:
+    check_data_object(ctx, manifest)
+    storage = ctx.settings.storage
+    return read_object(
+        ctx.storage,
+        manifest.objects["data"],
+        manifest.stored_bytes,
+        part_size=storage.part_size,
+        concurrency=storage.concurrency,
+    )
+
+
+def _file_blocks(path: str | None) -> Iterator[bytes]:
     source: IO[bytes]
-    if args.file and args.file != "-":
+    if path and path != "-":
         try:
-            source = open(args.file, "rb")  # noqa: SIM115
+            source = open(path, "rb")  # noqa: SIM115
         except OSError as exc:
-            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     else:
         source = sys.stdin.buffer
     with source:
@@ -110,16 +120,23 @@ def _input_blocks(ctx: Context, args: argparse.Namespace) -> Iterator[bytes]:
 
 @contextmanager
 def _output(path: str | None) -> Iterator[IO[bytes]]:
+    """stdout, or a file that appears under its name only once it is complete."""
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
+    partial = f"{path}.partial"
     try:
-        handle = open(path, "wb")  # noqa: SIM115
+        handle = open(partial, "wb")  # noqa: SIM115
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-    with handle:
-        yield handle
+    try:
+        with handle:
+            yield handle
+    except BaseException:
+        os.unlink(partial)
+        raise
+    os.replace(partial, path)
 
 
 def catalog_sync(ctx: Context, args: argparse.Namespace) -> int:

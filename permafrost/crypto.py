@@ -31,6 +31,8 @@ PREFIX_LEN = 7
 WRAP_NONCE_LEN = 12
 WRAPPED_KEY_LEN = 32 + TAG
 MAX_KEY_ID = 64
+MAX_CHUNK_SIZE = 64 * CHUNK_SIZE
+MAX_CHUNKS = 2**32 - 1
 _DIAGNOSE_WINDOW = 64
 
 
@@ -65,7 +67,8 @@ class Keyring:
             known = ", ".join(sorted(self.by_id))
             raise errors.WrongKey(
                 f"this object was encrypted with key {key_id}, but the configured keys are "
-                f"{known}: set BACKUP_ENCRYPTION_KEY (or BACKUP_ENCRYPTION_OLD_KEYS) to that key"
+                f"{known}: set BACKUP_ENCRYPTION_KEY (or BACKUP_ENCRYPTION_OLD_KEYS) to that key "
+                "(if no key has that id, the object's header is damaged)"
             ) from None
 
 
@@ -146,7 +149,7 @@ def parse_header(data: bytes) -> Header:
     except UnicodeDecodeError:
         raise errors.HeaderCorrupt("object header is damaged: key id is not text") from None
     (chunk_size,) = struct.unpack(">I", data[offset : offset + 4])
-    if not 1 <= chunk_size <= 64 * CHUNK_SIZE:
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise errors.HeaderCorrupt("object header is damaged: chunk size out of range")
     offset += 4
     prefix = data[offset : offset + PREFIX_LEN]
@@ -177,6 +180,14 @@ class Encryptor:
         nonce_prefix: bytes | None = None,
         wrap_nonce: bytes | None = None,
     ) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ValueError(f"chunk size must be 1 to {MAX_CHUNK_SIZE} bytes")
+        if data_key is not None and len(data_key) != 32:
+            raise ValueError("a data key is 32 bytes")
+        if nonce_prefix is not None and len(nonce_prefix) != PREFIX_LEN:
+            raise ValueError(f"a nonce prefix is {PREFIX_LEN} bytes")
+        if wrap_nonce is not None and len(wrap_nonce) != WRAP_NONCE_LEN:
+            raise ValueError(f"a wrap nonce is {WRAP_NONCE_LEN} bytes")
         self.chunk_size = chunk_size
         self._data_key = data_key or secrets.token_bytes(32)
         header = Header(
@@ -194,6 +205,7 @@ class Encryptor:
         self._buffer = bytearray()
         self._index = 0
         self._started = False
+        self._finished = False
 
     def update(self, data: bytes) -> bytes:
         """Ciphertext for as many whole chunks as are known not to be the last."""
@@ -209,6 +221,9 @@ class Encryptor:
         return b"".join(out)
 
     def finish(self) -> bytes:
+        if self._finished:
+            raise ValueError("the object is already finished")
+        self._finished = True
         head = self._start()
         return head + self._seal(bytes(self._buffer), last=True)
 
@@ -219,6 +234,8 @@ class Encryptor:
         return self._aad
 
     def _seal(self, plaintext: bytes | memoryview, *, last: bool) -> bytes:
+        if self._index > MAX_CHUNKS:
+            raise ValueError("an object holds at most 2**32 chunks")
         nonce = chunk_nonce(self.header.nonce_prefix, self._index, last)
         self._index += 1
         return self._aead.encrypt(nonce, plaintext, self._aad)
@@ -340,7 +357,8 @@ class Decryptor:
             return errors.ChunkReordered(
                 f"chunks are out of order: chunk {index} is at position {n}, before chunk {n}"
             )
-        return errors.ChunkMissing(f"chunk {n} is missing: chunk {index} follows chunk {n - 1}")
+        after = f"chunk {n - 1}" if n else "the header"
+        return errors.ChunkMissing(f"chunk {n} is missing: chunk {index} follows {after}")
 
     def _identify_as(self, sealed: bytes, index: int) -> bool:
         return any(self._try(sealed, index, last) is not None for last in (False, True))
@@ -354,9 +372,13 @@ class Decryptor:
                 "object header does not belong to its data: the header was swapped or the data "
                 "replaced"
             )
-        where = "final chunk" if last else "chunk"
+        if last:
+            return errors.ChunkCorrupt(
+                f"final chunk {n} failed authentication: the object is truncated, has bytes "
+                "appended, or was altered"
+            )
         return errors.ChunkCorrupt(
-            f"{where} {n} failed authentication: the object is corrupt or was altered"
+            f"chunk {n} failed authentication: the object is corrupt or was altered"
         )
 
 

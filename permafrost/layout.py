@@ -28,7 +28,7 @@ _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
 
 def valid_name(name: str) -> bool:
     """Whether a database or cluster name can be used safely in an object key."""
-    return bool(_NAME.match(name)) and ".." not in name
+    return bool(_NAME.fullmatch(name)) and ".." not in name
 
 
 def check_name(name: str, what: str = "database") -> str:
@@ -41,7 +41,7 @@ def check_name(name: str, what: str = "database") -> str:
 
 
 def check_backup_id(backup_id: str) -> str:
-    if not _BACKUP_ID.match(backup_id):
+    if not _BACKUP_ID.fullmatch(backup_id):
         raise UsageError(
             f"{backup_id!r} is not a backup id (they look like 20261122T020000Z-1a2b3c); "
             "run `permafrost list` to see them"
@@ -62,7 +62,7 @@ def new_backup_id(now: datetime | None = None) -> str:
 
 
 def backup_time(backup_id: str) -> datetime:
-    stamp = _BACKUP_ID.match(check_backup_id(backup_id))
+    stamp = _BACKUP_ID.fullmatch(check_backup_id(backup_id))
     assert stamp is not None
     return datetime.strptime(stamp.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
 
@@ -110,7 +110,7 @@ def parse_backup_key(prefix: str, key: str) -> BackupKey | None:
     if len(parts) != 4 or parts[0] not in LOGICAL_TIERS:
         return None
     tier, database, backup_id, name = parts
-    if not valid_name(database) or not _BACKUP_ID.match(backup_id):
+    if not valid_name(database) or not _BACKUP_ID.fullmatch(backup_id):
         return None
     if not name or name.startswith("."):
         return None

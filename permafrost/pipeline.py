@@ -120,6 +120,12 @@ class Opened:
 
 
 def _decompressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """One zstd frame, read in pieces of at most READ_SIZE whatever the compression ratio.
+
+    zstandard's reader bounds the output (a table of zeros compresses thousands to one, and a
+    decompressor fed by input slices would hand back gigabytes at once), but it does not say
+    whether the frame was complete: callers that know the dump's SHA-256 check it.
+    """
     source: Any = _IterReader(pieces)
     reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_SIZE)
     try:
@@ -139,7 +145,7 @@ class _IterReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+    def readinto(self, buffer: Any) -> int:
         while not self._current:
             piece = next(self._pieces, None)
             if piece is None:

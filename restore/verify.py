@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from typing import IO
 
 from permafrost import pgtools
-from permafrost.backups import load_manifest
+from permafrost.backups import check_data_object, check_hashes, load_manifest
 from permafrost.catalog import BackupRecord
 from permafrost.context import Context
-from permafrost.errors import HashMismatch, IntegrityError, NotFound, PermafrostError, Truncated
+from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.manifest import Manifest
 from permafrost.pipeline import Opened
 from permafrost.storage.transfer import read_object
@@ -78,7 +78,7 @@ def _verify(
 ) -> Verified:
     manifest = load_manifest(ctx, record)
     data_key = manifest.objects["data"]
-    _check_size(ctx, manifest, data_key)
+    check_data_object(ctx, manifest)
     pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
@@ -88,25 +88,11 @@ def _verify(
             opened, dump_sha = _stream(ctx, manifest, data_key, proc, on_progress)
         finally:
             _finish(proc)
-        _check_hashes(manifest, opened, dump_sha)
+        check_hashes(manifest, opened.stored_sha256, dump_sha)
         entries = _toc_entries(proc.returncode, listing, errors, manifest.id)
     return Verified(
         manifest.id, opened.stored_bytes, manifest.dump_bytes, entries, time.monotonic() - clock
     )
-
-
-def _check_size(ctx: Context, manifest: Manifest, data_key: str) -> None:
-    try:
-        size = ctx.storage.head(data_key).size
-    except NotFound:
-        raise IntegrityError(
-            f"backup {manifest.id} is missing its data object {data_key}"
-        ) from None
-    if size != manifest.stored_bytes:
-        raise Truncated(
-            f"data object of {manifest.id} is {size} bytes; the manifest says "
-            f"{manifest.stored_bytes}: it was truncated or replaced"
-        )
 
 
 def _stream(
@@ -150,13 +136,6 @@ def _finish(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-
-
-def _check_hashes(manifest: Manifest, opened: Opened, dump_sha: str) -> None:
-    if opened.stored_sha256 != manifest.stored_sha256:
-        raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
-    if dump_sha != manifest.dump_sha256:
-        raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")
 
 
 def _toc_entries(

@@ -40,7 +40,9 @@ def test_it_refuses_names_that_could_escape_their_folder(name: str) -> None:
         layout.check_name(name)
 
 
-@pytest.mark.parametrize("backup_id", ["latest", "../x", "20261122T020000Z-zzzzzz", ""])
+@pytest.mark.parametrize(
+    "backup_id", ["latest", "../x", "20261122T020000Z-zzzzzz", "", "20261122T020000Z-abcdef\n"]
+)
 def test_it_refuses_malformed_backup_ids(backup_id: str) -> None:
     with pytest.raises(UsageError, match="permafrost list"):
         layout.check_backup_id(backup_id)

@@ -81,3 +81,29 @@ def test_it_answers_unknown_and_malformed_ids_in_one_line(env: dict[str, str]) -
     assert malformed.returncode == 2 and "is not a backup id" in malformed.stderr
     nothing = run(env, "verify", "latest", check=False)
     assert nothing.returncode == 3 and "no completed backup" in nothing.stderr
+
+
+def test_decrypt_refuses_a_swapped_object_and_leaves_no_output(
+    env, s3, bucket, backup, tmp_path
+) -> None:
+    other = loads(run(env, "backup", "--json").stdout)
+    other = loads(run(env, "show", other["id"], "--json").stdout)
+    put_object(
+        s3,
+        bucket,
+        backup["manifest"]["objects"]["data"],
+        get_object(s3, bucket, other["manifest"]["objects"]["data"]),
+    )
+    out = tmp_path / "dump"
+    result = run(env, "decrypt", "--backup", backup["id"], "-o", str(out), check=False)
+    assert result.returncode == 5
+    assert "SHA-256" in result.stderr or "replaced" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sync_skips_a_manifest_moved_to_another_folder(env, s3, bucket, backup) -> None:
+    moved = backup["manifest_key"].replace(backup["id"], "20200101T000000Z-abcdef")
+    put_object(s3, bucket, moved, get_object(s3, bucket, backup["manifest_key"]))
+    result = run(env, "catalog", "sync", check=False)
+    assert result.returncode == 1 and "moved or swapped" in result.stderr
+    assert [r["id"] for r in loads(run(env, "list", "--json").stdout)] == [backup["id"]]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from permafrost import crypto, layout
 from permafrost.catalog import Catalog
-from permafrost.errors import EncryptionKeyError, IntegrityError
+from permafrost.errors import EncryptionKeyError, IntegrityError, ManifestInvalid
 from permafrost.manifest import Manifest, parse
 from permafrost.storage import Storage
 
@@ -33,7 +33,14 @@ def manifest_keys(storage: Storage, prefix: str) -> Iterator[tuple[layout.Backup
 
 
 def read_manifest(storage: Storage, key: str, keyring: crypto.Keyring | None) -> Manifest:
-    return parse(storage.get(key), keyring, key)
+    """A manifest, refused if edited, or if it is not the one its folder names."""
+    manifest = parse(storage.get(key), keyring, key)
+    expected = f"/{manifest.database}/{manifest.id}/{layout.MANIFEST_OBJECT}"
+    if not ("/" + key).endswith(expected):
+        raise ManifestInvalid(
+            f"{key} describes backup {manifest.id} of {manifest.database}: it was moved or swapped"
+        )
+    return manifest
 
 
 def sync_catalog(
