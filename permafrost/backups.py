@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from permafrost import layout
-from permafrost.catalog import BackupRecord
+from permafrost.catalog import BackupRecord, TierStats
 from permafrost.catalog.sync import manifest_keys, read_manifest
 from permafrost.context import Context
 from permafrost.errors import (
@@ -177,3 +177,24 @@ def check_hashes(manifest: Manifest, stored_sha256: str, dump_sha256: str) -> No
         raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
     if dump_sha256 != manifest.dump_sha256:
         raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")
+
+
+def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:
+    """What the catalog's stats query answers, computed from records read from the bucket."""
+    groups: dict[tuple[str, str], list[BackupRecord]] = {}
+    for record in records:
+        groups.setdefault((record.database, record.tier), []).append(record)
+    return [
+        TierStats(
+            database=database,
+            tier=tier,
+            backups=len(group),
+            size_bytes=sum(r.size_bytes or 0 for r in group),
+            dump_bytes=sum(r.dump_bytes or 0 for r in group),
+            oldest=min(r.started_at for r in group),
+            newest=max(r.started_at for r in group),
+            last_verified=None,
+            failed=0,
+        )
+        for (database, tier), group in sorted(groups.items())
+    ]

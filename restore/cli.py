@@ -7,10 +7,10 @@ import getpass
 import socket
 
 from permafrost import layout
-from permafrost.backups import find_backups, record_json, resolve
+from permafrost.backups import FALLBACK, find_backups, record_json, resolve, stats_from_records
 from permafrost.catalog import BackupRecord
 from permafrost.context import Context
-from permafrost.errors import UsageError
+from permafrost.errors import CatalogUnavailable, UsageError
 from permafrost.output import one_line, print_json, table, when
 from permafrost.progress import Progress, human_bytes
 from restore.verify import verify_backup
@@ -180,7 +180,12 @@ def delete(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(
             f"refusing to delete backup {record.id} of {record.database} without --yes"
         )
-    catalog = ctx.catalog()  # no deletion without an audit trail
+    try:
+        catalog = ctx.catalog()
+    except CatalogUnavailable as exc:
+        raise CatalogUnavailable(
+            f"{exc}; deletions are written to its audit log, so nothing was deleted"
+        ) from None
     keys = _object_keys(ctx, record)
     for key in keys:  # the manifest first: from that moment the backup no longer exists
         ctx.storage.delete(key)
@@ -208,7 +213,8 @@ def _actor() -> str:
 
 
 def stats(ctx: Context, args: argparse.Namespace) -> int:
-    rows = ctx.catalog().stats()
+    catalog = ctx.catalog_or_none(FALLBACK)
+    rows = catalog.stats() if catalog else stats_from_records(find_backups(ctx))
     if args.json:
         print_json([vars(r) for r in rows])
         return 0

@@ -227,3 +227,14 @@ def test_it_shows_progress_on_a_terminal(env: dict[str, str]) -> None:
     os.close(primary)
     assert proc.returncode == 0
     assert b"backup " in output and b"/s, 00:0" in output
+
+
+def test_settings_can_come_from_an_env_file(env: dict[str, str], tmp_path) -> None:
+    path = tmp_path / "permafrost.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in env.items() if k not in ("PATH", "HOME")))
+    bare = {"PATH": env["PATH"], "HOME": env["HOME"]}
+    record = loads(run(bare, "--env-file", str(path), "backup", "--json").stdout)
+    listed = loads(run({**bare, "PERMAFROST_ENV_FILE": str(path)}, "list", "--json").stdout)
+    assert [r["id"] for r in listed] == [record["id"]]
+    missing = run(bare, "--env-file", str(tmp_path / "nope.env"), "list", check=False)
+    assert missing.returncode == 2 and "nope.env" in missing.stderr

@@ -114,3 +114,17 @@ def test_migrations_apply_once_under_concurrency(pg: Cluster) -> None:
     for catalog in catalogs:
         catalog.close()
     pg.drop_database(name)
+
+
+def test_without_a_metadata_store_stats_read_the_bucket_and_delete_refuses(
+    env: dict[str, str], s3, bucket
+) -> None:
+    bare = {k: v for k, v in env.items() if k != "METADATA_DATABASE_URL"}
+    record = loads(run(bare, "backup", "--json").stdout)
+    stats = loads(run(bare, "stats", "--json").stdout)
+    assert [(s["backups"], s["size_bytes"]) for s in stats] == [(1, record["size_bytes"])]
+    refused = run(bare, "delete", record["id"], "--yes", check=False)
+    assert refused.returncode == 8
+    assert "METADATA_DATABASE_URL is not set" in refused.stderr
+    assert "nothing was deleted" in refused.stderr
+    assert [r["id"] for r in loads(run(bare, "list", "--json").stdout)] == [record["id"]]
