@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from permafrost import layout
-from permafrost.catalog import BackupRecord, TierStats
+from permafrost.catalog.records import BackupRecord, TierStats
 from permafrost.catalog.sync import manifest_keys, read_manifest
 from permafrost.context import Context
 from permafrost.errors import (

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from functools import cached_property
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from permafrost import catalog as catalog_module
-from permafrost.catalog import Catalog
 from permafrost.errors import CatalogUnavailable
 from permafrost.repository import Repository, open_repository
 from permafrost.settings import Settings
 from permafrost.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from permafrost.catalog.store import Catalog
 
 log = logging.getLogger("permafrost")
 T = TypeVar("T")
@@ -45,7 +46,9 @@ class Context:
             if self._catalog_error is not None:
                 raise self._catalog_error
             try:
-                self._catalog = catalog_module.connect(self.settings.metadata_url)
+                from permafrost.catalog.store import connect  # psycopg only when needed
+
+                self._catalog = connect(self.settings.metadata_url)
             except CatalogUnavailable as exc:
                 self._catalog_error = exc
                 raise

@@ -15,14 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import psycopg
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from typing import TYPE_CHECKING
 
 from permafrost.errors import SourceError, ToolMissing
 from permafrost.manifest import TableCount
 from permafrost.settings import SourceSettings
+
+if TYPE_CHECKING:
+    import psycopg
 
 DEBIAN_BIN = Path("/usr/lib/postgresql")
 
@@ -70,6 +70,8 @@ def tool_major(tool: str) -> int:
 
 def conninfo(source: SourceSettings, database: str) -> str:
     """A libpq connection string without the password."""
+    from psycopg.conninfo import make_conninfo
+
     return make_conninfo("", **source.conninfo(database))
 
 
@@ -85,6 +87,8 @@ def libpq_env(source: SourceSettings) -> dict[str, str]:
 def connect(
     source: SourceSettings, database: str, *, autocommit: bool = False
 ) -> psycopg.Connection:
+    import psycopg  # imported here: commands that never connect start faster without it
+
     password = source.password.reveal() if source.password else None
     try:
         return psycopg.connect(
@@ -143,6 +147,8 @@ class Snapshot:
         return SnapshotInfo(row[0], row[1], row[2])
 
     def row_counts(self) -> list[TableCount]:
+        from psycopg import sql
+
         tables = self.conn.execute(_USER_TABLES).fetchall()
         counts = []
         for schema, table in tables:

@@ -8,7 +8,7 @@ import socket
 
 from permafrost import layout
 from permafrost.backups import FALLBACK, find_backups, record_json, resolve, stats_from_records
-from permafrost.catalog import BackupRecord
+from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, UsageError
 from permafrost.output import one_line, print_json, table, when

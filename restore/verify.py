@@ -19,7 +19,7 @@ from typing import IO
 
 from permafrost import pgtools
 from permafrost.backups import check_data_object, check_hashes, load_manifest
-from permafrost.catalog import BackupRecord
+from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.manifest import Manifest

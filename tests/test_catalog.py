@@ -102,7 +102,7 @@ def test_jobs_are_recorded(env: dict[str, str], pg: Cluster, metadata_db: str) -
 def test_migrations_apply_once_under_concurrency(pg: Cluster) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from permafrost.catalog import connect
+    from permafrost.catalog.store import connect
     from permafrost.settings import Secret
 
     name = pg.create_database(unique("migrate"))

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from permafrost import crypto, layout
-from permafrost.catalog import Catalog
 from permafrost.errors import EncryptionKeyError, IntegrityError, ManifestInvalid
 from permafrost.manifest import Manifest, parse
 from permafrost.storage import Storage
+
+if TYPE_CHECKING:
+    from permafrost.catalog.store import Catalog
 
 log = logging.getLogger("permafrost")
 

@@ -1,0 +1,311 @@
+"""The metadata store: PostgreSQL, schema `permafrost`, all of Permafrost's SQL.
+
+Migrations are the numbered files in migrations/, applied in order, each once, in one
+transaction under an advisory lock, so several services starting together do not race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from permafrost.catalog.records import BackupRecord, TierStats, VerificationRecord
+from permafrost.errors import CatalogUnavailable
+from permafrost.manifest import Manifest
+from permafrost.settings import Secret
+
+SCHEMA = "permafrost"
+MIGRATION_LOCK = 0x7065726D  # 'perm'
+
+
+_STATS = """
+SELECT database, tier,
+       count(*) FILTER (WHERE status = 'completed') AS backups,
+       coalesce(sum(size_bytes) FILTER (WHERE status = 'completed'), 0)::bigint AS size_bytes,
+       coalesce(sum(dump_bytes) FILTER (WHERE status = 'completed'), 0)::bigint AS dump_bytes,
+       min(started_at) FILTER (WHERE status = 'completed') AS oldest,
+       max(started_at) FILTER (WHERE status = 'completed') AS newest,
+       max(verified_at) FILTER (WHERE verification_status = 'verified') AS last_verified,
+       count(*) FILTER (WHERE status = 'failed') AS failed
+FROM backups WHERE status <> 'deleted'
+GROUP BY database, tier ORDER BY database, tier
+"""
+
+
+def connect(url: Secret | None) -> Catalog:
+    if url is None:
+        raise CatalogUnavailable(
+            "METADATA_DATABASE_URL is not set: the catalog lives in a PostgreSQL database "
+            "(for example postgresql://permafrost@metadata/permafrost)"
+        )
+    try:
+        conn = psycopg.connect(url.reveal(), autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        raise CatalogUnavailable(f"cannot reach the metadata store: {_first_line(exc)}") from None
+    catalog = Catalog(conn)
+    catalog.migrate()
+    return catalog
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class Catalog:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def migrate(self) -> list[str]:
+        """Apply the migrations this database has not seen; return their names."""
+        applied: list[str] = []
+        with self._errors("migrate"), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            self.conn.execute(f"SET LOCAL search_path TO {SCHEMA}")
+            self.conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY,"
+                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {row[0] for row in self.conn.execute("SELECT version FROM schema_migrations")}
+            for version, name, text in _migrations():
+                if version not in done:
+                    self.conn.execute(text)
+                    self.conn.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (version, name),
+                    )
+                    applied.append(name)
+        self.conn.execute(f"SET search_path TO {SCHEMA}")
+        return applied
+
+    # --- backups --------------------------------------------------------------------------
+
+    def backup_started(
+        self,
+        backup_id: str,
+        database: str,
+        kind: str,
+        tier: str,
+        started_at: datetime,
+        description: str,
+        tags: list[str],
+    ) -> None:
+        with self._errors("record backup start"):
+            self.conn.execute(
+                "INSERT INTO backups (id, database, kind, tier, status, started_at, description,"
+                " tags) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)",
+                (backup_id, database, kind, tier, started_at, description, tags),
+            )
+
+    def backup_failed(self, backup_id: str, error: str) -> None:
+        with self._errors("record backup failure"):
+            self.conn.execute(
+                "UPDATE backups SET status = 'failed', error = %s, finished_at = now()"
+                " WHERE id = %s",
+                (error, backup_id),
+            )
+
+    def upsert_manifest(self, manifest: Manifest, manifest_key: str) -> None:
+        """Record a completed backup from its manifest (idempotent: sync runs it again)."""
+        m = manifest
+        with self._errors("record backup"):
+            self.conn.execute(
+                "INSERT INTO backups (id, database, kind, tier, status, started_at, finished_at,"
+                " size_bytes, dump_bytes, description, tags, manifest_key, manifest)"
+                " VALUES (%s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (id) DO UPDATE SET database = EXCLUDED.database,"
+                " kind = EXCLUDED.kind, tier = EXCLUDED.tier, status = 'completed',"
+                " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
+                " size_bytes = EXCLUDED.size_bytes, dump_bytes = EXCLUDED.dump_bytes,"
+                " description = EXCLUDED.description, tags = EXCLUDED.tags,"
+                " manifest_key = EXCLUDED.manifest_key, manifest = EXCLUDED.manifest,"
+                " error = NULL, deleted_at = NULL",
+                (
+                    m.id,
+                    m.database,
+                    m.kind,
+                    m.tier,
+                    m.started_at,
+                    m.finished_at,
+                    m.stored_bytes,
+                    m.dump_bytes,
+                    m.description,
+                    m.tags,
+                    manifest_key,
+                    Jsonb(m.body()),
+                ),
+            )
+
+    def get(self, backup_id: str) -> BackupRecord | None:
+        with (
+            self._errors("read backup"),
+            self.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
+        ):
+            return cur.execute("SELECT * FROM backups WHERE id = %s", (backup_id,)).fetchone()
+
+    def find(
+        self,
+        *,
+        database: str | None = None,
+        tier: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        include_deleted: bool = False,
+    ) -> list[BackupRecord]:
+        """Backups, newest first."""
+        where, params = _filters(database=database, tier=tier, status=status)
+        if not include_deleted and status is None:
+            where.append("status <> 'deleted'")
+        query = "SELECT * FROM backups"
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY started_at DESC, id DESC"
+        if limit is not None:
+            query += " LIMIT %s"
+            params.append(limit)
+        with (
+            self._errors("list backups"),
+            self.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
+        ):
+            return cur.execute(query, params).fetchall()
+
+    def completed_ids(self) -> set[str]:
+        with self._errors("list backups"):
+            rows = self.conn.execute("SELECT id FROM backups WHERE status = 'completed'")
+            return {row[0] for row in rows}
+
+    def mark_deleted(self, backup_id: str) -> None:
+        with self._errors("record deletion"):
+            self.conn.execute(
+                "UPDATE backups SET status = 'deleted', deleted_at = now() WHERE id = %s",
+                (backup_id,),
+            )
+
+    def stats(self) -> list[TierStats]:
+        with self._errors("read stats"), self.conn.cursor(row_factory=class_row(TierStats)) as cur:
+            return cur.execute(_STATS).fetchall()
+
+    # --- verifications, jobs, audit -------------------------------------------------------
+
+    def record_verification(
+        self,
+        backup_id: str,
+        kind: str,
+        started_at: datetime,
+        finished_at: datetime,
+        error: str | None,
+        details: dict[str, Any],
+    ) -> None:
+        status = "failed" if error else "verified"
+        with self._errors("record verification"), self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO verifications (backup_id, kind, started_at, finished_at, status,"
+                " error, details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (backup_id, kind, started_at, finished_at, status, error, Jsonb(details)),
+            )
+            self.conn.execute(
+                "UPDATE backups SET verified_at = %s, verification_status = %s WHERE id = %s",
+                (finished_at, status, backup_id),
+            )
+
+    def verifications(self, backup_id: str) -> list[VerificationRecord]:
+        with (
+            self._errors("read verifications"),
+            self.conn.cursor(row_factory=class_row(VerificationRecord)) as cur,
+        ):
+            return cur.execute(
+                "SELECT * FROM verifications WHERE backup_id = %s ORDER BY started_at DESC",
+                (backup_id,),
+            ).fetchall()
+
+    def job_started(self, job: str, database: str | None, backup_id: str | None = None) -> int:
+        with self._errors("record job start"):
+            row = self.conn.execute(
+                "INSERT INTO job_runs (job, database, backup_id, status)"
+                " VALUES (%s, %s, %s, 'running') RETURNING id",
+                (job, database, backup_id),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def job_finished(
+        self,
+        run_id: int,
+        status: str,
+        error: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        with self._errors("record job result"):
+            self.conn.execute(
+                "UPDATE job_runs SET finished_at = now(), status = %s, error = %s,"
+                " details = %s WHERE id = %s",
+                (status, error, Jsonb(details or {}), run_id),
+            )
+
+    def job_runs(self, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        where, params = _filters(job=job)
+        query = "SELECT * FROM job_runs" + (" WHERE " + " AND ".join(where) if where else "")
+        with (
+            self._errors("read job runs"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(query + " ORDER BY id DESC LIMIT %s", [*params, limit]).fetchall()
+
+    def audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
+        with self._errors("write the audit log"):
+            self.conn.execute(
+                "INSERT INTO audit_log (actor, action, target, details) VALUES (%s, %s, %s, %s)",
+                (actor, action, target, Jsonb(details)),
+            )
+
+    def audit_entries(self, limit: int = 50) -> list[dict[str, Any]]:
+        with (
+            self._errors("read the audit log"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(
+                "SELECT * FROM audit_log ORDER BY id DESC LIMIT %s", (limit,)
+            ).fetchall()
+
+    def _errors(self, action: str) -> _Translate:
+        return _Translate(action)
+
+
+class _Translate:
+    """Turn a lost or failing metadata connection into CatalogUnavailable."""
+
+    def __init__(self, action: str) -> None:
+        self.action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+            raise CatalogUnavailable(
+                f"metadata store failed to {self.action}: {_first_line(exc)}"
+            ) from exc
+
+
+def _filters(**values: str | None) -> tuple[list[str], list[Any]]:
+    where = [f"{name} = %s" for name, value in values.items() if value is not None]
+    return where, [value for value in values.values() if value is not None]
+
+
+def _migrations() -> Iterator[tuple[int, str, str]]:
+    folder = resources.files("permafrost.catalog") / "migrations"
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".sql"):
+            yield int(entry.name.split("_", 1)[0]), entry.name, entry.read_text()
