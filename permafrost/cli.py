@@ -27,8 +27,11 @@ EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.IntegrityError, 5),
     (errors.StorageError, 6),
     (errors.SourceError, 7),
+    (errors.TargetError, 7),
     (errors.ToolMissing, 7),
     (errors.CatalogUnavailable, 8),
+    (errors.TargetExists, 9),
+    (errors.InsufficientSpace, 10),
 ]
 EXIT_INTERRUPTED = 130
 

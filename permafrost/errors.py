@@ -59,6 +59,18 @@ class ToolMissing(PermafrostError):
     """A PostgreSQL client program (pg_dump, pg_restore) is not installed."""
 
 
+class TargetError(PermafrostError):
+    """The restore target cannot be reached, or pg_restore failed on it."""
+
+
+class TargetExists(PermafrostError):
+    """The target database exists and the command was not told to replace it."""
+
+
+class InsufficientSpace(PermafrostError):
+    """Not enough free space for the work (temporary files, the target)."""
+
+
 # --- encryption and integrity --------------------------------------------------------------
 
 
@@ -112,6 +124,12 @@ class TrailingData(IntegrityError):
 
 class HashMismatch(IntegrityError):
     """A SHA-256 does not match the one in the manifest."""
+
+
+class RowCountMismatch(IntegrityError):
+    """A restored table does not hold the rows the manifest counted."""
+
+    counts: dict[tuple[str, str], int | None] = {}  # noqa: RUF012 (set per instance)
 
 
 class ManifestInvalid(IntegrityError):

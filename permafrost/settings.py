@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -119,6 +119,9 @@ class Settings:
     compression_level: int = 3
     compression_threads: int = 2
     pg_bin_dir: str | None = None
+    restore_tmpdir: str | None = None
+    restore_jobs: int = 2
+    verify_url: Secret | None = None
     log_level: str = "WARNING"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -196,6 +199,9 @@ def _parse(env: Env) -> Settings:
             "COMPRESSION_THREADS", min(os.cpu_count() or 1, 4), minimum=0
         ),
         pg_bin_dir=env.text("PG_BIN_DIR"),
+        restore_tmpdir=env.text("RESTORE_TMPDIR"),
+        restore_jobs=env.integer("RESTORE_JOBS", 2, minimum=1),
+        verify_url=env.secret("VERIFY_DATABASE_URL"),
         log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),
         extra=dict(env.values),
     )
@@ -215,25 +221,33 @@ def _source(env: Env) -> SourceSettings:
 
 
 def _source_from_url(env: Env, url: str) -> SourceSettings:
+    source = source_from_url(url, "DATABASE_URL")
+    return replace(
+        source,
+        user=source.user or env.text("DB_USER"),
+        password=source.password or env.secret("DB_PASSWORD"),
+        databases=_databases(env.text("DB_NAME")) or source.databases,
+    )
+
+
+def source_from_url(url: str, name: str) -> SourceSettings:
+    """A server from a postgresql:// URL; `name` is what messages call it."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgres", "postgresql"):
-        raise ConfigError("DATABASE_URL must start with postgresql:// (got another scheme)")
+        raise ConfigError(f"{name} must start with postgresql:// (got another scheme)")
     try:
         port = parts.port
     except ValueError:
-        raise ConfigError("DATABASE_URL has a port that is not a number") from None
-    options = tuple(tuple(pair.split("=", 1)) for pair in parts.query.split("&") if "=" in pair)
-    password = env.secret("DB_PASSWORD")
-    if parts.password:
-        password = Secret(unquote(parts.password))
+        raise ConfigError(f"{name} has a port that is not a number") from None
+    options = tuple((k, v) for k, _, v in (p.partition("=") for p in parts.query.split("&")) if v)
     database = unquote(parts.path.lstrip("/"))
     return SourceSettings(
         host=unquote(parts.hostname) if parts.hostname else None,
         port=port,
-        user=unquote(parts.username) if parts.username else env.text("DB_USER"),
-        password=password,
-        databases=_databases(env.text("DB_NAME") or database or None),
-        options=options,  # type: ignore[arg-type]
+        user=unquote(parts.username) if parts.username else None,
+        password=Secret(unquote(parts.password)) if parts.password else None,
+        databases=_databases(database or None),
+        options=options,
     )
 
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import getpass
-import socket
+import sys
 
 from permafrost import layout
+from permafrost.audit import actor
 from permafrost.backups import FALLBACK, find_backups, record_json, resolve, stats_from_records
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
-from permafrost.errors import CatalogUnavailable, UsageError
+from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.output import one_line, print_json, table, when
 from permafrost.progress import Progress, human_bytes
+from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore
 from restore.verify import verify_backup
 
 
@@ -36,6 +37,60 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--database", help="whose backup `latest` means")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=verify)
+
+    p = commands.add_parser(
+        "restore",
+        help="restore a backup into a database",
+        description="Download and check a backup, restore it into a staging database, compare "
+        "exact row counts with the manifest, then put it in place under --target-db. An "
+        "existing target is only replaced with --drop-existing, after a safety backup.",
+    )
+    p.add_argument("backup", metavar="ID|latest")
+    p.add_argument("--database", help="whose backup `latest` means")
+    p.add_argument("--target-db", required=True, metavar="NAME", help="the database to create")
+    p.add_argument(
+        "--target-url",
+        metavar="URL",
+        help="the target server, postgresql://user:password@host:port (default: the source server)",
+    )
+    p.add_argument("--jobs", type=_positive, metavar="N", help="parallel pg_restore jobs")
+    p.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="[SCHEMA.]TABLE",
+        help="restore only this table; repeatable",
+    )
+    p.add_argument(
+        "--schema",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="restore only the tables of this schema; repeatable",
+    )
+    only = p.add_mutually_exclusive_group()
+    only.add_argument("--schema-only", action="store_true", help="tables without their rows")
+    only.add_argument(
+        "--data-only", action="store_true", help="rows into the existing tables of the target"
+    )
+    p.add_argument(
+        "--drop-existing",
+        action="store_true",
+        help="replace the target if it exists (after a safety backup)",
+    )
+    p.add_argument(
+        "--no-safety-backup",
+        action="store_true",
+        help="with --drop-existing: do not back the old target up first",
+    )
+    p.add_argument(
+        "--no-owner",
+        action="store_true",
+        help="do not restore ownership and privileges (roles missing on the target)",
+    )
+    p.add_argument("--yes", action="store_true", help="do not ask before replacing anything")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    p.set_defaults(handler=restore)
 
     p = commands.add_parser("delete", help="delete a backup from the bucket (audit-logged)")
     p.add_argument("backup", metavar="ID")
@@ -174,6 +229,67 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def restore(ctx: Context, args: argparse.Namespace) -> int:
+    record = resolve(ctx, args.backup, args.database)
+    options = RestoreOptions(
+        target_db=args.target_db,
+        target_url=args.target_url,
+        jobs=args.jobs or ctx.settings.restore_jobs,
+        tables=tuple(args.table),
+        schemas=tuple(args.schema),
+        schema_only=args.schema_only,
+        data_only=args.data_only,
+        drop_existing=args.drop_existing,
+        safety_backup=not args.no_safety_backup,
+        no_owner=args.no_owner,
+    )
+    plan = plan_restore(ctx, record, options)
+    print(
+        f"restore plan for backup {record.id} of {record.database} "
+        f"(taken {when(record.started_at)}):"
+    )
+    for number, step in enumerate(plan.steps, start=1):
+        print(f"  {number}. {step}")
+    if args.dry_run:
+        print("dry run: nothing was downloaded or changed")
+        return 0
+    if plan.target_exists:
+        _confirm(plan.target.where, plan.target.database, args.yes)
+    try:
+        result = execute(ctx, plan, say=lambda line: print(f"- {line}", flush=True))
+    except RowCountMismatch as exc:
+        _print_counts(plan, exc.counts)
+        raise
+    _print_counts(plan, result.counts)
+    print(f"restored backup {record.id} into {plan.target.where} in {result.seconds:.1f} s")
+    return 0
+
+
+def _confirm(where: str, name: str, assume_yes: bool) -> None:
+    if assume_yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"refusing to replace {where} without confirmation: add --yes "
+            "(there is no terminal to ask on); nothing was changed"
+        )
+    answer = input(f"This replaces {where}. Type its name to go on: ").strip()
+    if answer != name:
+        raise UsageError("not confirmed; nothing was changed")
+
+
+def _print_counts(plan: RestorePlan, counts: dict[tuple[str, str], int | None]) -> None:
+    rows = [
+        [
+            f"{t.schema}.{t.table}",
+            str(0 if plan.options.schema_only else t.rows),
+            "missing" if counts[(t.schema, t.table)] is None else str(counts[(t.schema, t.table)]),
+        ]
+        for t in plan.selection
+    ]
+    print(table(["TABLE", "EXPECTED", "RESTORED"], rows))
+
+
 def delete(ctx: Context, args: argparse.Namespace) -> int:
     record = resolve(ctx, layout.check_backup_id(args.backup))
     if not args.yes:
@@ -191,7 +307,7 @@ def delete(ctx: Context, args: argparse.Namespace) -> int:
         ctx.storage.delete(key)
     catalog.mark_deleted(record.id)
     catalog.audit(
-        _actor(),
+        actor(),
         "delete",
         record.id,
         {"database": record.database, "tier": record.tier, "objects": keys},
@@ -206,10 +322,6 @@ def _object_keys(ctx: Context, record: BackupRecord) -> list[str]:
     )
     keys = [info.key for info in ctx.storage.list(folder)]
     return sorted(keys, key=lambda k: not k.endswith(layout.MANIFEST_OBJECT))
-
-
-def _actor() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def stats(ctx: Context, args: argparse.Namespace) -> int:

@@ -1,0 +1,356 @@
+"""A restore, step by step, in the order that keeps every existing database safe.
+
+1. Resolve the backup, read its signed manifest, validate the target and the selection.
+2. Refuse what must not happen (an existing target without --drop-existing, the metadata
+   store, the source database) before any download.
+3. Download and check every byte into a temporary file; the target is not touched yet.
+4. Take a safety backup of a target that will be replaced.
+5. pg_restore into a staging database, compare exact row counts with the manifest.
+6. Only then drop the old target and rename the staging database into its place.
+
+A failure at any step leaves the target as it was, removes the staging database, is audit-logged
+and, for a row-count mismatch, recorded as a failed verification.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from permafrost import pgtools
+from permafrost.audit import actor
+from permafrost.backup import run_backup
+from permafrost.backups import load_manifest
+from permafrost.catalog.records import BackupRecord
+from permafrost.context import Context
+from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, UsageError
+from permafrost.logical import BackupRequest
+from permafrost.manifest import Manifest, TableCount
+from permafrost.progress import Progress, human_bytes
+from restore import pgrestore
+from restore import target as targets
+from restore.fetch import check_space, fetch_dump, temp_dir
+from restore.target import Target
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    target_db: str
+    target_url: str | None = None
+    jobs: int = 2
+    tables: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
+    schema_only: bool = False
+    data_only: bool = False
+    drop_existing: bool = False
+    safety_backup: bool = True
+    no_owner: bool = False
+
+
+@dataclass
+class RestorePlan:
+    record: BackupRecord
+    manifest: Manifest
+    target: Target
+    target_exists: bool
+    selection: list[TableCount]
+    options: RestoreOptions
+    steps: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    plan: RestorePlan
+    counts: dict[tuple[str, str], int | None]
+    safety_backup_id: str | None
+    seconds: float
+
+
+def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) -> RestorePlan:
+    """Everything decided and checked that can be without downloading or writing anything."""
+    if options.schema_only and options.data_only:
+        raise UsageError("--schema-only and --data-only exclude each other")
+    manifest = load_manifest(ctx, record)
+    target = targets.resolve_target(ctx.settings, options.target_db, options.target_url)
+    targets.refuse_unsafe(target, manifest.database, options.drop_existing)
+    selection = select_tables(manifest, options.tables, options.schemas)
+    with targets.maintenance(target) as conn:
+        target_exists = targets.exists(conn, target.database)
+    if target_exists and targets.is_metadata_store(target):
+        raise UsageError(
+            f"refusing to restore into {target.where}: it is Permafrost's own metadata store"
+        )
+    _check_existing(target, target_exists, options)
+    plan = RestorePlan(record, manifest, target, target_exists, selection, options)
+    plan.steps = _steps(plan)
+    return plan
+
+
+def _check_existing(target: Target, target_exists: bool, options: RestoreOptions) -> None:
+    if options.data_only and not target_exists:
+        raise UsageError(
+            f"--data-only restores into existing tables, and {target.where} does "
+            "not exist: restore with --schema-only first, or without --data-only"
+        )
+    if target_exists and not (options.drop_existing or options.data_only):
+        raise TargetExists(
+            f"{target.where} already exists and was left as it is: choose "
+            "another --target-db, or add --drop-existing to replace it (a safety "
+            "backup of it is taken first)"
+        )
+
+
+def select_tables(
+    manifest: Manifest, tables: tuple[str, ...], schemas: tuple[str, ...]
+) -> list[TableCount]:
+    """The manifest's tables that --table and --schema ask for (all when neither is given)."""
+    if not tables and not schemas:
+        return list(manifest.row_counts)
+    chosen = [t for t in manifest.row_counts if t.schema in schemas]
+    for name in tables:
+        chosen += [t for t in _matching(manifest, name) if t not in chosen]
+    for schema in schemas:
+        if not any(t.schema == schema for t in manifest.row_counts):
+            raise UsageError(f"schema {schema!r} has no tables in backup {manifest.id}")
+    return chosen
+
+
+def _matching(manifest: Manifest, name: str) -> list[TableCount]:
+    schema, _, table = name.rpartition(".")
+    found = [
+        t for t in manifest.row_counts if t.table == table and (not schema or t.schema == schema)
+    ]
+    if not found:
+        known = ", ".join(f"{t.schema}.{t.table}" for t in manifest.row_counts[:20])
+        raise UsageError(f"table {name!r} is not in backup {manifest.id} (its tables: {known})")
+    if len(found) > 1:
+        raise UsageError(f"table {name!r} is in several schemas: name it as SCHEMA.TABLE")
+    return found
+
+
+def _steps(plan: RestorePlan) -> list[str]:
+    m, o, t = plan.manifest, plan.options, plan.target
+    what = _what(plan)
+    steps = [
+        f"download backup {m.id} of {m.database} ({human_bytes(m.stored_bytes)} stored, "
+        f"{human_bytes(m.dump_bytes)} dump) and check every byte"
+    ]
+    if plan.target_exists and o.safety_backup:
+        steps.append(f"take a safety backup of {t.where}")
+    if o.data_only:
+        steps.append(f"restore {what} into {t.where} in one transaction")
+    else:
+        steps.append(
+            f"restore {what} into a staging database on {pgtools.where(t.server)} "
+            f"with pg_restore -j {o.jobs}"
+        )
+    steps.append("compare exact row counts with the manifest")
+    if plan.target_exists and not o.data_only:
+        steps.append(f"drop the old {t.database} and rename the staging database to it")
+    elif not o.data_only:
+        steps.append(f"rename the staging database to {t.database}")
+    return steps
+
+
+def _what(plan: RestorePlan) -> str:
+    o = plan.options
+    scope = "schema only" if o.schema_only else "data only" if o.data_only else "schema and data"
+    if o.tables or o.schemas:
+        return f"{len(plan.selection)} selected tables ({scope})"
+    return f"every table ({scope})"
+
+
+def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
+    started, clock = datetime.now(UTC), time.monotonic()
+    dump: Path | None = None
+    try:
+        check_space(temp_dir(ctx), plan.manifest)
+        progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
+        say(plan.steps[0])
+        dump = fetch_dump(ctx, plan.manifest, progress.advance)
+        progress.close()
+        safety = _safety_backup(ctx, plan, say)
+        counts = _restore(ctx, plan, dump, say)
+    except BaseException as exc:
+        _audit(ctx, plan, started, exc)
+        raise
+    finally:
+        if dump is not None:
+            dump.unlink(missing_ok=True)
+    _audit(ctx, plan, started, None)
+    return RestoreResult(plan, counts, safety, time.monotonic() - clock)
+
+
+def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
+    if not (plan.target_exists and plan.options.safety_backup):
+        return None
+    say(f"take a safety backup of {plan.target.where}")
+    target_ctx = Context(replace(ctx.settings, source=plan.target.server))
+    try:
+        manifest = run_backup(
+            target_ctx,
+            BackupRequest(
+                database=plan.target.database,
+                description=f"safety backup before restoring {plan.manifest.id} over it",
+                tags=("safety-backup",),
+            ),
+        )
+    finally:
+        target_ctx.close()
+    say(
+        f"safety backup {manifest.id} of {plan.target.database} taken "
+        f"({human_bytes(manifest.stored_bytes)}); restore it with: permafrost restore "
+        f"{manifest.id} --target-db {plan.target.database} --drop-existing"
+    )
+    return manifest.id
+
+
+def _restore(
+    ctx: Context, plan: RestorePlan, dump: Path, say: Say
+) -> dict[tuple[str, str], int | None]:
+    pg_restore = pgtools.find_tool(
+        "pg_restore", ctx.settings.pg_bin_dir, _major(plan.manifest.tool_version)
+    )
+    if plan.options.data_only:
+        say(f"restore {_what(plan)} into {plan.target.where} in one transaction")
+        pgrestore.run(
+            pg_restore, plan.target, dump, _data_only_args(plan), _toc(pg_restore, plan, dump)
+        )
+        return _check_counts(ctx, plan, plan.target)
+    staging = plan.target.with_database(targets.staging_name(plan.target.database))
+    with targets.maintenance(plan.target) as conn:
+        targets.create(conn, staging.database)
+    try:
+        say(
+            f"restore {_what(plan)} into staging database {staging.database} "
+            f"(pg_restore -j {plan.options.jobs})"
+        )
+        _restore_into(pg_restore, plan, staging, dump, say)
+        counts = _check_counts(ctx, plan, staging)
+    except BaseException:
+        with targets.maintenance(plan.target) as conn:
+            targets.drop(conn, staging.database)
+        raise
+    _swap(plan, staging, say)
+    return counts
+
+
+def _restore_into(
+    pg_restore: str, plan: RestorePlan, staging: Target, dump: Path, say: Say
+) -> None:
+    o = plan.options
+    args = [f"--jobs={o.jobs}"]
+    args += ["--schema-only"] if o.schema_only else []
+    args += ["--no-owner", "--no-acl"] if o.no_owner else []
+    if not (o.tables or o.schemas):
+        pgrestore.run(pg_restore, staging, dump, args)
+        return
+    selection = pgrestore.select_toc(
+        pgrestore.list_toc(pg_restore, dump), plan.manifest.row_counts, _keys(plan.selection)
+    )
+    pgrestore.run(pg_restore, staging, dump, args, selection.main)
+    targets.drop_tables_except(staging, _keys(plan.selection))
+    if selection.foreign_key_count:
+        stderr = pgrestore.run(
+            pg_restore, staging, dump, args[1:], selection.foreign_keys, stop_on_error=False
+        )
+        skipped = pgrestore.error_count(stderr)
+        if skipped:
+            say(
+                f"{skipped} foreign keys point at tables outside the selection and were "
+                "not restored"
+            )
+
+
+def _data_only_args(plan: RestorePlan) -> list[str]:
+    args = ["--data-only", "--single-transaction", "--disable-triggers"]
+    return args + (["--no-owner", "--no-acl"] if plan.options.no_owner else [])
+
+
+def _toc(pg_restore: str, plan: RestorePlan, dump: Path) -> str | None:
+    if not (plan.options.tables or plan.options.schemas):
+        return None
+    selection = pgrestore.select_toc(
+        pgrestore.list_toc(pg_restore, dump), plan.manifest.row_counts, _keys(plan.selection)
+    )
+    return selection.main
+
+
+def _keys(tables: list[TableCount]) -> set[tuple[str, str]]:
+    return {(t.schema, t.table) for t in tables}
+
+
+def _check_counts(
+    ctx: Context, plan: RestorePlan, where: Target
+) -> dict[tuple[str, str], int | None]:
+    counts = targets.count_rows(where, plan.selection)
+    wrong = [t for t in plan.selection if counts[(t.schema, t.table)] != _expected(plan, t)]
+    if wrong:
+        names = ", ".join(f"{t.schema}.{t.table}" for t in wrong[:5])
+        error = RowCountMismatch(
+            f"restored rows differ from the manifest in {len(wrong)} "
+            f"tables ({names}); {plan.target.where} was left as it was"
+        )
+        error.counts = counts
+        _record_check(ctx, plan, str(error), counts)
+        raise error
+    _record_check(ctx, plan, None, counts)
+    return counts
+
+
+def _expected(plan: RestorePlan, table: TableCount) -> int:
+    return 0 if plan.options.schema_only else table.rows
+
+
+def _record_check(
+    ctx: Context, plan: RestorePlan, error: str | None, counts: dict[tuple[str, str], int | None]
+) -> None:
+    now = datetime.now(UTC)
+    details = {"target": plan.target.where, "tables": len(counts)}
+    ctx.record(
+        lambda c: c.record_verification(plan.manifest.id, "restore", now, now, error, details),
+        "the row-count check is not recorded",
+    )
+
+
+def _swap(plan: RestorePlan, staging: Target, say: Say) -> None:
+    with targets.maintenance(plan.target) as conn:
+        if plan.target_exists:
+            say(f"drop the old {plan.target.database}")
+            targets.drop(conn, plan.target.database)
+        targets.rename(conn, staging.database, plan.target.database)
+    say(f"rename {staging.database} to {plan.target.database}")
+
+
+def _major(version: str) -> int:
+    with contextlib.suppress(ValueError):
+        return int(version.split(".")[0])
+    return 0
+
+
+def _audit(ctx: Context, plan: RestorePlan, started: datetime, error: BaseException | None) -> None:
+    result = (
+        "succeeded"
+        if error is None
+        else (str(error) if isinstance(error, PermafrostError) else type(error).__name__)
+    )
+    details = {
+        "database": plan.manifest.database,
+        "target": plan.target.where,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "result": result,
+        "tables": len(plan.selection),
+        "schema_only": plan.options.schema_only,
+        "data_only": plan.options.data_only,
+    }
+    ctx.record(
+        lambda c: c.audit(actor(), "restore", plan.manifest.id, details),
+        "this restore is not in the audit log",
+    )

@@ -1,0 +1,89 @@
+"""Bringing a backup's dump to local disk, checked, before anything touches a target.
+
+The object is downloaded in parallel, its size and both SHA-256s and every chunk's tag are
+checked, and the plaintext lands in a temporary file so that `pg_restore -j` can read it in
+parallel. Free space is checked first; a full disk midway is reported as such.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from permafrost.backups import check_data_object, check_hashes
+from permafrost.context import Context
+from permafrost.errors import InsufficientSpace
+from permafrost.manifest import Manifest
+from permafrost.pipeline import Opened
+from permafrost.progress import human_bytes
+from permafrost.storage.transfer import read_object
+
+MARGIN = 64 * 1024 * 1024
+
+
+def temp_dir(ctx: Context) -> Path:
+    configured = ctx.settings.restore_tmpdir
+    return Path(configured) if configured else Path(tempfile.gettempdir())
+
+
+def check_space(directory: Path, manifest: Manifest) -> None:
+    needed = manifest.dump_bytes + MARGIN
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise InsufficientSpace(
+            f"{directory} has {human_bytes(free)} free, and restoring {manifest.id} needs "
+            f"{human_bytes(needed)} for its dump: free some space or set RESTORE_TMPDIR"
+        )
+
+
+def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], None]) -> Path:
+    """The verified dump in a temporary file; the caller removes it."""
+    directory = temp_dir(ctx)
+    check_space(directory, manifest)
+    check_data_object(ctx, manifest)
+    fd, name = tempfile.mkstemp(prefix=f"permafrost-{manifest.id}-", suffix=".dump", dir=directory)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            stored_sha, dump_sha = _download(ctx, manifest, out.write, on_progress)
+        check_hashes(manifest, stored_sha, dump_sha)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno == errno.ENOSPC:
+            raise InsufficientSpace(
+                f"{directory} filled up while writing the dump of "
+                f"{manifest.id}: free some space or set RESTORE_TMPDIR"
+            ) from None
+        raise
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _download(
+    ctx: Context,
+    manifest: Manifest,
+    write: Callable[[bytes], object],
+    on_progress: Callable[[int], None],
+) -> tuple[str, str]:
+    storage = ctx.settings.storage
+    blocks = read_object(
+        ctx.storage,
+        manifest.objects["data"],
+        manifest.stored_bytes,
+        part_size=storage.part_size,
+        concurrency=storage.concurrency,
+    )
+    opened = Opened(blocks, ctx.repository().keyring)
+    dump_hash = hashlib.sha256()
+    for chunk in opened.chunks():
+        dump_hash.update(chunk)
+        write(chunk)
+        on_progress(len(chunk))
+    return opened.stored_sha256, dump_hash.hexdigest()

@@ -1,0 +1,180 @@
+"""The database a restore writes into: where it is, whether it may be written, and DDL on it.
+
+A target is a server (the source server by default, or `--target-url`) and a database name.
+It is never the metadata store, and never the backed-up database itself unless the operator
+named it with --target-url and asked for --drop-existing.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from permafrost import layout, pgtools
+from permafrost.errors import SourceError, TargetError, UsageError
+from permafrost.manifest import TableCount
+from permafrost.settings import Settings, SourceSettings, source_from_url
+
+if TYPE_CHECKING:
+    import psycopg
+    from psycopg.sql import Composed
+
+MAINTENANCE_DB = "postgres"
+
+
+@dataclass(frozen=True)
+class Target:
+    server: SourceSettings
+    database: str
+    explicit: bool  # named by --target-url rather than defaulting to the source server
+
+    @property
+    def where(self) -> str:
+        return f"{self.database} on {pgtools.where(self.server)}"
+
+    def with_database(self, database: str) -> Target:
+        return replace(self, database=database)
+
+
+def resolve_target(settings: Settings, database: str, url: str | None) -> Target:
+    layout.check_name(database, "target database")
+    if url is None:
+        return Target(settings.source, database, explicit=False)
+    server = source_from_url(url, "--target-url")
+    return Target(server, database, explicit=True)
+
+
+def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> None:
+    """The rules that keep a restore from overwriting what it must not."""
+    if target.database == backup_database and not (target.explicit and drop_existing):
+        raise UsageError(
+            f"refusing to restore over {target.database}, the database this backup was taken "
+            "from: choose another --target-db, or name its server with --target-url and add "
+            "--drop-existing"
+        )
+
+
+@contextmanager
+def maintenance(target: Target) -> Iterator[psycopg.Connection]:
+    """A connection to the target server's maintenance database, for CREATE and DROP."""
+    try:
+        conn = pgtools.connect(target.server, _maintenance_db(target), autocommit=True)
+    except SourceError as exc:
+        raise TargetError(f"restore target unreachable: {exc}") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def _maintenance_db(target: Target) -> str:
+    # --target-url's own database, if it names one, else the usual maintenance database
+    return target.server.databases[0] if target.server.databases else MAINTENANCE_DB
+
+
+def exists(conn: psycopg.Connection, database: str) -> bool:
+    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+    return row is not None
+
+
+def is_metadata_store(target: Target) -> bool:
+    """Whether the database holds Permafrost's own catalog (restoring over it is refused)."""
+    with _connected(target) as conn:
+        row = conn.execute("SELECT to_regclass('permafrost.schema_migrations') IS NOT NULL")
+        found = row.fetchone()
+    return bool(found and found[0])
+
+
+def staging_name(database: str) -> str:
+    return f"{database[:40]}_pfrestore_{secrets.token_hex(3)}"
+
+
+def create(conn: psycopg.Connection, database: str) -> None:
+    from psycopg import sql
+
+    _ddl(conn, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
+
+
+def drop(conn: psycopg.Connection, database: str) -> None:
+    from psycopg import sql
+
+    query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+    _ddl(conn, query)
+
+
+def rename(conn: psycopg.Connection, old: str, new: str) -> None:
+    from psycopg import sql
+
+    query = sql.SQL("ALTER DATABASE {} RENAME TO {}")
+    _ddl(conn, query.format(sql.Identifier(old), sql.Identifier(new)))
+
+
+def _ddl(conn: psycopg.Connection, query: Composed) -> None:
+    import psycopg
+
+    try:
+        conn.execute(query)
+    except psycopg.Error as exc:
+        raise TargetError(f"{pgtools.first_line(exc)}") from None
+
+
+@contextmanager
+def _connected(target: Target) -> Iterator[psycopg.Connection]:
+    try:
+        conn = pgtools.connect(target.server, target.database, autocommit=True)
+    except SourceError as exc:
+        raise TargetError(f"restore target unreachable: {exc}") from None
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def count_rows(target: Target, tables: list[TableCount]) -> dict[tuple[str, str], int | None]:
+    """Rows now in each table (None where the table is missing)."""
+    from psycopg import sql
+
+    counts: dict[tuple[str, str], int | None] = {}
+    with _connected(target) as conn:
+        for table in tables:
+            found = conn.execute("SELECT to_regclass(%s)", (_qualified(table),)).fetchone()
+            if not found or found[0] is None:
+                counts[(table.schema, table.table)] = None
+                continue
+            query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
+                sql.Identifier(table.schema), sql.Identifier(table.table)
+            )
+            row = conn.execute(query).fetchone()
+            counts[(table.schema, table.table)] = int(row[0]) if row else 0
+    return counts
+
+
+def drop_tables_except(target: Target, keep: set[tuple[str, str]]) -> None:
+    """Remove the tables a selective restore did not ask for (and what depends on them)."""
+    from psycopg import sql
+
+    with _connected(target) as conn:
+        rows = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+            " AND n.nspname NOT LIKE 'pg\\_toast%'"
+        ).fetchall()
+        for schema, table in rows:
+            if (schema, table) not in keep:
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
+                        sql.Identifier(schema), sql.Identifier(table)
+                    )
+                )
+
+
+def _qualified(table: TableCount) -> str:
+    return _quote(table.schema) + "." + _quote(table.table)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
