@@ -12,12 +12,13 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.output import one_line, print_json, table, when
-from permafrost.progress import Progress, human_bytes
+from permafrost.progress import human_bytes
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore
-from restore.verify import verify_backup
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    from restore import plan_cli, verify_cli
+
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
@@ -31,12 +32,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--database", help="whose backup `latest` means")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=show)
-
-    p = commands.add_parser("verify", help="read a backup back and check every byte of it")
-    p.add_argument("backup", metavar="ID|latest")
-    p.add_argument("--database", help="whose backup `latest` means")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=verify)
 
     p = commands.add_parser(
         "restore",
@@ -100,6 +95,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser("stats", help="backups and bytes per database and tier")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=stats)
+
+    verify_cli.add_parsers(commands)
+    plan_cli.add_parsers(commands)
 
 
 def _positive(text: str) -> int:
@@ -202,31 +200,6 @@ def _print_record(record: BackupRecord) -> None:
 
 def _size(count: int | None) -> str:
     return f"{human_bytes(count)} ({count} bytes)" if count is not None else "-"
-
-
-def verify(ctx: Context, args: argparse.Namespace) -> int:
-    record = resolve(ctx, args.backup, args.database)
-    progress = Progress(f"verify {record.id}", total=record.dump_bytes)
-    result = verify_backup(ctx, record, progress.advance)
-    progress.close()
-    if args.json:
-        print_json(
-            {
-                "id": result.backup_id,
-                "status": "verified",
-                "stored_bytes": result.stored_bytes,
-                "dump_bytes": result.dump_bytes,
-                "toc_entries": result.toc_entries,
-                "seconds": round(result.seconds, 3),
-            }
-        )
-    else:
-        print(
-            f"backup {result.backup_id} verified: {human_bytes(result.stored_bytes)} read, "
-            "hashes and every chunk's tag match, pg_restore reads "
-            f"{result.toc_entries} entries ({result.seconds:.1f} s)"
-        )
-    return 0
 
 
 def restore(ctx: Context, args: argparse.Namespace) -> int:

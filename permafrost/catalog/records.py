@@ -52,3 +52,19 @@ class TierStats:
     newest: datetime | None
     last_verified: datetime | None
     failed: int
+
+
+@dataclass
+class TaskRecord:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    status: str
+    requested_by: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker: str | None
+    attempts: int
+    error: str | None
+    result: dict[str, Any] | None

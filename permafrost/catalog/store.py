@@ -15,12 +15,20 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from permafrost.catalog.records import BackupRecord, TierStats, VerificationRecord
+from permafrost.catalog.records import BackupRecord, TaskRecord, TierStats, VerificationRecord
 from permafrost.errors import CatalogUnavailable
 from permafrost.manifest import Manifest
 from permafrost.settings import Secret
 
 SCHEMA = "permafrost"
+TASK_CHANNEL = "permafrost_tasks"
+TASK_LOCK = 0x7461736B  # 'task'
+_CLAIM = """
+UPDATE tasks SET status = 'running', started_at = now(), worker = %s, attempts = attempts + 1
+WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND kind = ANY(%s)
+            ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING *
+"""
 MIGRATION_LOCK = 0x7065726D  # 'perm'
 
 
@@ -228,6 +236,19 @@ class Catalog:
                 (backup_id,),
             ).fetchall()
 
+    def restore_rates(self, database: str | None, limit: int = 5) -> list[float]:
+        """Bytes per second of the newest successful test restores (of one database if given)."""
+        with self._errors("read restore rates"):
+            rows = self.conn.execute(
+                "SELECT (v.details->>'bytes_per_second')::float FROM verifications v"
+                " JOIN backups b ON b.id = v.backup_id"
+                " WHERE v.kind = 'test_restore' AND v.status = 'verified'"
+                " AND v.details ? 'bytes_per_second' AND (%s::text IS NULL OR b.database = %s)"
+                " ORDER BY v.finished_at DESC LIMIT %s",
+                (database, database, limit),
+            ).fetchall()
+        return [float(row[0]) for row in rows if row[0]]
+
     def job_started(self, job: str, database: str | None, backup_id: str | None = None) -> int:
         with self._errors("record job start"):
             row = self.conn.execute(
@@ -276,6 +297,75 @@ class Catalog:
             return cur.execute(
                 "SELECT * FROM audit_log ORDER BY id DESC LIMIT %s", (limit,)
             ).fetchall()
+
+    # --- the task queue ---------------------------------------------------------------------
+
+    def enqueue(self, kind: str, payload: dict[str, Any], requested_by: str) -> int:
+        """Queue a task and wake the workers (the NOTIFY is delivered at commit)."""
+        with self._errors("queue a task"), self.conn.transaction():
+            row = self.conn.execute(
+                "INSERT INTO tasks (kind, payload, requested_by) VALUES (%s, %s, %s) RETURNING id",
+                (kind, Jsonb(payload), requested_by),
+            ).fetchone()
+            self.conn.execute("SELECT pg_notify(%s, %s)", (TASK_CHANNEL, kind))
+        assert row is not None
+        return int(row[0])
+
+    def claim(self, kinds: list[str], worker: str) -> TaskRecord | None:
+        """The oldest queued task of these kinds, now ours; locked so no one else takes it.
+
+        The session-level advisory lock on the task id stays while this connection lives: a
+        worker that dies releases it, and `requeue_orphans` then puts the task back.
+        """
+        with (
+            self._errors("claim a task"),
+            self.conn.transaction(),
+            self.conn.cursor(row_factory=class_row(TaskRecord)) as cur,
+        ):
+            task = cur.execute(_CLAIM, (worker, kinds)).fetchone()
+            if task is not None:
+                self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (TASK_LOCK, task.id))
+            return task
+
+    def finish_task(self, task_id: int, error: str | None, result: dict[str, Any]) -> None:
+        with self._errors("record a task result"):
+            self.conn.execute(
+                "UPDATE tasks SET status = %s, finished_at = now(), error = %s, result = %s"
+                " WHERE id = %s",
+                ("failed" if error else "succeeded", error, Jsonb(result), task_id),
+            )
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (TASK_LOCK, task_id))
+
+    def requeue(self, task_id: int) -> None:
+        with self._errors("requeue a task"):
+            self.conn.execute(
+                "UPDATE tasks SET status = 'queued', worker = NULL, started_at = NULL"
+                " WHERE id = %s AND status = 'running'",
+                (task_id,),
+            )
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (TASK_LOCK, task_id))
+            self.conn.execute("SELECT pg_notify(%s, 'requeued')", (TASK_CHANNEL,))
+
+    def requeue_orphans(self) -> int:
+        """Put back running tasks whose worker is gone (its advisory lock was released)."""
+        with self._errors("requeue orphaned tasks"):
+            rows = self.conn.execute("SELECT id FROM tasks WHERE status = 'running'").fetchall()
+            orphans = 0
+            for (task_id,) in rows:
+                free = self.conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (TASK_LOCK, task_id)
+                ).fetchone()
+                if free and free[0]:
+                    self.requeue(task_id)
+                    orphans += 1
+            return orphans
+
+    def task(self, task_id: int) -> TaskRecord | None:
+        with (
+            self._errors("read a task"),
+            self.conn.cursor(row_factory=class_row(TaskRecord)) as cur,
+        ):
+            return cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
 
     def _errors(self, action: str) -> _Translate:
         return _Translate(action)

@@ -1,0 +1,83 @@
+"""Verification by restoring: the backup goes into a scratch database that is then dropped.
+
+The scratch database lives on VERIFY_DATABASE_URL's server (by default the source server) and
+has a name no one else uses. The verification records how long the restore took and its
+throughput, which `permafrost recovery-time` turns into an estimate for a real recovery.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from permafrost.catalog.records import BackupRecord
+from permafrost.context import Context
+from permafrost.errors import PermafrostError
+from restore import target as targets
+from restore.engine import RestoreOptions, Say, execute, plan_restore
+
+SCRATCH_PREFIX = "permafrost_verify_"
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    backup_id: str
+    tables: int
+    dump_bytes: int
+    seconds: float
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.dump_bytes / max(self.seconds, 1e-3)
+
+
+def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
+    url = ctx.settings.verify_url.reveal() if ctx.settings.verify_url else None
+    options = RestoreOptions(
+        target_db=f"{SCRATCH_PREFIX}{secrets.token_hex(4)}",
+        target_url=url,
+        jobs=ctx.settings.restore_jobs,
+        record_checks=False,
+    )
+    started, clock = datetime.now(UTC), time.monotonic()
+    plan = None
+    try:
+        plan = plan_restore(ctx, record, options)
+        result = execute(ctx, plan, say)
+    except PermafrostError as exc:
+        _record(ctx, record.id, started, str(exc), {})
+        raise
+    finally:
+        if plan is not None:
+            with targets.maintenance(plan.target) as conn:
+                targets.drop(conn, plan.target.database)
+    trial = TrialResult(
+        record.id, len(result.counts), plan.manifest.dump_bytes, time.monotonic() - clock
+    )
+    _record(
+        ctx,
+        record.id,
+        started,
+        None,
+        {
+            "tables": trial.tables,
+            "dump_bytes": trial.dump_bytes,
+            "seconds": round(trial.seconds, 3),
+            "bytes_per_second": round(trial.bytes_per_second),
+            "target": plan.target.where,
+        },
+    )
+    return trial
+
+
+def _record(
+    ctx: Context, backup_id: str, started: datetime, error: str | None, details: dict[str, object]
+) -> None:
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, "test_restore", started, datetime.now(UTC), error, details
+        ),
+        "the test restore is not recorded",
+    )

@@ -1,0 +1,114 @@
+"""The restore worker: the restore container's main process.
+
+It claims `verify` and `test_restore` tasks from the metadata store's queue (FOR UPDATE SKIP
+LOCKED, so two workers never take the same task), sleeps on LISTEN until one is queued, runs it,
+and records the outcome. A failing task fails alone; the worker goes on. On SIGTERM it puts the
+task in hand back in the queue and exits; a task whose worker died is requeued by the next
+worker that looks (the dead worker's advisory lock on it is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from permafrost.backups import resolve
+from permafrost.catalog.records import TaskRecord
+from permafrost.catalog.store import TASK_CHANNEL
+from permafrost.context import Context
+from permafrost.errors import CatalogUnavailable, PermafrostError
+from restore.trial import test_restore
+from restore.verify import verify_backup
+
+KINDS = ["verify", "test_restore"]
+Say = Callable[[str], None]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
+    record = resolve(ctx, str(task.payload["backup_id"]))
+    if task.kind == "verify":
+        verified = verify_backup(ctx, record)
+        return {
+            "backup_id": record.id,
+            "seconds": round(verified.seconds, 3),
+            "stored_bytes": verified.stored_bytes,
+        }
+    trial = test_restore(ctx, record, say)
+    return {
+        "backup_id": record.id,
+        "seconds": round(trial.seconds, 3),
+        "tables": trial.tables,
+        "bytes_per_second": round(trial.bytes_per_second),
+    }
+
+
+class Worker:
+    def __init__(self, ctx: Context, say: Say, poll_seconds: float = 30.0) -> None:
+        self.ctx, self.say, self.poll_seconds = ctx, say, poll_seconds
+        self.name = worker_name()
+        self.done = 0
+
+    def run(self, *, once: bool = False) -> int:
+        """Work until SIGTERM (or, with once, until the queue is empty)."""
+        catalog = self.ctx.catalog()
+        listener = self._listen()
+        self.say(f"restore worker {self.name} waiting for {', '.join(KINDS)} tasks")
+        try:
+            while True:
+                if catalog.requeue_orphans():
+                    self.say("requeued tasks whose worker had died")
+                task = catalog.claim(KINDS, self.name)
+                if task is None:
+                    if once:
+                        return 0
+                    self._wait(listener)
+                    continue
+                self._run(task)
+        except KeyboardInterrupt:
+            self.say(f"restore worker {self.name} stopping")
+            return 0
+        finally:
+            listener.close()
+
+    def _run(self, task: TaskRecord) -> None:
+        catalog = self.ctx.catalog()
+        self.say(f"task {task.id}: {task.kind} {task.payload.get('backup_id')} started")
+        started = time.monotonic()
+        try:
+            result = run_task(self.ctx, task, self.say)
+        except KeyboardInterrupt:
+            catalog.requeue(task.id)
+            self.say(f"task {task.id}: interrupted, back in the queue")
+            raise
+        except CatalogUnavailable:
+            raise
+        except PermafrostError as exc:
+            catalog.finish_task(task.id, str(exc), {})
+            self.say(f"task {task.id}: failed: {exc}")
+            return
+        except Exception as exc:  # a bug in one task must not stop the worker
+            catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
+            self.say(f"task {task.id}: failed unexpectedly: {type(exc).__name__}: {exc}")
+            return
+        catalog.finish_task(task.id, None, result)
+        self.done += 1
+        self.say(f"task {task.id}: succeeded in {time.monotonic() - started:.1f} s")
+
+    def _listen(self) -> Any:
+        import psycopg
+
+        assert self.ctx.settings.metadata_url is not None
+        conn = psycopg.connect(self.ctx.settings.metadata_url.reveal(), autocommit=True)
+        conn.execute(f"LISTEN {TASK_CHANNEL}")
+        return conn
+
+    def _wait(self, listener: Any) -> None:
+        for _ in listener.notifies(timeout=self.poll_seconds, stop_after=1):
+            pass
