@@ -235,3 +235,23 @@ def test_too_little_temporary_space_is_refused(env, pg, backup, target, tmp_path
         subprocess.run(["umount", str(small)], check=False)
     assert result.returncode == 10 and "RESTORE_TMPDIR" in result.stderr
     assert target not in databases(pg)
+
+
+def test_a_failing_pg_restore_is_summarised_and_rolled_back(env, pg, source_db, backup, target):
+    run(env, "restore", "latest", "--target-db", target)  # the rows are already there
+    before = table_digest(pg, target)
+    result = run(
+        env,
+        "restore",
+        "latest",
+        "--target-db",
+        target,
+        "--data-only",
+        "--yes",
+        "--no-safety-backup",
+        check=False,
+    )
+    assert result.returncode == 7, result.stderr
+    assert "pg_restore failed on" in result.stderr and "duplicate key" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert table_digest(pg, target) == before
