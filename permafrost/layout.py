@@ -87,6 +87,13 @@ def manifest_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
     return backup_folder(prefix, tier, database, backup_id) + MANIFEST_OBJECT
 
 
+def wal_key(prefix: str, cluster: str, timeline: int, name: str) -> str:
+    """{prefix}/wal/{cluster}/{timeline}/{name}.pfe; the caller has checked the WAL name."""
+    if "/" in name or name.startswith("."):
+        raise UsageError(f"{name!r} is not a WAL file name")
+    return join(prefix, "wal", check_name(cluster, "cluster"), f"{timeline:08X}", name + ".pfe")
+
+
 def tier_folder(prefix: str, tier: str) -> str:
     return join(prefix, check_tier(tier)) + "/"
 
