@@ -85,7 +85,7 @@ class StorageSettings:
     addressing_style: str = "auto"
     retry_mode: str = "standard"
     max_attempts: int = 5
-    part_size: int = 16 * 1024 * 1024
+    part_size: int = 8 * 1024 * 1024
     concurrency: int = 4
 
     @property
@@ -362,7 +362,7 @@ def _default_addressing(provider: str) -> str:
 
 
 def _part_size(env: Env) -> int:
-    mib = env.integer("UPLOAD_PART_SIZE_MB", 16, minimum=5)
+    mib = env.integer("UPLOAD_PART_SIZE_MB", 8, minimum=5)
     if mib > 1024:
         raise ConfigError(f"UPLOAD_PART_SIZE_MB={mib} is above the maximum of 1024")
     return mib * 1024 * 1024

@@ -17,7 +17,6 @@ from typing import Any
 
 from permafrost.backups import resolve
 from permafrost.catalog.records import TaskRecord
-from permafrost.catalog.store import TASK_CHANNEL
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
 from restore.trial import test_restore
@@ -106,6 +105,8 @@ class Worker:
 
         assert self.ctx.settings.metadata_url is not None
         conn = psycopg.connect(self.ctx.settings.metadata_url.reveal(), autocommit=True)
+        from permafrost.catalog.store import TASK_CHANNEL
+
         conn.execute(f"LISTEN {TASK_CHANNEL}")
         return conn
 

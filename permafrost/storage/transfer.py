@@ -50,9 +50,7 @@ class ObjectWriter:
         self.size += len(data)
         self._buffer += data
         while len(self._buffer) >= self._current_part_size():
-            part = bytes(self._buffer[: self._current_part_size()])
-            del self._buffer[: len(part)]
-            self._send(part)
+            self._send_from_buffer(self._current_part_size())
 
     def close(self) -> None:
         """Finish the object. On failure the upload is aborted and the error raised."""
@@ -61,7 +59,7 @@ class ObjectWriter:
                 self.storage.put(self.key, bytes(self._buffer))
             else:
                 if self._buffer or (not self._parts and not self._futures):
-                    self._send(bytes(self._buffer))
+                    self._send_from_buffer(len(self._buffer))
                 self._collect(wait_all=True)
                 self.storage.complete_multipart(self.key, self._upload_id, self._parts)
             self._buffer.clear()
@@ -88,14 +86,19 @@ class ObjectWriter:
         # Parts grow as the object does, so 10,000 parts reach far beyond part_size * 10,000.
         return self._part_size * 2 ** ((len(self._parts) + len(self._futures)) // PART_GROWTH_EVERY)
 
-    def _send(self, part: bytes) -> None:
+    def _send_from_buffer(self, size: int) -> None:
+        """Upload the first `size` buffered bytes as the next part, once a slot is free."""
         if self._upload_id is None:
             self._upload_id = self.storage.create_multipart(self.key)
         number = len(self._parts) + len(self._futures) + 1
         if number > MAX_PARTS:
             raise StorageError(f"upload of {self.key} would need more than {MAX_PARTS} parts")
         self._collect(wait_all=False)
+        # Wait for a slot before copying the part out, so no finished part waits in memory.
         self._slots.acquire()
+        with memoryview(self._buffer) as view:
+            part = bytes(view[:size])
+        del self._buffer[:size]
         future = self._pool.submit(self._upload, number, part)
         future.add_done_callback(lambda _: self._slots.release())
         self._futures.append(future)
