@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         database, _ = ensure_database(cluster, args.data_dir, args.size_gb)
         s3.client().create_bucket(Bucket=BUCKET)
         work = args.data_dir / "restore-work"
-        work.mkdir(exist_ok=True)
+        shutil.rmtree(work, ignore_errors=True)  # a fresh repository for this run's new key
+        work.mkdir()
         key = subprocess.run(
             [PERMAFROST, "keygen"], capture_output=True, text=True, check=True
         ).stdout.strip()
