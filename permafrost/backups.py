@@ -198,3 +198,20 @@ def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:
         )
         for (database, tier), group in sorted(groups.items())
     ]
+
+
+def record_verification(
+    ctx: Context,
+    backup_id: str,
+    kind: str,
+    started: datetime,
+    error: str | None,
+    details: dict[str, object],
+) -> None:
+    """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, kind, started, datetime.now(UTC), error, details
+        ),
+        f"the {kind} verification of {backup_id} is not recorded",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -57,17 +57,9 @@ def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> 
         )
 
 
-@contextmanager
-def maintenance(target: Target) -> Iterator[psycopg.Connection]:
+def maintenance(target: Target) -> AbstractContextManager[psycopg.Connection]:
     """A connection to the target server's maintenance database, for CREATE and DROP."""
-    try:
-        conn = pgtools.connect(target.server, _maintenance_db(target), autocommit=True)
-    except SourceError as exc:
-        raise TargetError(f"restore target unreachable: {exc}") from None
-    try:
-        yield conn
-    finally:
-        conn.close()
+    return _connected(target, _maintenance_db(target))
 
 
 def _maintenance_db(target: Target) -> str:
@@ -122,9 +114,9 @@ def _ddl(conn: psycopg.Connection, query: Composed) -> None:
 
 
 @contextmanager
-def _connected(target: Target) -> Iterator[psycopg.Connection]:
+def _connected(target: Target, database: str | None = None) -> Iterator[psycopg.Connection]:
     try:
-        conn = pgtools.connect(target.server, target.database, autocommit=True)
+        conn = pgtools.connect(target.server, database or target.database, autocommit=True)
     except SourceError as exc:
         raise TargetError(f"restore target unreachable: {exc}") from None
     try:

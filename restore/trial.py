@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from permafrost.backups import record_verification
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
@@ -47,7 +48,7 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
         plan = plan_restore(ctx, record, options)
         result = execute(ctx, plan, say)
     except PermafrostError as exc:
-        _record(ctx, record.id, started, str(exc), {})
+        record_verification(ctx, record.id, "test_restore", started, str(exc), {})
         raise
     finally:
         if plan is not None:
@@ -56,9 +57,10 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
     trial = TrialResult(
         record.id, len(result.counts), plan.manifest.dump_bytes, time.monotonic() - clock
     )
-    _record(
+    record_verification(
         ctx,
         record.id,
+        "test_restore",
         started,
         None,
         {
@@ -70,14 +72,3 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
         },
     )
     return trial
-
-
-def _record(
-    ctx: Context, backup_id: str, started: datetime, error: str | None, details: dict[str, object]
-) -> None:
-    ctx.record(
-        lambda c: c.record_verification(
-            backup_id, "test_restore", started, datetime.now(UTC), error, details
-        ),
-        "the test restore is not recorded",
-    )

@@ -18,15 +18,13 @@ from datetime import UTC, datetime
 from typing import IO
 
 from permafrost import pgtools
-from permafrost.backups import check_data_object, check_hashes, load_manifest
+from permafrost.backups import check_data_object, check_hashes, load_manifest, record_verification
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.manifest import Manifest
 from permafrost.pipeline import Opened
 from permafrost.storage.transfer import read_object
-
-RECORD_LATER = "the verification result is not recorded"
 
 
 @dataclass(frozen=True)
@@ -45,11 +43,12 @@ def verify_backup(
     try:
         result = _verify(ctx, record, clock, on_progress)
     except PermafrostError as exc:
-        _record(ctx, record.id, started, str(exc), {})
+        record_verification(ctx, record.id, "integrity", started, str(exc), {})
         raise
-    _record(
+    record_verification(
         ctx,
         record.id,
+        "integrity",
         started,
         None,
         {
@@ -60,17 +59,6 @@ def verify_backup(
         },
     )
     return result
-
-
-def _record(
-    ctx: Context, backup_id: str, started: datetime, error: str | None, details: dict[str, object]
-) -> None:
-    ctx.record(
-        lambda c: c.record_verification(
-            backup_id, "integrity", started, datetime.now(UTC), error, details
-        ),
-        RECORD_LATER,
-    )
 
 
 def _verify(
