@@ -44,7 +44,7 @@ def exit_code(exc: errors.PermafrostError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from permafrost import commands
+    from permafrost import commands, wal_cli
     from restore import cli as restore_cli
     from scheduler import cli as scheduler_cli
 
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_cli.add_parsers(commands_)
     restore_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
+    wal_cli.add_parsers(commands_)
     return parser
 
 
