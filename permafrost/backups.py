@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from permafrost import layout
+from permafrost import crypto, layout
 from permafrost.catalog.records import BackupRecord, TierStats
 from permafrost.catalog.sync import manifest_keys, read_manifest
 from permafrost.context import Context
@@ -23,6 +23,7 @@ from permafrost.errors import (
     UsageError,
 )
 from permafrost.manifest import Manifest
+from permafrost.repository import read_config
 
 FALLBACK = "reading backups from the bucket instead"
 
@@ -99,8 +100,20 @@ def find_backups(
     return records[:limit] if limit is not None else records
 
 
+def _bucket_keyring(ctx: Context) -> crypto.Keyring | None:
+    """Keys to check manifest signatures with, when a key is configured."""
+    return ctx.repository().keyring if ctx.settings.encryption_key else None
+
+
+def _no_repository(ctx: Context) -> bool:
+    # Before the first backup there is no permafrost.json, and so no backup: not an error.
+    return read_config(ctx.storage, ctx.settings.storage.prefix) is None
+
+
 def _bucket_records(ctx: Context) -> list[BackupRecord]:
-    keyring = ctx.repository().keyring if ctx.settings.encryption_key else None
+    if _no_repository(ctx):
+        return []
+    keyring = _bucket_keyring(ctx)
     prefix = ctx.settings.storage.prefix
     records = [
         record_from_manifest(read_manifest(ctx.storage, key, keyring), key)
@@ -124,7 +137,9 @@ def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
     catalog = ctx.catalog_or_none(FALLBACK)
     if catalog is not None:
         return catalog.get(backup_id)
-    keyring = ctx.repository().keyring if ctx.settings.encryption_key else None
+    if _no_repository(ctx):
+        return None
+    keyring = _bucket_keyring(ctx)
     for parsed, key in manifest_keys(ctx.storage, ctx.settings.storage.prefix):
         if parsed.backup_id == backup_id:
             return record_from_manifest(read_manifest(ctx.storage, key, keyring), key)

@@ -128,3 +128,11 @@ def test_without_a_metadata_store_stats_read_the_bucket_and_delete_refuses(
     assert "METADATA_DATABASE_URL is not set" in refused.stderr
     assert "nothing was deleted" in refused.stderr
     assert [r["id"] for r in loads(run(bare, "list", "--json").stdout)] == [record["id"]]
+
+
+def test_before_the_first_backup_there_is_nothing_to_list(env: dict[str, str], tmp_path) -> None:
+    fresh = {k: v for k, v in env.items() if k != "METADATA_DATABASE_URL"}
+    fresh["STORAGE_URL"] = f"file://{tmp_path}/empty-bucket"
+    assert run(fresh, "list").stdout == "no backups\n"
+    assert loads(run(fresh, "list", "--json").stdout) == []
+    assert run(fresh, "show", "latest", check=False).returncode == 3
