@@ -30,16 +30,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from backup import (
-    BUCKET,
-    META_DB,
-    PERMAFROST,
-    Bench,
-    BenchCluster,
-    Measurement,
-    ensure_database,
-    measure,
-)
+from backup import Bench
+from harness import BUCKET, META_DB, PERMAFROST, BenchCluster, Measurement, ensure_database, measure
 
 from tests.services import S3Server
 

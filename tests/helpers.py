@@ -45,5 +45,10 @@ def put_object(s3: S3Server, bucket: str, key: str, data: bytes) -> None:
     s3.client().put_object(Bucket=bucket, Key=key, Body=data)
 
 
+def flip_byte(data: bytes, at: int) -> bytes:
+    """The same bytes with one bit of one byte changed: the smallest corruption there is."""
+    return data[:at] + bytes([data[at] ^ 1]) + data[at + 1 :]
+
+
 def loads(text: str) -> Any:
     return json.loads(text)

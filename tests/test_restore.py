@@ -10,7 +10,7 @@ import pytest
 from permafrost import crypto
 from permafrost.manifest import parse
 from tests.conftest import KEY, run
-from tests.helpers import get_object, loads, put_object, table_digest
+from tests.helpers import flip_byte, get_object, loads, put_object, table_digest
 from tests.services import Cluster, free_port
 
 
@@ -151,7 +151,7 @@ def test_a_row_count_mismatch_fails_and_leaves_no_target(env, pg, s3, bucket, ba
 def test_a_corrupt_backup_never_creates_the_target(env, pg, s3, bucket, backup, target):
     data_key = backup["manifest"]["objects"]["data"]
     data = get_object(s3, bucket, data_key)
-    put_object(s3, bucket, data_key, data[:300] + bytes([data[300] ^ 1]) + data[301:])
+    put_object(s3, bucket, data_key, flip_byte(data, 300))
     result = run(env, "restore", "latest", "--target-db", target, check=False)
     assert result.returncode == 5 and "failed authentication" in result.stderr
     assert target not in databases(pg)

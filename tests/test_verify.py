@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import run
-from tests.helpers import get_object, loads, put_object
+from tests.helpers import flip_byte, get_object, loads, put_object
 from tests.services import S3Server
 
 
@@ -27,9 +27,7 @@ def _damage_and_verify(env: dict[str, str], s3: S3Server, bucket: str, key: str,
 
 def test_it_catches_a_flipped_byte(env, s3, bucket, backup) -> None:
     key = backup["manifest"]["objects"]["data"]
-    message = _damage_and_verify(
-        env, s3, bucket, key, lambda b: b[:200] + bytes([b[200] ^ 1]) + b[201:]
-    )
+    message = _damage_and_verify(env, s3, bucket, key, lambda b: flip_byte(b, 200))
     assert "failed authentication" in message
     shown = loads(run(env, "show", backup["id"], "--json").stdout)
     assert shown["verification"] == "failed"

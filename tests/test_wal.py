@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run
-from tests.helpers import get_object, put_object
+from tests.helpers import flip_byte, get_object, put_object
 from tests.services import Cluster
 
 
@@ -55,7 +55,7 @@ def test_wal_fetch_exit_codes_tell_postgresql_what_happened(
     assert (missing.returncode, missing.stderr) == (1, "")
     key = "backups/wal/main/00000001/000000010000000000000003.pfe"
     data = get_object(s3, bucket, key)
-    put_object(s3, bucket, key, data[:100] + bytes([data[100] ^ 1]) + data[101:])
+    put_object(s3, bucket, key, flip_byte(data, 100))
     corrupt = run(env, "wal-fetch", segment.name, str(tmp_path / "y"), check=False)
     assert corrupt.returncode == 126 and "failed authentication" in corrupt.stderr
     assert not (tmp_path / "y").exists()
