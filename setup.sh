@@ -7,7 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=.venv
-PYTHON=${PYTHON:-python3}
+# PostgreSQL runs archive_command and restore_command (wal-push, wal-fetch) as its own OS user,
+# which must be able to run this install: prefer the system Python, readable by every user,
+# over one installed in a private home directory (pyenv under /root, say).
+if [ -z "${PYTHON:-}" ]; then
+  PYTHON=python3
+  if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+    PYTHON=/usr/bin/python3
+  fi
+fi
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -49,6 +57,12 @@ system_packages() {
 python_env() {
   "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
     || die "Python 3.11 or newer is needed (found $("$PYTHON" --version 2>&1))"
+  local base
+  base=$("$PYTHON" -c 'import os, sys; print(os.path.realpath(sys.executable))')
+  if [ -x "$VENV/bin/python" ] && [ "$(readlink -f "$VENV/bin/python")" != "$base" ]; then
+    say "rebuilding $VENV on $base"
+    rm -rf "$VENV"
+  fi
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$1]"

@@ -28,17 +28,16 @@ LATER = (
 def run_backup(
     ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None = None
 ) -> Manifest:
-    layout.check_name(request.database)
+    layout.check_name(request.database, "cluster" if request.kind == "base" else "database")
     layout.check_tier(request.tier)
     ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
-    run_id = ctx.record(
-        lambda c: c.job_started("backup", request.database, request.backup_id), LATER
-    )
+    job = "base_backup" if request.kind == "base" else "backup"
+    run_id = ctx.record(lambda c: c.job_started(job, request.database, request.backup_id), LATER)
     ctx.record(
         lambda c: c.backup_started(
             request.backup_id,
             request.database,
-            "logical",
+            request.kind,
             request.tier,
             datetime.now(UTC),
             request.description,
@@ -47,7 +46,12 @@ def run_backup(
         LATER,
     )
     try:
-        manifest = dump_database(ctx, request, on_progress)
+        if request.kind == "base":
+            from permafrost.physical import base_backup
+
+            manifest = base_backup(ctx, request, on_progress)
+        else:
+            manifest = dump_database(ctx, request, on_progress)
     except BaseException as exc:
         _record_failure(ctx, request.backup_id, run_id, exc)
         raise

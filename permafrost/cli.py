@@ -46,6 +46,7 @@ def exit_code(exc: errors.PermafrostError) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from permafrost import commands, wal_cli
     from restore import cli as restore_cli
+    from restore import pitr_cli
     from scheduler import cli as scheduler_cli
 
     parser = argparse.ArgumentParser(
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands_ = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     scheduler_cli.add_parsers(commands_)
     restore_cli.add_parsers(commands_)
+    pitr_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
     return parser

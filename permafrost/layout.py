@@ -3,6 +3,8 @@
     {prefix}/permafrost.json
     {prefix}/{tier}/{database}/{backup_id}/data.pfe
     {prefix}/{tier}/{database}/{backup_id}/manifest.json
+    {prefix}/base/{cluster}/{backup_id}/data.pfe            a base backup (pg_basebackup tar)
+    {prefix}/wal/{cluster}/{timeline}/{name}.pfe            archived WAL
 
 The tier comes first so that one lifecycle rule per tier covers every database. Names that reach
 a key are checked here, so no caller can build a key that climbs out of its folder.
@@ -21,6 +23,8 @@ REPOSITORY_CONFIG = "permafrost.json"
 DATA_OBJECT = "data.pfe"
 MANIFEST_OBJECT = "manifest.json"
 LOGICAL_TIERS = ("standard", "compliance", "keep")
+BASE_TIER = "base"  # physical base backups: base/{cluster}/{backup_id}/, same shape as a tier
+BACKUP_TIERS = (*LOGICAL_TIERS, BASE_TIER)
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
@@ -50,8 +54,8 @@ def check_backup_id(backup_id: str) -> str:
 
 
 def check_tier(tier: str) -> str:
-    if tier not in LOGICAL_TIERS:
-        raise UsageError(f"tier {tier!r} is not one of: {', '.join(LOGICAL_TIERS)}")
+    if tier not in BACKUP_TIERS:
+        raise UsageError(f"tier {tier!r} is not one of: {', '.join(BACKUP_TIERS)}")
     return tier
 
 
@@ -94,6 +98,10 @@ def wal_key(prefix: str, cluster: str, timeline: int, name: str) -> str:
     return join(prefix, "wal", check_name(cluster, "cluster"), f"{timeline:08X}", name + ".pfe")
 
 
+def wal_folder(prefix: str, cluster: str) -> str:
+    return join(prefix, "wal", check_name(cluster, "cluster")) + "/"
+
+
 def tier_folder(prefix: str, tier: str) -> str:
     return join(prefix, check_tier(tier)) + "/"
 
@@ -114,7 +122,7 @@ def parse_backup_key(prefix: str, key: str) -> BackupKey | None:
     if not key.startswith(root):
         return None
     parts = key[len(root) :].split("/")
-    if len(parts) != 4 or parts[0] not in LOGICAL_TIERS:
+    if len(parts) != 4 or parts[0] not in BACKUP_TIERS:
         return None
     tier, database, backup_id, name = parts
     if not valid_name(database) or not _BACKUP_ID.fullmatch(backup_id):

@@ -32,11 +32,12 @@ F_SETPIPE_SZ = 1031
 
 @dataclass(frozen=True)
 class BackupRequest:
-    database: str
+    database: str  # for a base backup, the cluster's name
     tier: str = "standard"
     description: str = ""
     tags: tuple[str, ...] = ()
     backup_id: str = field(default_factory=layout.new_backup_id)
+    kind: str = "logical"  # or "base"
 
 
 def dump_database(
@@ -118,8 +119,8 @@ def _run_dump(
         env=pgtools.libpq_env(ctx.settings.source),
     )
     assert proc.stdout is not None and proc.stderr is not None
-    _widen_pipe(proc.stdout)
-    errors = _StderrTail(proc.stderr)
+    widen_pipe(proc.stdout)
+    errors = StderrTail(proc.stderr)
     try:
         pump(proc.stdout.read, sealer, on_progress)
         if proc.wait() != 0:
@@ -135,17 +136,18 @@ def _run_dump(
         errors.join()
 
 
-def _widen_pipe(stream: IO[bytes]) -> None:
+def widen_pipe(stream: IO[bytes]) -> None:
     """A 1 MiB pipe lets pg_dump run ahead while the previous block is being compressed."""
     # The system limit may be lower; the default pipe still works then.
     with contextlib.suppress(OSError):
         fcntl.fcntl(stream.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
 
 
-class _StderrTail:
+class StderrTail:
     """Reads a child's stderr on a thread, keeping the last lines for the error message."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], program: str = "pg_dump: ") -> None:
+        self._program = program
         self._lines: deque[str] = deque(maxlen=5)
         self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
         self._thread.start()
@@ -154,7 +156,7 @@ class _StderrTail:
         for raw in stream:
             line = raw.decode(errors="replace").strip()
             if line:
-                self._lines.append(line.removeprefix("pg_dump: "))
+                self._lines.append(line.removeprefix(self._program))
 
     def join(self) -> None:
         self._thread.join(timeout=5)

@@ -46,6 +46,8 @@ class Manifest:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     permafrost_version: str = ""
+    # Base backups only: LSNs, timeline, system identifier, the WAL they need (physical.py).
+    physical: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
     @property

@@ -12,6 +12,7 @@ The reference deployment's names (`DB_*`, `DO_SPACES_*`, `SMTP_*`, `ALERT_EMAIL`
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,6 +124,11 @@ class Settings:
     restore_jobs: int = 2
     verify_url: Secret | None = None
     log_level: str = "WARNING"
+    wal_max_segment_age: int = 300
+    wal_prefetch: int = 8
+    wal_spool_dir: str | None = None
+    wal_slot: str | None = None
+    pitr_os_user: str = "postgres"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -203,6 +209,11 @@ def _parse(env: Env) -> Settings:
         restore_jobs=env.integer("RESTORE_JOBS", 2, minimum=1),
         verify_url=env.secret("VERIFY_DATABASE_URL"),
         log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),
+        wal_max_segment_age=env.integer("WAL_MAX_SEGMENT_AGE", 300, minimum=1),
+        wal_prefetch=env.integer("WAL_PREFETCH", 8, minimum=0),
+        wal_spool_dir=env.text("WAL_SPOOL_DIR"),
+        wal_slot=_slot(env),
+        pitr_os_user=env.text("PITR_OS_USER", "postgres") or "postgres",
         extra=dict(env.values),
     )
 
@@ -271,6 +282,45 @@ def _check_name(variable: str, name: str) -> str:
 
 def _name(env: Env, variable: str, default: str) -> str:
     return _check_name(variable, env.text(variable, default) or default)
+
+
+def _slot(env: Env) -> str | None:
+    slot = env.text("WAL_SLOT_NAME")
+    if slot is not None and not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
+        raise ConfigError(
+            f"WAL_SLOT_NAME={slot!r}: a replication slot name is lower-case letters, digits and _"
+        )
+    return slot
+
+
+def wal_fetch_env(settings: Settings) -> dict[str, str]:
+    """What `wal-fetch` needs, as NAME=value lines for an env file that restore_command reads.
+
+    Resolved values, not the names they came from: a NAME_FILE the server's OS user cannot read
+    becomes the value itself, in a file only that user can read.
+    """
+    storage = settings.storage
+    values = {
+        "STORAGE_URL": storage.url,
+        "S3_ENDPOINT_URL": storage.endpoint_url,
+        "S3_REGION": storage.region,
+        "S3_ACCESS_KEY_ID": storage.access_key_id.reveal() if storage.access_key_id else None,
+        "S3_SECRET_ACCESS_KEY": (
+            storage.secret_access_key.reveal() if storage.secret_access_key else None
+        ),
+        "S3_PROVIDER": storage.provider,
+        "S3_ADDRESSING_STYLE": storage.addressing_style,
+        "S3_RETRY_MODE": storage.retry_mode,
+        "S3_MAX_ATTEMPTS": str(storage.max_attempts),
+        "BACKUP_ENCRYPTION_KEY": (
+            settings.encryption_key.reveal() if settings.encryption_key else None
+        ),
+        "BACKUP_ENCRYPTION_OLD_KEYS": ",".join(k.reveal() for k in settings.old_encryption_keys),
+        "CLUSTER_NAME": settings.cluster_name,
+        "WAL_PREFETCH": str(settings.wal_prefetch),
+        "LOG_LEVEL": settings.log_level.lower(),
+    }
+    return {name: value for name, value in values.items() if value}
 
 
 def _level(env: Env) -> int:

@@ -1,4 +1,5 @@
-"""`permafrost backup`: take a logical backup of one or every configured database now."""
+"""`permafrost backup`: take a logical backup of one or every configured database now, or a
+base backup of the cluster with `--kind base`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from permafrost.progress import Progress, human_bytes
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     parser = commands.add_parser("backup", help="take a backup now")
     parser.add_argument("--database", help="the database to back up (default: every DB_NAME)")
+    parser.add_argument(
+        "--kind",
+        choices=("logical", "base"),
+        default="logical",
+        help="logical: pg_dump of each database; base: pg_basebackup of the whole cluster, "
+        "for point-in-time recovery",
+    )
+    parser.add_argument(
+        "--cluster", help="base backups: the cluster's name (default: CLUSTER_NAME)"
+    )
     parser.add_argument("--tier", choices=("standard", "compliance"), default="standard")
     parser.add_argument("--description", default="", help="free text kept with the backup")
     parser.add_argument("--tag", action="append", default=[], help="a label; repeatable")
@@ -25,6 +36,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
+    if args.kind == "base":
+        return _base_backup(ctx, args)
     databases = [args.database] if args.database else list(ctx.settings.source.databases)
     if not databases:
         raise UsageError(
@@ -53,4 +66,35 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             )
     if args.json:
         print_json(records[0] if len(records) == 1 else records)
+    return 0
+
+
+def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
+    if args.database or args.tier != "standard":
+        raise UsageError(
+            "a base backup is of the whole cluster: --database and --tier do not apply"
+        )
+    cluster = args.cluster or ctx.settings.cluster_name
+    request = BackupRequest(
+        database=cluster,
+        tier=layout.BASE_TIER,
+        kind="base",
+        description=args.description,
+        tags=tuple(args.tag),
+    )
+    progress = Progress(f"base backup of {cluster}")
+    manifest = run_backup(ctx, request, progress.advance)
+    progress.close()
+    key = layout.manifest_key(ctx.settings.storage.prefix, manifest.tier, cluster, manifest.id)
+    if args.json:
+        print_json(record_json(record_from_manifest(manifest, key)))
+        return 0
+    wal = manifest.physical
+    print(
+        f"base backup {manifest.id} of cluster {cluster} completed: "
+        f"{human_bytes(manifest.dump_bytes)} read, {human_bytes(manifest.stored_bytes)} stored, "
+        f"{manifest.duration_seconds:.1f} s; WAL {wal['start_lsn']} to {wal['stop_lsn']} on "
+        f"timeline {wal['timeline']} (segments {wal['wal_start']} to {wal['wal_stop']}) "
+        "must be archived for it to restore"
+    )
     return 0

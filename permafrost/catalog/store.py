@@ -282,6 +282,44 @@ class Catalog:
         ):
             return cur.execute(query + " ORDER BY id DESC LIMIT %s", [*params, limit]).fetchall()
 
+    def wal_archived(self, cluster: str, segment: str, size: int, method: str) -> None:
+        """A segment reached the bucket: move the cluster's archive position forward."""
+        with self._errors("record the archived WAL"):
+            self.conn.execute(
+                "INSERT INTO wal_archive AS w (cluster, last_segment, last_archived_at, segments,"
+                " bytes, method) VALUES (%s, %s, now(), 1, %s, %s)"
+                " ON CONFLICT (cluster) DO UPDATE SET"
+                " last_segment = greatest(w.last_segment, EXCLUDED.last_segment),"
+                " last_archived_at = CASE WHEN EXCLUDED.last_segment >= w.last_segment"
+                "   THEN now() ELSE w.last_archived_at END,"
+                " segments = w.segments + 1, bytes = w.bytes + EXCLUDED.bytes,"
+                " method = EXCLUDED.method, last_error = NULL",
+                (cluster, segment, size, method),
+            )
+
+    def wal_error(self, cluster: str, error: str) -> None:
+        with self._errors("record a WAL archiving error"):
+            self.conn.execute(
+                "UPDATE wal_archive SET last_error = %s, last_error_at = now() WHERE cluster = %s",
+                (error, cluster),
+            )
+
+    def wal_switched(self, cluster: str) -> None:
+        with self._errors("record a WAL switch"):
+            self.conn.execute(
+                "UPDATE wal_archive SET last_switch_at = now() WHERE cluster = %s", (cluster,)
+            )
+
+    def wal_status(self, cluster: str | None = None) -> list[dict[str, Any]]:
+        where, params = _filters(cluster=cluster)
+        query = "SELECT *, extract(epoch FROM now() - last_archived_at) AS lag_seconds"
+        query += " FROM wal_archive" + (" WHERE " + " AND ".join(where) if where else "")
+        with (
+            self._errors("read the WAL archive status"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(query + " ORDER BY cluster", params).fetchall()
+
     def audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
         with self._errors("write the audit log"):
             self.conn.execute(

@@ -28,7 +28,7 @@ class SyncResult:
 
 def manifest_keys(storage: Storage, prefix: str) -> Iterator[tuple[layout.BackupKey, str]]:
     """Every backup manifest in the bucket, tier by tier."""
-    for tier in layout.LOGICAL_TIERS:
+    for tier in layout.BACKUP_TIERS:
         for info in storage.list(layout.tier_folder(prefix, tier)):
             parsed = layout.parse_backup_key(prefix, info.key)
             if parsed is not None and parsed.name == layout.MANIFEST_OBJECT:
