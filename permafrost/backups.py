@@ -58,7 +58,7 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
     duration = None
     if record.finished_at is not None:
         duration = round((record.finished_at - record.started_at).total_seconds(), 3)
-    return {
+    out = {
         "id": record.id,
         "database": record.database,
         "kind": record.kind,
@@ -76,6 +76,10 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
         "manifest_key": record.manifest_key,
         "error": record.error,
     }
+    physical = (record.manifest or {}).get("physical")
+    if physical:
+        out["physical"] = physical  # base backups: LSNs, timeline, the WAL they need
+    return out
 
 
 def find_backups(

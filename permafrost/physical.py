@@ -32,7 +32,7 @@ _SERVER = """
 SELECT current_setting('server_version'),
        current_setting('server_version_num')::int,
        (SELECT system_identifier FROM pg_control_system()),
-       current_setting('wal_segment_size')::bigint,
+       (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
        (SELECT count(*) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global'))
 """
 

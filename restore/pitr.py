@@ -30,7 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,8 @@ def plan_pitr(
     gap = walarchive.first_missing(archive, base.stop.next(), newest)
     last_good = Segment(base.timeline, gap.number - 1) if gap else newest
     end_time = archive.archived_at(last_good)
+    if end_time is not None:
+        end_time += timedelta(seconds=1)  # object times are whole seconds; the WAL came first
     window = Window(bases[0].stop_time, end_time, bases[0].stop_lsn, last_good)
     later = any(t > base.timeline for t in archive.timelines)
     plan = PitrPlan(cluster, target, base, window, archive, gap, later)
