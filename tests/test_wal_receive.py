@@ -1,0 +1,107 @@
+"""wal-receive: PITR for a server whose archive_command we cannot set (archive_mode = off)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KEY, PERMAFROST, run
+from tests.helpers import objects
+from tests.services import Cluster, S3Server
+
+
+@pytest.fixture
+def managed(s3: S3Server) -> Iterator[Cluster]:
+    cluster = Cluster("managed", {"wal_level": "replica", "archive_mode": "off"}).start()
+    yield cluster
+    cluster.destroy()
+
+
+def archived_segments(s3: S3Server, bucket: str) -> list[str]:
+    names = [k.rsplit("/", 1)[-1].removesuffix(".pfe") for k in objects(s3, bucket, "wal/")]
+    return sorted(n for n in names if len(n) == 24)
+
+
+def wait_for_segment(s3: S3Server, bucket: str, name: str, limit: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < limit:
+        if any(seg >= name for seg in archived_segments(s3, bucket)):
+            return time.monotonic() - started
+        time.sleep(0.2)
+    raise AssertionError(f"{name} not archived within {limit} s: {archived_segments(s3, bucket)}")
+
+
+def test_wal_receive_archives_a_server_without_archive_command(
+    managed: Cluster, pg: Cluster, s3: S3Server, tmp_path: Path
+) -> None:
+    bucket = f"pf-recv-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=bucket)
+    metadata = pg.create_database(f"meta_recv_{uuid.uuid4().hex[:8]}")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DATABASE_URL": managed.url("postgres"),
+        "METADATA_DATABASE_URL": pg.url(metadata),
+        "STORAGE_URL": f"s3://{bucket}",
+        "S3_ENDPOINT_URL": s3.url,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "BACKUP_ENCRYPTION_KEY": KEY,
+        "WAL_SPOOL_DIR": str(tmp_path / "spool"),
+        "WAL_MAX_SEGMENT_AGE": "3",
+        "LOG_LEVEL": "info",
+    }
+    db = managed.create_database("app")
+    managed.execute("CREATE TABLE t (id serial PRIMARY KEY, v text)", db)
+    receiver = subprocess.Popen(
+        [PERMAFROST, "wal-receive"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert receiver.stdout is not None
+        assert "streaming cluster main through slot permafrost_main" in receiver.stdout.readline()
+        run(env, "backup", "--kind", "base")
+
+        # A quiet server: one small commit, then nothing. The switch check completes the
+        # segment, so the commit is in the bucket within WAL_MAX_SEGMENT_AGE (plus an upload).
+        managed.execute("INSERT INTO t (v) VALUES ('quiet commit')", db)
+        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        waited = wait_for_segment(s3, bucket, segment, 3 + 15)
+        assert waited < 3 + 15
+
+        # pg_receivewal dies: it is restarted, and archiving goes on.
+        child = subprocess.run(
+            ["pgrep", "-f", f"pg_receivewal --directory={tmp_path}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        assert child, "pg_receivewal is not running"
+        os.kill(int(child[0]), signal.SIGKILL)
+        managed.execute("INSERT INTO t (v) VALUES ('after a restart')", db)
+        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        wait_for_segment(s3, bucket, segment, 3 + 30)
+
+        status = run(env, "wal", "status", "--json").stdout
+        assert '"method": "receive"' in status
+        target = f"recv_{uuid.uuid4().hex[:6]}"
+        run(env, "pitr", "--latest", "--target-db", target, "--target-url", pg.url("postgres"))
+        got = pg.execute("SELECT v FROM t ORDER BY id", target)
+        assert got == [("quiet commit",), ("after a restart",)]
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        out, err = receiver.communicate(timeout=60)
+        pg.drop_database(metadata)
+    assert receiver.returncode == 0, err
+    assert "every completed segment is archived" in out
