@@ -155,7 +155,10 @@ def _latest(ctx: Context, database: str | None) -> BackupRecord:
         configured = ctx.settings.source.databases
         if len(configured) == 1:
             database = configured[0]
-    completed = find_backups(ctx, database=database, status="completed")
+    # `latest` is a logical backup: base backups are for pitr, which chooses its own.
+    completed = [
+        r for r in find_backups(ctx, database=database, status="completed") if r.kind != "base"
+    ]
     if not completed:
         where = f" of {database}" if database else ""
         raise BackupNotFound(f"no completed backup{where}: take one with `permafrost backup`")
@@ -234,3 +237,12 @@ def record_verification(
         ),
         f"the {kind} verification of {backup_id} is not recorded",
     )
+
+
+def refuse_base(record: BackupRecord, action: str) -> None:
+    """Restoring a base backup is pitr's work; say so instead of failing in pg_restore."""
+    if record.kind == "base":
+        raise UsageError(
+            f"{record.id} is a base backup of cluster {record.database}, which {action} cannot "
+            f"use: recover from it with `permafrost pitr --base {record.id} --latest ...`"
+        )

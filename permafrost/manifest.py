@@ -56,7 +56,10 @@ class Manifest:
         return (datetime.fromisoformat(self.finished_at) - start).total_seconds()
 
     def body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if not body["physical"]:
+            del body["physical"]  # logical manifests stay as format 1 first wrote them
+        return body
 
     def to_json(self, key: crypto.MasterKey) -> bytes:
         body = self.body()

@@ -217,7 +217,8 @@ def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None)
     max_age = ctx.settings.wal_max_segment_age
     with pgtools.connect(ctx.settings.source, connect_database(ctx), autocommit=True) as conn:
         row = conn.execute(
-            "SELECT pg_current_wal_lsn()::text, (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+            "SELECT pg_current_wal_insert_lsn()::text,"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
             " (SELECT timeline_id FROM pg_control_checkpoint()),"
             " a.last_archived_wal, extract(epoch FROM a.last_archived_time)"
             " FROM pg_stat_archiver a"

@@ -7,7 +7,14 @@ import sys
 
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.backups import FALLBACK, find_backups, record_json, resolve, stats_from_records
+from permafrost.backups import (
+    FALLBACK,
+    find_backups,
+    record_json,
+    refuse_base,
+    resolve,
+    stats_from_records,
+)
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
@@ -204,6 +211,7 @@ def _size(count: int | None) -> str:
 
 def restore(ctx: Context, args: argparse.Namespace) -> int:
     record = resolve(ctx, args.backup, args.database)
+    refuse_base(record, "restore")
     options = RestoreOptions(
         target_db=args.target_db,
         target_url=args.target_url,

@@ -23,8 +23,10 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.manifest import Manifest
+from permafrost.physical import BACKUP_MANIFEST
 from permafrost.pipeline import Opened
 from permafrost.storage.transfer import read_object
+from permafrost.tarwatch import TarWatcher
 
 
 @dataclass(frozen=True)
@@ -67,13 +69,15 @@ def _verify(
     manifest = load_manifest(ctx, record)
     data_key = manifest.objects["data"]
     check_data_object(ctx, manifest)
+    if manifest.kind == "base":
+        return _verify_base(ctx, manifest, clock, on_progress)
     pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             [pg_restore, "--list"], stdin=subprocess.PIPE, stdout=listing, stderr=errors
         )
         try:
-            opened, dump_sha = _stream(ctx, manifest, data_key, proc, on_progress)
+            opened, dump_sha = _stream(ctx, manifest, data_key, _Feed(proc).write, on_progress)
         finally:
             _finish(proc)
         check_hashes(manifest, opened.stored_sha256, dump_sha)
@@ -83,11 +87,48 @@ def _verify(
     )
 
 
+def _verify_base(
+    ctx: Context, manifest: Manifest, clock: float, on_progress: Callable[[int], None] | None
+) -> Verified:
+    """A base backup: every byte checked, and the tar read through to PostgreSQL's manifest."""
+    watcher = TarWatcher(BACKUP_MANIFEST)
+    opened, dump_sha = _stream(ctx, manifest, manifest.objects["data"], watcher.feed, on_progress)
+    check_hashes(manifest, opened.stored_sha256, dump_sha)
+    expected = manifest.physical.get("backup_manifest_sha256")
+    if not watcher.ended or watcher.kept is None:
+        raise IntegrityError(f"base backup {manifest.id} is not a complete tar")
+    if expected and hashlib.sha256(watcher.kept).hexdigest() != expected:
+        raise IntegrityError(
+            f"base backup {manifest.id}: backup_manifest differs from the one recorded"
+        )
+    return Verified(
+        manifest.id,
+        opened.stored_bytes,
+        manifest.dump_bytes,
+        watcher.members,
+        time.monotonic() - clock,
+    )
+
+
+class _Feed:
+    """Writes to pg_restore --list until it has read what it needs."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.sink: IO[bytes] | None = proc.stdin
+
+    def write(self, chunk: bytes) -> None:
+        if self.sink is not None:
+            try:
+                self.sink.write(chunk)
+            except BrokenPipeError:
+                self.sink = None  # pg_restore has read its table of contents; keep checking hashes
+
+
 def _stream(
     ctx: Context,
     manifest: Manifest,
     data_key: str,
-    proc: subprocess.Popen[bytes],
+    feed: Callable[[bytes], None],
     on_progress: Callable[[int], None] | None,
 ) -> tuple[Opened, str]:
     storage = ctx.settings.storage
@@ -100,16 +141,11 @@ def _stream(
     )
     opened = Opened(blocks, ctx.repository().keyring)
     dump_hash = hashlib.sha256()
-    sink: IO[bytes] | None = proc.stdin
     for chunk in opened.chunks():
         dump_hash.update(chunk)
         if on_progress is not None:
             on_progress(len(chunk))
-        if sink is not None:
-            try:
-                sink.write(chunk)
-            except BrokenPipeError:
-                sink = None  # pg_restore has read its table of contents; keep checking hashes
+        feed(chunk)
     return opened, dump_hash.hexdigest()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from permafrost.audit import actor
-from permafrost.backups import resolve
+from permafrost.backups import refuse_base, resolve
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, UsageError
@@ -85,6 +85,7 @@ def _unverified(ctx: Context) -> list[BackupRecord]:
 
 def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) -> dict:
     if args.test_restore:
+        refuse_base(record, "--test-restore")
         trial = test_restore(
             ctx, record, say=lambda line: None if args.json else print(f"- {line}", flush=True)
         )

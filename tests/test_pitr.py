@@ -114,6 +114,9 @@ def test_pitr_to_two_moments_into_another_server(
     assert physical["timeline"] == 1 and physical["start_lsn"] and physical["system_identifier"]
     keys = objects(s3, archiving.bucket, "backups/base/main/")
     assert any(k.endswith("/manifest.json") for k in keys), keys
+    assert "verified" in run(env, "verify", base["id"]).stdout  # every byte and the tar's end
+    refused = run(env, "restore", base["id"], "--target-db", "nope", check=False)
+    assert refused.returncode == 2 and "permafrost pitr" in refused.stderr
 
     src.execute("INSERT INTO t (v) SELECT 'B' || g FROM generate_series(1, 50) g", db)
     # About 40 MB of WAL between the base backup and T1: several segments to replay.
@@ -131,6 +134,7 @@ def test_pitr_to_two_moments_into_another_server(
     assert "no gaps" in out.stdout
     status = loads(run(env, "wal", "status", "--json").stdout)
     assert status["last_segment"] and status["lag_seconds"] is not None
+    assert status["method"] == "push"  # wal-push told the metadata store
 
     target_url = pg.url("postgres")
     at_t1 = f"pitr_t1_{uuid.uuid4().hex[:6]}"
@@ -244,6 +248,25 @@ def test_pitr_latest_into_a_directory_leaves_a_server_running(
             check=False,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_wal_switch_completes_a_quiet_segment_only_when_it_is_old(
+    archiving: Archiving, tmp_path: Path
+) -> None:
+    src = archiving.cluster
+    archiving.switch_and_wait()
+    env = archiving.env(tmp_path, WAL_MAX_SEGMENT_AGE="2")
+    idle = run(env, "wal", "switch")
+    assert "no switch needed" in idle.stdout  # nothing written since the last segment
+    src.execute("CREATE TABLE IF NOT EXISTS quiet (v int); INSERT INTO quiet VALUES (1)")
+    segment = src.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0][0]
+    time.sleep(2.2)
+    switched = run(env, "wal", "switch")
+    assert f"switched WAL: {segment}" in switched.stdout, switched.stdout
+    deadline = time.monotonic() + 30
+    while src.execute("SELECT last_archived_wal FROM pg_stat_archiver")[0][0] < segment:
+        assert time.monotonic() < deadline, "the switched segment was not archived"
+        time.sleep(0.2)
 
 
 def owner() -> list[str]:

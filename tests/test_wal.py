@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,7 @@ def wal_cluster():
 def test_a_real_segment_round_trips_and_is_never_overwritten(
     wal_cluster: Cluster, env: dict[str, str], s3, bucket, tmp_path: Path
 ) -> None:
-    # archive_command itself is exercised once permafrost is installed where the postgres user
-    # can run it (the PITR issue); here root pushes a real segment from the cluster's pg_wal.
+    # archive_command itself is exercised in test_pitr; here a real segment from pg_wal.
     wal_cluster.execute("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 5000) g")
     ((segment,),) = wal_cluster.execute("SELECT pg_walfile_name(pg_switch_wal())")
     original = tmp_path / segment
@@ -64,3 +64,28 @@ def test_wal_fetch_exit_codes_tell_postgresql_what_happened(
     shutil.copy(segment, tmp_path / "not-wal")
     bad = run(env, "wal-push", str(tmp_path / "not-wal"), check=False)
     assert bad.returncode == 2 and "is not a WAL file name" in bad.stderr
+
+
+def test_wal_fetch_prefetches_the_next_segments(
+    env: dict[str, str], s3, bucket, tmp_path: Path
+) -> None:
+    names = [f"0000000100000000000000{n:02X}" for n in range(0x10, 0x16)]
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode() * 1000)
+        run(env, "wal-push", str(tmp_path / name))
+    pg_wal = tmp_path / "pg_wal"
+    pg_wal.mkdir()
+    env = {**env, "WAL_PREFETCH": "3"}
+    run(env, "wal-fetch", names[0], str(pg_wal / "RECOVERYXLOG"))
+    folder = pg_wal / ".permafrost-prefetch"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if all((folder / n).exists() for n in names[1:4]):
+            break
+        time.sleep(0.1)
+    assert all((folder / n).exists() for n in names[1:4]), list(folder.iterdir())
+    # The next fetch is served from the prefetched file, even with the bucket unreachable.
+    offline = {**env, "S3_ENDPOINT_URL": "http://127.0.0.1:9", "S3_MAX_ATTEMPTS": "1"}
+    run(offline, "wal-fetch", names[1], str(pg_wal / "RECOVERYXLOG"))
+    assert (pg_wal / "RECOVERYXLOG").read_bytes() == names[1].encode() * 1000
+    assert not (folder / names[1]).exists()

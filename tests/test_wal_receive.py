@@ -76,7 +76,7 @@ def test_wal_receive_archives_a_server_without_archive_command(
         # A quiet server: one small commit, then nothing. The switch check completes the
         # segment, so the commit is in the bucket within WAL_MAX_SEGMENT_AGE (plus an upload).
         managed.execute("INSERT INTO t (v) VALUES ('quiet commit')", db)
-        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0][0]
         waited = wait_for_segment(s3, bucket, segment, 3 + 15)
         assert waited < 3 + 15
 
@@ -90,15 +90,18 @@ def test_wal_receive_archives_a_server_without_archive_command(
         assert child, "pg_receivewal is not running"
         os.kill(int(child[0]), signal.SIGKILL)
         managed.execute("INSERT INTO t (v) VALUES ('after a restart')", db)
-        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0]
+        segment = managed.execute("SELECT pg_walfile_name(pg_current_wal_insert_lsn())")[0][0]
         wait_for_segment(s3, bucket, segment, 3 + 30)
 
         status = run(env, "wal", "status", "--json").stdout
         assert '"method": "receive"' in status
         target = f"recv_{uuid.uuid4().hex[:6]}"
-        run(env, "pitr", "--latest", "--target-db", target, "--target-url", pg.url("postgres"))
+        out = run(
+            env, "pitr", "--latest", "--target-db", target, "--target-url", pg.url("postgres")
+        )
         got = pg.execute("SELECT v FROM t ORDER BY id", target)
-        assert got == [("quiet commit",), ("after a restart",)]
+        listing = archived_segments(s3, bucket)
+        assert got == [("quiet commit",), ("after a restart",)], (out.stdout, listing, segment)
     finally:
         receiver.send_signal(signal.SIGTERM)
         out, err = receiver.communicate(timeout=60)
