@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permafrost import layout, pgtools
+from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import (
     BackupNotFound,
@@ -66,13 +67,49 @@ def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
     target = pitr.recovery_target(args.target_time, args.target_lsn, args.target_name, args.latest)
     if args.target_db is not None:
         layout.check_name(args.target_db, "target database")
-        if args.database:
-            pitr.check_target_free(_target(ctx, args, args.target_db))
-        ctx.catalog_or_none("the recovery is not recorded in the audit log")
+        pitr.check_target_free(_target(ctx, args, args.target_db))
     plan = pitr.plan_pitr(ctx, cluster, target, args.base)
+    started = datetime.now(UTC)
+    try:
+        result = _run(ctx, args, plan)
+    except BaseException as exc:
+        _audit(ctx, args, plan, started, exc)
+        raise
+    _audit(ctx, args, plan, started, None)
+    return result
+
+
+def _audit(
+    ctx: Context,
+    args: argparse.Namespace,
+    plan: pitr.PitrPlan,
+    started: datetime,
+    error: BaseException | None,
+) -> None:
+    if ctx.settings.metadata_url is None:
+        return
+    result = "succeeded"
+    if error is not None:
+        result = str(error) if isinstance(error, PermafrostError) else type(error).__name__
+    details = {
+        "cluster": plan.cluster,
+        "target": plan.target.describe(),
+        "into": args.target_db or args.target_dir,
+        "started_at": started.isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
+        "result": result,
+    }
+    ctx.record(
+        lambda c: c.audit(actor(), "pitr", plan.base.id, details),
+        "this recovery is not in the audit log",
+    )
+
+
+def _run(ctx: Context, args: argparse.Namespace, plan: pitr.PitrPlan) -> int:
+    target = plan.target
     base = plan.base
     say(
-        f"recover cluster {cluster} to {target.describe()} from base backup {base.id} "
+        f"recover cluster {plan.cluster} to {target.describe()} from base backup {base.id} "
         f"(consistent from {base.stop_time.isoformat()}); recoverable window: {plan.window}"
     )
     user = pitr.OsUser.for_server(ctx)
