@@ -126,6 +126,8 @@ def test_pitr_to_two_moments_into_another_server(
     t1 = moment()
     src.execute("INSERT INTO t (v) SELECT 'C' || g FROM generate_series(1, 25) g", db)
     t2 = moment()
+    after_c = src.execute("SELECT pg_current_wal_insert_lsn()::text")[0][0]
+    src.execute("SELECT pg_create_restore_point('before-the-delete')")
     src.execute("DELETE FROM t", db)
     src.execute("DROP TABLE t", db)
     archiving.switch_and_wait()
@@ -147,6 +149,22 @@ def test_pitr_to_two_moments_into_another_server(
     run(env, "pitr", "--target-time", t2, "--target-db", at_t2, "--target-url", target_url)
     got = rows(pg, at_t2)
     assert len(got) == 175 and got[-1] == "C25"
+
+    by_name = f"pitr_name_{uuid.uuid4().hex[:6]}"
+    run(
+        env,
+        "pitr",
+        "--target-name",
+        "before-the-delete",
+        "--target-db",
+        by_name,
+        "--target-url",
+        target_url,
+    )
+    assert len(rows(pg, by_name)) == 175
+    by_lsn = f"pitr_lsn_{uuid.uuid4().hex[:6]}"
+    run(env, "pitr", "--target-lsn", after_c, "--target-db", by_lsn, "--target-url", target_url)
+    assert len(rows(pg, by_lsn)) == 175
 
     # The same target name again: refused before anything is downloaded, nothing touched.
     again = run(
