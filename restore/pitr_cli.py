@@ -137,6 +137,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr.PitrPlan) -> int:
         say(f"start PostgreSQL {major} on it to replay WAL (restore_command: permafrost wal-fetch)")
         server.start(recovering=True)
         reached = _recover(ctx, plan, server, run, user)
+        shutil.rmtree(data / "pg_wal" / ".permafrost-prefetch", ignore_errors=True)
         roles = pitr.roles_to_try(ctx, user)
         with pitr.connected(server, roles) as conn:
             row = conn.execute(  # type: ignore[attr-defined]

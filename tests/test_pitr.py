@@ -256,6 +256,7 @@ def test_pitr_latest_into_a_directory_leaves_a_server_running(
             assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
             assert conn.execute("SHOW archive_mode").fetchone() == ("off",)
         assert not list(data.glob("**/permafrost.env"))
+        assert not (data / "pg_wal" / ".permafrost-prefetch").exists()
         # An existing, non-empty directory is never written over.
         again = run(env, "pitr", "--latest", "--target-dir", str(data), check=False)
         assert again.returncode == 9 and "not empty" in again.stderr
