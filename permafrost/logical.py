@@ -51,18 +51,7 @@ def dump_database(
     with pgtools.exported_snapshot(ctx.settings.source, database) as snapshot:
         info = snapshot.export()
         pg_dump = pgtools.find_tool("pg_dump", ctx.settings.pg_bin_dir, info.server_major)
-        writer = ObjectWriter(
-            ctx.storage,
-            data_key,
-            part_size=ctx.settings.storage.part_size,
-            concurrency=ctx.settings.storage.concurrency,
-        )
-        sealer = Sealer(
-            writer,
-            repo.key,
-            level=ctx.settings.compression_level,
-            threads=ctx.settings.compression_threads,
-        )
+        sealer = open_sealer(ctx, data_key)
         with ThreadPoolExecutor(1, thread_name_prefix="rowcount") as pool:
             counts = pool.submit(snapshot.row_counts)
             stats = _run_dump(ctx, pg_dump, database, info.snapshot_id, sealer, counts, on_progress)
@@ -93,6 +82,22 @@ def dump_database(
     manifest_key = layout.manifest_key(prefix, tier, database, backup_id)
     ctx.storage.put(manifest_key, manifest.to_json(repo.key))
     return manifest
+
+
+def open_sealer(ctx: Context, key: str) -> Sealer:
+    """The pipeline into one new object: zstd, encryption with the current key, upload."""
+    writer = ObjectWriter(
+        ctx.storage,
+        key,
+        part_size=ctx.settings.storage.part_size,
+        concurrency=ctx.settings.storage.concurrency,
+    )
+    return Sealer(
+        writer,
+        ctx.repository().key,
+        level=ctx.settings.compression_level,
+        threads=ctx.settings.compression_threads,
+    )
 
 
 def _run_dump(

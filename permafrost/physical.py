@@ -20,10 +20,9 @@ from typing import Any
 from permafrost import __version__, crypto, layout, pgtools, walnames
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, SourceError
-from permafrost.logical import BackupRequest, StderrTail, widen_pipe
+from permafrost.logical import BackupRequest, StderrTail, open_sealer, widen_pipe
 from permafrost.manifest import Manifest
 from permafrost.pipeline import READ_SIZE, Sealer
-from permafrost.storage.transfer import ObjectWriter
 from permafrost.tarwatch import TarWatcher
 
 BACKUP_MANIFEST = "backup_manifest"
@@ -73,18 +72,7 @@ def base_backup(
     tool = pgtools.find_tool(
         "pg_basebackup", ctx.settings.pg_bin_dir, facts["server_version_num"] // 10000
     )
-    writer = ObjectWriter(
-        ctx.storage,
-        data_key,
-        part_size=ctx.settings.storage.part_size,
-        concurrency=ctx.settings.storage.concurrency,
-    )
-    sealer = Sealer(
-        writer,
-        repo.key,
-        level=ctx.settings.compression_level,
-        threads=ctx.settings.compression_threads,
-    )
+    sealer = open_sealer(ctx, data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
     stats = _run_basebackup(ctx, tool, backup_id, sealer, watcher, on_progress)
     stopped = datetime.now(UTC)

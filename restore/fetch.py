@@ -50,7 +50,7 @@ def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], No
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            stored_sha, dump_sha = _download(ctx, manifest, out.write, on_progress)
+            stored_sha, dump_sha = download(ctx, manifest, out.write, on_progress)
         check_hashes(manifest, stored_sha, dump_sha)
     except OSError as exc:
         path.unlink(missing_ok=True)
@@ -66,7 +66,7 @@ def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], No
     return path
 
 
-def _download(
+def download(
     ctx: Context,
     manifest: Manifest,
     write: Callable[[bytes], object],

@@ -18,7 +18,6 @@ directory are removed: this is how a managed database gets point-in-time recover
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pwd
 import re
@@ -30,15 +29,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from permafrost import layout, pgtools, walarchive, walnames
+from permafrost import pgtools
 from permafrost.backups import check_data_object, check_hashes
 from permafrost.context import Context
 from permafrost.errors import (
-    BackupNotFound,
     ConfigError,
     InsufficientSpace,
     IntegrityError,
@@ -47,197 +44,15 @@ from permafrost.errors import (
     TargetExists,
     UsageError,
 )
-from permafrost.manifest import TableCount
-from permafrost.pipeline import Opened
 from permafrost.progress import human_bytes
 from permafrost.settings import SourceSettings, wal_fetch_env
-from permafrost.storage.transfer import read_object
-from permafrost.walarchive import Archive, BaseBackup
-from permafrost.walnames import Segment
-from restore import target as targets
+from restore.fetch import download
+from restore.pitr_plan import PitrPlan, RecoveryTarget
 
 Say = Callable[[str], None]
 MARGIN = 256 * 1024 * 1024
 BEGIN_MARK = "# permafrost pitr: recovery settings (removed after promotion)"
 END_MARK = "# permafrost pitr: end of recovery settings"
-
-
-@dataclass(frozen=True)
-class RecoveryTarget:
-    kind: str  # time, lsn, name, latest
-    text: str = ""
-    time: datetime | None = None
-    lsn: int | None = None
-
-    def describe(self) -> str:
-        if self.kind == "time" and self.time is not None:
-            return f"time {self.time.isoformat()}"
-        if self.kind == "lsn" and self.lsn is not None:
-            return f"LSN {walnames.format_lsn(self.lsn)}"
-        if self.kind == "name":
-            return f"restore point {self.text!r}"
-        return "the end of the archived WAL"
-
-    def settings(self) -> dict[str, str]:
-        if self.kind == "time" and self.time is not None:
-            return {"recovery_target_time": self.time.isoformat(sep=" ")}
-        if self.kind == "lsn" and self.lsn is not None:
-            return {"recovery_target_lsn": walnames.format_lsn(self.lsn)}
-        if self.kind == "name":
-            return {"recovery_target_name": self.text}
-        return {}
-
-
-def parse_time(text: str) -> datetime:
-    """ISO 8601; without an offset, the local time zone (TZ) of this process."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--target-time {text!r} is not a time: use ISO 8601, like "
-            "2026-11-22T03:15:00Z or '2026-11-22 03:15:00+01:00'"
-        ) from None
-    return moment if moment.tzinfo else moment.astimezone()
-
-
-def recovery_target(
-    time_: str | None, lsn: str | None, name: str | None, latest: bool
-) -> RecoveryTarget:
-    if time_ is not None:
-        return RecoveryTarget("time", time_, time=parse_time(time_).astimezone(UTC))
-    if lsn is not None:
-        try:
-            return RecoveryTarget("lsn", lsn, lsn=walnames.parse_lsn(lsn))
-        except ValueError as exc:
-            raise UsageError(f"--target-lsn: {exc}") from None
-    if name is not None:
-        if not name or len(name) > 63 or "'" in name:
-            raise UsageError("--target-name must be a restore point name of 1 to 63 characters")
-        return RecoveryTarget("name", name)
-    assert latest
-    return RecoveryTarget("latest")
-
-
-@dataclass(frozen=True)
-class Window:
-    """From the end of the oldest base backup to the newest archived, unbroken WAL."""
-
-    start: datetime
-    end: datetime | None
-    start_lsn: int
-    end_segment: Segment | None
-
-    def __str__(self) -> str:
-        end = self.end.isoformat() if self.end else "(no WAL archived after the base backup)"
-        return f"{self.start.isoformat()} to {end}"
-
-
-@dataclass
-class PitrPlan:
-    cluster: str
-    target: RecoveryTarget
-    base: BaseBackup
-    window: Window
-    archive: Archive
-    gap: Segment | None  # the first segment missing after the base backup, if any
-    later_timelines: bool
-
-
-def plan_pitr(
-    ctx: Context, cluster: str, target: RecoveryTarget, base_id: str | None = None
-) -> PitrPlan:
-    repo = ctx.repository()
-    bases = walarchive.base_backups(repo, cluster)
-    if not bases:
-        raise BackupNotFound(
-            f"cluster {cluster} has no base backup in {ctx.storage.url}: take one with "
-            "`permafrost backup --kind base` (and archive WAL) before point-in-time recovery"
-        )
-    size = bases[-1].segment_size
-    archive = walarchive.list_archive(repo, cluster, size)
-    if base_id is not None:
-        chosen = [b for b in bases if b.id == base_id]
-        if not chosen:
-            raise BackupNotFound(
-                f"no base backup {base_id} of cluster {cluster}; "
-                f"there are: {', '.join(b.id for b in bases)}"
-            )
-        base = chosen[0]
-    else:
-        base = _choose_base(bases, target)
-    missing = walarchive.first_missing(archive, base.start, base.stop)
-    if missing is not None:
-        raise IntegrityError(
-            f"base backup {base.id} cannot be restored: WAL segment {archive.name(missing)} "
-            f"is missing from the bucket ({_wal_key(ctx, cluster, archive, missing)})"
-        )
-    newest = archive.newest(base.timeline) or base.stop
-    gap = walarchive.first_missing(archive, base.stop.next(), newest)
-    last_good = Segment(base.timeline, gap.number - 1) if gap else newest
-    end_time = archive.archived_at(last_good)
-    if end_time is not None:
-        end_time += timedelta(seconds=1)  # object times are whole seconds; the WAL came first
-    window = Window(bases[0].stop_time, end_time, bases[0].stop_lsn, last_good)
-    later = any(t > base.timeline for t in archive.timelines)
-    plan = PitrPlan(cluster, target, base, window, archive, gap, later)
-    _check_window(ctx, plan, bases)
-    return plan
-
-
-def _choose_base(bases: list[BaseBackup], target: RecoveryTarget) -> BaseBackup:
-    if target.kind == "time" and target.time is not None:
-        moment = target.time
-        usable = [b for b in bases if b.stop_time < moment]
-    elif target.kind == "lsn" and target.lsn is not None:
-        lsn = target.lsn
-        usable = [b for b in bases if b.stop_lsn <= lsn]
-    else:
-        usable = bases
-    if not usable:
-        oldest = bases[0]
-        raise UsageError(
-            f"{target.describe()} is before the end of the oldest base backup "
-            f"({oldest.id}, consistent from {oldest.stop_time.isoformat()} at LSN "
-            f"{walnames.format_lsn(oldest.stop_lsn)}): no base backup can reach it"
-        )
-    return usable[-1]
-
-
-def _check_window(ctx: Context, plan: PitrPlan, bases: list[BaseBackup]) -> None:
-    target, window, archive = plan.target, plan.window, plan.archive
-    gap_text = ""
-    if plan.gap is not None:
-        gap_text = (
-            f": WAL segment {archive.name(plan.gap)} is missing from the bucket "
-            f"({_wal_key(ctx, plan.cluster, archive, plan.gap)})"
-        )
-    if target.kind == "time" and target.time is not None:
-        if window.end is None or target.time > window.end:
-            reason = gap_text or ": that WAL is not archived (yet)"
-            raise UsageError(
-                f"{target.describe()} is past the newest archived WAL{reason}; "
-                f"the recoverable window is {window}"
-            )
-    elif target.kind == "lsn" and target.lsn is not None:
-        needed = walnames.segment_of(target.lsn, plan.base.timeline, plan.base.segment_size)
-        if window.end_segment is None or needed > window.end_segment:
-            reason = gap_text or f": segment {archive.name(needed)} is not archived (yet)"
-            raise UsageError(f"{target.describe()} is past the newest archived WAL{reason}")
-    elif target.kind == "latest" and plan.gap is not None:
-        after = archive.newest(plan.base.timeline)
-        if after is not None and after > plan.gap:
-            raise IntegrityError(
-                f"recovery to the latest moment would stop at a hole in the archive{gap_text}; "
-                f"WAL archived after it could not be replayed. Recover to a --target-time "
-                f"up to {window.end.isoformat() if window.end else 'the base backup'}, or put "
-                "the segment back"
-            )
-
-
-def _wal_key(ctx: Context, cluster: str, archive: Archive, segment: Segment) -> str:
-    return layout.wal_key(
-        ctx.settings.storage.prefix, cluster, segment.timeline, archive.name(segment)
-    )
 
 
 # --- Running it ---------------------------------------------------------------------------
@@ -390,23 +205,12 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
         **_as(user),
     )
     assert tar.stdin is not None and tar.stderr is not None
-    storage = ctx.settings.storage
-    blocks = read_object(
-        ctx.storage,
-        m.objects["data"],
-        m.stored_bytes,
-        part_size=storage.part_size,
-        concurrency=storage.concurrency,
-    )
-    opened = Opened(blocks, ctx.repository().keyring)
-    digest = hashlib.sha256()
+    stored_sha = dump_sha = ""
     try:
-        for chunk in opened.chunks():
-            digest.update(chunk)
-            tar.stdin.write(chunk)
+        stored_sha, dump_sha = download(ctx, m, tar.stdin.write, lambda _: None)
         tar.stdin.close()
     except BrokenPipeError:
-        pass
+        pass  # tar stopped reading: its exit status says why
     except BaseException:
         tar.kill()
         tar.wait()
@@ -416,7 +220,7 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
         if "No space left" in errors:
             raise InsufficientSpace(f"{data} filled up while unpacking base backup {m.id}")
         raise TargetError(f"unpacking base backup {m.id} failed: {errors.splitlines()[-1:]}")
-    check_hashes(m, opened.stored_sha256, digest.hexdigest())
+    check_hashes(m, stored_sha, dump_sha)
 
 
 def verify_files(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
@@ -673,120 +477,3 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def user_databases(conn: object) -> list[str]:
-    rows = conn.execute(  # type: ignore[attr-defined]
-        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
-        " ORDER BY datname"
-    ).fetchall()
-    return [str(row[0]) for row in rows]
-
-
-def check_target_free(target: targets.Target) -> None:
-    with targets.maintenance(target) as conn:
-        if targets.exists(conn, target.database):
-            raise TargetExists(
-                f"database {target.where} already exists: pitr never overwrites a database; "
-                "choose another --target-db or drop it first"
-            )
-
-
-def copy_database(
-    ctx: Context,
-    server: Server,
-    role: str,
-    database: str,
-    target: targets.Target,
-    no_owner: bool,
-    say: Say,
-) -> int:
-    """pg_dump from the recovered server | pg_restore into a staging database, counted, renamed."""
-    source = server.source(role, database)
-    with pgtools.exported_snapshot(source, database) as snapshot:
-        info = snapshot.export()
-        counts = snapshot.row_counts()
-        pg_dump = pgtools.find_tool("pg_dump", ctx.settings.pg_bin_dir, info.server_major)
-        pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir, info.server_major)
-        staging = target.with_database(targets.staging_name(target.database))
-        with targets.maintenance(target) as conn:
-            targets.create(conn, staging.database)
-        try:
-            say(
-                f"copy {database} into {target.where} "
-                f"(pg_dump | pg_restore, staging {staging.database})"
-            )
-            _pipe(pg_dump, pg_restore, source, database, info.snapshot_id, staging, no_owner)
-            _compare(counts, staging, database)
-        except BaseException:
-            with targets.maintenance(target) as conn:
-                targets.drop(conn, staging.database)
-            raise
-    with targets.maintenance(target) as conn:
-        if targets.exists(conn, target.database):
-            targets.drop(conn, staging.database)
-            raise TargetExists(f"database {target.where} appeared while pitr ran; left as it was")
-        targets.rename(conn, staging.database, target.database)
-    return sum(c.rows for c in counts)
-
-
-def _pipe(
-    pg_dump: str,
-    pg_restore: str,
-    source: SourceSettings,
-    database: str,
-    snapshot: str,
-    staging: targets.Target,
-    no_owner: bool,
-) -> None:
-    dump = subprocess.Popen(
-        [
-            pg_dump,
-            "--format=custom",
-            "--compress=0",
-            f"--snapshot={snapshot}",
-            "--no-password",
-            f"--dbname={pgtools.conninfo(source, database)}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=pgtools.libpq_env(source),
-    )
-    assert dump.stdout is not None and dump.stderr is not None
-    restore_args = ["--exit-on-error", "--no-password"]
-    restore_args += ["--no-owner", "--no-acl"] if no_owner else []
-    restore = subprocess.run(
-        [
-            pg_restore,
-            *restore_args,
-            f"--dbname={pgtools.conninfo(staging.server, staging.database)}",
-        ],
-        stdin=dump.stdout,
-        capture_output=True,
-        text=True,
-        check=False,
-        env=pgtools.libpq_env(staging.server),
-    )
-    dump.stdout.close()
-    dump_errors = dump.stderr.read().decode(errors="replace").strip()
-    if dump.wait() != 0:
-        raise TargetError(f"pg_dump of the recovered {database} failed: {dump_errors[-300:]}")
-    if restore.returncode != 0:
-        lines = [x for x in restore.stderr.splitlines() if "error:" in x] or [restore.stderr]
-        hint = ""
-        if re.search(r'role ".*" does not exist', restore.stderr):
-            hint = " (the roles are missing on the target server: create them or add --no-owner)"
-        raise TargetError(f"pg_restore into {staging.where} failed: {lines[0].strip()}{hint}")
-
-
-def _compare(tables: list[TableCount], staging: targets.Target, database: str) -> None:
-    found = targets.count_rows(staging, tables)
-    wrong = [
-        f"{t.schema}.{t.table}: {found[(t.schema, t.table)]} of {t.rows}"
-        for t in tables
-        if found[(t.schema, t.table)] != t.rows
-    ]
-    if wrong:
-        raise IntegrityError(
-            f"the copy of {database} does not have the recovered rows ({'; '.join(wrong[:5])})"
-        )

@@ -19,7 +19,7 @@ from permafrost.errors import (
     TargetError,
     UsageError,
 )
-from restore import pitr
+from restore import pitr, pitr_copy, pitr_plan
 from restore import target as targets
 
 
@@ -64,11 +64,13 @@ def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
     if args.target_dir is None and (args.port or args.stop):
         raise UsageError("--port and --stop go with --target-dir")
     cluster = layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
-    target = pitr.recovery_target(args.target_time, args.target_lsn, args.target_name, args.latest)
+    target = pitr_plan.recovery_target(
+        args.target_time, args.target_lsn, args.target_name, args.latest
+    )
     if args.target_db is not None:
         layout.check_name(args.target_db, "target database")
-        pitr.check_target_free(_target(ctx, args, args.target_db))
-    plan = pitr.plan_pitr(ctx, cluster, target, args.base)
+        pitr_copy.check_target_free(_target(ctx, args, args.target_db))
+    plan = pitr_plan.plan_pitr(ctx, cluster, target, args.base)
     started = datetime.now(UTC)
     try:
         result = _run(ctx, args, plan)
@@ -82,7 +84,7 @@ def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
 def _audit(
     ctx: Context,
     args: argparse.Namespace,
-    plan: pitr.PitrPlan,
+    plan: pitr_plan.PitrPlan,
     started: datetime,
     error: BaseException | None,
 ) -> None:
@@ -105,7 +107,7 @@ def _audit(
     )
 
 
-def _run(ctx: Context, args: argparse.Namespace, plan: pitr.PitrPlan) -> int:
+def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> int:
     target = plan.target
     base = plan.base
     say(
@@ -143,7 +145,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr.PitrPlan) -> int:
             row = conn.execute(  # type: ignore[attr-defined]
                 "SELECT pg_current_wal_lsn()::text, current_user"
             ).fetchone()
-            databases = pitr.user_databases(conn)
+            databases = pitr_copy.user_databases(conn)
         reached.lsn, role = row[0], row[1]
         _report(reached, target)
         if args.target_db is not None:
@@ -165,7 +167,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr.PitrPlan) -> int:
 
 
 def _recover(
-    ctx: Context, plan: pitr.PitrPlan, server: pitr.Server, run: Path, user: pitr.OsUser | None
+    ctx: Context, plan: pitr_plan.PitrPlan, server: pitr.Server, run: Path, user: pitr.OsUser | None
 ) -> pitr.Reached:
     try:
         return pitr.watch_recovery(server, say)
@@ -185,7 +187,7 @@ def _recover(
         raise _explain(ctx, plan, exc) from None
 
 
-def _explain(ctx: Context, plan: pitr.PitrPlan, exc: pitr.RecoveryFailed) -> PermafrostError:
+def _explain(ctx: Context, plan: pitr_plan.PitrPlan, exc: pitr.RecoveryFailed) -> PermafrostError:
     archive, target = plan.archive, plan.target
     text = str(exc)
     if "before consistent recovery point" in text:
@@ -219,7 +221,7 @@ def _own(user: pitr.OsUser | None, *folders: Path) -> None:
             pitr._chown(path, user)
 
 
-def _report(reached: pitr.Reached, target: pitr.RecoveryTarget) -> None:
+def _report(reached: pitr.Reached, target: pitr_plan.RecoveryTarget) -> None:
     moment = reached.moment or "(no transaction replayed after the base backup)"
     line = f"recovered: the last transaction replayed committed at {moment}"
     line += f"; WAL position {reached.lsn}"
@@ -255,10 +257,10 @@ def _copy(
     names = {db: args.target_db if len(chosen) == 1 else f"{args.target_db}_{db}" for db in chosen}
     for name in names.values():
         layout.check_name(name, "target database")
-        pitr.check_target_free(_target(ctx, args, name))
+        pitr_copy.check_target_free(_target(ctx, args, name))
     for database, name in names.items():
         target = _target(ctx, args, name)
-        rows = pitr.copy_database(ctx, server, role, database, target, args.no_owner, say)
+        rows = pitr_copy.copy_database(ctx, server, role, database, target, args.no_owner, say)
         say(f"{database} → {target.where}: {rows} rows, counts match the recovered server")
     print(
         "point-in-time recovery complete: "
