@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     from restore import cli as restore_cli
     from restore import pitr_cli
     from scheduler import cli as scheduler_cli
+    from scheduler import lifecycle_cli
 
     parser = argparse.ArgumentParser(
         prog="permafrost",
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     pitr_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
+    lifecycle_cli.add_parsers(commands_)
     return parser
 
 

@@ -5,6 +5,7 @@
     {prefix}/{tier}/{database}/{backup_id}/manifest.json
     {prefix}/base/{cluster}/{backup_id}/data.pfe            a base backup (pg_basebackup tar)
     {prefix}/wal/{cluster}/{timeline}/{name}.pfe            archived WAL
+    {prefix}/keep/{database}/{backup_id}/...                a pinned backup, with pin.json
 
 The tier comes first so that one lifecycle rule per tier covers every database. Names that reach
 a key are checked here, so no caller can build a key that climbs out of its folder.
@@ -14,17 +15,22 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from permafrost.errors import UsageError
 
 REPOSITORY_CONFIG = "permafrost.json"
 DATA_OBJECT = "data.pfe"
 MANIFEST_OBJECT = "manifest.json"
-LOGICAL_TIERS = ("standard", "compliance", "keep")
+PIN_OBJECT = "pin.json"  # in keep/: who pinned it, why, and the tier it came from
+KEEP_TIER = "keep"
+LOGICAL_TIERS = ("standard", "compliance", KEEP_TIER)
 BASE_TIER = "base"  # physical base backups: base/{cluster}/{backup_id}/, same shape as a tier
 BACKUP_TIERS = (*LOGICAL_TIERS, BASE_TIER)
+
+M = TypeVar("M", bound=Any)  # a Manifest; layout stays below manifest.py in the imports
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 _BACKUP_ID = re.compile(r"^(\d{8}T\d{6}Z)-([0-9a-f]{6})$")
@@ -104,6 +110,21 @@ def wal_folder(prefix: str, cluster: str) -> str:
 
 def tier_folder(prefix: str, tier: str) -> str:
     return join(prefix, check_tier(tier)) + "/"
+
+
+def relocate(manifest: M, manifest_key: str) -> M:
+    """The manifest as read from `manifest_key`: the tier of its folder, its objects beside it.
+
+    A manifest records the keys its objects were written under; a pinned backup has moved to
+    keep/ by a copy, so readers look for each object in the folder the manifest was read from.
+    """
+    folder = manifest_key.rsplit("/", 1)[0] + "/"
+    parts = manifest_key.split("/")
+    tier = parts[-4] if len(parts) >= 4 and parts[-4] in BACKUP_TIERS else manifest.tier
+    objects = {name: folder + key.rsplit("/", 1)[-1] for name, key in manifest.objects.items()}
+    if objects == manifest.objects and tier == manifest.tier:
+        return manifest
+    return replace(manifest, objects=objects, tier=tier)
 
 
 @dataclass(frozen=True)

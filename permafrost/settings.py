@@ -110,6 +110,38 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleSettings:
+    """When the scheduler runs each job: crontab strings (five fields, or six with seconds
+    first), checked by `permafrost.schedule` when the scheduler starts."""
+
+    backup: str = "0 2 * * *"
+    base_backup: str = "30 1 * * 0"
+    verify: str = "0 3 * * 0"
+    cleanup: str = "0 4 * * *"
+    compliance: str = "0 1 1 * *"
+    lifecycle: str = "30 4 * * *"
+    timezone: str = "UTC"
+    misfire_grace: int = 6 * 3600
+    stop_grace: int = 600
+    wal_archiving: str = "off"  # off, push (archive_command) or receive (wal-receive)
+    lifecycle_apply: bool = True
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    daily: int = 7
+    weekly: int = 4
+    monthly: int = 12
+    min_keep: int = 3
+    standard_days: int = 30
+    compliance_days: int = 365
+    wal_days: int = 30
+    pitr_window_days: int = 14
+    cold_storage_class: str = "GLACIER_IR"
+    cold_after_days: int = 7
+
+
+@dataclass(frozen=True)
 class Settings:
     source: SourceSettings
     storage: StorageSettings
@@ -129,6 +161,8 @@ class Settings:
     wal_spool_dir: str | None = None
     wal_slot: str | None = None
     pitr_os_user: str = "postgres"
+    schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -166,6 +200,29 @@ class Env:
         if value < minimum:
             raise ConfigError(f"{name}={value} is below the minimum of {minimum}")
         return value
+
+    def duration(self, name: str, default: int) -> int:
+        """Seconds, from a number with an optional unit: 90, 90s, 15m, 26h, 7d."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        seconds = parse_duration(raw)
+        if seconds is None:
+            raise ConfigError(
+                f"{name}={raw!r} is not a duration (a number with s, m, h or d, like 26h)"
+            )
+        return seconds
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = raw.lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}={raw!r} is not true or false")
 
     def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
         value = (self.text(name) or default).lower()
@@ -214,7 +271,72 @@ def _parse(env: Env) -> Settings:
         wal_spool_dir=env.text("WAL_SPOOL_DIR"),
         wal_slot=_slot(env),
         pitr_os_user=env.text("PITR_OS_USER", "postgres") or "postgres",
+        schedules=_schedules(env),
+        retention=_retention(env),
         extra=dict(env.values),
+    )
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int | None:
+    """90, 90s, 15m, 26h, 7d → seconds; None when it is not one."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text.lower())
+    if match is None:
+        return None
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _schedules(env: Env) -> ScheduleSettings:
+    defaults = ScheduleSettings()
+    timezone = env.text("TZ", "UTC") or "UTC"
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(timezone)
+    except (ValueError, LookupError):
+        raise ConfigError(
+            f"TZ={timezone!r} is not a time zone (for example Europe/Berlin)"
+        ) from None
+    return ScheduleSettings(
+        backup=env.text("BACKUP_SCHEDULE", defaults.backup) or defaults.backup,
+        base_backup=env.text("BASE_BACKUP_SCHEDULE", defaults.base_backup) or "",
+        verify=env.text("VERIFY_SCHEDULE", defaults.verify) or defaults.verify,
+        cleanup=env.text("CLEANUP_SCHEDULE", defaults.cleanup) or defaults.cleanup,
+        compliance=env.text("COMPLIANCE_SCHEDULE", defaults.compliance) or "",
+        lifecycle=env.text("LIFECYCLE_SCHEDULE", defaults.lifecycle) or defaults.lifecycle,
+        timezone=timezone,
+        misfire_grace=env.duration("SCHEDULE_MISFIRE_GRACE", defaults.misfire_grace),
+        stop_grace=env.duration("STOP_GRACE_PERIOD", defaults.stop_grace),
+        wal_archiving=env.choice("WAL_ARCHIVING", ("off", "push", "receive"), "off"),
+        lifecycle_apply=env.flag("LIFECYCLE_APPLY", True),
+    )
+
+
+COLD_CLASSES = ("GLACIER_IR", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING")
+
+
+def _retention(env: Env) -> RetentionSettings:
+    cold = (env.text("COLD_STORAGE_CLASS", "GLACIER_IR") or "GLACIER_IR").upper()
+    if cold in ("GLACIER", "DEEP_ARCHIVE"):
+        raise ConfigError(
+            f"COLD_STORAGE_CLASS={cold}: objects in {cold} must be thawed before they can be "
+            "read, so a restore at 3 a.m. would wait hours; use GLACIER_IR (instant retrieval)"
+        )
+    if cold not in COLD_CLASSES:
+        raise ConfigError(f"COLD_STORAGE_CLASS={cold!r} is not one of: {', '.join(COLD_CLASSES)}")
+    return RetentionSettings(
+        daily=env.integer("RETENTION_DAILY", 7),
+        weekly=env.integer("RETENTION_WEEKLY", 4),
+        monthly=env.integer("RETENTION_MONTHLY", 12),
+        min_keep=env.integer("RETENTION_MIN_KEEP", 3, minimum=1),
+        standard_days=env.integer("STANDARD_TIER_DAYS", 30, minimum=1),
+        compliance_days=env.integer("COMPLIANCE_TIER_DAYS", 365, minimum=1),
+        wal_days=env.integer("WAL_RETENTION_DAYS", 30, minimum=1),
+        pitr_window_days=env.integer("PITR_WINDOW_DAYS", 14, minimum=0),
+        cold_storage_class=cold,
+        cold_after_days=env.integer("COLD_AFTER_DAYS", 7, minimum=0),
     )
 
 

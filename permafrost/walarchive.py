@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from permafrost import layout, walnames
+from permafrost.catalog.sync import read_manifest
 from permafrost.errors import PermafrostError
-from permafrost.manifest import Manifest, parse
+from permafrost.manifest import Manifest
 from permafrost.repository import Repository
 from permafrost.walnames import Segment
 
@@ -111,7 +112,7 @@ def base_backups(repo: Repository, cluster: str) -> list[BaseBackup]:
             if parsed is None or parsed.name != layout.MANIFEST_OBJECT:
                 continue
             try:
-                m = parse(repo.storage.get(info.key), repo.keyring, info.key)
+                m = read_manifest(repo.storage, info.key, repo.keyring)
             except PermafrostError:
                 continue  # a damaged manifest is `verify`'s to report; pitr cannot use it
             if m.kind == "base" and m.physical:

@@ -249,12 +249,18 @@ class Catalog:
             ).fetchall()
         return [float(row[0]) for row in rows if row[0]]
 
-    def job_started(self, job: str, database: str | None, backup_id: str | None = None) -> int:
+    def job_started(
+        self,
+        job: str,
+        database: str | None,
+        backup_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> int:
         with self._errors("record job start"):
             row = self.conn.execute(
-                "INSERT INTO job_runs (job, database, backup_id, status)"
-                " VALUES (%s, %s, %s, 'running') RETURNING id",
-                (job, database, backup_id),
+                "INSERT INTO job_runs (job, database, backup_id, status, details)"
+                " VALUES (%s, %s, %s, 'running', %s) RETURNING id",
+                (job, database, backup_id, Jsonb(details or {})),
             ).fetchone()
         assert row is not None
         return int(row[0])
@@ -269,7 +275,7 @@ class Catalog:
         with self._errors("record job result"):
             self.conn.execute(
                 "UPDATE job_runs SET finished_at = now(), status = %s, error = %s,"
-                " details = %s WHERE id = %s",
+                " details = details || %s WHERE id = %s",
                 (status, error, Jsonb(details or {}), run_id),
             )
 
@@ -319,6 +325,148 @@ class Catalog:
             self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
         ):
             return cur.execute(query + " ORDER BY cluster", params).fetchall()
+
+    def last_job_runs(self) -> list[dict[str, Any]]:
+        """The newest run of each job for each database (database NULL for global jobs)."""
+        with (
+            self._errors("read job runs"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(
+                "SELECT DISTINCT ON (job, database) * FROM job_runs"
+                " ORDER BY job, database, started_at DESC, id DESC"
+            ).fetchall()
+
+    def ran_since(self, job: str, database: str | None, since: datetime) -> bool:
+        """Whether this job (for this database) has started at or after `since`."""
+        with self._errors("read job runs"):
+            row = self.conn.execute(
+                "SELECT 1 FROM job_runs WHERE job = %s AND database IS NOT DISTINCT FROM %s"
+                " AND started_at >= %s LIMIT 1",
+                (job, database, since),
+            ).fetchone()
+        return row is not None
+
+    def running_job(self, jobs: list[str], database: str) -> dict[str, Any] | None:
+        """The newest job run still marked running for this database, for "who holds it"."""
+        with (
+            self._errors("read job runs"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(
+                "SELECT * FROM job_runs WHERE job = ANY(%s) AND database = %s"
+                " AND status = 'running' ORDER BY started_at DESC LIMIT 1",
+                (jobs, database),
+            ).fetchone()
+
+    # --- locks ----------------------------------------------------------------------------
+
+    def try_lock(self, space: int, name: str) -> bool:
+        """A session advisory lock on (space, hashtext(name)); False when someone holds it."""
+        with self._errors("take a lock"):
+            row = self.conn.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (space, name)
+            ).fetchone()
+        return bool(row and row[0])
+
+    def unlock(self, space: int, name: str) -> None:
+        with self._errors("release a lock"):
+            self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (space, name))
+
+    # --- scheduler heartbeats -------------------------------------------------------------
+
+    def heartbeat(
+        self,
+        instance: str,
+        role: str,
+        host: str,
+        pid: int,
+        next_runs: dict[str, Any],
+        details: dict[str, Any],
+    ) -> None:
+        with self._errors("write the heartbeat"):
+            self.conn.execute(
+                "INSERT INTO heartbeats (instance, role, host, pid, next_runs, details)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (instance) DO UPDATE SET"
+                " role = EXCLUDED.role, beat_at = now(), next_runs = EXCLUDED.next_runs,"
+                " details = EXCLUDED.details",
+                (instance, role, host, pid, Jsonb(next_runs), Jsonb(details)),
+            )
+
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """Every scheduler seen in the last day, the leader first, with its age in seconds."""
+        with (
+            self._errors("read heartbeats"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(
+                "SELECT *, extract(epoch FROM now() - beat_at)::float AS age_seconds"
+                " FROM heartbeats WHERE beat_at > now() - interval '1 day'"
+                " ORDER BY role = 'leader' DESC, beat_at DESC"
+            ).fetchall()
+
+    # --- alerts ---------------------------------------------------------------------------
+
+    def raise_alert(
+        self, key: str, severity: str, summary: str, details: dict[str, Any] | None = None
+    ) -> bool:
+        """Make an alert active (or refresh it); True when it was not active before."""
+        with self._errors("raise an alert"):
+            row = self.conn.execute(
+                "INSERT INTO alerts (key, severity, summary, details) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (key) WHERE status = 'active' DO UPDATE SET last_seen = now(),"
+                " severity = EXCLUDED.severity, summary = EXCLUDED.summary,"
+                " details = EXCLUDED.details RETURNING (xmax = 0)",
+                (key, severity, summary, Jsonb(details or {})),
+            ).fetchone()
+        return bool(row and row[0])
+
+    def resolve_alert(self, key: str) -> bool:
+        with self._errors("resolve an alert"):
+            cur = self.conn.execute(
+                "UPDATE alerts SET status = 'resolved', resolved_at = now()"
+                " WHERE key = %s AND status = 'active'",
+                (key,),
+            )
+        return cur.rowcount > 0
+
+    def alerts(self, *, active: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        query = "SELECT * FROM alerts"
+        if active is not None:
+            query += " WHERE status = 'active'" if active else " WHERE status = 'resolved'"
+        with (
+            self._errors("read alerts"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(query + " ORDER BY last_seen DESC LIMIT %s", (limit,)).fetchall()
+
+    # --- storage accounting ---------------------------------------------------------------
+
+    def record_usage(self, usage: list[tuple[str, str, int, int]]) -> None:
+        """Replace the storage accounting with (tier, database, objects, bytes) rows."""
+        with self._errors("record storage usage"), self.conn.transaction():
+            self.conn.execute("DELETE FROM storage_usage")
+            for tier, database, objects, size in usage:
+                self.conn.execute(
+                    "INSERT INTO storage_usage (tier, database, objects, bytes)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (tier, database, objects, size),
+                )
+
+    def usage(self) -> list[dict[str, Any]]:
+        with (
+            self._errors("read storage usage"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute("SELECT * FROM storage_usage ORDER BY tier, database").fetchall()
+
+    def move_backup(self, backup_id: str, tier: str, manifest_key: str) -> None:
+        """A backup's objects moved (pinned or unpinned): its tier and manifest key follow."""
+        with self._errors("record a moved backup"):
+            self.conn.execute(
+                "UPDATE backups SET tier = %s, manifest_key = %s WHERE id = %s",
+                (tier, manifest_key, backup_id),
+            )
 
     def audit(self, actor: str, action: str, target: str, details: dict[str, Any]) -> None:
         with self._errors("write the audit log"):

@@ -36,14 +36,22 @@ def manifest_keys(storage: Storage, prefix: str) -> Iterator[tuple[layout.Backup
 
 
 def read_manifest(storage: Storage, key: str, keyring: crypto.Keyring | None) -> Manifest:
-    """A manifest, refused if edited, or if it is not the one its folder names."""
-    manifest = parse(storage.get(key), keyring, key)
+    """A manifest, refused if edited, or if it is not the one its folder names.
+
+    It is returned as found where it is: the tier is the folder's and the objects are the ones
+    beside it, so a backup moved by `pin` (a server-side copy into keep/) reads as it should
+    while its signed body still says where it was first written.
+    """
+    return located(parse(storage.get(key), keyring, key), key)
+
+
+def located(manifest: Manifest, key: str) -> Manifest:
     expected = f"/{manifest.database}/{manifest.id}/{layout.MANIFEST_OBJECT}"
     if not ("/" + key).endswith(expected):
         raise ManifestInvalid(
             f"{key} describes backup {manifest.id} of {manifest.database}: it was moved or swapped"
         )
-    return manifest
+    return layout.relocate(manifest, key)
 
 
 def sync_catalog(

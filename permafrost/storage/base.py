@@ -54,6 +54,9 @@ class Storage(Protocol):
     def delete(self, key: str) -> None:
         """Remove an object; removing one that is not there is not an error."""
 
+    def copy(self, source: str, target: str) -> None:
+        """Copy an object inside the bucket without downloading it (S3: server-side)."""
+
     def create_multipart(self, key: str) -> str: ...
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str: ...

@@ -77,6 +77,21 @@ class LocalStorage:
             raise StorageError(f"delete {key}: {exc.strerror}") from exc
         self._prune(path.parent)
 
+    def copy(self, source: str, target: str) -> None:
+        src = self._path(source)
+        path = self._path(target)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+            shutil.copyfile(src, tmp)
+            with tmp.open("rb") as handle:
+                os.fsync(handle.fileno())
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{source} does not exist in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"copy {source}: {exc.strerror}") from exc
+        self._publish(tmp, path, if_absent=False, key=target)
+
     # --- multipart --------------------------------------------------------------------------
 
     def create_multipart(self, key: str) -> str:

@@ -26,7 +26,7 @@ from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.settings import Secret, StorageSettings
 from permafrost.storage.base import ObjectInfo, PendingUpload
 
-_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+_NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 
 
@@ -76,6 +76,35 @@ class S3Storage:
     def delete(self, key: str) -> None:
         with self._translate("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
+
+    def copy(self, source: str, target: str) -> None:
+        """A server-side copy (multipart for large objects, by boto3's managed transfer)."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(multipart_threshold=256 * 1024 * 1024, max_concurrency=4)
+        with self._translate("copy", source):
+            self._client.copy(
+                {"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=config
+            )
+
+    def lifecycle_rules(self) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules as S3 returns them; none set is an empty list."""
+        try:
+            with self._translate("read the lifecycle configuration of", self.bucket):
+                response = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
+        except NotFound:
+            return []
+        rules: list[dict[str, Any]] = response.get("Rules", [])
+        return rules
+
+    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+        with self._translate("write the lifecycle configuration of", self.bucket):
+            if rules:
+                self._client.put_bucket_lifecycle_configuration(
+                    Bucket=self.bucket, LifecycleConfiguration={"Rules": rules}
+                )
+            else:
+                self._client.delete_bucket_lifecycle(Bucket=self.bucket)
 
     def create_multipart(self, key: str) -> str:
         with self._translate("start upload of", key):

@@ -85,6 +85,17 @@ def test_it_deletes(storage: Storage) -> None:
     assert list(storage.list("d/")) == []
 
 
+def test_it_copies_inside_the_bucket(storage: Storage) -> None:
+    storage.put("a/one", b"first" * 1000)
+    storage.copy("a/one", "b/deeper/one")
+    assert storage.get("b/deeper/one") == b"first" * 1000
+    assert storage.get("a/one") == b"first" * 1000
+    assert [i.key for i in storage.list("b/")] == ["b/deeper/one"]
+    with pytest.raises(NotFound):
+        storage.copy("a/missing", "b/missing")
+    assert [i.key for i in storage.list("b/")] == ["b/deeper/one"]
+
+
 def test_it_assembles_multipart_uploads_in_part_order(storage: Storage) -> None:
     parts = [os.urandom(5 * MIB), os.urandom(5 * MIB), b"tail"]
     upload = storage.create_multipart("mp/obj")
