@@ -32,6 +32,8 @@ EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.CatalogUnavailable, 8),
     (errors.TargetExists, 9),
     (errors.InsufficientSpace, 10),
+    (errors.Busy, 11),
+    (errors.CheckFailed, 12),
 ]
 EXIT_INTERRUPTED = 130
 

@@ -71,6 +71,14 @@ class InsufficientSpace(PermafrostError):
     """Not enough free space for the work (temporary files, the target)."""
 
 
+class Busy(PermafrostError):
+    """Another process holds what this one needs (a backup of the same database is running)."""
+
+
+class CheckFailed(PermafrostError):
+    """A safety check found a problem (a lifecycle rule that would expire kept backups)."""
+
+
 # --- encryption and integrity --------------------------------------------------------------
 
 
