@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     from restore import cli as restore_cli
     from restore import pitr_cli
     from scheduler import cli as scheduler_cli
-    from scheduler import lifecycle_cli
+    from scheduler import lifecycle_cli, retention_cli
 
     parser = argparse.ArgumentParser(
         prog="permafrost",
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
+    retention_cli.add_parsers(commands_)
     return parser
 
 

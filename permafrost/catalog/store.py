@@ -192,6 +192,15 @@ class Catalog:
             rows = self.conn.execute("SELECT id FROM backups WHERE status = 'completed'")
             return {row[0] for row in rows}
 
+    def verified_ids(self) -> set[str]:
+        """Backups whose newest verification (integrity or test restore) succeeded."""
+        with self._errors("list verified backups"):
+            rows = self.conn.execute(
+                "SELECT id FROM backups WHERE verification_status = 'verified'"
+                " AND status = 'completed'"
+            )
+            return {row[0] for row in rows}
+
     def mark_deleted(self, backup_id: str) -> None:
         with self._errors("record deletion"):
             self.conn.execute(

@@ -7,6 +7,7 @@ connections back off and try again; what is left when they give up is translated
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -87,17 +88,17 @@ class S3Storage:
                 {"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=config
             )
 
-    def lifecycle_rules(self) -> list[dict[str, Any]]:
+    def lifecycle_rules(self) -> builtins.list[dict[str, Any]]:
         """The bucket's lifecycle rules as S3 returns them; none set is an empty list."""
         try:
             with self._translate("read the lifecycle configuration of", self.bucket):
                 response = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket)
         except NotFound:
             return []
-        rules: list[dict[str, Any]] = response.get("Rules", [])
+        rules: builtins.list[dict[str, Any]] = response.get("Rules", [])
         return rules
 
-    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+    def put_lifecycle_rules(self, rules: builtins.list[dict[str, Any]]) -> None:
         with self._translate("write the lifecycle configuration of", self.bucket):
             if rules:
                 self._client.put_bucket_lifecycle_configuration(

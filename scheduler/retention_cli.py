@@ -1,0 +1,146 @@
+"""`permafrost retention`, `pin` and `unpin`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from permafrost import cleanup, layout, pins
+from permafrost.audit import actor
+from permafrost.context import Context
+from permafrost.errors import CatalogUnavailable
+from permafrost.output import print_json, table
+from permafrost.progress import human_bytes
+
+if TYPE_CHECKING:
+    from permafrost.catalog.store import Catalog
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = commands.add_parser(
+        "retention",
+        help="show which backups retention keeps and deletes, and why (--apply to delete)",
+    )
+    p.add_argument("--apply", action="store_true", help="delete what the plan deletes")
+    p.add_argument("--database", help="only this database's (or cluster's) backups")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
+    p.set_defaults(handler=retention)
+
+    p = commands.add_parser("pin", help="keep a backup for good: move it to keep/")
+    p.add_argument("backup", help="the backup id")
+    p.add_argument("--reason", default="", help="why, for whoever reads it later")
+    p.set_defaults(handler=pin)
+
+    p = commands.add_parser("unpin", help="return a pinned backup to its tier's retention")
+    p.add_argument("backup", help="the backup id")
+    p.set_defaults(handler=unpin)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _catalog_for_changes(ctx: Context, what: str) -> Catalog:
+    try:
+        return ctx.catalog()
+    except CatalogUnavailable as exc:
+        raise CatalogUnavailable(
+            f"{exc}; {what} is written to its audit log, so nothing was changed"
+        ) from None
+
+
+def retention(ctx: Context, args: argparse.Namespace) -> int:
+    if args.database:
+        layout.check_name(args.database)
+    if args.apply:
+        catalog: Catalog | None = _catalog_for_changes(ctx, "every deletion")
+    else:
+        catalog = ctx.catalog_or_none("which backups are verified is unknown")
+    outcome = cleanup.run(
+        ctx.settings,
+        ctx.storage,
+        ctx.repository(),
+        catalog,
+        datetime.now(UTC),
+        apply=args.apply,
+        database=args.database,
+        say=_say,
+    )
+    if args.json:
+        print_json(outcome.to_json())
+        return 1 if outcome.errors else 0
+    rows = [
+        [
+            d.action.upper() if d.action != "keep" else "keep",
+            d.item.id,
+            d.item.database,
+            d.item.tier,
+            human_bytes(d.item.size),
+            "; ".join(d.reasons),
+        ]
+        for d in outcome.decisions
+    ]
+    if rows:
+        print(table(["ACTION", "BACKUP", "DATABASE", "TIER", "SIZE", "RULE"], rows))
+    else:
+        print("no backups in the bucket")
+    for orphan in outcome.orphans:
+        print(f"orphan {orphan.folder}: {len(orphan.objects)} objects without a manifest")
+    for wal in outcome.wal:
+        print(
+            f"WAL of {wal.cluster}: {len(wal.delete)} of {wal.files} files older than every "
+            f"kept base backup ({human_bytes(wal.bytes)})"
+        )
+    counts = outcome.counts()
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing"
+    extra = f", {len(outcome.orphans)} orphans" if outcome.orphans else ""
+    if outcome.applied:
+        print(f"retention applied: {summary}{extra}")
+    else:
+        print(f"dry run: {summary}{extra}; nothing was changed (add --apply to delete)")
+    for error in outcome.errors:
+        print(f"error: {error}", file=sys.stderr)
+    return 1 if outcome.errors else 0
+
+
+def pin(ctx: Context, args: argparse.Namespace) -> int:
+    layout.check_backup_id(args.backup)
+    catalog = _catalog_for_changes(ctx, "a pin")
+    cleanup.wait_for_lock(catalog, _say)
+    try:
+        where, changed = pins.pin_backup(
+            ctx.storage, ctx.settings.storage.prefix, args.backup, actor(), args.reason, _say
+        )
+        if not changed:
+            print(f"backup {args.backup} is already pinned")
+            return 0
+        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
+        catalog.move_backup(args.backup, layout.KEEP_TIER, key)
+        catalog.audit(actor(), "pin", args.backup, {"reason": args.reason, "folder": key})
+    finally:
+        catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
+    print(
+        f"pinned backup {args.backup} of {where.database}: it is in keep/ now, where neither "
+        "retention nor lifecycle expiry deletes it"
+    )
+    return 0
+
+
+def unpin(ctx: Context, args: argparse.Namespace) -> int:
+    layout.check_backup_id(args.backup)
+    catalog = _catalog_for_changes(ctx, "an unpin")
+    cleanup.wait_for_lock(catalog, _say)
+    try:
+        where = pins.unpin_backup(ctx.storage, ctx.settings.storage.prefix, args.backup, _say)
+        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
+        catalog.move_backup(args.backup, where.tier, key)
+        catalog.audit(actor(), "unpin", args.backup, {"tier": where.tier})
+    finally:
+        catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
+    print(
+        f"unpinned backup {args.backup} of {where.database}: back in the {where.tier} tier, "
+        "where retention decides on it again"
+    )
+    return 0
