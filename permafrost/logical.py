@@ -38,6 +38,7 @@ class BackupRequest:
     tags: tuple[str, ...] = ()
     backup_id: str = field(default_factory=layout.new_backup_id)
     kind: str = "logical"  # or "base"
+    trigger: str = "manual"  # manual, schedule or task: recorded with the job run
 
 
 def dump_database(

@@ -4,6 +4,7 @@ base backup of the cluster with `--kind base`."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from permafrost import layout
 from permafrost.backup import run_backup
@@ -31,8 +32,48 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.add_argument("--tier", choices=("standard", "compliance"), default="standard")
     parser.add_argument("--description", default="", help="free text kept with the backup")
     parser.add_argument("--tag", action="append", default=[], help="a label; repeatable")
+    parser.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="if a backup of the same database is running, refuse (exit 11) instead of waiting",
+    )
     parser.add_argument("--json", action="store_true", help="print the backup's record as JSON")
     parser.set_defaults(handler=backup)
+    add_service_parsers(commands)
+
+
+def add_service_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = commands.add_parser(
+        "scheduler", help="run the scheduler: scheduled backups, verification, retention"
+    )
+    p.add_argument(
+        "--check", action="store_true", help="check the schedules and print them, then exit"
+    )
+    p.set_defaults(handler=scheduler)
+    p = commands.add_parser("status", help="the scheduler's state: leader, next runs, last results")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.set_defaults(handler=status)
+
+
+def scheduler(ctx: Context, args: argparse.Namespace) -> int:
+    from scheduler.service import Service, say
+
+    service = Service(ctx.settings, say, env_file=args.env_file)
+    if args.check:
+        for line in service.describe():
+            print(line)
+        return 0
+    return service.run()
+
+
+def status(ctx: Context, args: argparse.Namespace) -> int:
+    from scheduler.status import status as show
+
+    return show(ctx, args)
+
+
+def _say(text: str) -> None:
+    print(f"permafrost: {text}", file=sys.stderr, flush=True)
 
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
@@ -50,7 +91,7 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
             database=database, tier=args.tier, description=args.description, tags=tuple(args.tag)
         )
         progress = Progress(f"backup {database}")
-        manifest = run_backup(ctx, request, progress.advance)
+        manifest = run_backup(ctx, request, progress.advance, wait=not args.no_wait, say=_say)
         progress.close()
         key = layout.manifest_key(
             ctx.settings.storage.prefix, manifest.tier, manifest.database, manifest.id
@@ -83,7 +124,7 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         tags=tuple(args.tag),
     )
     progress = Progress(f"base backup of {cluster}")
-    manifest = run_backup(ctx, request, progress.advance)
+    manifest = run_backup(ctx, request, progress.advance, wait=not args.no_wait, say=_say)
     progress.close()
     key = layout.manifest_key(ctx.settings.storage.prefix, manifest.tier, cluster, manifest.id)
     if args.json:

@@ -368,6 +368,31 @@ class Catalog:
                 (jobs, database),
             ).fetchone()
 
+    def running_runs(self, jobs: list[str]) -> list[dict[str, Any]]:
+        with (
+            self._errors("read job runs"),
+            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
+        ):
+            return cur.execute(
+                "SELECT * FROM job_runs WHERE status = 'running' AND job = ANY(%s) ORDER BY id",
+                (jobs,),
+            ).fetchall()
+
+    def abandon_run(self, run_id: int, backup_id: str | None, reason: str) -> None:
+        """A run whose process died: aborted, and its backup (never committed) failed."""
+        with self._errors("record an abandoned run"), self.conn.transaction():
+            self.conn.execute(
+                "UPDATE job_runs SET status = 'aborted', finished_at = now(), error = %s"
+                " WHERE id = %s AND status = 'running'",
+                (reason, run_id),
+            )
+            if backup_id:
+                self.conn.execute(
+                    "UPDATE backups SET status = 'failed', error = %s, finished_at = now()"
+                    " WHERE id = %s AND status = 'running'",
+                    (reason, backup_id),
+                )
+
     # --- locks ----------------------------------------------------------------------------
 
     def try_lock(self, space: int, name: str) -> bool:
@@ -554,6 +579,15 @@ class Catalog:
                     self.requeue(task_id)
                     orphans += 1
             return orphans
+
+    def pending_task_backups(self) -> set[str]:
+        """Backups with a verification or test restore queued or running."""
+        with self._errors("read the task queue"):
+            rows = self.conn.execute(
+                "SELECT DISTINCT payload->>'backup_id' FROM tasks"
+                " WHERE status IN ('queued', 'running') AND payload ? 'backup_id'"
+            ).fetchall()
+        return {row[0] for row in rows}
 
     def task(self, task_id: int) -> TaskRecord | None:
         with (
