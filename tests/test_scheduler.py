@@ -84,6 +84,17 @@ def test_a_run_missed_many_times_is_found_once() -> None:
     assert every_hour.previous_before(now, timedelta(minutes=20)) is None  # outside the grace
 
 
+def test_scheduler_check_prints_the_schedules_and_refuses_a_bad_one(env: dict[str, str]) -> None:
+    result = run({**env, "DB_NAME": "shop,crm", "WAL_ARCHIVING": "push"}, "scheduler", "--check")
+    lines = result.stdout.splitlines()
+    assert "backup:shop: 0 2 * * * (BACKUP_SCHEDULE)" in lines
+    assert "compliance_backup:crm: 0 1 1 * * (COMPLIANCE_SCHEDULE)" in lines
+    assert "base_backup:main: 30 1 * * 0 (BASE_BACKUP_SCHEDULE)" in lines
+    assert "wal_switch: every minute (WAL_ARCHIVING=push)" in lines
+    bad = run({**env, "VERIFY_SCHEDULE": "every sunday"}, "scheduler", "--check", check=False)
+    assert bad.returncode == 2 and "VERIFY_SCHEDULE" in bad.stderr
+
+
 def test_bad_settings_are_refused_by_name() -> None:
     for env, name in (
         ({"TZ": "Mars/Olympus"}, "TZ"),
