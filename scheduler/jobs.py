@@ -182,7 +182,9 @@ class Jobs:
         from permafrost import lifecycle
 
         result = lifecycle.apply(ctx.settings, ctx.storage)
-        return {"summary": str(getattr(result, "summary", lambda: result)())}
+        if not result.ok:
+            raise CheckFailed(result.summary())
+        return {"action": result.action, "summary": result.summary()}
 
 
 def _alert_key(spec: JobSpec) -> str:
