@@ -220,16 +220,20 @@ class Service:
         if self.settings.schedules.wal_archiving == "push":
             sched.add_job(self._wal_switch, IntervalTrigger(seconds=60), id="wal_switch")
         sched.start()
-        threads = [threading.Thread(target=self._tasks, name="tasks", daemon=True)]
+        term = threading.Event()  # the end of this leadership (a stop, or the store lost)
+        threads = [threading.Thread(target=self._tasks, args=[term], name="tasks", daemon=True)]
         if self.settings.schedules.wal_archiving == "receive":
-            threads.append(threading.Thread(target=self._receive, name="wal-receive", daemon=True))
+            threads.append(
+                threading.Thread(target=self._receive, args=[term], name="wal-receive", daemon=True)
+            )
         lost = False
         try:
+            self._beat(catalog, "leader", _next_runs(sched))
             self._reap(catalog)
-            self._catch_up(catalog, sched)
             if self.settings.schedules.lifecycle_apply and self.settings.storage.scheme == "s3":
-                apply = JobSpec("lifecycle_apply", "lifecycle_apply", None)
-                sched.add_job(self._run, args=[apply], id="lifecycle_apply")
+                # Before anything else runs, so the first lifecycle check sees the rules.
+                self._run(JobSpec("lifecycle_apply", "lifecycle_apply", None))
+            self._catch_up(catalog, sched)
             for thread in threads:
                 thread.start()
             while not self.stop.is_set():
@@ -239,7 +243,11 @@ class Service:
             lost = True
             raise
         finally:
+            term.set()
             self._wind_down(sched, lost)
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join(timeout=max(self.settings.schedules.stop_grace, 30))
 
     def _wind_down(self, sched: Any, lost: bool) -> None:
         with contextlib.suppress(Exception):
@@ -305,7 +313,7 @@ class Service:
 
     # --- the queue, WAL -----------------------------------------------------------------------
 
-    def _tasks(self) -> None:
+    def _tasks(self, term: threading.Event) -> None:
         """Take `backup` tasks from the queue (the dashboard's "run now"), one at a time."""
         ctx = Context(self.settings)
         listener = None
@@ -313,7 +321,7 @@ class Service:
             catalog = ctx.catalog()
             listener = psycopg.connect(catalog_url(self.settings), autocommit=True)
             listener.execute(f"LISTEN {TASK_CHANNEL}")
-            while not self.stop.is_set():
+            while not term.is_set():
                 task = catalog.claim(["backup"], self.instance)
                 if task is None:
                     for _ in listener.notifies(timeout=2, stop_after=1):
@@ -386,19 +394,19 @@ class Service:
         finally:
             ctx.close()
 
-    def _receive(self) -> None:
+    def _receive(self, term: threading.Event) -> None:
         """Supervise `permafrost wal-receive`: restart it when it exits, stop it on SIGTERM."""
         command = [sys.executable, "-m", "permafrost", "wal-receive"]
         env = dict(os.environ)
         if self.env_file:
             env["PERMAFROST_ENV_FILE"] = self.env_file
         pause = 1.0
-        while not self.stop.is_set():
+        while not term.is_set():
             self.say("starting wal-receive")
             started = time.monotonic()
             child = subprocess.Popen(command, env=env)
-            while child.poll() is None and not self.stop.is_set():
-                self.stop.wait(1)
+            while child.poll() is None and not term.is_set():
+                term.wait(1)
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
                 try:
@@ -409,7 +417,7 @@ class Service:
             if time.monotonic() - started > 60:
                 pause = 1.0
             self.say(f"wal-receive exited with {child.returncode}; restarting in {pause:.0f} s")
-            self.stop.wait(pause)
+            term.wait(pause)
             pause = min(pause * 2, 30.0)
 
 

@@ -290,3 +290,27 @@ def test_wal_switch_completes_a_quiet_segment_only_when_it_is_old(
 
 def owner() -> list[str]:
     return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def test_retention_deletes_wal_only_before_the_oldest_kept_base_backup(
+    archiving: Archiving, s3: S3Server, tmp_path: Path
+) -> None:
+    env = archiving.env(tmp_path, RETENTION_MIN_KEEP="1", PITR_WINDOW_DAYS="0")
+    run(env, "backup", "--kind", "base")
+    archiving.switch_and_wait()
+    newest = loads(run(env, "backup", "--kind", "base", "--json").stdout)
+    archiving.switch_and_wait()
+    run(env, "verify", newest["id"])  # so "newest verified" keeps no older one
+    plan = loads(run(env, "retention", "--json").stdout)
+    bases = {b["id"]: b for b in plan["backups"] if b["kind"] == "base"}
+    assert len(bases) >= 2
+    assert bases[newest["id"]]["keep"] is True
+    assert all(not b["keep"] for i, b in bases.items() if i != newest["id"])
+    [wal] = plan["wal"]
+    assert wal["kept_base_backups"] == [newest["id"]]
+    assert wal["delete"] > 0 and wal["last"] < newest["physical"]["wal_start"]
+    run(env, "retention", "--apply")
+    names = [k.rsplit("/", 1)[-1] for k in objects(s3, archiving.bucket, "backups/wal/")]
+    segments = sorted(n.removesuffix(".pfe") for n in names if len(n) == 28)
+    assert segments[0] >= newest["physical"]["wal_start"][:24]
+    assert "no gaps" in run(env, "wal", "verify").stdout  # what is left still recovers

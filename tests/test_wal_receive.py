@@ -108,3 +108,54 @@ def test_wal_receive_archives_a_server_without_archive_command(
         pg.drop_database(metadata)
     assert receiver.returncode == 0, err
     assert "every completed segment is archived" in out
+
+
+def test_the_scheduler_supervises_wal_receive(
+    managed: Cluster, pg: Cluster, s3: S3Server, tmp_path: Path
+) -> None:
+    bucket = f"pf-recv-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=bucket)
+    metadata = pg.create_database(f"meta_recv_{uuid.uuid4().hex[:8]}")
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DATABASE_URL": managed.url("postgres"),
+        "METADATA_DATABASE_URL": pg.url(metadata),
+        "STORAGE_URL": f"s3://{bucket}",
+        "S3_ENDPOINT_URL": s3.url,
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "BACKUP_ENCRYPTION_KEY": KEY,
+        "WAL_SPOOL_DIR": str(tmp_path / "spool"),
+        "WAL_ARCHIVING": "receive",
+        "BASE_BACKUP_SCHEDULE": "off",
+        "BACKUP_SCHEDULE": "off",
+        "COMPLIANCE_SCHEDULE": "off",
+        "VERIFY_SCHEDULE": "off",
+        "CLEANUP_SCHEDULE": "off",
+        "LIFECYCLE_SCHEDULE": "off",
+        "LIFECYCLE_APPLY": "false",
+    }
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as handle:
+        scheduler = subprocess.Popen(
+            [PERMAFROST, "scheduler"], env=env, stdout=handle, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not managed.execute("SELECT 1 FROM pg_stat_replication"):
+            assert time.monotonic() < deadline, f"wal-receive did not connect: {log.read_text()}"
+            time.sleep(0.3)
+        managed.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        segment = managed.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        try:
+            wait_for_segment(s3, bucket, segment, 30)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log.read_text()}") from None
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        scheduler.wait(timeout=90)
+        pg.drop_database(metadata)
+    assert scheduler.returncode == 0
+    assert "starting wal-receive" in log.read_text()
+    assert managed.execute("SELECT count(*) FROM pg_stat_replication") == [(0,)]
