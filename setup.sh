@@ -46,6 +46,8 @@ system_packages() {
   command -v zstd >/dev/null || wanted+=(zstd)
   command -v runuser >/dev/null || wanted+=(util-linux)
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3-venv)
+  # The dashboard's browser test drives Debian's headless Chromium (nothing is downloaded).
+  if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then wanted+=(chromium); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
@@ -69,7 +71,7 @@ python_env() {
 }
 
 run_tests() {
-  system_packages
+  system_packages test
   python_env test
   say "ruff"
   "$VENV/bin/ruff" check .

@@ -40,12 +40,13 @@ def run_backup(
     *,
     wait: bool = True,
     say: Callable[[str], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
 ) -> Manifest:
     """Take one backup, recorded; one at a time per database (or cluster), across processes."""
     layout.check_name(request.database, "cluster" if request.kind == "base" else "database")
     layout.check_tier(request.tier)
     ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
-    locked = _lock(ctx, request, wait, say or log.warning)
+    locked = _lock(ctx, request, wait, say or log.warning, cancelled)
     try:
         return _run(ctx, request, on_progress)
     finally:
@@ -66,7 +67,11 @@ def _lock_name(request: BackupRequest) -> str:
 
 
 def _lock(
-    ctx: Context, request: BackupRequest, wait: bool, say: Callable[[str], None]
+    ctx: Context,
+    request: BackupRequest,
+    wait: bool,
+    say: Callable[[str], None],
+    cancelled: Callable[[], bool],
 ) -> Catalog | None:
     """Hold the database's backup lock, waiting for (or refusing) a backup already running.
 
@@ -89,6 +94,8 @@ def _lock(
             )
         say(f"a {what} {request.database} is already running ({holder}); waiting for it to finish")
         while not catalog.try_lock(BACKUP_LOCK, name):
+            if cancelled():
+                raise Aborted(f"stopped while waiting for the running {what} {request.database}")
             time.sleep(1)
         return catalog
     except CatalogUnavailable as exc:

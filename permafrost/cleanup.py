@@ -13,11 +13,12 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from permafrost import layout, pins, walarchive, walnames
 from permafrost.audit import actor
+from permafrost.errors import CatalogUnavailable, StorageError
 from permafrost.retention import ORPHAN_AGE, Decision, Item, Pin, plan
 from permafrost.settings import Settings
 from permafrost.storage import Storage
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from permafrost.repository import Repository
 
 log = logging.getLogger("permafrost")
+UPLOAD_AGE = timedelta(days=2)  # as the lifecycle rule's AbortIncompleteMultipartUpload
 RETENTION_LOCK = 0x72657465  # 'rete': one retention run, pin or unpin at a time
 Say = Callable[[str], None]
 
@@ -215,13 +217,14 @@ def _plan(
     verified = catalog.verified_ids() if catalog is not None else set()
     inv = inventory(storage, prefix, verified)
     items = [i for i in inv.items if database is None or i.database == database]
+    _base_finish_times(repo, items)
     decisions = plan(items, settings.retention, now, settings.schedules.timezone)
     orphans = [
         o
         for o in inv.orphans
         if now - o.newest >= ORPHAN_AGE and (database is None or f"/{database}/" in o.folder)
     ]
-    uploads = [u for u in inv.uploads if now - u.initiated >= ORPHAN_AGE]
+    uploads = [u for u in inv.uploads if now - u.initiated >= UPLOAD_AGE and database is None]
     wal_plans = []
     for cluster, objects in sorted(inv.wal.items()):
         if database is not None and cluster != database:
@@ -231,6 +234,15 @@ def _plan(
             kept |= {i.id for i in inv.items if i.kind == "base" and i.database == cluster}
         wal_plans.append(_wal_plan(repo, cluster, objects, kept))
     return Outcome(decisions, orphans, wal_plans, uploads, inv.usage)
+
+
+def _base_finish_times(repo: Repository, items: list[Item]) -> None:
+    """When each base backup became consistent (its stop time), for the PITR window."""
+    for cluster in sorted({i.database for i in items if i.kind == "base"}):
+        stops = {b.id: b.stop_time for b in walarchive.base_backups(repo, cluster)}
+        for item in items:
+            if item.kind == "base" and item.database == cluster:
+                item.finished_at = stops.get(item.id)
 
 
 def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: set[str]) -> WalPlan:
@@ -255,65 +267,41 @@ def _apply(
     who = actor()
     for orphan in outcome.orphans:
         keys = [o.key for o in orphan.objects]
-        for key in keys:
-            storage.delete(key)
         catalog.audit(who, "retention-orphan", orphan.folder, {"objects": keys})
+        try:
+            for key in keys:
+                storage.delete(key)
+        except StorageError as exc:
+            outcome.errors.append(f"orphan {orphan.folder}: {exc}")
+            continue
         parsed = layout.parse_backup_key(prefix, keys[0])
         if parsed is not None:
             _uncount(outcome, parsed.tier, parsed.database, orphan.objects)
         say(f"removed orphan {orphan.folder} ({len(keys)} objects, no manifest)")
     for upload in outcome.uploads:
-        storage.abort_multipart(upload.key, upload.upload_id)
         catalog.audit(who, "retention-abort-upload", upload.key, {"upload_id": upload.upload_id})
+        try:
+            storage.abort_multipart(upload.key, upload.upload_id)
+        except StorageError as exc:
+            outcome.errors.append(f"upload {upload.key}: {exc}")
     for decision in outcome.decisions:
         item = decision.item
         try:
             if decision.action == "hold":
-                pin = Pin(
-                    datetime.now().astimezone().isoformat(timespec="seconds"),
-                    "retention",
-                    "; ".join(decision.reasons),
-                    item.tier,
-                    hold=True,
-                )
-                where = pins.move(
-                    storage, prefix, pins.Location(item.tier, item.database, item.id), "keep", pin
-                )
-                key = where.folder(prefix) + layout.MANIFEST_OBJECT
-                catalog.move_backup(item.id, layout.KEEP_TIER, key)
-                _uncount(outcome, item.tier, item.database, item.objects)
-                _uncount(outcome, layout.KEEP_TIER, item.database, item.objects, sign=-1)
-                catalog.audit(who, "retention-hold", item.id, {"reasons": decision.reasons})
-                say(f"held {item.id} of {item.database} in keep/: {decision.reasons[-1]}")
+                _hold(storage, prefix, catalog, who, decision, outcome, say)
             elif decision.action in ("delete", "release"):
-                keys = sorted(
-                    (o.key for o in item.objects),
-                    key=lambda k: not k.endswith(layout.MANIFEST_OBJECT),
-                )
-                for key in keys:  # the manifest first: from then on the backup does not exist
-                    storage.delete(key)
-                catalog.mark_deleted(item.id)
-                catalog.audit(
-                    who,
-                    "retention-delete",
-                    item.id,
-                    {
-                        "database": item.database,
-                        "tier": item.tier,
-                        "reasons": decision.reasons,
-                        "objects": keys,
-                    },
-                )
-                _uncount(outcome, item.tier, item.database, item.objects)
-                say(f"deleted {item.id} of {item.database} ({decision.reasons[0]})")
+                _delete(storage, catalog, who, decision, outcome, say)
+        except CatalogUnavailable:
+            raise  # without the audit log, nothing more is deleted
         except Exception as exc:  # one backup's failure must not stop the others
             outcome.errors.append(f"{item.id}: {exc}")
             log.warning("retention could not %s %s: %s", decision.action, item.id, exc)
     for wal in outcome.wal:
+        if wal.delete:
+            catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())
         for key in wal.delete:
             storage.delete(key)
         if wal.delete:
-            catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())
             size = len(wal.delete)
             say(f"deleted {size} WAL files of {wal.cluster} older than every kept base backup")
             entry = outcome.usage.get(("wal", wal.cluster))
@@ -323,6 +311,53 @@ def _apply(
     catalog.record_usage(
         [(tier, db, n, size) for (tier, db), (n, size) in sorted(outcome.usage.items()) if n > 0]
     )
+
+
+def _hold(
+    storage: Storage,
+    prefix: str,
+    catalog: Catalog,
+    who: str,
+    decision: Decision,
+    outcome: Outcome,
+    say: Say,
+) -> None:
+    item = decision.item
+    catalog.audit(who, "retention-hold", item.id, {"reasons": decision.reasons})
+    pin = Pin(
+        datetime.now().astimezone().isoformat(timespec="seconds"),
+        "retention",
+        "; ".join(decision.reasons),
+        item.tier,
+        hold=True,
+    )
+    source = pins.Location(item.tier, item.database, item.id)
+    where = pins.move(storage, prefix, source, layout.KEEP_TIER, pin)
+    catalog.move_backup(item.id, layout.KEEP_TIER, where.folder(prefix) + layout.MANIFEST_OBJECT)
+    _uncount(outcome, item.tier, item.database, item.objects)
+    _uncount(outcome, layout.KEEP_TIER, item.database, item.objects, sign=-1)
+    say(f"held {item.id} of {item.database} in keep/: {decision.reasons[-1]}")
+
+
+def _delete(
+    storage: Storage, catalog: Catalog, who: str, decision: Decision, outcome: Outcome, say: Say
+) -> None:
+    item = decision.item
+    keys = sorted(
+        (o.key for o in item.objects), key=lambda k: not k.endswith(layout.MANIFEST_OBJECT)
+    )
+    details = {
+        "database": item.database,
+        "tier": item.tier,
+        "reasons": decision.reasons,
+        "objects": keys,
+    }
+    catalog.audit(who, "retention-delete", item.id, details)  # written before anything goes
+    for key in keys:  # the manifest first: from then on the backup does not exist
+        storage.delete(key)
+    catalog.mark_deleted(item.id)
+    _uncount(outcome, item.tier, item.database, item.objects)
+    say(f"deleted {item.id} of {item.database} ({decision.reasons[0]})")
 
 
 def _uncount(

@@ -94,6 +94,12 @@ def pin_backup(
 ) -> tuple[Location, bool]:
     """Pin a backup; (its location, whether anything changed)."""
     where = find(storage, prefix, backup_id)
+    if where.tier == layout.BASE_TIER:
+        raise UsageError(
+            f"backup {backup_id} is a base backup: it cannot be restored without the WAL it "
+            "needs, which expires with wal/ (WAL_RETENTION_DAYS), so pinning it alone would "
+            "keep nothing usable; pin a logical backup (`permafrost backup`) instead"
+        )
     pin = Pin(datetime.now(UTC).isoformat(timespec="seconds"), by, reason, where.tier)
     if where.tier == layout.KEEP_TIER:
         current = read_pin(storage, prefix, where)

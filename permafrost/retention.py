@@ -39,7 +39,7 @@ log = logging.getLogger("permafrost")
 
 ORPHAN_AGE = timedelta(days=1)
 HOLD_MARGIN = timedelta(days=2)  # held this long before the tier's expiry could reach it
-UNBOUNDED = ("min-keep", "newest verified", "monthly")
+UNBOUNDED = ("min-keep", "newest verified", "monthly")  # rules with no age limit
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class Item:
     tier: str  # the folder it is in
     kind: str  # logical or base
     started_at: datetime
+    finished_at: datetime | None = None  # base backups: when it became consistent
     verified: bool = False
     pin: Pin | None = None
     objects: list[ObjectInfo] = field(default_factory=list)
@@ -169,11 +170,15 @@ def _decide(item: Item, reasons: list[str], policy: RetentionSettings, now: date
         age = (now - item.started_at).days
         why = f"expired: {age} days old, kept by no rule"
         return Decision(item, "release" if item.held else "delete", [why])
-    bounded = any(not r.startswith(UNBOUNDED) for r in reasons)
+    # A rule with no age limit keeps it, and its tier's lifecycle expiry is near: hold it in
+    # keep/, where nothing expires. Base backups are not held: the WAL they need expires with
+    # wal/ (WAL_RETENTION_DAYS) whatever happens to them.
+    unbounded = any(r.startswith(UNBOUNDED) for r in reasons)
     expiry = _tier_expiry(item.origin, policy)
     if (
         not item.held
-        and not bounded
+        and unbounded
+        and item.kind == "logical"
         and expiry is not None
         and now - item.started_at >= expiry - HOLD_MARGIN
     ):
@@ -236,12 +241,14 @@ def _compliance(
 def _pitr_window(
     group: list[Item], policy: RetentionSettings, now: datetime, reasons: dict[str, list[str]]
 ) -> None:
+    """Base backups inside the window, and the newest one consistent before its start."""
     start = now - timedelta(days=policy.pitr_window_days)
-    before = [i for i in group if i.started_at <= start]
     for item in group:
         if item.started_at > start:
             reasons[item.id].append(f"pitr window: inside the last {policy.pitr_window_days} days")
+    before = [i for i in group if (i.finished_at or i.started_at) <= start]
     if before:
-        reasons[before[0].id].append(
+        newest = max(before, key=lambda i: (i.finished_at or i.started_at, i.id))
+        reasons[newest.id].append(
             f"pitr window: the window's start ({start:%Y-%m-%d %H:%M} UTC) is recovered from it"
         )

@@ -7,7 +7,7 @@ and for operators who need it); `off` disables a job. Every refusal names its va
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
@@ -37,27 +37,47 @@ class Schedule:
         return fire
 
     def previous_before(self, now: datetime, horizon: timedelta) -> datetime | None:
-        """The last time this schedule fired at or before `now`, looking back `horizon`."""
+        """The last time this schedule fired at or before `now`, looking back `horizon`.
+
+        The search widens its window backwards from `now`, so a per-second schedule with a
+        year of grace costs a few steps, and steps in UTC, so the repeated hour when clocks go
+        back cannot make it find the same fire time twice.
+        """
         if self.trigger is None:
             return None
-        moment = now - horizon
-        last = None
+        now = now.astimezone(UTC)
+        earliest = now - horizon
+        window = timedelta(seconds=1)
         while True:
-            fire = self.trigger.get_next_fire_time(last, moment)
-            if fire is None or fire > now:
+            start = max(now - window, earliest)
+            fire = self._next(start)
+            if fire is not None and fire <= now:
+                last = fire
+                for _ in range(100_000):
+                    following = self._next(last + timedelta(microseconds=1))
+                    if following is None or following > now:
+                        break
+                    last = following
                 return last
-            last, moment = fire, fire + timedelta(microseconds=1)
+            if start <= earliest:
+                return None
+            window *= 2
+
+    def _next(self, moment: datetime) -> datetime | None:
+        assert self.trigger is not None
+        fire: datetime | None = self.trigger.get_next_fire_time(None, moment.astimezone(UTC))
+        return fire.astimezone(UTC) if fire is not None else None
 
     def longest_gap(self, start: datetime, fires: int = 60) -> timedelta | None:
         """The longest time between two runs over the next `fires` runs (None when off)."""
         if self.trigger is None:
             return None
-        previous = self.next_after(start)
+        previous = self._next(start)
         longest = timedelta(0)
         for _ in range(fires):
             if previous is None:
                 break
-            following = self.next_after(previous + timedelta(seconds=1))
+            following = self._next(previous + timedelta(seconds=1))
             if following is None:
                 break
             longest = max(longest, following - previous)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,6 +143,30 @@ class RetentionSettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """The monitor: its port, who may change things, when to alert and whom to tell."""
+
+    port: int = 8090
+    public_url: str = ""  # how the dashboard is reached, for links in emails
+    api_token: Secret | None = None
+    dashboard_user: str | None = None
+    dashboard_password: Secret | None = None
+    alert_interval: int = 60
+    max_backup_age: int = 26 * 3600
+    wal_max_lag: int = 900
+    alert_repeat_hours: int = 24
+    alert_emails: tuple[str, ...] = ()
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: Secret | None = None
+    smtp_from: str = "permafrost@localhost"
+    smtp_tls: str = "starttls"
+    webhook_url: Secret | None = None
+    healthcheck_ping_url: Secret | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     source: SourceSettings
     storage: StorageSettings
@@ -163,6 +188,7 @@ class Settings:
     pitr_os_user: str = "postgres"
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -273,6 +299,7 @@ def _parse(env: Env) -> Settings:
         pitr_os_user=env.text("PITR_OS_USER", "postgres") or "postgres",
         schedules=_schedules(env),
         retention=_retention(env),
+        monitor=_monitor(env),
         extra=dict(env.values),
     )
 
@@ -337,6 +364,43 @@ def _retention(env: Env) -> RetentionSettings:
         pitr_window_days=env.integer("PITR_WINDOW_DAYS", 14, minimum=0),
         cold_storage_class=cold,
         cold_after_days=env.integer("COLD_AFTER_DAYS", 7, minimum=0),
+    )
+
+
+def _monitor(env: Env) -> MonitorSettings:
+    port = env.integer("MONITOR_PORT", 8090, minimum=1)
+    if port > 65535:
+        raise ConfigError(f"MONITOR_PORT={port} is not a port (1 to 65535)")
+    emails = tuple(e.strip() for e in (env.text("ALERT_EMAIL") or "").split(",") if e.strip())
+    for email in emails:
+        if not re.fullmatch(r"[^@\s,<>]+@[^@\s,<>]+", email):
+            raise ConfigError(f"ALERT_EMAIL: {email!r} is not an email address")
+    user = env.text("DASHBOARD_USER")
+    password = env.secret("DASHBOARD_PASSWORD")
+    if (user is None) != (password is None):
+        raise ConfigError("DASHBOARD_USER and DASHBOARD_PASSWORD go together: set both or neither")
+    smtp_from = env.text("SMTP_FROM") or (
+        f"permafrost@{socket.gethostname()}" if emails else "permafrost@localhost"
+    )
+    return MonitorSettings(
+        port=port,
+        public_url=(env.text("MONITOR_PUBLIC_URL") or f"http://localhost:{port}").rstrip("/"),
+        api_token=env.secret("MONITOR_API_TOKEN"),
+        dashboard_user=user,
+        dashboard_password=password,
+        alert_interval=env.duration("ALERT_CHECK_INTERVAL", 60),
+        max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
+        wal_max_lag=env.duration("WAL_MAX_LAG", 900),
+        alert_repeat_hours=env.integer("ALERT_REPEAT_HOURS", 24),
+        alert_emails=emails,
+        smtp_host=env.text("SMTP_HOST"),
+        smtp_port=env.integer("SMTP_PORT", 587, minimum=1),
+        smtp_user=env.text("SMTP_USER"),
+        smtp_password=env.secret("SMTP_PASSWORD"),
+        smtp_from=smtp_from,
+        smtp_tls=env.choice("SMTP_TLS", ("starttls", "ssl", "none"), "starttls"),
+        webhook_url=env.secret("ALERT_WEBHOOK_URL"),
+        healthcheck_ping_url=env.secret("HEALTHCHECK_PING_URL"),
     )
 
 

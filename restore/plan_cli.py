@@ -7,7 +7,8 @@ import argparse
 from permafrost.context import Context
 from permafrost.output import print_json
 from permafrost.progress import human_bytes, human_duration
-from restore.plan import SCENARIOS, database_for, estimate, render
+from permafrost.recovery import database_for, estimate
+from restore.plan import SCENARIOS, render
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]

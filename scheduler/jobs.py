@@ -37,8 +37,15 @@ class JobSpec:
 
 
 class Jobs:
-    def __init__(self, settings: Settings, say: Say, abort: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Say,
+        abort: threading.Event,
+        stopping: threading.Event | None = None,
+    ) -> None:
         self.settings, self.say, self.abort = settings, say, abort
+        self.stopping = stopping or threading.Event()  # no new work: do not start a backup
 
     # --- the wrapper ------------------------------------------------------------------------
 
@@ -85,7 +92,9 @@ class Jobs:
             request = BackupRequest(database=spec.database, tier=tier, trigger=trigger)
         self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
         try:
-            manifest = run_backup(ctx, request, self._progress, say=self.say)
+            manifest = run_backup(
+                ctx, request, self._progress, say=self.say, cancelled=self.stopping.is_set
+            )
         except (Exception, Aborted) as exc:
             error = _reason(exc)
             aborted = isinstance(exc, Aborted)

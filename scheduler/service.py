@@ -60,7 +60,8 @@ class Service:
         self.abort = threading.Event()
         self.instance = f"{socket.gethostname()}:{os.getpid()}"
         self.schedules = schedule.schedules(settings)  # a bad schedule fails here, named
-        self.jobs = Jobs(settings, say, self.abort)
+        self.jobs = Jobs(settings, say, self.abort, self.stop)
+        self._term = threading.Event()  # the end of the current leadership
         self.specs = self._specs()
         self.zone = ZoneInfo(settings.schedules.timezone)
         self._running: set[str] = set()
@@ -130,6 +131,12 @@ class Service:
             finally:
                 with contextlib.suppress(Exception):
                     catalog.close()
+        if self._running:
+            # A job stuck where it cannot be interrupted (pg_dump waiting on a lock): its run
+            # stays `running` until the next leader records it as aborted.
+            self.say(f"scheduler {self.instance} exiting with {', '.join(sorted(self._running))}")
+            sys.stdout.flush()
+            os._exit(0)
         self.say(f"scheduler {self.instance} stopped")
         return 0
 
@@ -154,6 +161,7 @@ class Service:
                 keepalives_idle=10,
                 keepalives_interval=5,
                 keepalives_count=3,
+                tcp_user_timeout=30000,  # a write stuck on a dead link fails within 30 s
                 application_name="permafrost-scheduler",
             )
             # The server side too: a leader that vanishes without closing its connection loses
@@ -208,7 +216,8 @@ class Service:
         self.say(f"scheduler {self.instance} is the leader")
         sched = BackgroundScheduler(
             timezone=self.zone,
-            executors={"default": ThreadPoolExecutor(4)},
+            # The WAL switch has a thread of its own: nightly backups must not starve it.
+            executors={"default": ThreadPoolExecutor(4), "wal": ThreadPoolExecutor(1)},
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -218,9 +227,14 @@ class Service:
         for spec, cron in self.specs:
             sched.add_job(self._run, cron.trigger, args=[spec], id=spec.id, name=spec.id)
         if self.settings.schedules.wal_archiving == "push":
-            sched.add_job(self._wal_switch, IntervalTrigger(seconds=60), id="wal_switch")
+            sched.add_job(
+                self._wal_switch,
+                IntervalTrigger(seconds=60),
+                id=f"wal_switch:{self.settings.cluster_name}",
+                executor="wal",
+            )
         sched.start()
-        term = threading.Event()  # the end of this leadership (a stop, or the store lost)
+        term = self._term = threading.Event()  # the end of this leadership (stop or store lost)
         threads = [threading.Thread(target=self._tasks, args=[term], name="tasks", daemon=True)]
         if self.settings.schedules.wal_archiving == "receive":
             threads.append(
@@ -239,6 +253,12 @@ class Service:
             while not self.stop.is_set():
                 self._beat(catalog, "leader", _next_runs(sched))
                 self.stop.wait(self.heartbeat_seconds)
+                if not threads[0].is_alive() and not self.stop.is_set():
+                    self.say("the task queue reader ended; starting it again")
+                    threads[0] = threading.Thread(
+                        target=self._tasks, args=[term], name="tasks", daemon=True
+                    )
+                    threads[0].start()
         except (CatalogUnavailable, psycopg.Error):
             lost = True
             raise
@@ -270,8 +290,8 @@ class Service:
                 time.sleep(0.5)
 
     def _run(self, spec: JobSpec, trigger: str = "schedule") -> None:
-        if self.stop.is_set():
-            return
+        if self.stop.is_set() or self._term.is_set():
+            return  # queued before the stop or the lost leadership: not started
         with self._running_lock:
             self._running.add(spec.id)
         try:
@@ -327,10 +347,15 @@ class Service:
                     for _ in listener.notifies(timeout=2, stop_after=1):
                         pass
                     continue
-                self._task(catalog, task)
+                try:
+                    self._task(catalog, task)
+                except (CatalogUnavailable, psycopg.Error):
+                    raise
+                except Exception as exc:  # a bad task fails alone
+                    catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
         except (CatalogUnavailable, psycopg.Error) as exc:
             if not self.stop.is_set():
-                self.say(f"the task queue is unreachable ({_first_line(exc)}); leadership ends")
+                self.say(f"the task queue is unreachable ({_first_line(exc)}); retrying soon")
         finally:
             if listener is not None:
                 listener.close()
@@ -360,6 +385,9 @@ class Service:
             self._running.add(f"task:{task.id}")
         try:
             for name in names:
+                if self.stop.is_set():
+                    errors.append(f"{name}: not started, the scheduler is stopping")
+                    continue
                 outcome = self.jobs.backup(JobSpec(f"{job}:{name}", job, name, "critical"), "task")
                 results.append({"database": name, **outcome})
                 if "error" in outcome:
@@ -367,9 +395,9 @@ class Service:
         finally:
             with self._running_lock:
                 self._running.discard(f"task:{task.id}")
-        if self.abort.is_set() and errors:
-            catalog.requeue(task.id)
-            self.say(f"task {task.id}: aborted by the shutdown, back in the queue")
+        if errors and not any("backup_id" in r for r in results) and self.stop.is_set():
+            catalog.requeue(task.id)  # nothing was done: the next leader does it all
+            self.say(f"task {task.id}: interrupted by the shutdown, back in the queue")
             return
         catalog.finish_task(task.id, "; ".join(errors) or None, {"backups": results})
 

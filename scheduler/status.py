@@ -21,6 +21,7 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
     """The status as a dict (the monitor's /status reads the same)."""
     beats = catalog.heartbeats()
     leader = next((b for b in beats if b["role"] == "leader"), None)
+    stopped = next((b for b in beats if b["role"] == "stopped"), None)
     alive = leader is not None and leader["age_seconds"] < ALIVE_SECONDS
     next_runs: dict[str, str] = dict(leader["next_runs"]) if leader else {}
     last: dict[tuple[str, str | None], dict[str, Any]] = {
@@ -52,6 +53,11 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
             "heartbeat_age_seconds": round(leader["age_seconds"], 1) if leader else None,
             "timezone": (leader["details"] or {}).get("timezone") if leader else None,
             "running": (leader["details"] or {}).get("running", []) if leader else [],
+            "stopped": (
+                {"instance": stopped["instance"], "at": stopped["beat_at"].isoformat()}
+                if stopped and (leader is None or stopped["beat_at"] > leader["beat_at"])
+                else None
+            ),
             "standbys": [
                 {"instance": b["instance"], "heartbeat_age_seconds": round(b["age_seconds"], 1)}
                 for b in beats
@@ -89,8 +95,11 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         print_json(data)
         return 0
     s = data["scheduler"]
-    if s["leader"] is None:
-        print("scheduler: NOT RUNNING (no scheduler has written a heartbeat in the last day)")
+    if s["stopped"] is not None and not s["alive"]:
+        at = _utc(s["stopped"]["at"])
+        print(f"scheduler: NOT RUNNING; {s['stopped']['instance']} stopped cleanly at {at}")
+    elif s["leader"] is None:
+        print("scheduler: NOT RUNNING (no scheduler has led in the last day)")
     elif s["alive"]:
         standbys = f"; {len(s['standbys'])} standby" if s["standbys"] else ""
         age = s["heartbeat_age_seconds"]
@@ -100,6 +109,8 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
             f"scheduler: NOT RUNNING; the last leader ({s['leader']}) was last heard from "
             f"{s['heartbeat_age_seconds']:.0f} s ago"
         )
+    if s["standbys"] and not s["alive"]:
+        print(f"standby: {s['standbys'][0]['instance']} (takes over within a minute)")
     if s["running"]:
         print(f"running now: {', '.join(s['running'])}")
     rows = []
@@ -120,14 +131,14 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
 
 def _cells(info: dict[str, Any]) -> list[str]:
     last = info["last"]
-    next_run = _local(info["next_run"]) if info["next_run"] else "-"
+    next_run = _utc(info["next_run"]) if info["next_run"] else "-"
     if last is None:
         return [next_run, "never", "-"]
     result = last["status"]
     if last["error"]:
         result += ": " + one_line(last["error"], 60)
-    return [next_run, _local(last["started_at"]), result]
+    return [next_run, _utc(last["started_at"]), result]
 
 
-def _local(iso: str) -> str:
+def _utc(iso: str) -> str:
     return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

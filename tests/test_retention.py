@@ -254,3 +254,34 @@ def test_a_pinned_backup_moves_to_keep_and_back(
     run(env, "verify", bid)
     missing = run(env, "unpin", bid, check=False)
     assert missing.returncode == 2 and "not pinned" in missing.stderr
+
+
+def test_a_compliance_backup_kept_by_count_is_held_before_its_tier_expires() -> None:
+    policy = RetentionSettings(monthly=24)
+    old = item(NOW - timedelta(days=363, hours=12), "compliance", n=2)
+    young = item(NOW - timedelta(days=30), "compliance", n=3)
+    decisions = {d.item.id: d for d in plan([old, young], policy, NOW)}
+    assert decisions[old.id].action == "hold"  # two days before the 365-day expiry, not after
+    assert decisions[young.id].action == "keep"
+
+
+def test_base_backups_are_never_held_and_cannot_be_pinned(tmp_path: Path) -> None:
+    from permafrost import pins
+    from permafrost.errors import UsageError
+    from permafrost.storage.local import LocalStorage
+
+    stale = [
+        item(NOW - timedelta(days=40 + d), "base", db="main", kind="base", n=d) for d in (0, 1)
+    ]
+    assert {d.action for d in plan(stale, POLICY, NOW)} == {"keep"}  # min-keep, no hold
+    storage = LocalStorage(tmp_path)
+    folder = tmp_path / "base" / "main" / stale[0].id
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text("{}")
+    try:
+        pins.pin_backup(storage, "", stale[0].id, "ops", "")
+    except UsageError as exc:
+        assert "base backup" in str(exc) and "WAL" in str(exc)
+    else:
+        raise AssertionError("pinning a base backup was not refused")
+    assert (folder / "manifest.json").exists()

@@ -95,6 +95,16 @@ def test_scheduler_check_prints_the_schedules_and_refuses_a_bad_one(env: dict[st
     assert bad.returncode == 2 and "VERIFY_SCHEDULE" in bad.stderr
 
 
+def test_the_hour_that_repeats_when_clocks_go_back_is_not_a_trap() -> None:
+    from zoneinfo import ZoneInfo
+
+    nightly = parse("BACKUP_SCHEDULE", "30 2 * * *", "Europe/Berlin")
+    now = datetime(2024, 10, 27, 5, tzinfo=ZoneInfo("Europe/Berlin"))  # after 02:00-03:00 twice
+    missed = nightly.previous_before(now, timedelta(hours=6))
+    assert missed is not None and missed <= now.astimezone(UTC)
+    assert nightly.longest_gap(datetime(2024, 10, 20, tzinfo=UTC)) <= timedelta(hours=25)
+
+
 def test_bad_settings_are_refused_by_name() -> None:
     for env, name in (
         ({"TZ": "Mars/Olympus"}, "TZ"),
@@ -263,6 +273,7 @@ def test_jobs_fire_on_their_schedules_and_run_now_tasks_are_taken(
     assert process.stop() == 0
     roles = query(pg, metadata_db, "SELECT role FROM heartbeats")
     assert roles == [("stopped",)]
+    assert "stopped cleanly" in run(env, "status").stdout
 
 
 def test_two_schedulers_elect_one_leader_and_the_standby_takes_over(

@@ -347,11 +347,13 @@ class Catalog:
             ).fetchall()
 
     def ran_since(self, job: str, database: str | None, since: datetime) -> bool:
-        """Whether this job (for this database) has started at or after `since`."""
+        """Whether this job (for this database) ran at or after `since` (an aborted run does not
+        count; five minutes of slack cover clocks that disagree)."""
         with self._errors("read job runs"):
             row = self.conn.execute(
                 "SELECT 1 FROM job_runs WHERE job = %s AND database IS NOT DISTINCT FROM %s"
-                " AND started_at >= %s LIMIT 1",
+                " AND status IN ('succeeded', 'failed', 'running')"
+                " AND started_at >= %s::timestamptz - interval '5 minutes' LIMIT 1",
                 (job, database, since),
             ).fetchone()
         return row is not None
