@@ -46,6 +46,7 @@ def exit_code(exc: errors.PermafrostError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from monitor import cli as monitor_cli
     from permafrost import commands, wal_cli
     from restore import cli as restore_cli
     from restore import pitr_cli
@@ -71,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     wal_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
+    monitor_cli.add_parsers(commands_)
     return parser
 
 

@@ -50,6 +50,10 @@ def check_name(name: str, what: str = "database") -> str:
     return name
 
 
+def valid_backup_id(backup_id: str) -> bool:
+    return bool(_BACKUP_ID.fullmatch(backup_id))
+
+
 def check_backup_id(backup_id: str) -> str:
     if not _BACKUP_ID.fullmatch(backup_id):
         raise UsageError(

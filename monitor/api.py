@@ -1,0 +1,426 @@
+"""The JSON API: the reference deployment's endpoints, and a few more.
+
+Reads are open (like `/health` and `/metrics`, they are for probes and scripts); writes need the
+bearer token (monitor/auth.py). `/backups`, `/backup/<id>` and `/alerts` answer a browser with
+the dashboard's page and everything else with JSON. Unknown or malformed names are 404 or 400.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Response, abort, jsonify, request, url_for
+
+from monitor import queries
+from monitor.app import catalog, stores, wants_html
+from monitor.auth import token_required
+from permafrost import layout
+from permafrost.audit import actor
+from permafrost.backups import record_json
+from permafrost.catalog.records import BackupRecord, TaskRecord
+from permafrost.errors import CatalogUnavailable, StorageError
+from permafrost.recovery import ASSUMED_RATE
+from permafrost.status import collect
+
+blueprint = Blueprint("api", __name__)
+PER_PAGE = 50
+MAX_PER_PAGE = 200
+STATUSES = ("running", "completed", "failed", "deleted")
+BACKUP_KINDS = ("logical", "base")
+TIERS = layout.BACKUP_TIERS
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@blueprint.get("/health")
+def health() -> Any:
+    failing = []
+    try:
+        queries.ping(catalog())
+    except CatalogUnavailable as exc:
+        stores().forget()
+        failing.append(f"metadata store: {exc}")
+    try:
+        stores().context.storage.check()
+    except StorageError as exc:
+        failing.append(f"bucket: {exc}")
+    if failing:
+        return jsonify({"status": "unhealthy", "failing": failing}), 503
+    return jsonify({"status": "ok", "metadata_store": "ok", "bucket": "ok"})
+
+
+@blueprint.get("/status")
+def status() -> Any:
+    cat = catalog()
+    settings = stores().settings
+    now = _now()
+    state = collect(cat, settings.source.databases)
+    per_db: dict[str, Any] = {}
+    for row in queries.databases(cat):
+        if row["kind"] != "logical":
+            continue
+        finished = row["last_finished"]
+        per_db[row["database"]] = {
+            "last_success": {
+                "id": row["last_id"],
+                "finished_at": finished.isoformat() if finished else None,
+                "age_seconds": round((now - finished).total_seconds()) if finished else None,
+                "size_bytes": row["last_size"],
+            }
+            if row["last_id"]
+            else None,
+            "last_failure": {
+                "id": row["failed_id"],
+                "at": row["failed_at"].isoformat(),
+                "error": row["failed_error"],
+            }
+            if row["failed_id"]
+            else None,
+            "verified_at": row["verified_at"].isoformat() if row["verified_at"] else None,
+            "next_runs": {
+                job: info["next_run"]
+                for job, info in state["databases"].get(row["database"], {}).items()
+            },
+        }
+    for db in settings.source.databases:
+        per_db.setdefault(
+            db,
+            {
+                "last_success": None,
+                "last_failure": None,
+                "verified_at": None,
+                "next_runs": {
+                    job: info["next_run"] for job, info in state["databases"].get(db, {}).items()
+                },
+            },
+        )
+    wal = [
+        {
+            "cluster": w["cluster"],
+            "last_segment": w["last_segment"],
+            "last_archived_at": w["last_archived_at"].isoformat(),
+            "lag_seconds": round(float(w["lag_seconds"])),
+            "last_error": w["last_error"],
+        }
+        for w in cat.wal_status()
+    ]
+    storage: dict[str, dict[str, int]] = {}
+    for u in cat.usage():
+        tier = storage.setdefault(u["tier"], {"bytes": 0, "objects": 0})
+        tier["bytes"] += int(u["bytes"])
+        tier["objects"] += int(u["objects"])
+    return jsonify(
+        {
+            "generated_at": now.isoformat(),
+            "scheduler": state["scheduler"],
+            "databases": per_db,
+            "jobs": state["jobs"],
+            "wal": wal,
+            "storage": storage,
+            "alerts": state["alerts"],
+        }
+    )
+
+
+def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        abort(400, f"{name} must be a whole number")
+    if value < 1 or (maximum is not None and value > maximum):
+        abort(400, f"{name} must be between 1 and {maximum}" if maximum else f"{name} must be 1+")
+    return value
+
+
+def backup_filters() -> dict[str, str]:
+    filters = {}
+    for name, allowed in (("tier", TIERS), ("status", STATUSES), ("kind", BACKUP_KINDS)):
+        value = request.args.get(name, "").strip()
+        if value:
+            if value not in allowed:
+                abort(400, f"{name} must be one of: {', '.join(allowed)}")
+            filters[name] = value
+    database = request.args.get("database", "").strip()
+    if database:
+        if not layout.valid_name(database):
+            abort(400, "database is not a valid database name")
+        filters["database"] = database
+    return filters
+
+
+@blueprint.get("/backups")
+def backups() -> Any:
+    filters = backup_filters()
+    page = _int_arg("page", 1)
+    per_page = _int_arg("per_page", PER_PAGE, MAX_PER_PAGE)
+    records, total = queries.page_of_backups(catalog(), filters, page, per_page)
+    if wants_html():
+        from monitor.dashboard import backups_page
+
+        return backups_page(records, total, filters, page, per_page)
+    return jsonify(
+        {
+            "backups": [record_json(r) for r in records],
+            "total": total,
+            "page": page,
+            "per_page": per_page,
+            "pages": max(1, -(-total // per_page)),
+            "filters": filters,
+        }
+    )
+
+
+def find_backup(name: str) -> BackupRecord:
+    if not layout.valid_backup_id(name):
+        abort(400, f"{name!r} is not a backup id (they look like 20261122T020000Z-1a2b3c)")
+    record = catalog().get(name)
+    if record is None:
+        abort(404, f"no backup {name}")
+    return record
+
+
+@blueprint.get("/backup/next-backup")
+def next_backup() -> Any:
+    state = collect(catalog(), stores().settings.source.databases)
+    runs = []
+    for db, jobs in state["databases"].items():
+        for job, info in jobs.items():
+            if info["next_run"]:
+                runs.append({"database": db, "job": job, "at": info["next_run"]})
+    for job_id, info in state["jobs"].items():
+        if job_id.startswith("base_backup") and info["next_run"]:
+            runs.append(
+                {"database": job_id.partition(":")[2], "job": "base_backup", "at": info["next_run"]}
+            )
+    runs.sort(key=lambda r: r["at"])
+    return jsonify(
+        {
+            "next": runs[0] if runs else None,
+            "runs": runs,
+            "scheduler_alive": state["scheduler"]["alive"],
+        }
+    )
+
+
+@blueprint.get("/backup/<name>")
+def backup(name: str) -> Any:
+    record = find_backup(name)
+    verifications = catalog().verifications(record.id)
+    if wants_html():
+        from monitor.dashboard import backup_page
+
+        return backup_page(record, verifications)
+    body = record_json(record)
+    body["row_counts"] = (record.manifest or {}).get("row_counts", [])
+    body["verifications"] = [
+        {
+            "kind": v.kind,
+            "status": v.status,
+            "started_at": v.started_at.isoformat(),
+            "finished_at": v.finished_at.isoformat(),
+            "error": v.error,
+            "details": v.details,
+        }
+        for v in verifications
+    ]
+    body["restore_command"] = restore_command(record)
+    return jsonify(body)
+
+
+def restore_command(record: BackupRecord) -> str:
+    if record.kind == "base":
+        return (
+            "docker compose exec restore permafrost pitr --latest "
+            f"--base {record.id} --target-db {record.database}_recovered"
+        )
+    return (
+        f"docker compose exec restore permafrost restore {record.id} "
+        f"--target-db {record.database}_restored"
+    )
+
+
+def queue(kind: str, payload: dict[str, Any], by: str) -> Response:
+    task_id = catalog().enqueue(kind, payload, by)
+    response = jsonify(
+        {
+            "task_id": task_id,
+            "kind": kind,
+            "status": "queued",
+            "status_url": url_for("api.task", task_id=task_id),
+            **payload,
+        }
+    )
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.task", task_id=task_id)
+    return response
+
+
+def _api_actor() -> str:
+    return f"api:{request.remote_addr or 'unknown'}"
+
+
+@blueprint.post("/verify/<name>")
+@token_required
+def verify(name: str) -> Any:
+    record = find_backup(name)
+    if record.status != "completed":
+        abort(409, f"backup {record.id} is {record.status}: only a completed backup is verified")
+    catalog().audit(actor(), "queue-verify", record.id, {"by": _api_actor()})
+    return queue("verify", {"backup_id": record.id}, _api_actor())
+
+
+def _json_body() -> dict[str, Any]:
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "the request body must be a JSON object")
+    return body
+
+
+@blueprint.post("/restore-test")
+@token_required
+def restore_test() -> Any:
+    body = _json_body()
+    name = body.get("backup_id") or body.get("backup")
+    database = body.get("database")
+    if name is not None:
+        if not isinstance(name, str):
+            abort(400, "backup_id must be a string")
+        record = find_backup(name)
+        if record.kind != "logical" or record.status != "completed":
+            abort(409, f"backup {record.id} cannot be test-restored (a completed logical one can)")
+    else:
+        if database is not None and (
+            not isinstance(database, str) or not layout.valid_name(database)
+        ):
+            abort(400, "database must be a valid database name")
+        found = queries.newest_completed(catalog(), database)
+        if found is None:
+            abort(404, f"no completed backup{' of ' + database if database else ''} to test")
+        record = found
+    catalog().audit(actor(), "queue-test-restore", record.id, {"by": _api_actor()})
+    return queue("test_restore", {"backup_id": record.id}, _api_actor())
+
+
+@blueprint.post("/backup/run-now")
+@token_required
+def run_now() -> Any:
+    body = _json_body()
+    payload: dict[str, Any] = {}
+    kind = body.get("kind", "logical")
+    if kind not in BACKUP_KINDS:
+        abort(400, "kind must be logical or base")
+    payload["kind"] = kind
+    database = body.get("database")
+    if database is not None:
+        if not isinstance(database, str) or not layout.valid_name(database):
+            abort(400, "database must be a valid database name")
+        payload["database" if kind == "logical" else "cluster"] = database
+    tier = body.get("tier", "standard")
+    if tier not in ("standard", "compliance"):
+        abort(400, "tier must be standard or compliance")
+    if kind == "logical":
+        payload["tier"] = tier
+    catalog().audit(actor(), "queue-backup", database or "all", {"by": _api_actor(), **payload})
+    return queue("backup", payload, _api_actor())
+
+
+def task_json(task: TaskRecord) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "status": task.status,
+        "payload": task.payload,
+        "requested_by": task.requested_by,
+        "created_at": task.created_at.isoformat(),
+        "started_at": task.started_at.isoformat() if task.started_at else None,
+        "finished_at": task.finished_at.isoformat() if task.finished_at else None,
+        "worker": task.worker,
+        "attempts": task.attempts,
+        "error": task.error,
+        "result": task.result,
+    }
+
+
+@blueprint.get("/tasks/<int:task_id>")
+def task(task_id: int) -> Any:
+    if task_id > 2**62:
+        abort(404, f"no task {task_id}")
+    found = catalog().task(task_id)
+    if found is None:
+        abort(404, f"no task {task_id}")
+    return jsonify(task_json(found))
+
+
+def alert_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
+    return out
+
+
+@blueprint.get("/alerts")
+def alerts() -> Any:
+    cat = catalog()
+    active = cat.alerts(active=True)
+    recent = cat.alerts(active=False, limit=50)
+    if wants_html():
+        from monitor.dashboard import alerts_page
+
+        return alerts_page(active, recent)
+    return jsonify(
+        {"active": [alert_json(a) for a in active], "recent": [alert_json(a) for a in recent]}
+    )
+
+
+@blueprint.get("/recovery-time")
+def recovery_time() -> Any:
+    cat = catalog()
+    wanted = request.args.get("database")
+    if wanted is not None and not layout.valid_name(wanted):
+        abort(400, "database is not a valid database name")
+    estimates = []
+    for row in queries.databases(cat):
+        if row["kind"] != "logical" or not row["last_id"] or (wanted and row["database"] != wanted):
+            continue
+        record = cat.get(row["last_id"])
+        if record is None:
+            continue
+        rates = cat.restore_rates(record.database) or cat.restore_rates(None)
+        rate = statistics.median(rates) if rates else ASSUMED_RATE
+        dump = record.dump_bytes or 0
+        estimates.append(
+            {
+                "database": record.database,
+                "backup_id": record.id,
+                "dump_bytes": dump,
+                "estimate_seconds": round(dump / rate, 1),
+                "bytes_per_second": round(rate),
+                "measured": bool(rates),
+                "samples": len(rates),
+            }
+        )
+    if wanted and not estimates:
+        abort(404, f"no completed backup of {wanted}")
+    return jsonify({"estimates": estimates})
+
+
+@blueprint.get("/metrics")
+def metrics() -> Any:
+    from monitor.metrics import CONTENT_TYPE, render
+
+    body = render(catalog(), stores().settings)
+    return Response(body, mimetype=None, content_type=CONTENT_TYPE)
+
+
+@blueprint.get("/openapi.json")
+def openapi() -> Any:
+    from monitor.openapi import document
+
+    return jsonify(document())

@@ -1,0 +1,44 @@
+"""`permafrost monitor`: the dashboard, API, metrics and alert evaluator, served by gunicorn."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from permafrost.context import Context
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = commands.add_parser(
+        "monitor", help="serve the dashboard, the API and /metrics, and evaluate alerts"
+    )
+    p.add_argument("--bind", default=None, help="address:port (default 0.0.0.0:MONITOR_PORT)")
+    p.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=4, help="threads per worker")
+    p.set_defaults(handler=monitor)
+
+
+def monitor(ctx: Context, args: argparse.Namespace) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from monitor.app import create_app
+
+    settings = ctx.settings
+    bind = args.bind or f"0.0.0.0:{settings.monitor.port}"
+
+    class Server(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", bind)
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 20)
+
+        def load(self) -> Any:
+            return create_app(settings)
+
+    print(f"permafrost monitor on http://{bind} (dashboard, API, /metrics)", flush=True)
+    Server().run()
+    return 0

@@ -1,0 +1,287 @@
+"""The dashboard: server-rendered pages (Jinja2, autoescaped), every asset served from here.
+
+`/` is the overview: a card per database, the size and duration chart, alerts, job history,
+storage per tier. `/backups`, `/backup/<id>` and `/alerts` are shared with the API (a browser
+gets these pages). The buttons (Verify, Test restore, Run backup now) post CSRF-protected forms
+to /ui/…, which queue tasks exactly as the API does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from monitor import queries
+from monitor.app import catalog, stores
+from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboard_protected
+from permafrost import layout
+from permafrost.audit import actor
+from permafrost.catalog.records import BackupRecord, VerificationRecord
+from permafrost.progress import human_bytes
+from permafrost.status import collect
+
+blueprint = Blueprint("dashboard", __name__)
+CHART_DAYS = 90
+
+
+@blueprint.before_app_request
+def _login() -> Any:
+    if request.endpoint in ("api.health", "api.metrics", "static"):
+        return None
+    if request.path == "/" or request.path.startswith("/ui/") or _is_page():
+        return check_dashboard_login()
+    return None
+
+
+def _is_page() -> bool:
+    from monitor.app import wants_html
+
+    return request.method == "GET" and wants_html()
+
+
+@blueprint.app_context_processor
+def _helpers() -> dict[str, Any]:
+    return {
+        "csrf_token": csrf_token,
+        "actions_enabled": dashboard_protected(),
+        "human_bytes": human_bytes,
+        "ago": ago,
+        "duration": duration,
+        "when": when,
+    }
+
+
+def ago(moment: datetime | None, now: datetime | None = None) -> str:
+    if moment is None:
+        return "never"
+    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
+    return f"{duration(seconds)} ago"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 3 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def when(moment: datetime | str | None) -> str:
+    if moment is None:
+        return "-"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def freshness(age_seconds: float | None, limit: int) -> str:
+    if age_seconds is None:
+        return "stale"
+    if age_seconds <= limit * 0.75:
+        return "fresh"
+    return "aging" if age_seconds <= limit else "stale"
+
+
+@blueprint.get("/")
+def overview() -> Any:
+    cat = catalog()
+    settings = stores().settings
+    now = datetime.now(UTC)
+    state = collect(cat, settings.source.databases)
+    rows = queries.databases(cat)
+    wal = {w["cluster"]: w for w in cat.wal_status()}
+    cards = []
+    names = [r["database"] for r in rows if r["kind"] == "logical"]
+    names += [db for db in settings.source.databases if db not in names]
+    by_name = {r["database"]: r for r in rows if r["kind"] == "logical"}
+    limit = settings.monitor.max_backup_age
+    for name in names:
+        row = by_name.get(name, {})
+        finished = row.get("last_finished")
+        age = (now - finished).total_seconds() if finished else None
+        cluster_wal = (
+            wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
+        )
+        rpo = float(cluster_wal["lag_seconds"]) if cluster_wal else age
+        jobs = state["databases"].get(name, {})
+        cards.append(
+            {
+                "database": name,
+                "last_id": row.get("last_id"),
+                "last_finished": finished,
+                "age": age,
+                "freshness": freshness(age, limit),
+                "rpo": rpo,
+                "rpo_source": "WAL archive" if cluster_wal else "last backup",
+                "next_run": (jobs.get("backup") or {}).get("next_run"),
+                "verification": row.get("newest_verification"),
+                "verified_at": row.get("verified_at"),
+                "failed_id": row.get("failed_id"),
+                "failed_at": row.get("failed_at"),
+                "failed_error": row.get("failed_error"),
+                "failing": bool(
+                    row.get("failed_at")
+                    and (not finished or row["failed_at"] > row["last_started"])
+                ),
+            }
+        )
+    storage: dict[str, list[int]] = {}
+    for u in cat.usage():
+        entry = storage.setdefault(u["tier"], [0, 0])
+        entry[0] += int(u["objects"])
+        entry[1] += int(u["bytes"])
+    return render_template(
+        "overview.html",
+        cards=cards,
+        scheduler=state["scheduler"],
+        alerts=cat.alerts(active=True),
+        jobs=queries.job_history(cat, 15),
+        storage=sorted(storage.items()),
+        chart=chart(queries.history(cat, now - timedelta(days=CHART_DAYS)), now),
+        max_age=duration(limit),
+        now=now,
+    )
+
+
+def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    """Coordinates for the SVG chart (1000 × 200): size as dots, duration as a line."""
+    start = now - timedelta(days=CHART_DAYS)
+    span = (now - start).total_seconds()
+    sizes = [p["size_bytes"] or 0 for p in points]
+    seconds = [p["seconds"] or 0.0 for p in points]
+    top_size = max(sizes, default=0) or 1
+    top_seconds = max(seconds, default=0.0) or 1.0
+    dots, line = [], []
+    for p, size, secs in zip(points, sizes, seconds, strict=True):
+        x = round(1000 * (p["started_at"] - start).total_seconds() / span, 1)
+        dots.append(
+            {
+                "x": x,
+                "y": round(200 - 190 * size / top_size, 1),
+                "db": p["database"],
+                "size": human_bytes(size),
+                "when": when(p["started_at"]),
+            }
+        )
+        line.append(f"{x},{round(200 - 190 * secs / top_seconds, 1)}")
+    return {
+        "dots": dots,
+        "line": " ".join(line),
+        "top_size": human_bytes(top_size),
+        "top_seconds": duration(top_seconds),
+        "count": len(points),
+    }
+
+
+def backups_page(
+    records: list[BackupRecord], total: int, filters: dict[str, str], page: int, per_page: int
+) -> Any:
+    pages = max(1, -(-total // per_page))
+    return render_template(
+        "backups.html",
+        records=records,
+        total=total,
+        filters=filters,
+        page=page,
+        pages=pages,
+        per_page=per_page,
+        tiers=layout.BACKUP_TIERS,
+        statuses=("completed", "failed", "running", "deleted"),
+        page_url=lambda n: url_for("api.backups", **_query(filters, n, per_page)),
+    )
+
+
+def _query(filters: dict[str, str], page: int, per_page: int) -> dict[str, Any]:
+    return {**filters, "page": page, "per_page": per_page}
+
+
+def backup_page(record: BackupRecord, verifications: list[VerificationRecord]) -> Any:
+    from monitor.api import restore_command
+
+    manifest = record.manifest or {}
+    return render_template(
+        "backup.html",
+        record=record,
+        manifest=manifest,
+        row_counts=manifest.get("row_counts", []),
+        verifications=verifications,
+        restore_command=restore_command(record),
+    )
+
+
+def alerts_page(active: list[dict[str, Any]], recent: list[dict[str, Any]]) -> Any:
+    return render_template("alerts.html", active=active, recent=recent)
+
+
+@blueprint.get("/ui/jobs")
+def jobs() -> Any:
+    return render_template("jobs.html", jobs=queries.job_history(catalog(), 200))
+
+
+# --- the buttons ------------------------------------------------------------------------------
+
+
+def _action_allowed() -> None:
+    if not dashboard_protected():
+        abort(403, "dashboard actions are disabled: set DASHBOARD_USER and DASHBOARD_PASSWORD")
+    check_csrf()
+
+
+def _who() -> str:
+    auth = request.authorization
+    return f"dashboard:{auth.username if auth else 'unknown'}"
+
+
+@blueprint.post("/ui/verify/<name>")
+def ui_verify(name: str) -> Any:
+    _action_allowed()
+    if not layout.valid_backup_id(name):
+        abort(400, f"{name!r} is not a backup id")
+    record = catalog().get(name)
+    if record is None:
+        abort(404, f"no backup {name}")
+    task_id = catalog().enqueue("verify", {"backup_id": record.id}, _who())
+    catalog().audit(actor(), "queue-verify", record.id, {"by": _who()})
+    flash(f"Verification of {record.id} queued as task {task_id}.")
+    return redirect(url_for("api.backup", name=record.id))
+
+
+@blueprint.post("/ui/restore-test")
+def ui_restore_test() -> Any:
+    _action_allowed()
+    database = request.form.get("database", "")
+    if not layout.valid_name(database):
+        abort(400, "database is not a valid database name")
+    record = queries.newest_completed(catalog(), database)
+    if record is None:
+        abort(404, f"no completed backup of {database} to test")
+    task_id = catalog().enqueue("test_restore", {"backup_id": record.id}, _who())
+    catalog().audit(actor(), "queue-test-restore", record.id, {"by": _who()})
+    flash(f"Test restore of {record.id} ({database}) queued as task {task_id}.")
+    return redirect(url_for("dashboard.overview"))
+
+
+@blueprint.post("/ui/run-now")
+def ui_run_now() -> Any:
+    _action_allowed()
+    database = request.form.get("database", "")
+    if not layout.valid_name(database):
+        abort(400, "database is not a valid database name")
+    payload = {"kind": "logical", "database": database, "tier": "standard"}
+    task_id = catalog().enqueue("backup", payload, _who())
+    catalog().audit(actor(), "queue-backup", database, {"by": _who()})
+    flash(f"Backup of {database} queued as task {task_id}: the scheduler takes it.")
+    return redirect(url_for("dashboard.overview"))
+
+
+@blueprint.get("/ui/tasks/<int:task_id>")
+def ui_task(task_id: int) -> Any:
+    found = catalog().task(task_id)
+    if found is None:
+        abort(404, f"no task {task_id}")
+    return render_template("task.html", task=found)

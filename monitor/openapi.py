@@ -1,0 +1,185 @@
+"""The OpenAPI 3.1 document at /openapi.json: every endpoint, its parameters and answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from permafrost import __version__
+
+_ID = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$"},
+    "description": "a backup id",
+}
+_ERR = {
+    "description": "an error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_JSON = {"application/json": {"schema": {"type": "object"}}}
+
+
+def _ok(description: str) -> dict[str, Any]:
+    return {"description": description, "content": _JSON}
+
+
+def _write(summary: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "responses": {
+            "202": _ok("queued: the task id and its status URL"),
+            "400": _ERR,
+            "401": _ERR,
+            "403": _ERR,
+            "404": _ERR,
+            "409": _ERR,
+            "503": _ERR,
+        },
+    }
+    if body is not None:
+        op["requestBody"] = {"required": False, "content": {"application/json": {"schema": body}}}
+    return op
+
+
+def _read(summary: str, params: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "parameters": params or [],
+        "responses": {"200": _ok(summary), "400": _ERR, "404": _ERR, "503": _ERR},
+    }
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def document() -> dict[str, Any]:
+    name = {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Permafrost monitor",
+            "version": __version__,
+            "description": "Backups, their state, verification and alerts. Reads are open; "
+            "writes need Authorization: Bearer MONITOR_API_TOKEN.",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error", "status"],
+                    "properties": {"error": {"type": "string"}, "status": {"type": "integer"}},
+                }
+            },
+        },
+        "paths": {
+            "/health": {
+                "get": {
+                    "summary": "the metadata store and the bucket answer",
+                    "responses": {"200": _ok("healthy"), "503": _ok("what fails")},
+                }
+            },
+            "/status": {
+                "get": _read(
+                    "per database: last success and its age, last failure, "
+                    "next runs, scheduler, WAL lag, storage, active alerts"
+                )
+            },
+            "/backups": {
+                "get": _read(
+                    "backups, newest first, paginated",
+                    [
+                        _query("page", {"type": "integer", "minimum": 1}, "page number"),
+                        _query(
+                            "per_page",
+                            {"type": "integer", "minimum": 1, "maximum": 200},
+                            "page size",
+                        ),
+                        _query("database", name, "only this database"),
+                        _query(
+                            "tier", {"enum": ["standard", "compliance", "keep", "base"]}, "tier"
+                        ),
+                        _query(
+                            "status",
+                            {"enum": ["running", "completed", "failed", "deleted"]},
+                            "status (default: all but deleted)",
+                        ),
+                        _query("kind", {"enum": ["logical", "base"]}, "kind"),
+                    ],
+                )
+            },
+            "/backup/{name}": {
+                "get": _read(
+                    "one backup: record, row counts, verifications, the restore command", [_ID]
+                )
+            },
+            "/backup/next-backup": {"get": _read("the next scheduled backup runs")},
+            "/backup/run-now": {
+                "post": _write(
+                    "queue a backup for the scheduler",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "database": name,
+                            "kind": {"enum": ["logical", "base"]},
+                            "tier": {"enum": ["standard", "compliance"]},
+                        },
+                    },
+                )
+            },
+            "/verify/{name}": {
+                "post": {**_write("queue an integrity verification"), "parameters": [_ID]}
+            },
+            "/restore-test": {
+                "post": _write(
+                    "queue a test restore of the newest or a named backup",
+                    {
+                        "type": "object",
+                        "properties": {"backup_id": {"type": "string"}, "database": name},
+                    },
+                )
+            },
+            "/tasks/{id}": {
+                "get": _read(
+                    "a queued task and its result",
+                    [
+                        {
+                            "name": "id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "integer", "minimum": 1},
+                        }
+                    ],
+                )
+            },
+            "/alerts": {"get": _read("active and recently resolved alerts")},
+            "/recovery-time": {
+                "get": _read(
+                    "the estimated time to restore the newest backup",
+                    [_query("database", name, "only this database")],
+                )
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "503": _ERR,
+                    },
+                }
+            },
+            "/openapi.json": {"get": _read("this document")},
+        },
+    }

@@ -1,0 +1,106 @@
+"""The monitor's reads from the metadata store: one query per page part, none per backup.
+
+Every query here is bounded (LIMIT, or an aggregate over an index), so the dashboard and the
+API stay fast with tens of thousands of backups in the catalog.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row, dict_row
+
+from permafrost.catalog.records import BackupRecord
+from permafrost.catalog.store import Catalog
+
+FILTERS = ("database", "tier", "status", "kind")
+
+
+def page_of_backups(
+    catalog: Catalog, filters: dict[str, str], page: int, per_page: int
+) -> tuple[list[BackupRecord], int]:
+    """One page of backups, newest first, and how many match in all."""
+    where = [f"{name} = %s" for name in FILTERS if filters.get(name)]
+    params: list[Any] = [filters[name] for name in FILTERS if filters.get(name)]
+    if not filters.get("status"):
+        where.append("status <> 'deleted'")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    with catalog._errors("list backups"):
+        row = catalog.conn.execute(f"SELECT count(*) FROM backups{clause}", params).fetchone()
+        total = int(row[0]) if row else 0
+        with catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur:
+            records = cur.execute(
+                f"SELECT * FROM backups{clause} ORDER BY started_at DESC, id DESC"
+                " LIMIT %s OFFSET %s",
+                [*params, per_page, (page - 1) * per_page],
+            ).fetchall()
+    return records, total
+
+
+def databases(catalog: Catalog) -> list[dict[str, Any]]:
+    """Per database and kind: the newest completed and failed backup, and verification state."""
+    with catalog._errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            """
+            SELECT d.database, d.kind,
+                   ok.id AS last_id, ok.started_at AS last_started, ok.finished_at AS last_finished,
+                   ok.size_bytes AS last_size, ok.verification_status AS last_verification,
+                   ok.verified_at AS last_verified_at,
+                   bad.id AS failed_id, bad.started_at AS failed_at, bad.error AS failed_error,
+                   (SELECT max(v.finished_at) FROM verifications v JOIN backups b
+                      ON b.id = v.backup_id
+                    WHERE b.database = d.database AND v.status = 'verified') AS verified_at,
+                   (SELECT v.status FROM verifications v JOIN backups b ON b.id = v.backup_id
+                    WHERE b.database = d.database ORDER BY v.finished_at DESC LIMIT 1)
+                     AS newest_verification
+            FROM (SELECT DISTINCT database, kind FROM backups) d
+            LEFT JOIN LATERAL (
+                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = d.kind
+                  AND b.status = 'completed' ORDER BY b.started_at DESC LIMIT 1) ok ON true
+            LEFT JOIN LATERAL (
+                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = d.kind
+                  AND b.status = 'failed' ORDER BY b.started_at DESC LIMIT 1) bad ON true
+            ORDER BY d.kind DESC, d.database
+            """
+        ).fetchall()
+
+
+def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
+    """Completed backups since a moment, for the size and duration chart (oldest first)."""
+    with catalog._errors("read backup history"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT database, kind, started_at, size_bytes,"
+            " extract(epoch FROM finished_at - started_at)::float AS seconds"
+            " FROM backups WHERE status = 'completed' AND started_at >= %s"
+            " ORDER BY started_at LIMIT 5000",
+            (since,),
+        ).fetchall()
+
+
+def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
+    with catalog._errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
+
+
+def newest_completed(catalog: Catalog, database: str | None) -> BackupRecord | None:
+    """The newest completed logical backup (of one database, or of any)."""
+    with (
+        catalog._errors("find the newest backup"),
+        catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
+    ):
+        return cur.execute(
+            "SELECT * FROM backups WHERE status = 'completed' AND kind = 'logical'"
+            " AND (%s::text IS NULL OR database = %s) ORDER BY started_at DESC LIMIT 1",
+            (database, database),
+        ).fetchone()
+
+
+def ping(catalog: Catalog) -> None:
+    with catalog._errors("answer"):
+        catalog.conn.execute("SELECT 1")
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)

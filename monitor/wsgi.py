@@ -1,0 +1,9 @@
+"""`gunicorn monitor.wsgi:app`: the monitor from the environment (as the container runs it)."""
+
+from __future__ import annotations
+
+from monitor.app import create_app
+from permafrost.cli import environment
+from permafrost.settings import Settings
+
+app = create_app(Settings.from_env(environment(None)))
