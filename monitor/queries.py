@@ -39,32 +39,42 @@ def page_of_backups(
     return records, total
 
 
+DATABASES_SQL = """
+            WITH RECURSIVE pairs AS (
+    (SELECT database, kind FROM backups ORDER BY database, kind LIMIT 1)
+    UNION ALL
+    SELECT n.database, n.kind FROM pairs p, LATERAL (
+        SELECT b.database, b.kind FROM backups b WHERE (b.database, b.kind) > (p.database, p.kind)
+        ORDER BY b.database, b.kind LIMIT 1) n
+)
+SELECT d.database, k.kind,
+                   ok.id AS last_id, ok.started_at AS last_started,
+                   ok.finished_at AS last_finished, ok.size_bytes AS last_size,
+                   ok.verification_status AS last_verification, ok.verified_at AS last_verified_at,
+                   bad.id AS failed_id, bad.started_at AS failed_at, bad.error AS failed_error,
+                   (SELECT max(b.verified_at) FROM backups b WHERE b.database = d.database
+                      AND b.verification_status = 'verified') AS verified_at,
+                   (SELECT b.verification_status FROM backups b WHERE b.database = d.database
+                      AND b.verified_at IS NOT NULL ORDER BY b.verified_at DESC LIMIT 1)
+                     AS newest_verification
+            FROM pairs d JOIN LATERAL (SELECT d.kind) k ON true
+            LEFT JOIN LATERAL (
+                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
+                  AND b.status = 'completed'
+                ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) ok ON true
+            LEFT JOIN LATERAL (
+                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
+                  AND b.status = 'failed'
+                ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) bad ON true
+            WHERE ok.id IS NOT NULL OR bad.id IS NOT NULL
+            ORDER BY k.kind DESC, d.database
+            """
+
+
 def databases(catalog: Catalog) -> list[dict[str, Any]]:
     """Per database and kind: the newest completed and failed backup, and verification state."""
     with catalog._errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            """
-            SELECT d.database, d.kind,
-                   ok.id AS last_id, ok.started_at AS last_started, ok.finished_at AS last_finished,
-                   ok.size_bytes AS last_size, ok.verification_status AS last_verification,
-                   ok.verified_at AS last_verified_at,
-                   bad.id AS failed_id, bad.started_at AS failed_at, bad.error AS failed_error,
-                   (SELECT max(v.finished_at) FROM verifications v JOIN backups b
-                      ON b.id = v.backup_id
-                    WHERE b.database = d.database AND v.status = 'verified') AS verified_at,
-                   (SELECT v.status FROM verifications v JOIN backups b ON b.id = v.backup_id
-                    WHERE b.database = d.database ORDER BY v.finished_at DESC LIMIT 1)
-                     AS newest_verification
-            FROM (SELECT DISTINCT database, kind FROM backups) d
-            LEFT JOIN LATERAL (
-                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = d.kind
-                  AND b.status = 'completed' ORDER BY b.started_at DESC LIMIT 1) ok ON true
-            LEFT JOIN LATERAL (
-                SELECT * FROM backups b WHERE b.database = d.database AND b.kind = d.kind
-                  AND b.status = 'failed' ORDER BY b.started_at DESC LIMIT 1) bad ON true
-            ORDER BY d.kind DESC, d.database
-            """
-        ).fetchall()
+        return cur.execute(DATABASES_SQL).fetchall()
 
 
 def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:

@@ -46,6 +46,25 @@ GROUP BY database, tier ORDER BY database, tier
 """
 
 
+# The newest run of each (job, database): a skip scan over job_runs_latest, so the cost grows
+# with the number of jobs, not of runs.
+_LAST_RUNS = """
+WITH RECURSIVE keys AS (
+    (SELECT job, coalesce(database, '') AS db FROM job_runs ORDER BY job, coalesce(database, '')
+     LIMIT 1)
+    UNION ALL
+    SELECT n.job, n.db FROM keys k, LATERAL (
+        SELECT job, coalesce(database, '') AS db FROM job_runs j
+        WHERE (j.job, coalesce(j.database, '')) > (k.job, k.db)
+        ORDER BY job, coalesce(database, '') LIMIT 1) n
+)
+SELECT r.* FROM keys k, LATERAL (
+    SELECT * FROM job_runs j WHERE j.job = k.job AND coalesce(j.database, '') = k.db
+    ORDER BY started_at DESC, id DESC LIMIT 1) r
+ORDER BY r.job, r.database
+"""
+
+
 def connect(url: Secret | None) -> Catalog:
     if url is None:
         raise CatalogUnavailable(
@@ -341,10 +360,7 @@ class Catalog:
             self._errors("read job runs"),
             self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
         ):
-            return cur.execute(
-                "SELECT DISTINCT ON (job, database) * FROM job_runs"
-                " ORDER BY job, database, started_at DESC, id DESC"
-            ).fetchall()
+            return cur.execute(_LAST_RUNS).fetchall()
 
     def ran_since(self, job: str, database: str | None, since: datetime) -> bool:
         """Whether this job (for this database) ran at or after `since` (an aborted run does not
