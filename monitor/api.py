@@ -389,7 +389,10 @@ def recovery_time() -> Any:
     for row in queries.databases(cat):
         if row["kind"] != "logical" or not row["last_id"] or (wanted and row["database"] != wanted):
             continue
-        record = cat.get(row["last_id"])
+        # The backup a recovery would use, as `permafrost plan` picks it: verified first.
+        record = queries.newest_completed(cat, row["database"], verified=True) or cat.get(
+            row["last_id"]
+        )
         if record is None:
             continue
         rates = cat.restore_rates(record.database) or cat.restore_rates(None)

@@ -94,15 +94,18 @@ def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
         return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
 
 
-def newest_completed(catalog: Catalog, database: str | None) -> BackupRecord | None:
-    """The newest completed logical backup (of one database, or of any)."""
+def newest_completed(
+    catalog: Catalog, database: str | None, *, verified: bool = False
+) -> BackupRecord | None:
+    """The newest completed logical backup (of one database, or of any; verified ones only)."""
+    check = " AND verification_status = 'verified'" if verified else ""
     with (
         catalog._errors("find the newest backup"),
         catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
     ):
         return cur.execute(
             "SELECT * FROM backups WHERE status = 'completed' AND kind = 'logical'"
-            " AND (%s::text IS NULL OR database = %s) ORDER BY started_at DESC LIMIT 1",
+            f"{check} AND (%s::text IS NULL OR database = %s) ORDER BY started_at DESC LIMIT 1",
             (database, database),
         ).fetchone()
 

@@ -58,7 +58,11 @@ def database_for(ctx: Context, database: str | None) -> str:
 
 def usable_backups(ctx: Context, database: str, tier: str | None = None) -> list[BackupRecord]:
     """Completed backups, verified ones first, each group newest first."""
-    records = find_backups(ctx, database=database, tier=tier, status="completed")
+    records = [
+        r
+        for r in find_backups(ctx, database=database, tier=tier, status="completed")
+        if r.kind == "logical"  # a base backup of a cluster of the same name is not one
+    ]
     if not records:
         raise BackupNotFound(
             f"no completed backup of {database}: take one with `permafrost backup`"
