@@ -91,6 +91,12 @@ class Jobs:
             tier = "compliance" if spec.job == "compliance_backup" else "standard"
             request = BackupRequest(database=spec.database, tier=tier, trigger=trigger)
         self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
+        from uuid import NAMESPACE_URL, uuid5
+
+        from permafrost.pings import ping
+
+        rid = str(uuid5(NAMESPACE_URL, request.backup_id))  # pairs this start with its end
+        ping(self.settings, "start", run_id=rid)
         try:
             manifest = run_backup(
                 ctx, request, self._progress, say=self.say, cancelled=self.stopping.is_set
@@ -100,6 +106,13 @@ class Jobs:
             aborted = isinstance(exc, Aborted)
             self.say(f"{spec.job} of {spec.database} {'aborted' if aborted else 'failed'}: {error}")
             self._record_if_missing(ctx, request, error, aborted)
+            outcome = "aborted" if aborted else "failed"
+            ping(
+                self.settings,
+                "fail",
+                f"{spec.job} of {spec.database} {outcome}: {error}",
+                run_id=rid,
+            )
             if not aborted:
                 self.alert(ctx, spec, error)
             ctx.close()
@@ -107,6 +120,12 @@ class Jobs:
         self.say(
             f"{spec.job} of {spec.database} completed: {manifest.id}, "
             f"{manifest.stored_bytes} bytes stored in {manifest.duration_seconds:.1f} s"
+        )
+        ping(
+            self.settings,
+            "success",
+            f"{spec.job} of {spec.database} completed: {manifest.id}",
+            run_id=rid,
         )
         ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), "not recorded")
         ctx.close()
