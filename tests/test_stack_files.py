@@ -1,0 +1,123 @@
+"""docker-compose.yml, the Dockerfile and .env.example, held in agreement with the code.
+
+There is no Docker engine on the machines that run these tests, so the files are checked for
+what `docker compose` and an operator rely on: every service, command, healthcheck and
+dependency, pinned images, no secret written in the file, every variable known.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from permafrost.cli import build_parser
+from permafrost.settings import Env, _parse
+from tests.test_docs import STACK_ONLY
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+DOCKER_ONLY = {  # variables the images of the local profile read, not Permafrost
+    "POSTGRES_DB",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "S3_BUCKET",
+}
+
+
+def settings_names() -> set[str]:
+    names: set[str] = set()
+    for values in ({}, {"DO_SPACES_BUCKET": "b"}, {"DATABASE_URL": "postgresql://h/d"}):
+        env = Env(values)
+        _parse(env)
+        names |= env.asked
+    return names
+
+
+def documented() -> set[str]:
+    text = (ROOT / ".env.example").read_text()
+    return set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, re.MULTILINE))
+
+
+def test_the_three_services_run_the_commands_the_code_has() -> None:
+    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert SERVICES["scheduler"]["command"][:2] == ["permafrost", "scheduler"]
+    assert SERVICES["restore"]["command"][:2] == ["permafrost", "restore-worker"]
+    assert {"scheduler", "restore-worker", "monitor"} <= commands
+    monitor = SERVICES["monitor"]["command"]
+    assert monitor[0] == "gunicorn" and monitor[-1] == "monitor.wsgi:app"
+    assert "0.0.0.0:8090" in monitor
+    assert (ROOT / "monitor" / "wsgi.py").exists()
+    assert any("/health" in part for part in SERVICES["monitor"]["healthcheck"]["test"])
+
+
+def test_each_service_has_a_restart_policy_health_and_ordered_dependencies() -> None:
+    for name, service in SERVICES.items():
+        assert "restart" in service, name
+        if name != "createbucket":
+            assert "healthcheck" in service or name == "restore", name
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in SERVICES
+            assert condition["condition"] in ("service_healthy", "service_completed_successfully")
+    for name in ("scheduler", "monitor", "restore"):
+        assert SERVICES[name]["depends_on"]["metadata"]["condition"] == "service_healthy"
+        assert SERVICES[name]["env_file"] == ".env"
+    # A running backup gets STOP_GRACE_PERIOD (10m) before Docker kills the scheduler.
+    assert SERVICES["scheduler"]["stop_grace_period"] == "11m"
+    assert set(COMPOSE["volumes"]) >= {"metadata-data", "wal-spool"}
+    assert "metadata-data:/var/lib/postgresql/data" in SERVICES["metadata"]["volumes"]
+
+
+def test_the_local_profile_is_self_contained() -> None:
+    local = {n for n, s in SERVICES.items() if "local" in (s.get("profiles") or [])}
+    assert local == {"db", "minio", "createbucket", "mailpit"}
+    assert "wal_level=replica" in SERVICES["db"]["command"]
+    assert "8025:8025" in SERVICES["mailpit"]["ports"]
+    init = (ROOT / "docker" / "db-init.sh").read_text()
+    assert "REPLICATION" in init and "host replication" in init
+
+
+def test_images_are_pinned() -> None:
+    for name, service in SERVICES.items():
+        if "image" in service and "build" not in service:
+            image = service["image"]
+            tag = image.rsplit(":", 1)[-1] if ":" in image else ""
+            assert tag and tag != "latest", f"{name}: pin {image}"
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for key in ("PASSWORD", "SECRET", "KEY", "TOKEN"):
+        for line in text.splitlines():
+            if key in line and ":" in line and not line.strip().startswith("#"):
+                value = line.split(":", 1)[1].strip()
+                assert value == "" or "${" in value or "$$" in value, line
+
+
+def test_env_example_the_settings_and_compose_agree() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+    assert interpolated - documented() == set(), "add these to .env.example"
+    environment: set[str] = set()
+    for service in SERVICES.values():
+        environment |= set(service.get("environment") or {})
+    known = settings_names() | DOCKER_ONLY
+    assert environment - known == set(), "compose sets variables nothing reads"
+    assert documented() - settings_names() - {"PERMAFROST_ENV_FILE"} == STACK_ONLY
+    assert interpolated | {"NATIVE_PG_PORT"} >= STACK_ONLY
+
+
+def test_the_dockerfile_builds_one_non_root_image_with_the_postgresql_binaries() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+) AS (\w+)", text, re.MULTILINE)
+    assert [stage for _, stage in stages] == ["build", "runtime"]
+    assert all("slim" in image for image, _ in stages)
+    assert re.search(r"^ARG PG_MAJOR=16$", text, re.MULTILINE)
+    assert '"postgresql-${PG_MAJOR}"' in text and '"postgresql-client-${PG_MAJOR}"' in text
+    assert re.search(r"^USER permafrost$", text, re.MULTILINE)
+    assert "curl" in text  # the monitor's healthcheck uses it
