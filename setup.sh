@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Permafrost set-up.
-#   ./setup.sh        install Permafrost into .venv and say how to use it
-#   ./setup.sh test   install everything the tests need (PostgreSQL server binaries included)
-#                     and run ruff, mypy and the test suite
+#   ./setup.sh          run the stack: Docker Compose where a Docker engine answers, otherwise
+#                       the same services as local processes (a throwaway PostgreSQL and a local
+#                       directory as the bucket, under .permafrost/)
+#   ./setup.sh stop     stop it;  ./setup.sh status   what runs
+#   ./setup.sh test     install everything the tests need (PostgreSQL server binaries included)
+#                       and run ruff, mypy and the test suite
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -82,19 +85,52 @@ run_tests() {
   exec "$VENV/bin/pytest" "$@"
 }
 
-install_only() {
-  python_env test
-  cat >&2 <<MSG
-setup: Permafrost is installed in $VENV. Try:
-  $VENV/bin/permafrost keygen          # make an encryption key, and keep a copy off this server
-  $VENV/bin/permafrost --help
-Set DATABASE_URL (or DB_HOST, DB_NAME, ...), STORAGE_URL and BACKUP_ENCRYPTION_KEY, then
-  $VENV/bin/permafrost backup
+have_docker() {
+  command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
+}
+
+compose() { docker compose --profile "${PERMAFROST_PROFILE:-local}" "$@"; }
+
+docker_up() {
+  "$PYTHON" scripts/stack.py env
+  say "building the image and starting the stack with Docker Compose"
+  compose up -d --build --wait
+  compose exec -T scheduler permafrost backup
+  compose exec -T restore permafrost verify latest --test-restore
+  port=$(grep -E '^MONITOR_PORT=' .env | cut -d= -f2); port=${port:-8090}
+  cat <<MSG
+Permafrost is running in Docker Compose.
+  dashboard   http://localhost:$port/   (DASHBOARD_USER / DASHBOARD_PASSWORD in .env)
+  alert mail  http://localhost:8025/   (Mailpit, in the local profile)
+Next:
+  docker compose exec scheduler permafrost status
+  docker compose exec restore permafrost list
+  docker compose exec restore permafrost restore latest --target-db shop_restored
+  ./setup.sh status
+  ./setup.sh stop
 MSG
+}
+
+native_up() {
+  system_packages
+  python_env test
+  "$VENV/bin/python" scripts/stack.py up
 }
 
 case "${1:-}" in
   test) shift; run_tests "$@" ;;
-  "") install_only ;;
-  *) die "unknown command '$1' (use: ./setup.sh, ./setup.sh test)" ;;
+  "")
+    if have_docker; then docker_up; else
+      say "no Docker engine answers here: running the services as local processes"
+      native_up
+    fi ;;
+  stop)
+    if have_docker && [ ! -f "${PERMAFROST_HOME:-.permafrost}/permafrost.env" ]; then compose stop
+    elif [ -x "$VENV/bin/python" ]; then "$VENV/bin/python" scripts/stack.py stop
+    else say "nothing to stop"; fi ;;
+  status)
+    if have_docker && [ ! -f "${PERMAFROST_HOME:-.permafrost}/permafrost.env" ]; then compose ps
+    elif [ -x "$VENV/bin/python" ]; then exec "$VENV/bin/python" scripts/stack.py status
+    else say "not installed: run ./setup.sh"; exit 1; fi ;;
+  *) die "unknown command '$1' (use: ./setup.sh, ./setup.sh stop, ./setup.sh status, ./setup.sh test)" ;;
 esac

@@ -59,7 +59,6 @@ log = logging.getLogger("permafrost.monitor.alerts")
 ALERT_LOCK = 0x616C7274  # 'alrt': one evaluator at a time, across processes and hosts
 LOCK_NAME = "evaluator"
 EVALUATOR_ROW = "evaluator"  # alert_checks: when an evaluator last ran to its end
-DEAD_AFTER = 300  # seconds without a leader heartbeat before the dead-man's switch fires
 WAL_VERIFY_EVERY = timedelta(minutes=15)
 LIFECYCLE_EVERY = timedelta(hours=1)
 SIZE_HISTORY = 7  # the previous backups whose median is "usual"
@@ -311,7 +310,7 @@ def _scheduler_dead(run: _Run) -> list[Finding]:
     runbook = "permafrost status"
     if not leading:
         watched = (run.now - run.watching_since).total_seconds()
-        if watched <= DEAD_AFTER:
+        if watched <= run.settings.monitor.scheduler_max_silence:
             return []
         standbys = [b["instance"] for b in beats if b["role"] == "standby"]
         what = (
@@ -330,7 +329,7 @@ def _scheduler_dead(run: _Run) -> list[Finding]:
         ]
     last = leading[0]
     age = (run.db_clock - last["beat_at"]).total_seconds()
-    if age <= DEAD_AFTER:
+    if age <= run.settings.monitor.scheduler_max_silence:
         return []
     facts = {
         "instance": last["instance"],

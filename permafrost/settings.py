@@ -154,6 +154,7 @@ class MonitorSettings:
     alert_interval: int = 60
     max_backup_age: int = 26 * 3600
     wal_max_lag: int = 900
+    scheduler_max_silence: int = 300  # the dead-man's switch
     alert_repeat_hours: int = 24
     alert_emails: tuple[str, ...] = ()
     smtp_host: str | None = None
@@ -391,6 +392,7 @@ def _monitor(env: Env) -> MonitorSettings:
         alert_interval=env.duration("ALERT_CHECK_INTERVAL", 60),
         max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
         wal_max_lag=env.duration("WAL_MAX_LAG", 900),
+        scheduler_max_silence=env.duration("SCHEDULER_MAX_SILENCE", 300),
         alert_repeat_hours=env.integer("ALERT_REPEAT_HOURS", 24),
         alert_emails=emails,
         smtp_host=env.text("SMTP_HOST"),

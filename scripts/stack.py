@@ -1,0 +1,432 @@
+"""The native stack behind `./setup.sh` on a machine without a Docker engine.
+
+    python scripts/stack.py env       .env from .env.example, with generated secrets
+    python scripts/stack.py up        a throwaway PostgreSQL with a sample database and the
+                                      metadata store, a local bucket, the three services,
+                                      a first backup and a test restore
+    python scripts/stack.py stop      stop the services and the throwaway PostgreSQL
+    python scripts/stack.py status    what runs, and `permafrost status`
+
+Everything lives under PERMAFROST_HOME (default .permafrost/): the cluster (pg/), the bucket
+(bucket/), logs (logs/), pid files (run/) and the resolved settings the services read
+(permafrost.env). Running `up` twice changes nothing: what runs is left running, what exists is
+reused, and the first backup and test restore are taken only once.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOME = Path(os.environ.get("PERMAFROST_HOME", ROOT / ".permafrost")).resolve()
+ENV_FILE = Path(os.environ.get("PERMAFROST_DOTENV", ROOT / ".env"))
+VENV_BIN = Path(sys.executable).parent
+PERMAFROST = str(VENV_BIN / "permafrost")
+SERVICES = {
+    "scheduler": ["scheduler"],
+    "monitor": ["monitor", "--workers", "2"],
+    "restore": ["restore-worker"],
+}
+GENERATED = {
+    "BACKUP_ENCRYPTION_KEY": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    "MONITOR_API_TOKEN": lambda: secrets.token_urlsafe(32),
+    "METADATA_PASSWORD": lambda: secrets.token_urlsafe(18),
+    "DB_PASSWORD": lambda: secrets.token_urlsafe(18),
+    "DASHBOARD_PASSWORD": lambda: secrets.token_urlsafe(12),
+}
+
+
+def say(text: str) -> None:
+    print(f"setup: {text}", file=sys.stderr, flush=True)
+
+
+def die(text: str) -> None:
+    print(f"setup: error: {text}", file=sys.stderr)
+    sys.exit(1)
+
+
+# --- .env ---------------------------------------------------------------------------------------
+
+
+def read_env(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                name, _, value = line.partition("=")
+                values[name.strip()] = value.strip().strip("'\"")
+    return values
+
+
+def set_env_values(path: Path, values: dict[str, str]) -> None:
+    """Fill NAME= lines in place (or append them), keeping every comment and order."""
+    lines = path.read_text().splitlines()
+    done = set()
+    for i, line in enumerate(lines):
+        match = re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line)
+        if match and match.group(1) in values and not match.group(2).strip():
+            lines[i] = f"{match.group(1)}={values[match.group(1)]}"
+            done.add(match.group(1))
+    lines += [f"{k}={v}" for k, v in values.items() if k not in done and k not in read_env(path)]
+    path.write_text("\n".join(lines) + "\n")
+    path.chmod(0o600)
+
+
+def ensure_env() -> dict[str, str]:
+    if not ENV_FILE.exists():
+        shutil.copyfile(ROOT / ".env.example", ENV_FILE)
+        ENV_FILE.chmod(0o600)
+        say(f"created {ENV_FILE.name} from .env.example")
+    current = read_env(ENV_FILE)
+    fresh = {name: make() for name, make in GENERATED.items() if not current.get(name)}
+    if fresh.get("DASHBOARD_PASSWORD") and not current.get("DASHBOARD_USER"):
+        fresh["DASHBOARD_USER"] = "admin"
+    if fresh:
+        set_env_values(ENV_FILE, fresh)
+        say(f"generated {', '.join(sorted(fresh))} in {ENV_FILE.name}")
+    if "BACKUP_ENCRYPTION_KEY" in fresh:
+        say(
+            "IMPORTANT: BACKUP_ENCRYPTION_KEY in .env encrypts every backup. A lost key means "
+            "lost backups: copy it now to a password manager or a vault, somewhere other than "
+            "this server and the bucket."
+        )
+    return read_env(ENV_FILE)
+
+
+# --- the throwaway PostgreSQL -------------------------------------------------------------------
+
+
+def pg_bin() -> Path:
+    root = Path("/usr/lib/postgresql")
+    found = sorted(
+        (p for p in root.glob("*") if (p / "bin" / "initdb").exists()),
+        key=lambda p: int(p.name),
+        reverse=True,
+    )
+    if not found:
+        die("PostgreSQL server binaries are missing: apt-get install postgresql")
+    return found[0] / "bin"
+
+
+def as_owner() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def cluster_port(env: dict[str, str]) -> int:
+    return int(os.environ.get("NATIVE_PG_PORT") or env.get("NATIVE_PG_PORT") or 54329)
+
+
+def start_cluster(env: dict[str, str]) -> None:
+    data = HOME / "pg" / "data"
+    port = cluster_port(env)
+    password = env["METADATA_PASSWORD"]
+    if not (data / "PG_VERSION").exists():
+        (HOME / "pg").mkdir(parents=True, exist_ok=True)
+        pwfile = HOME / "pg" / "pwfile"
+        pwfile.write_text(password)
+        if os.geteuid() == 0:  # initdb and postgres refuse root: the cluster is postgres's
+            owner = pwd.getpwnam("postgres")
+            for path in (HOME / "pg", pwfile):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        say(f"creating a throwaway PostgreSQL cluster in {data}")
+        initdb = subprocess.run(
+            [
+                *as_owner(),
+                str(pg_bin() / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if initdb.returncode != 0:
+            last = (initdb.stderr.strip().splitlines() or ["no output"])[-1]
+            hint = f" (the postgres user must be able to reach {HOME})" if os.geteuid() == 0 else ""
+            die(f"initdb failed: {last}{hint}")
+        pwfile.unlink()
+        with (data / "postgresql.conf").open("a") as conf:
+            conf.write(
+                f"port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
+                "wal_level = replica\nmax_wal_senders = 5\n"
+            )
+        with (data / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+    if running_cluster(data):
+        return
+    log = HOME / "logs" / "postgresql.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() == 0:
+        log.touch()
+        shutil.chown(log, "postgres")
+        shutil.chown(log.parent, "postgres")
+    subprocess.run(
+        [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    say(f"PostgreSQL is running on 127.0.0.1:{port}")
+
+
+def running_cluster(data: Path) -> bool:
+    if not (data / "PG_VERSION").exists():
+        return False
+    result = subprocess.run(
+        [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "status"],
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+def stop_cluster() -> None:
+    data = HOME / "pg" / "data"
+    if running_cluster(data):
+        subprocess.run(
+            [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        say("PostgreSQL stopped")
+
+
+def sql(env: dict[str, str], database: str, statement: str) -> str:
+    import psycopg
+
+    url = (
+        f"postgresql://postgres:{env['METADATA_PASSWORD']}@127.0.0.1:{cluster_port(env)}/{database}"
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement)  # type: ignore[arg-type]
+        row = cur.fetchone() if cur.description else None
+        return "" if row is None or row[0] is None else str(row[0])
+
+
+SAMPLE = """
+CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, email text UNIQUE,
+                        created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO customers (name, email)
+SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 5000) g;
+CREATE TABLE orders (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers,
+                     total numeric(12, 2), placed_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO orders (customer_id, total)
+SELECT 1 + g % 5000, (g * 1.37)::numeric(12, 2) FROM generate_series(1, 20000) g;
+"""
+
+
+def prepare_databases(env: dict[str, str], own_source: bool, own_metadata: bool) -> None:
+    for name, wanted in (("shop", own_source), ("permafrost", own_metadata)):
+        exists = sql(env, "postgres", f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if wanted and not exists:
+            sql(env, "postgres", f"CREATE DATABASE {name}")
+    if own_source and not sql(env, "shop", "SELECT to_regclass('public.customers')::text"):
+        sql(env, "shop", SAMPLE)
+        say("created the sample database shop (5,000 customers, 20,000 orders)")
+
+
+# --- the services -------------------------------------------------------------------------------
+
+
+def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
+    """The settings the services run with: .env, with the throwaway parts filled in."""
+    # As with docker compose, a variable set in the shell wins over .env.
+    values = {k: os.environ.get(k, v) for k, v in env.items()}
+    values = {k: v for k, v in values.items() if v}
+    port = cluster_port(values)
+    local = f"postgresql://postgres:{env['METADATA_PASSWORD']}@127.0.0.1:{port}"
+    own_source = not (values.get("DATABASE_URL") or values.get("DB_HOST"))
+    own_metadata = not values.get("METADATA_DATABASE_URL")
+    if own_source:
+        values["DATABASE_URL"] = f"{local}/shop"
+        values["DB_NAME"] = "shop"
+        values.pop("DB_PASSWORD", None)
+    if own_metadata:
+        values["METADATA_DATABASE_URL"] = f"{local}/permafrost"
+    if not (values.get("STORAGE_URL") or values.get("DO_SPACES_BUCKET") or values.get("S3_BUCKET")):
+        values["STORAGE_URL"] = f"file://{HOME / 'bucket'}"
+    values.setdefault(
+        "MONITOR_PUBLIC_URL", f"http://localhost:{values.get('MONITOR_PORT', '8090')}"
+    )
+    values.setdefault("RESTORE_TMPDIR", str(HOME / "tmp"))
+    values.setdefault("WAL_SPOOL_DIR", str(HOME / "wal-spool"))
+    return values, own_source, own_metadata
+
+
+def write_settings(values: dict[str, str]) -> Path:
+    path = HOME / "permafrost.env"
+    path.write_text("".join(f"{k}={v}\n" for k, v in sorted(values.items())))
+    path.chmod(0o600)
+    return path
+
+
+def pid_of(name: str) -> int | None:
+    path = HOME / "run" / f"{name}.pid"
+    try:
+        pid = int(path.read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def service_env(settings_file: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": os.environ.get("HOME", str(HOME)),
+        "PERMAFROST_ENV_FILE": str(settings_file),
+        "LANG": "C.UTF-8",
+    }
+
+
+def start_services(settings_file: Path) -> None:
+    (HOME / "run").mkdir(parents=True, exist_ok=True)
+    (HOME / "logs").mkdir(parents=True, exist_ok=True)
+    (HOME / "tmp").mkdir(parents=True, exist_ok=True)
+    for name, args in SERVICES.items():
+        if pid_of(name):
+            say(f"{name} is already running (pid {pid_of(name)})")
+            continue
+        log = (HOME / "logs" / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            [PERMAFROST, *args],
+            env=service_env(settings_file),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=HOME,
+        )
+        (HOME / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
+        say(f"started {name} (pid {proc.pid}, log {HOME / 'logs' / (name + '.log')})")
+
+
+def permafrost(
+    settings_file: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PERMAFROST, *args], env=service_env(settings_file), capture_output=True, text=True
+    )
+    if check and result.returncode != 0:
+        die(f"permafrost {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def wait_for_monitor(port: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if not pid_of("monitor"):
+            die(f"the monitor exited: see {HOME / 'logs' / 'monitor.log'}")
+        time.sleep(0.5)
+    die(f"the monitor did not answer on port {port}: see {HOME / 'logs' / 'monitor.log'}")
+
+
+def up() -> None:
+    env = ensure_env()
+    values, own_source, own_metadata = resolved_settings(env)
+    HOME.mkdir(parents=True, exist_ok=True)
+    if own_source or own_metadata:
+        start_cluster(env)
+        prepare_databases(env, own_source, own_metadata)
+    settings_file = write_settings(values)
+    permafrost(settings_file, "init")
+    start_services(settings_file)
+    port = values.get("MONITOR_PORT", "8090")
+    wait_for_monitor(port)
+    first = HOME / "first-backup.done"
+    if not first.exists():
+        say("taking a first backup, then proving it restores (a test restore)")
+        print(permafrost(settings_file, "backup").stdout.strip(), file=sys.stderr)
+        print(
+            permafrost(settings_file, "verify", "latest", "--test-restore").stdout.strip(),
+            file=sys.stderr,
+        )
+        first.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
+    user = values.get("DASHBOARD_USER", "")
+    print(
+        f"""
+Permafrost is running (native mode: no Docker engine here).
+  dashboard   http://localhost:{port}/   (user {user or "-"}, password: DASHBOARD_PASSWORD in .env)
+  settings    {settings_file}
+  logs        {HOME / "logs"}/scheduler.log, monitor.log, restore.log
+
+Next:
+  export PERMAFROST_ENV_FILE={settings_file}
+  .venv/bin/permafrost status
+  .venv/bin/permafrost list
+  .venv/bin/permafrost restore latest --target-db shop_restored
+  ./setup.sh status
+  ./setup.sh stop""",
+        flush=True,
+    )
+
+
+def stop() -> None:
+    for name in SERVICES:
+        pid = pid_of(name)
+        if pid is None:
+            continue
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while pid_of(name) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        if pid_of(name):
+            os.killpg(pid, signal.SIGKILL)
+        (HOME / "run" / f"{name}.pid").unlink(missing_ok=True)
+        say(f"stopped {name}")
+    stop_cluster()
+
+
+def status() -> int:
+    for name in SERVICES:
+        pid = pid_of(name)
+        print(f"{name:10} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    settings_file = HOME / "permafrost.env"
+    if settings_file.exists():
+        result = permafrost(settings_file, "status", check=False)
+        print(result.stdout.strip() or result.stderr.strip())
+    return 0 if all(pid_of(n) for n in SERVICES) else 1
+
+
+def main() -> int:
+    command = sys.argv[1] if len(sys.argv) > 1 else "up"
+    if command == "env":
+        ensure_env()
+    elif command == "up":
+        up()
+    elif command == "stop":
+        stop()
+    elif command == "status":
+        return status()
+    else:
+        die(f"unknown command {command!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    socket.setdefaulttimeout(30)
+    sys.exit(main())
