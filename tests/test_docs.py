@@ -48,3 +48,36 @@ def test_every_command_the_readme_shows_exists() -> None:
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     used = set(re.findall(r"\bpermafrost ([a-z][a-z-]+)", readme))
     assert used - commands == set()
+
+
+def readme_commands() -> list[list[str]]:
+    """Every `permafrost …` command line in the README's code blocks, as argument lists."""
+    import shlex
+
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:sh|bash)?\n(.*?)```", readme, re.DOTALL)
+    found = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line)  # a trailing comment
+            line = line.rstrip("'")  # archive_command = '… permafrost … %p'
+            match = re.search(r"(?:^|[\s/])permafrost\s+(.*)$", line)
+            if match and not line.lstrip().startswith("#"):
+                found.append(shlex.split(match.group(1)))
+    return found
+
+
+def test_every_command_line_the_readme_shows_parses() -> None:
+    parser = build_parser()
+    commands = readme_commands()
+    assert len(commands) > 40
+    for args in commands:
+        if any("…" in a or "..." in a for a in args):
+            continue
+        try:
+            parser.parse_args(args)
+        except SystemExit:
+            shown = " ".join(args)
+            raise AssertionError(
+                f"README shows `permafrost {shown}`, which does not parse"
+            ) from None
