@@ -92,7 +92,7 @@ have_docker() {
 compose() { docker compose --profile "${PERMAFROST_PROFILE:-local}" "$@"; }
 
 docker_up() {
-  "$PYTHON" scripts/stack.py env
+  "$PYTHON" scripts/stack.py env --docker-local
   say "building the image and starting the stack with Docker Compose"
   compose up -d --build --wait
   compose exec -T scheduler permafrost backup

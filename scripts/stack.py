@@ -85,6 +85,37 @@ def set_env_values(path: Path, values: dict[str, str]) -> None:
     path.chmod(0o600)
 
 
+# `docker compose --profile local`: the sample database, MinIO and Mailpit, as the services see
+# them on the compose network. Filled in only where .env leaves them empty.
+DOCKER_LOCAL = {
+    "DB_HOST": "db",
+    "DB_PORT": "5432",
+    "DB_NAME": "shop",
+    "DB_USER": "backup",
+    "STORAGE_URL": "s3://permafrost/backups",
+    "S3_BUCKET": "permafrost",
+    "S3_ENDPOINT_URL": "http://minio:9000",
+    "S3_PROVIDER": "minio",
+    "S3_ACCESS_KEY_ID": "permafrost",
+    "ALERT_EMAIL": "oncall@example.com",
+    "SMTP_HOST": "mailpit",
+    "SMTP_PORT": "1025",
+    "SMTP_TLS": "none",
+}
+
+
+def docker_local_env() -> None:
+    """Point an unconfigured .env at the local profile's services."""
+    current = ensure_env()
+    if current.get("DATABASE_URL") or current.get("DB_HOST"):
+        return  # the operator's own database: leave .env alone
+    values = {k: v for k, v in DOCKER_LOCAL.items() if not current.get(k)}
+    if not current.get("S3_SECRET_ACCESS_KEY"):
+        values["S3_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(24)
+    set_env_values(ENV_FILE, values)
+    say("pointed .env at the local profile's sample database, MinIO and Mailpit")
+
+
 def ensure_env() -> dict[str, str]:
     if not ENV_FILE.exists():
         shutil.copyfile(ROOT / ".env.example", ENV_FILE)
@@ -415,7 +446,10 @@ def status() -> int:
 def main() -> int:
     command = sys.argv[1] if len(sys.argv) > 1 else "up"
     if command == "env":
-        ensure_env()
+        if "--docker-local" in sys.argv:
+            docker_local_env()
+        else:
+            ensure_env()
     elif command == "up":
         up()
     elif command == "stop":

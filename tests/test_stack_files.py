@@ -121,3 +121,36 @@ def test_the_dockerfile_builds_one_non_root_image_with_the_postgresql_binaries()
     assert '"postgresql-${PG_MAJOR}"' in text and '"postgresql-client-${PG_MAJOR}"' in text
     assert re.search(r"^USER permafrost$", text, re.MULTILINE)
     assert "curl" in text  # the monitor's healthcheck uses it
+
+
+def test_setup_fills_env_so_the_local_profile_has_everything_it_requires(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dotenv = tmp_path / ".env"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stack.py"), "env", "--docker-local"],
+        env={"PATH": "/usr/bin:/bin", "PERMAFROST_DOTENV": str(dotenv)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "lost key means lost backups" in result.stderr
+    values = dict(
+        line.split("=", 1)
+        for line in dotenv.read_text().splitlines()
+        if "=" in line and line[0] != "#"
+    )
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", (ROOT / "docker-compose.yml").read_text()))
+    assert required and all(values.get(name) for name in required), required
+    assert values["DB_HOST"] == "db" and values["S3_ENDPOINT_URL"] == "http://minio:9000"
+    assert values["SMTP_HOST"] == "mailpit" and values["MONITOR_API_TOKEN"]
+    assert oct(dotenv.stat().st_mode & 0o777) == "0o600"
+    before = dotenv.read_text()
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stack.py"), "env", "--docker-local"],
+        env={"PATH": "/usr/bin:/bin", "PERMAFROST_DOTENV": str(dotenv)},
+        check=True,
+        capture_output=True,
+    )
+    assert dotenv.read_text() == before  # twice changes nothing
