@@ -276,20 +276,23 @@ def verify(name: str) -> Any:
     return queue("verify", {"backup_id": record.id}, _api_actor())
 
 
-def _json_body() -> dict[str, Any]:
+def _json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
     if not request.data:
         return {}
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         abort(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
     return body
 
 
 @blueprint.post("/restore-test")
 @token_required
 def restore_test() -> Any:
-    body = _json_body()
-    name = body.get("backup_id") or body.get("backup")
+    body = _json_body(("backup_id", "database"))
+    name = body.get("backup_id")
     database = body.get("database")
     if name is not None:
         if not isinstance(name, str):
@@ -313,7 +316,7 @@ def restore_test() -> Any:
 @blueprint.post("/backup/run-now")
 @token_required
 def run_now() -> Any:
-    body = _json_body()
+    body = _json_body(("database", "kind", "tier"))
     payload: dict[str, Any] = {}
     kind = body.get("kind", "logical")
     if kind not in BACKUP_KINDS:

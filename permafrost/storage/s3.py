@@ -8,6 +8,7 @@ connections back off and try again; what is left when they give up is translated
 from __future__ import annotations
 
 import builtins
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -35,6 +36,7 @@ class S3Storage:
     def __init__(self, settings: StorageSettings) -> None:
         self.bucket = settings.bucket
         self.endpoint = settings.endpoint_url or "AWS S3"
+        self.attempts = settings.max_attempts
         self._client = _client(settings)
 
     @property
@@ -51,6 +53,23 @@ class S3Storage:
             self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        """An object or a range of it. botocore retries a failed request, but not a body cut
+        off after the headers arrived: that is retried here, with the same back-off."""
+        attempt = 1
+        while True:
+            try:
+                return self._get_once(key, offset, length)
+            except StorageError as exc:
+                if (
+                    exc.permanent
+                    or isinstance(exc, NotFound | StorageUnavailable)
+                    or attempt >= self.attempts
+                ):
+                    raise
+                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                attempt += 1
+
+    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
         extra = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)

@@ -1,0 +1,75 @@
+"""Process kills: `kill -9` of `permafrost backup` at many moments (during the dump, the upload,
+around the manifest). Afterwards every backup whose manifest exists verifies, no manifest
+exists without all its data, and retention removes what the killed runs left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PERMAFROST, make_sample_database, run
+from tests.faults.conftest import Ledger
+from tests.services import Cluster
+
+BLOB = """
+CREATE TABLE blob AS
+SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS m
+FROM generate_series(1, 120000) g;
+"""
+FRACTIONS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
+
+
+@pytest.fixture(scope="module")
+def kill_db(pg: Cluster) -> str:
+    return make_sample_database(pg, extra_sql=BLOB)
+
+
+def test_kill_9_at_many_moments_loses_nothing_and_retention_cleans_up(
+    env: dict[str, str], pg: Cluster, kill_db: str, tmp_path: Path, ledger: Ledger
+) -> None:
+    bucket = tmp_path / "bucket"
+    kenv = {
+        **env,
+        "STORAGE_URL": f"file://{bucket}",
+        "DATABASE_URL": env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + kill_db,
+        "UPLOAD_PART_SIZE_MB": "5",
+        "RETENTION_MIN_KEEP": "50",  # so retention removes only what the kills left behind
+    }
+    run(kenv, "init")
+    started = time.monotonic()
+    run(kenv, "backup")  # how long one takes, start-up included: kill at fractions of it
+    duration = time.monotonic() - started
+    killed = 0
+    for delay in (duration * f for f in FRACTIONS):
+        proc = subprocess.Popen(
+            [PERMAFROST, "backup"], env=kenv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    assert killed >= 6, "the backups finished before they could be killed"
+    folders = [f for f in (bucket / "standard" / kill_db).iterdir()]
+    complete = [f for f in folders if (f / "manifest.json").exists()]
+    for folder in complete:  # a manifest never exists without all its data
+        result = run(kenv, "verify", folder.name)
+        assert "verified" in result.stdout
+    # Age everything the killed runs left (orphans, staged parts) past retention's limits.
+    old = time.time() - 3 * 86400
+    for path in bucket.rglob("*"):
+        os.utime(path, (old, old), follow_symlinks=False)
+    run(kenv, "retention", "--apply")
+    left = [f for f in (bucket / "standard" / kill_db).iterdir()]
+    assert sorted(f.name for f in left) == sorted(f.name for f in complete)
+    assert (
+        not list((bucket / ".multipart").rglob("*")) if (bucket / ".multipart").exists() else True
+    )
+    for folder in left:
+        run(kenv, "verify", folder.name)
+    ledger.record("process kills: backup kill -9", injected=killed, survived=killed)
