@@ -73,3 +73,40 @@ def test_kill_9_at_many_moments_loses_nothing_and_retention_cleans_up(
     for folder in left:
         run(kenv, "verify", folder.name)
     ledger.record("process kills: backup kill -9", injected=killed, survived=killed)
+
+
+def test_kill_9_of_wal_push_mid_upload_then_the_retry_archives_it(
+    env: dict[str, str], tmp_path: Path, ledger: Ledger, request: pytest.FixtureRequest
+) -> None:
+    from tests.faults.proxy import Plan
+    from tests.helpers import objects
+
+    proxy = request.getfixturevalue("proxy")
+    s3 = request.getfixturevalue("s3")
+    bucket = request.getfixturevalue("bucket")
+    wenv = {**env, "S3_ENDPOINT_URL": proxy.url, "WAL_PREFETCH": "0"}
+    segment = tmp_path / "000000010000000000000007"
+    segment.write_bytes(os.urandom(1024 * 1024) * 16)
+    run(wenv, "init")
+    proxy.set(Plan("stall", method="PUT", nth={1}, stall_seconds=4.0))
+    try:
+        push = subprocess.Popen(
+            [PERMAFROST, "wal-push", str(segment)],
+            env=wenv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(2.0)  # the upload is stalled at the proxy: kill it mid-flight
+        assert push.poll() is None
+        push.send_signal(signal.SIGKILL)
+        push.wait()
+    finally:
+        proxy.clear()
+    time.sleep(2.5)  # the stalled request reaches the S3 server after its sender died
+    run(wenv, "wal-push", str(segment))  # what PostgreSQL does next: it retries the file
+    out = tmp_path / "fetched"
+    run(wenv, "wal-fetch", segment.name, str(out))
+    assert out.read_bytes() == segment.read_bytes()
+    keys = [k for k in objects(s3, bucket, "backups/wal/") if k.endswith(".pfe")]
+    assert keys == [f"backups/wal/main/00000001/{segment.name}.pfe"]
+    ledger.record("process kills: wal-push kill -9", injected=1, survived=1)
