@@ -18,6 +18,7 @@ from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
 
 STAGING = ".multipart"
+TEMPORARY = "temporary-file"  # the upload id of a write's leftover temporary file
 
 
 class LocalStorage:
@@ -123,17 +124,33 @@ class LocalStorage:
         shutil.rmtree(folder, ignore_errors=True)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
+        if upload_id == TEMPORARY:
+            # A write's temporary file, left by a process killed before its rename.
+            path = self._path(key)
+            if path.name.startswith(".tmp-"):
+                path.unlink(missing_ok=True)
+                self._prune(path.parent)
+            return
         shutil.rmtree(self.root / STAGING / _safe_id(upload_id), ignore_errors=True)
 
     def list_multipart(self, prefix: str) -> Iterator[PendingUpload]:
         staging = self.root / STAGING
-        if not staging.is_dir():
-            return
-        for folder in sorted(staging.iterdir()):
-            key_file = folder / "key"
+        for upload in sorted(staging.iterdir()) if staging.is_dir() else []:
+            key_file = upload / "key"
             if key_file.exists() and key_file.read_text().startswith(prefix):
                 started = datetime.fromtimestamp(key_file.stat().st_mtime, UTC)
-                yield PendingUpload(key_file.read_text(), folder.name, started)
+                yield PendingUpload(key_file.read_text(), upload.name, started)
+        # Temporary files of writes that never finished (the process was killed): abandoned
+        # uploads too, which retention aborts once they are old enough.
+        for folder, dirs, files in os.walk(self._search_root(prefix)):
+            dirs[:] = [d for d in dirs if not (folder == str(self.root) and d == STAGING)]
+            for name in files:
+                if name.startswith(".tmp-"):
+                    path = Path(folder) / name
+                    key = path.relative_to(self.root).as_posix()
+                    if key.startswith(prefix):
+                        started = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                        yield PendingUpload(key, TEMPORARY, started)
 
     # --- helpers ----------------------------------------------------------------------------
 

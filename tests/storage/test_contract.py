@@ -162,3 +162,15 @@ def test_it_says_when_the_bucket_does_not_exist(s3: S3Server) -> None:
         storage.check()
     with pytest.raises(StorageUnavailable, match="does not exist"):
         storage.put("k", b"x")
+
+
+def test_local_storage_lists_and_aborts_a_killed_writes_temporary_file(tmp_path: Path) -> None:
+    storage = open_storage(StorageSettings(url=f"file://{tmp_path}"))
+    storage.put("t/a/one", b"kept")
+    leftover = tmp_path / "t" / "a" / ".tmp-deadbeef"
+    leftover.write_bytes(b"half a write")
+    pending = [u for u in storage.list_multipart("t/") if u.key.endswith(".tmp-deadbeef")]
+    assert len(pending) == 1
+    assert [i.key for i in storage.list("t/")] == ["t/a/one"]  # never listed as an object
+    storage.abort_multipart(pending[0].key, pending[0].upload_id)
+    assert not leftover.exists() and storage.get("t/a/one") == b"kept"
