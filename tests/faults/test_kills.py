@@ -110,3 +110,58 @@ def test_kill_9_of_wal_push_mid_upload_then_the_retry_archives_it(
     keys = [k for k in objects(s3, bucket, "backups/wal/") if k.endswith(".pfe")]
     assert keys == [f"backups/wal/main/00000001/{segment.name}.pfe"]
     ledger.record("process kills: wal-push kill -9", injected=1, survived=1)
+
+
+def test_kill_9_of_the_leading_scheduler_mid_backup_the_standby_finishes_the_job(
+    env: dict[str, str],
+    pg: Cluster,
+    metadata_db: str,
+    source_db: str,
+    tmp_path: Path,
+    ledger: Ledger,
+) -> None:
+    import psycopg
+
+    from tests.test_scheduler import QUIET, Scheduler, leader, query, wait_for
+
+    extra = {
+        **QUIET,
+        "DB_NAME": source_db,
+        "BACKUP_SCHEDULE": "0 0 1 1 *",  # due on 1 January: missed, so run once at election
+        "SCHEDULE_MISFIRE_GRACE": "400d",
+    }
+    blocker = psycopg.connect(pg.url(source_db))
+    blocker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
+    first = Scheduler({**env, **extra}, tmp_path / "first.log")
+    try:
+        wait_for(
+            lambda: query(pg, metadata_db, "SELECT 1 FROM job_runs WHERE status = 'running'"),
+            "the first scheduler's backup to start",
+        )
+        second = Scheduler({**env, **extra}, tmp_path / "second.log")
+        wait_for(
+            lambda: query(pg, metadata_db, "SELECT 1 FROM heartbeats WHERE role = 'standby'"),
+            "the standby",
+        )
+        first.kill()  # kill -9 in the middle of the backup
+        blocker.close()
+        wait_for(
+            lambda: (leader(pg, metadata_db) or "").endswith(f":{second.pid}"),
+            "the standby to lead",
+        )
+        wait_for(
+            lambda: query(pg, metadata_db, "SELECT 1 FROM job_runs WHERE status = 'succeeded'"),
+            "the new leader's backup",
+            timeout=90,
+        )
+        assert second.stop() == 0
+    finally:
+        for process in (first,):
+            if process.proc.poll() is None:
+                process.kill()
+    runs = query(pg, metadata_db, "SELECT status, error FROM job_runs ORDER BY id")
+    assert [r[0] for r in runs] == ["aborted", "succeeded"], runs
+    assert "died" in runs[0][1]
+    completed = query(pg, metadata_db, "SELECT count(*) FROM backups WHERE status = 'completed'")
+    assert completed == [(1,)]
+    ledger.record("process kills: leading scheduler mid-backup", injected=1, survived=1)

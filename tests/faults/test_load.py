@@ -19,7 +19,7 @@ from tests.faults.conftest import Ledger
 from tests.services import Cluster, free_port
 
 CLIENTS = 50
-SECONDS = 15
+SECONDS = 60
 PAGES = [
     ("/", "text/html"),
     ("/backups", "text/html"),
