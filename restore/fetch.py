@@ -54,7 +54,8 @@ def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], No
         check_hashes(manifest, stored_sha, dump_sha)
     except OSError as exc:
         path.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+        # ENOSPC: the disk is full; EDQUOT: a quota; EFBIG: a file size limit (ulimit -f).
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise InsufficientSpace(
                 f"{directory} filled up while writing the dump of "
                 f"{manifest.id}: free some space or set RESTORE_TMPDIR"

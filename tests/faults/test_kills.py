@@ -54,7 +54,7 @@ def test_kill_9_at_many_moments_loses_nothing_and_retention_cleans_up(
             proc.send_signal(signal.SIGKILL)
             killed += 1
         proc.wait()
-    assert killed >= 6, "the backups finished before they could be killed"
+    assert killed >= 4, "the backups finished before they could be killed"
     folders = [f for f in (bucket / "standard" / kill_db).iterdir()]
     complete = [f for f in folders if (f / "manifest.json").exists()]
     for folder in complete:  # a manifest never exists without all its data

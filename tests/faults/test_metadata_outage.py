@@ -50,6 +50,9 @@ def test_the_store_down_mid_backup_and_mid_requests_loses_nothing(
     client = app.test_client()
     assert client.get("/health").status_code == 200
 
+    # pg_dump waits on a table lock, so the store can be stopped while the backup is running.
+    blocker = psycopg.connect(pg.url(db))
+    blocker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
     backup = subprocess.Popen(
         [PERMAFROST, "backup", "--json"],
         env=senv,
@@ -57,8 +60,15 @@ def test_the_store_down_mid_backup_and_mid_requests_loses_nothing(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(0.8)  # the backup has started and recorded itself
+    deadline = time.monotonic() + 60
+    with psycopg.connect(store.url("permafrost"), autocommit=True) as conn:
+        while not conn.execute(
+            "SELECT 1 FROM permafrost.backups WHERE status = 'running'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the backup never recorded its start"
+            time.sleep(0.1)
     store.stop("immediate")
+    blocker.close()
     out, err = backup.communicate(timeout=300)
     assert backup.returncode == 0, err
     second = loads(out)["id"]

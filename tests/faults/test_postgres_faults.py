@@ -37,11 +37,13 @@ def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
     assert result.returncode == 7 and result.stderr.count("\n") == 1, result.stderr
     assert "cannot connect" in result.stderr or "connection" in result.stderr
 
-    # 2. The connection is cut while pg_dump streams.
+    # 2. The connection is cut under pg_dump (held on a table lock, so it is surely there).
+    blocker = psycopg.connect(pg.url(db))
+    blocker.execute("LOCK TABLE blob IN ACCESS EXCLUSIVE MODE")
     proc = subprocess.Popen(
         [PERMAFROST, "backup"], env=denv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     killed = 0
     while not killed and time.monotonic() < deadline:
         killed = len(
@@ -51,6 +53,7 @@ def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
             )
         )
         time.sleep(0.05)
+    blocker.close()
     _, err = proc.communicate(timeout=120)
     assert killed, "pg_dump was never seen"
     assert proc.returncode == 7, err
