@@ -27,6 +27,7 @@ from permafrost.status import collect
 blueprint = Blueprint("api", __name__)
 PER_PAGE = 50
 MAX_PER_PAGE = 200
+MAX_PAGE = 1_000_000  # beyond it the offset overflows PostgreSQL's bigint (found by fuzzing)
 STATUSES = ("running", "completed", "failed", "deleted")
 BACKUP_KINDS = ("logical", "base")
 TIERS = layout.BACKUP_TIERS
@@ -158,7 +159,7 @@ def backup_filters() -> dict[str, str]:
 @blueprint.get("/backups")
 def backups() -> Any:
     filters = backup_filters()
-    page = _int_arg("page", 1)
+    page = _int_arg("page", 1, MAX_PAGE)
     per_page = _int_arg("per_page", PER_PAGE, MAX_PER_PAGE)
     records, total = queries.page_of_backups(catalog(), filters, page, per_page)
     if wants_html():

@@ -98,7 +98,11 @@ def document() -> dict[str, Any]:
                 "get": _read(
                     "backups, newest first, paginated",
                     [
-                        _query("page", {"type": "integer", "minimum": 1}, "page number"),
+                        _query(
+                            "page",
+                            {"type": "integer", "minimum": 1, "maximum": 1000000},
+                            "page number",
+                        ),
                         _query(
                             "per_page",
                             {"type": "integer", "minimum": 1, "maximum": 200},

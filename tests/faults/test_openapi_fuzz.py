@@ -3,6 +3,8 @@ parameters and bodies, through the real application on a real metadata store. No
 
 from __future__ import annotations
 
+import os
+
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
@@ -25,14 +27,20 @@ def test_schemathesis_finds_no_server_error(env: dict[str, str], ledger: Ledger)
             continue  # text, not JSON; served by prometheus_client
         strategy = op.as_strategy()
 
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=int(os.environ.get("FUZZ_EXAMPLES", "60")),
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy)
         def run(case: schemathesis.Case) -> None:
             nonlocal cases
             cases += 1
             response = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
             if response.status_code >= 500:
-                failures.append(f"{case.method} {case.formatted_path}: {response.status_code}")
+                failures.append(
+                    f"{case.method} {case.formatted_path} {case.query}: {response.status_code}"
+                )
 
         run()
     assert failures == []
