@@ -18,7 +18,7 @@ from typing import Any
 from permafrost import cleanup, layout
 from permafrost.backup import Aborted, job_name, run_backup
 from permafrost.context import Context
-from permafrost.errors import CatalogUnavailable, CheckFailed, PermafrostError
+from permafrost.errors import CheckFailed, PermafrostError
 from permafrost.logical import BackupRequest
 from permafrost.settings import Settings
 
@@ -222,8 +222,6 @@ def _alert_key(spec: JobSpec) -> str:
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, PermafrostError | Aborted):
         return " ".join(str(exc).split())
-    if isinstance(exc, CatalogUnavailable):
-        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

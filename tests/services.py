@@ -48,7 +48,17 @@ def _as_owner() -> list[str]:
 class Cluster:
     """A throwaway PostgreSQL cluster in a temporary directory."""
 
-    def __init__(self, name: str = "pg", settings: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "pg",
+        settings: dict[str, str] | None = None,
+        *,
+        initdb_args: tuple[str, ...] = (),
+        start_prefix: tuple[str, ...] = (),
+    ) -> None:
+        # initdb_args: extra initdb options (--wal-segsize=1); start_prefix: a command the
+        # server is started under (prlimit --fsize=… for a target that runs out of space).
+        self.initdb_args, self.start_prefix = initdb_args, start_prefix
         self.root = Path(tempfile.mkdtemp(prefix=f"permafrost-{name}-"))
         self.data = self.root / "data"
         self.port = free_port()
@@ -79,6 +89,7 @@ class Cluster:
                 "-E",
                 "UTF8",
                 "--locale=C",
+                *self.initdb_args,
             ],
             check=True,
             capture_output=True,
@@ -101,6 +112,7 @@ class Cluster:
     def start(self) -> Cluster:
         subprocess.run(
             [
+                *self.start_prefix,
                 *_as_owner(),
                 str(self.bin / "pg_ctl"),
                 "-D",

@@ -92,6 +92,19 @@ def http(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int
         return 0, None
 
 
+def finished(task_url: str, what: str) -> dict[str, Any]:
+    """A queued task once it has succeeded or failed."""
+
+    def done() -> dict[str, Any] | None:
+        task = http("GET", task_url)[1]
+        return (
+            task if isinstance(task, dict) and task["status"] in ("succeeded", "failed") else None
+        )
+
+    found: dict[str, Any] = wait_for(done, what)
+    return found
+
+
 def test_an_operators_day_with_the_three_services(
     pg: Cluster,
     metadata_cluster: Cluster,
@@ -138,19 +151,18 @@ def test_an_operators_day_with_the_three_services(
     services = {name: Service(name, env, tmp_path) for name in ("scheduler", "monitor", "restore")}
     try:
         wait_for(lambda: http("GET", base + "/health")[0] == 200, "the monitor's /health")
-        wait_for(lambda: http("GET", base + "/status")[1]["scheduler"]["alive"], "a live scheduler")
+        wait_for(
+            lambda: (
+                isinstance(body := http("GET", base + "/status")[1], dict)
+                and body["scheduler"]["alive"]
+            ),
+            "a live scheduler",
+        )
 
         # Run now: the scheduler takes the task and backs up.
         status, queued = http("POST", base + "/backup/run-now", {"database": source_db})
         assert status == 202, queued
-        task = wait_for(
-            lambda: (
-                (t := http("GET", base + queued["status_url"])[1])["status"]
-                in ("succeeded", "failed")
-                and t
-            ),
-            "the scheduler to take the backup task",
-        )
+        task = finished(base + queued["status_url"], "the scheduler to take the backup task")
         assert task["status"] == "succeeded", services["scheduler"].output()
         backup_id = task["result"]["backups"][0]["backup_id"]
         listed = http("GET", base + f"/backups?database={source_db}")[1]
@@ -163,13 +175,8 @@ def test_an_operators_day_with_the_three_services(
         # A test restore, done by the restore worker.
         status, queued = http("POST", base + "/restore-test", {"database": source_db})
         assert status == 202, queued
-        task = wait_for(
-            lambda: (
-                (t := http("GET", base + queued["status_url"])[1])["status"]
-                in ("succeeded", "failed")
-                and t
-            ),
-            "the restore worker to finish the test restore",
+        task = finished(
+            base + queued["status_url"], "the restore worker to finish the test restore"
         )
         assert task["status"] == "succeeded", services["restore"].output()
         shown = http("GET", base + f"/backup/{backup_id}")[1]

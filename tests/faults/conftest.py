@@ -16,6 +16,16 @@ import pytest
 from tests.faults.proxy import FaultProxy
 from tests.services import S3Server
 
+
+def blob(rows: int) -> str:
+    """SQL for a table of `rows` rows that compress poorly (about 100 bytes each): enough data
+    for a multipart upload, ranged downloads, and a dump that takes long enough to interrupt."""
+    return (
+        "CREATE TABLE blob AS SELECT g, md5(g::text) || md5((g * 7)::text)"
+        f" || md5((g * 13)::text) AS m FROM generate_series(1, {rows}) g;"
+    )
+
+
 ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "reliability.json"
 
 

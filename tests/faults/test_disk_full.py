@@ -10,14 +10,9 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import PERMAFROST, make_sample_database, run
-from tests.faults.conftest import Ledger
+from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads
 from tests.services import Cluster
-
-BLOB = """
-CREATE TABLE blob AS SELECT g, md5(g::text) || md5((g * 7)::text) AS m
-FROM generate_series(1, 60000) g;
-"""
 
 
 def _limit_file_size() -> None:
@@ -28,7 +23,7 @@ def _limit_file_size() -> None:
 def test_the_temporary_directory_filling_up_fails_the_restore_cleanly(
     env: dict[str, str], pg: Cluster, tmp_path: Path, ledger: Ledger
 ) -> None:
-    db = make_sample_database(pg, extra_sql=BLOB)
+    db = make_sample_database(pg, extra_sql=blob(60000))
     denv = {**env, "DATABASE_URL": env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db}
     backup = loads(run(denv, "backup", "--json").stdout)
     assert backup["dump_size_bytes"] > 2 * 1024 * 1024  # bigger than the limit

@@ -13,20 +13,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import PERMAFROST, make_sample_database, run
-from tests.faults.conftest import Ledger
+from tests.faults.conftest import Ledger, blob
 from tests.services import Cluster
 
-BLOB = """
-CREATE TABLE blob AS
-SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS m
-FROM generate_series(1, 120000) g;
-"""
 FRACTIONS = [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]
 
 
 @pytest.fixture(scope="module")
 def kill_db(pg: Cluster) -> str:
-    return make_sample_database(pg, extra_sql=BLOB)
+    return make_sample_database(pg, extra_sql=blob(120000))
 
 
 def test_kill_9_at_many_moments_loses_nothing_and_retention_cleans_up(

@@ -16,15 +16,9 @@ import pytest
 from monitor.app import create_app
 from permafrost.settings import Settings
 from tests.conftest import PERMAFROST, make_sample_database, run
-from tests.faults.conftest import Ledger
+from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads
 from tests.services import Cluster
-
-BLOB = """
-CREATE TABLE blob AS
-SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS m
-FROM generate_series(1, 120000) g;
-"""
 
 
 @pytest.fixture
@@ -37,7 +31,7 @@ def store() -> Iterator[Cluster]:
 def test_the_store_down_mid_backup_and_mid_requests_loses_nothing(
     env: dict[str, str], pg: Cluster, store: Cluster, ledger: Ledger
 ) -> None:
-    db = make_sample_database(pg, extra_sql=BLOB)
+    db = make_sample_database(pg, extra_sql=blob(120000))
     store.create_database("permafrost")
     senv = {
         **env,

@@ -10,15 +10,9 @@ import time
 import psycopg
 
 from tests.conftest import PERMAFROST, make_sample_database, run
-from tests.faults.conftest import Ledger
+from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads, objects, pending_uploads
 from tests.services import Cluster, S3Server, free_port
-
-BLOB = """
-CREATE TABLE blob AS
-SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS m
-FROM generate_series(1, 200000) g;
-"""
 
 
 def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
@@ -29,7 +23,7 @@ def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
     metadata_db: str,
     ledger: Ledger,
 ) -> None:
-    db = make_sample_database(pg, extra_sql=BLOB)
+    db = make_sample_database(pg, extra_sql=blob(200000))
     denv = {**env, "DATABASE_URL": env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db}
     # 1. The source is down.
     down = {**denv, "DATABASE_URL": f"postgresql://postgres:x@127.0.0.1:{free_port()}/{db}"}

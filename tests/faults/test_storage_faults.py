@@ -18,22 +18,16 @@ import pytest
 from monitor.alerts import Evaluator
 from permafrost.settings import Settings
 from tests.conftest import make_sample_database, run
-from tests.faults.conftest import Ledger
+from tests.faults.conftest import Ledger, blob
 from tests.faults.proxy import FaultProxy, Plan
 from tests.helpers import loads, objects, pending_uploads, table_digest
 from tests.services import Cluster, S3Server
-
-BLOB = """
-CREATE TABLE blob AS
-SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS m
-FROM generate_series(1, 120000) g;
-"""
 
 
 @pytest.fixture(scope="module")
 def big_db(pg: Cluster) -> str:
     # About 14 MB of dump, 6 MB stored: a multipart upload of two parts, ranged downloads.
-    return make_sample_database(pg, extra_sql=BLOB)
+    return make_sample_database(pg, extra_sql=blob(120000))
 
 
 def through(env: dict[str, str], proxy: FaultProxy, db: str) -> dict[str, str]:
