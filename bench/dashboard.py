@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from permafrost.catalog.store import connect  # noqa: E402
-from permafrost.settings import Secret  # noqa: E402
+from permafrost.config.settings import Secret  # noqa: E402
 from tests.services import Cluster, free_port  # noqa: E402
 
 PERMAFROST = str(Path(sys.executable).parent / "permafrost")

@@ -49,7 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import MB, PERMAFROST, wait_for_quiet
 
-from permafrost import crypto, wal
+from permafrost.repo import crypto
+from permafrost.wal import segment as wal
 from tests.services import Cluster, S3Server, pg_bin
 
 SEGMENT = 16 * 1024 * 1024

@@ -38,6 +38,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import (
     CatalogUnavailable,
@@ -47,8 +48,7 @@ from permafrost.errors import (
     PermafrostError,
     StorageError,
 )
-from permafrost.progress import human_bytes
-from permafrost.settings import Settings
+from permafrost.text import human_bytes, iso, one_line, spoken_duration
 
 if TYPE_CHECKING:
     from monitor.notify import Delivery
@@ -230,7 +230,7 @@ def _backup_failed(run: _Run) -> list[Finding]:
         if any(f"job_failed:{job}:{name}" in scheduled for job in jobs):
             continue
         key = f"backup_failed:{name}" if kind == "logical" else f"backup_failed:{name}:{kind}"
-        error = _one_line(row["error"] or "no error recorded", 120)
+        error = one_line(row["error"] or "no error recorded", 120)
         what = "backup" if kind == "logical" else f"{kind} backup"
         good = run.rows(
             "SELECT id, coalesce(finished_at, started_at) AS at FROM backups"
@@ -253,11 +253,11 @@ def _backup_failed(run: _Run) -> list[Finding]:
                     "kind": kind,
                     "tier": row["tier"],
                     "backup_id": row["id"],
-                    "started_at": _iso(row["started_at"]),
-                    "error": _one_line(row["error"] or "", 1000),
+                    "started_at": iso(row["started_at"]),
+                    "error": one_line(row["error"] or "", 1000),
                     "description": row["description"] or "",
                     "last_successful_backup": good[0]["id"] if good else None,
-                    "last_successful_at": _iso(good[0]["at"]) if good else None,
+                    "last_successful_at": iso(good[0]["at"]) if good else None,
                 },
                 runbook,
             )
@@ -279,15 +279,15 @@ def _backup_stale(run: _Run) -> list[Finding]:
     for db in sorted(set(run.settings.source.databases) | set(known)):
         row = known.get(db)
         runbook = f"permafrost status\npermafrost backup --database {db}"
-        facts: dict[str, Any] = {"database": db, "max_backup_age": humanise(limit)}
+        facts: dict[str, Any] = {"database": db, "max_backup_age": spoken_duration(limit)}
         if row is None or row["newest"] is None:
             waited = (run.now - run.installed).total_seconds()
             if waited <= limit:
                 continue
-            facts |= {"newest_backup": None, "catalog_created_at": _iso(run.installed)}
+            facts |= {"newest_backup": None, "catalog_created_at": iso(run.installed)}
             summary = (
                 f"no successful backup of {db} ever (the catalog was created "
-                f"{humanise(waited)} ago)"
+                f"{spoken_duration(waited)} ago)"
             )
         else:
             age = (run.now - row["newest"]).total_seconds()
@@ -295,11 +295,11 @@ def _backup_stale(run: _Run) -> list[Finding]:
                 continue
             facts |= {
                 "newest_backup": row["newest_id"],
-                "newest_backup_at": _iso(row["newest"]),
-                "age": humanise(age),
+                "newest_backup_at": iso(row["newest"]),
+                "age": spoken_duration(age),
                 "age_seconds": int(age),
             }
-            summary = f"no successful backup of {db} for {humanise(age)}"
+            summary = f"no successful backup of {db} for {spoken_duration(age)}"
         out.append(Finding(f"backup_stale:{db}", "critical", _summary(summary), facts, runbook))
     return out
 
@@ -323,7 +323,7 @@ def _scheduler_dead(run: _Run) -> list[Finding]:
                 "scheduler_dead",
                 "critical",
                 _summary(f"{what}: no backups are being scheduled"),
-                {"last_heartbeat": None, "standbys": standbys, "watched": humanise(watched)},
+                {"last_heartbeat": None, "standbys": standbys, "watched": spoken_duration(watched)},
                 runbook,
             )
         ]
@@ -334,15 +334,17 @@ def _scheduler_dead(run: _Run) -> list[Finding]:
     facts = {
         "instance": last["instance"],
         "host": last["host"],
-        "last_heartbeat": _iso(last["beat_at"]),
-        "age": humanise(age),
+        "last_heartbeat": iso(last["beat_at"]),
+        "age": spoken_duration(age),
         "age_seconds": int(age),
     }
     if last["role"] == "stopped":
-        summary = f"the scheduler stopped {humanise(age)} ago: no backups are being scheduled"
+        summary = (
+            f"the scheduler stopped {spoken_duration(age)} ago: no backups are being scheduled"
+        )
     else:
         summary = (
-            f"the scheduler has not written a heartbeat for {humanise(age)}: "
+            f"the scheduler has not written a heartbeat for {spoken_duration(age)}: "
             "no backups are being scheduled"
         )
     return [Finding("scheduler_dead", "critical", summary, facts, runbook)]
@@ -360,7 +362,7 @@ def _verification_failed(run: _Run) -> list[Finding]:
             continue
         db, backup_id = row["database"], row["backup_id"]
         what = "test restore" if row["kind"] == "test_restore" else "verification"
-        error = _one_line(row["error"] or "no error recorded", 120)
+        error = one_line(row["error"] or "no error recorded", 120)
         out.append(
             Finding(
                 f"verification_failed:{db}",
@@ -370,8 +372,8 @@ def _verification_failed(run: _Run) -> list[Finding]:
                     "database": db,
                     "backup_id": backup_id,
                     "kind": row["kind"],
-                    "finished_at": _iso(row["finished_at"]),
-                    "error": _one_line(row["error"] or "", 1000),
+                    "finished_at": iso(row["finished_at"]),
+                    "error": one_line(row["error"] or "", 1000),
                 },
                 f"permafrost show {backup_id}\npermafrost verify {backup_id} --test-restore",
             )
@@ -401,7 +403,7 @@ def _wal_lag(run: _Run) -> list[Finding]:
                     f"no WAL of cluster {cluster} has ever been archived "
                     f"(WAL_ARCHIVING={run.settings.schedules.wal_archiving})"
                 ),
-                {"cluster": cluster, "wal_max_lag": humanise(limit), "last_segment": None},
+                {"cluster": cluster, "wal_max_lag": spoken_duration(limit), "last_segment": None},
                 runbook,
             )
         ]
@@ -415,21 +417,23 @@ def _wal_lag(run: _Run) -> list[Finding]:
         and row["last_error_at"]
         and row["last_error_at"] > row["last_archived_at"]
     ):
-        error = f"; last error: {_one_line(row['last_error'], 80)}"
+        error = f"; last error: {one_line(row['last_error'], 80)}"
     return [
         Finding(
             f"wal_lag:{cluster}",
             "critical",
-            _summary(f"the WAL archive of cluster {cluster} is {humanise(lag)} behind{error}"),
+            _summary(
+                f"the WAL archive of cluster {cluster} is {spoken_duration(lag)} behind{error}"
+            ),
             {
                 "cluster": cluster,
                 "last_segment": row["last_segment"],
-                "last_archived_at": _iso(row["last_archived_at"]),
-                "lag": humanise(lag),
+                "last_archived_at": iso(row["last_archived_at"]),
+                "lag": spoken_duration(lag),
                 "lag_seconds": int(lag),
-                "wal_max_lag": humanise(limit),
+                "wal_max_lag": spoken_duration(limit),
                 "last_error": row["last_error"],
-                "last_error_at": _iso(row["last_error_at"]),
+                "last_error_at": iso(row["last_error_at"]),
             },
             runbook + (f"\npermafrost wal switch --cluster {cluster}"),
         )
@@ -443,7 +447,7 @@ def _wal_gap(run: _Run) -> list[Finding]:
     cluster = run.settings.cluster_name
 
     def compute() -> list[Finding]:
-        from permafrost import walarchive
+        from permafrost.wal import archive as walarchive
 
         report = walarchive.verify(run.ctx.repository(), cluster)
         if not report.gaps:
@@ -526,7 +530,7 @@ def _bucket(run: _Run) -> list[Finding]:
         storage = run.ctx.storage
         storage.check()
     except StorageError as exc:
-        reason = _one_line(str(exc), 160)
+        reason = one_line(str(exc), 160)
         run.bucket_error = reason
         url = run.settings.storage.url
         return [
@@ -565,7 +569,7 @@ def _key_check(run: _Run) -> list[Finding]:
             )
         ]
     except (EncryptionKeyError, ConfigError) as exc:
-        reason = _one_line(str(exc), 300)
+        reason = one_line(str(exc), 300)
         return [
             Finding(
                 "key_check",
@@ -584,7 +588,7 @@ def _lifecycle(run: _Run) -> list[Finding]:
     run.repository_checked()
 
     def compute() -> list[Finding]:
-        from permafrost import lifecycle
+        from permafrost.retention import lifecycle
 
         report = lifecycle.check(run.settings, run.ctx.storage, run.now)
         if report.ok:
@@ -854,33 +858,8 @@ def _ran(catalog: Catalog, now: datetime) -> None:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def humanise(seconds: float) -> str:
-    """27h, 7 minutes, 45 seconds, 3 days: how long, as a person would say it in an alert."""
-    s = max(0, int(seconds))
-    if s < 90:
-        return _plural(s, "second")
-    if s < 2 * 3600:
-        return _plural(s // 60, "minute")
-    if s < 72 * 3600:
-        return f"{s // 3600}h"
-    return _plural(s // 86400, "day")
-
-
-def _plural(count: int, unit: str) -> str:
-    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
-
-
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _summary(text: str) -> str:
-    return _one_line(text, SUMMARY_LIMIT)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.astimezone(UTC).isoformat(timespec="seconds") if moment else None
+    return one_line(text, SUMMARY_LIMIT)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -18,11 +18,11 @@ from monitor.app import catalog, stores, wants_html
 from monitor.auth import token_required
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.backups import record_json
+from permafrost.backup.lookup import record_json
+from permafrost.backup.recovery import ASSUMED_RATE
 from permafrost.catalog.records import BackupRecord, TaskRecord
+from permafrost.catalog.schedulers import collect
 from permafrost.errors import CatalogUnavailable, StorageError
-from permafrost.recovery import ASSUMED_RATE
-from permafrost.status import collect
 
 blueprint = Blueprint("api", __name__)
 PER_PAGE = 50

@@ -20,9 +20,9 @@ from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from permafrost.catalog.store import Catalog, connect
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
-from permafrost.settings import Settings
 
 log = logging.getLogger("permafrost.monitor")
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from flask import Response, abort, current_app, request, session
 
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 

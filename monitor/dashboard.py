@@ -19,8 +19,8 @@ from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboar
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog.records import BackupRecord, VerificationRecord
-from permafrost.progress import human_bytes
-from permafrost.status import collect
+from permafrost.catalog.schedulers import collect
+from permafrost.text import human_bytes, short_duration
 
 blueprint = Blueprint("dashboard", __name__)
 CHART_DAYS = 90
@@ -48,7 +48,7 @@ def _helpers() -> dict[str, Any]:
         "actions_enabled": dashboard_protected(),
         "human_bytes": human_bytes,
         "ago": ago,
-        "duration": duration,
+        "duration": short_duration,
         "when": when,
     }
 
@@ -57,18 +57,7 @@ def ago(moment: datetime | None, now: datetime | None = None) -> str:
     if moment is None:
         return "never"
     seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    return f"{duration(seconds)} ago"
-
-
-def duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 3 * 86400:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86400} days"
+    return f"{short_duration(seconds)} ago"
 
 
 def when(moment: datetime | str | None) -> str:
@@ -143,7 +132,7 @@ def overview() -> Any:
         jobs=queries.job_history(cat, 15),
         storage=sorted(storage.items()),
         chart=chart(queries.history(cat, now - timedelta(days=CHART_DAYS)), now),
-        max_age=duration(limit),
+        max_age=short_duration(limit),
         now=now,
     )
 
@@ -173,7 +162,7 @@ def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
         "dots": dots,
         "line": " ".join(line),
         "top_size": human_bytes(top_size),
-        "top_seconds": duration(top_seconds),
+        "top_seconds": short_duration(top_seconds),
         "count": len(points),
     }
 

@@ -32,9 +32,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from permafrost.backup.recovery import ASSUMED_RATE
+from permafrost.catalog.db import db_errors
 from permafrost.catalog.store import Catalog
-from permafrost.recovery import ASSUMED_RATE
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 
 __all__ = ["CONTENT_TYPE", "RATE_SAMPLES", "SEVERITIES", "StoreCollector", "render"]
 
@@ -148,7 +149,7 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     """Run the scrape's queries (autocommit: the connection may be shared with other requests)."""
     conn = catalog.conn
     snap = _Snapshot()
-    with catalog._errors("read the metrics"):
+    with db_errors("read the metrics"):
         newest: dict[tuple[str, str], list[_Newest]] = defaultdict(list)
         for db, kind, tier, status, count, last_at, *picked in conn.execute(_BACKUPS):
             snap.counts[(db, tier, status)] = snap.counts.get((db, tier, status), 0) + count
@@ -192,7 +193,7 @@ class _Newest:
 
 
 def _recovery_backups(newest: dict[tuple[str, str], list[_Newest]]) -> list[tuple[str, int]]:
-    """The dump size of the backup a recovery would use, as permafrost.recovery.usable_backups
+    """The dump size of the backup a recovery would use, as recovery.usable_backups
     picks it: the newest verified completed logical backup of a database, else its newest."""
     dumps = []
     for (db, kind), tiers in sorted(newest.items()):
@@ -212,7 +213,7 @@ def _recovery(
     dumps: Iterable[tuple[str, int]], rates: Iterable[tuple[Any, ...]]
 ) -> dict[str, float]:
     """Seconds to restore each database: dump bytes over the median measured rate (of that
-    database, else of any), else the assumed rate, as permafrost.recovery.estimate does."""
+    database, else of any), else the assumed rate, as permafrost.backup.recovery.estimate does."""
     own: dict[str, list[float]] = defaultdict(list)
     anywhere: list[float] = []
     for db, rate, in_database, in_all in rates:

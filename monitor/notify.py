@@ -34,9 +34,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from permafrost import __version__
+from permafrost.config.settings import Secret, Settings
 from permafrost.errors import CatalogUnavailable
-from permafrost.progress import human_bytes
-from permafrost.settings import Secret, Settings
+from permafrost.text import human_bytes, one_line, spoken_duration
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
@@ -318,7 +318,7 @@ def post_webhook(settings: Settings, text: str) -> None:
 
 def subject(alert: dict[str, Any], event: str) -> str:
     """[permafrost] CRITICAL: …, [permafrost] REMINDER: CRITICAL: …, [permafrost] RESOLVED: …"""
-    summary = _one_line(alert["summary"], 160)
+    summary = one_line(alert["summary"], 160)
     severity = str(alert["severity"]).upper()
     if event == "resolved":
         return f"[permafrost] RESOLVED: {summary}"
@@ -359,7 +359,7 @@ def _facts(alert: dict[str, Any], event: str) -> list[tuple[str, str]]:
             shown = f"{human_bytes(value)} ({value} bytes)"
         else:
             shown = str(value)
-        facts.append((name.replace("_", " "), _one_line(shown, 600)))
+        facts.append((name.replace("_", " "), one_line(shown, 600)))
     return facts
 
 
@@ -379,7 +379,7 @@ def email_message(alert: dict[str, Any], event: str, settings: Settings) -> Emai
     width = max(len(name) for name, _ in facts)
     text = "\n".join(
         [
-            _one_line(alert["summary"], 2000),
+            one_line(alert["summary"], 2000),
             "",
             _opening(alert, event),
             "",
@@ -465,7 +465,7 @@ def scrub(text: str, settings: Settings) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret.reveal(), "********")
-    return _one_line(text, 500)
+    return one_line(text, 500)
 
 
 def _once(topic: str, message: str) -> None:
@@ -474,16 +474,9 @@ def _once(topic: str, message: str) -> None:
         log.warning(message)
 
 
-def _one_line(text: str, limit: int) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
 
 
 def _span(delta: timedelta) -> str:
-    from monitor.alerts import humanise
-
-    return humanise(delta.total_seconds())
+    return spoken_duration(delta.total_seconds())

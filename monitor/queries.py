@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row, dict_row
 
+from permafrost.catalog.db import db_errors
 from permafrost.catalog.records import BackupRecord
 from permafrost.catalog.store import Catalog
 
@@ -27,7 +28,7 @@ def page_of_backups(
     if not filters.get("status"):
         where.append("status <> 'deleted'")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    with catalog._errors("list backups"):
+    with db_errors("list backups"):
         row = catalog.conn.execute(f"SELECT count(*) FROM backups{clause}", params).fetchone()
         total = int(row[0]) if row else 0
         with catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur:
@@ -73,13 +74,13 @@ SELECT d.database, k.kind,
 
 def databases(catalog: Catalog) -> list[dict[str, Any]]:
     """Per database and kind: the newest completed and failed backup, and verification state."""
-    with catalog._errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
+    with db_errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(DATABASES_SQL).fetchall()
 
 
 def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
     """Completed backups since a moment, for the size and duration chart (oldest first)."""
-    with catalog._errors("read backup history"), catalog.conn.cursor(row_factory=dict_row) as cur:
+    with db_errors("read backup history"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT database, kind, started_at, size_bytes,"
             " extract(epoch FROM finished_at - started_at)::float AS seconds"
@@ -90,7 +91,7 @@ def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
 
 
 def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
-    with catalog._errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
+    with db_errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
 
 
@@ -100,7 +101,7 @@ def newest_completed(
     """The newest completed logical backup (of one database, or of any; verified ones only)."""
     check = " AND verification_status = 'verified'" if verified else ""
     with (
-        catalog._errors("find the newest backup"),
+        db_errors("find the newest backup"),
         catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
     ):
         return cur.execute(
@@ -111,7 +112,7 @@ def newest_completed(
 
 
 def ping(catalog: Catalog) -> None:
-    with catalog._errors("answer"):
+    with db_errors("answer"):
         catalog.conn.execute("SELECT 1")
 
 

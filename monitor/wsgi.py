@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from monitor.app import create_app
 from permafrost.cli import environment
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 
 app = create_app(Settings.from_env(environment(None)))

@@ -14,8 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from permafrost import __version__, errors
+from permafrost.config.settings import Settings, load_env_file
 from permafrost.context import Context
-from permafrost.settings import Settings, load_env_file
+from permafrost.text import error_line
 
 # Most specific first: the first class an error is an instance of decides its code.
 EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
@@ -47,9 +48,10 @@ def exit_code(exc: errors.PermafrostError) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from monitor import cli as monitor_cli
-    from permafrost import commands, wal_cli
+    from permafrost.commands import repo as commands
+    from permafrost.commands import wal as wal_cli
     from restore import cli as restore_cli
-    from restore import pitr_cli
+    from restore.pitr import cli as pitr_cli
     from scheduler import cli as scheduler_cli
     from scheduler import lifecycle_cli, retention_cli
 
@@ -96,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 logging.getLogger().setLevel(ctx.settings.log_level)
         return int(args.handler(ctx, args))
     except errors.PermafrostError as exc:
-        print(f"permafrost: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"permafrost: error: {error_line(exc)}", file=sys.stderr)
         return exit_code(exc)
     except KeyboardInterrupt:
         print("permafrost: interrupted; nothing partial was kept", file=sys.stderr)
@@ -112,10 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so uploads are aborted and failures recorded on the way out.
     raise KeyboardInterrupt
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
+from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable
-from permafrost.repository import Repository, open_repository
-from permafrost.settings import Settings
+from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
 
 if TYPE_CHECKING:

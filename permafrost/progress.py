@@ -6,19 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(count) < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+from permafrost.text import clock, human_bytes
 
 
 class Progress:
@@ -52,7 +40,7 @@ class Progress:
         share = f" of {human_bytes(self.total)}" if self.total else ""
         return (
             f"{self.label}: {human_bytes(self.done)}{share}, "
-            f"{human_bytes(self.done / elapsed)}/s, {human_duration(elapsed)}"
+            f"{human_bytes(self.done / elapsed)}/s, {clock(elapsed)}"
         )
 
     def close(self) -> None:

@@ -7,7 +7,7 @@ import sys
 
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.backups import (
+from permafrost.backup.lookup import (
     FALLBACK,
     find_backups,
     record_json,
@@ -18,13 +18,13 @@ from permafrost.backups import (
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
-from permafrost.output import one_line, print_json, table, when
-from permafrost.progress import human_bytes
+from permafrost.text import human_bytes, one_line, print_json, table, when
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    from restore import plan_cli, verify_cli
+    from restore import runbook_cli as plan_cli
+    from restore import verify_cli
 
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")

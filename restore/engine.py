@@ -21,17 +21,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from permafrost import pgtools
 from permafrost.audit import actor
-from permafrost.backup import run_backup
-from permafrost.backups import load_manifest
+from permafrost.backup.job import run_backup
+from permafrost.backup.logical import BackupRequest
+from permafrost.backup.lookup import load_manifest
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, UsageError
-from permafrost.logical import BackupRequest
-from permafrost.manifest import Manifest, TableCount
-from permafrost.progress import Progress, human_bytes
-from restore import pgrestore
+from permafrost.postgres import tools as pgtools
+from permafrost.progress import Progress
+from permafrost.repo.manifest import Manifest, TableCount
+from permafrost.text import human_bytes
+from restore import pg_restore as pgrestore
 from restore import target as targets
 from restore.fetch import check_space, fetch_dump, temp_dir
 from restore.target import Target

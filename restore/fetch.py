@@ -15,13 +15,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from permafrost.backups import check_data_object, check_hashes
+from permafrost.backup.lookup import check_data_object, check_hashes
 from permafrost.context import Context
 from permafrost.errors import InsufficientSpace
-from permafrost.manifest import Manifest
-from permafrost.pipeline import Opened
-from permafrost.progress import human_bytes
+from permafrost.repo.manifest import Manifest
+from permafrost.repo.pipeline import Opened
 from permafrost.storage.transfer import read_object
+from permafrost.text import human_bytes
 
 MARGIN = 64 * 1024 * 1024
 

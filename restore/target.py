@@ -13,10 +13,12 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from permafrost import layout, pgtools
+from permafrost import layout
+from permafrost.config.settings import Settings, SourceSettings, source_from_url
 from permafrost.errors import SourceError, TargetError, UsageError
-from permafrost.manifest import TableCount
-from permafrost.settings import Settings, SourceSettings, source_from_url
+from permafrost.postgres import tools as pgtools
+from permafrost.repo.manifest import TableCount
+from permafrost.text import first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -110,7 +112,7 @@ def _ddl(conn: psycopg.Connection, query: Composed) -> None:
     try:
         conn.execute(query)
     except psycopg.Error as exc:
-        raise TargetError(f"{pgtools.first_line(exc)}") from None
+        raise TargetError(f"{first_line(exc)}") from None
 
 
 @contextmanager

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from permafrost.backups import record_verification
+from permafrost.backup.lookup import record_verification
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError

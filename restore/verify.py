@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from permafrost import pgtools
-from permafrost.backups import check_data_object, check_hashes, load_manifest, record_verification
+from permafrost.backup.lookup import (
+    check_data_object,
+    check_hashes,
+    load_manifest,
+    record_verification,
+)
+from permafrost.backup.physical import BACKUP_MANIFEST
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
-from permafrost.manifest import Manifest
-from permafrost.physical import BACKUP_MANIFEST
-from permafrost.pipeline import Opened
+from permafrost.postgres import tools as pgtools
+from permafrost.postgres.tarwatch import TarWatcher
+from permafrost.repo.manifest import Manifest
+from permafrost.repo.pipeline import Opened
 from permafrost.storage.transfer import read_object
-from permafrost.tarwatch import TarWatcher
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from permafrost.backups import resolve
+from permafrost.backup.lookup import resolve
 from permafrost.catalog.records import TaskRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError

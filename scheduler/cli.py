@@ -7,13 +7,13 @@ import argparse
 import sys
 
 from permafrost import layout
-from permafrost.backup import run_backup
-from permafrost.backups import record_from_manifest, record_json
+from permafrost.backup.job import run_backup
+from permafrost.backup.logical import BackupRequest
+from permafrost.backup.lookup import record_from_manifest, record_json
 from permafrost.context import Context
 from permafrost.errors import UsageError
-from permafrost.logical import BackupRequest
-from permafrost.output import print_json
-from permafrost.progress import Progress, human_bytes
+from permafrost.progress import Progress
+from permafrost.text import human_bytes, print_json
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]

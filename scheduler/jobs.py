@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from permafrost import cleanup, layout
-from permafrost.backup import Aborted, job_name, run_backup
+from permafrost import layout
+from permafrost.backup.job import Aborted, job_name, run_backup
+from permafrost.backup.logical import BackupRequest
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
-from permafrost.logical import BackupRequest
-from permafrost.settings import Settings
+from permafrost.retention import apply as cleanup
 
 log = logging.getLogger("permafrost.scheduler")
 Say = Callable[[str], None]
@@ -93,7 +94,7 @@ class Jobs:
         self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
         from uuid import NAMESPACE_URL, uuid5
 
-        from permafrost.pings import ping
+        from scheduler.pings import ping
 
         rid = str(uuid5(NAMESPACE_URL, request.backup_id))  # pairs this start with its end
         ping(self.settings, "start", run_id=rid)
@@ -199,7 +200,7 @@ class Jobs:
         return details
 
     def lifecycle(self, ctx: Context) -> dict[str, Any]:
-        from permafrost import lifecycle
+        from permafrost.retention import lifecycle
 
         report = lifecycle.check(ctx.settings, ctx.storage, datetime.now(UTC))
         if not report.ok:
@@ -207,7 +208,7 @@ class Jobs:
         return {"summary": report.summary()}
 
     def lifecycle_apply(self, ctx: Context) -> dict[str, Any]:
-        from permafrost import lifecycle
+        from permafrost.retention import lifecycle
 
         result = lifecycle.apply(ctx.settings, ctx.storage)
         if not result.ok:

@@ -12,10 +12,10 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from permafrost import lifecycle
 from permafrost.context import Context
 from permafrost.errors import CheckFailed
-from permafrost.output import print_json, table
+from permafrost.retention import lifecycle
+from permafrost.text import print_json, table
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]

@@ -7,12 +7,13 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from permafrost import cleanup, layout, pins
+from permafrost import layout
 from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
-from permafrost.output import print_json, table
-from permafrost.progress import human_bytes
+from permafrost.retention import apply as cleanup
+from permafrost.retention import pins
+from permafrost.text import human_bytes, print_json, table
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog

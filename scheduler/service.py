@@ -31,11 +31,13 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from permafrost import __version__, layout, schedule
+from permafrost import __version__, layout
 from permafrost.catalog.store import TASK_CHANNEL, Catalog
+from permafrost.config import schedule
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
-from permafrost.settings import Settings
+from permafrost.text import first_line
 from scheduler.jobs import Jobs, JobSpec, Say
 
 log = logging.getLogger("permafrost.scheduler")
@@ -126,7 +128,7 @@ class Service:
             try:
                 self._elect(catalog)
             except (CatalogUnavailable, psycopg.Error) as exc:
-                self.say(f"lost the metadata store ({_first_line(exc)}); standing down")
+                self.say(f"lost the metadata store ({first_line(exc)}); standing down")
                 self.stop.wait(2)
             finally:
                 with contextlib.suppress(Exception):
@@ -171,7 +173,7 @@ class Service:
             conn.execute("SET tcp_keepalives_count = 3")
         except psycopg.Error as exc:
             raise CatalogUnavailable(
-                f"cannot reach the metadata store: {_first_line(exc)}"
+                f"cannot reach the metadata store: {first_line(exc)}"
             ) from None
         catalog = Catalog(conn)
         catalog.migrate()
@@ -318,7 +320,7 @@ class Service:
         for run in catalog.running_runs(list(BACKUP_JOBS)):
             kind = "base" if run["job"] == "base_backup" else "logical"
             name = f"{kind}:{run['database']}"
-            from permafrost.backup import BACKUP_LOCK
+            from permafrost.backup.job import BACKUP_LOCK
 
             if catalog.try_lock(BACKUP_LOCK, name):
                 catalog.unlock(BACKUP_LOCK, name)
@@ -355,7 +357,7 @@ class Service:
                     catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
         except (CatalogUnavailable, psycopg.Error) as exc:
             if not self.stop.is_set():
-                self.say(f"the task queue is unreachable ({_first_line(exc)}); retrying soon")
+                self.say(f"the task queue is unreachable ({first_line(exc)}); retrying soon")
         finally:
             if listener is not None:
                 listener.close()
@@ -402,7 +404,7 @@ class Service:
         catalog.finish_task(task.id, "; ".join(errors) or None, {"backups": results})
 
     def _wal_switch(self) -> None:
-        from permafrost import walreceive
+        from permafrost.wal import receive as walreceive
 
         if self.stop.is_set():
             return
@@ -467,11 +469,6 @@ def _next_runs(sched: Any) -> dict[str, str]:
 def catalog_url(settings: Settings) -> str:
     assert settings.metadata_url is not None
     return settings.metadata_url.reveal()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def say(text: str) -> None:

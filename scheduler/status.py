@@ -6,9 +6,9 @@ import argparse
 from datetime import UTC, datetime
 from typing import Any
 
+from permafrost.catalog.schedulers import collect
 from permafrost.context import Context
-from permafrost.output import one_line, print_json, table
-from permafrost.status import collect
+from permafrost.text import one_line, print_json, table
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:

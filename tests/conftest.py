@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from permafrost import crypto
+from permafrost.repo import crypto
 from tests.services import Cluster, S3Server
 
 PERMAFROST = str(Path(sys.executable).parent / "permafrost")

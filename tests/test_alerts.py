@@ -22,15 +22,18 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from monitor.alerts import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings, evaluate, humanise
-from permafrost import crypto, layout, lifecycle
+from monitor.alerts import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings, evaluate
+from permafrost import layout
 from permafrost.catalog.store import Catalog, connect
+from permafrost.config.settings import Settings
 from permafrost.context import Context
-from permafrost.manifest import Manifest
-from permafrost.pings import ping
-from permafrost.settings import Settings
+from permafrost.repo import crypto
+from permafrost.repo.manifest import Manifest
+from permafrost.retention import lifecycle
 from permafrost.storage import open_storage
+from permafrost.text import spoken_duration
 from scheduler.jobs import Jobs, JobSpec
+from scheduler.pings import ping
 from tests.services import S3Server, free_port
 
 ONCALL = ("oncall@example.com", "second@example.com")
@@ -519,10 +522,10 @@ def test_a_scheduled_backup_pings_start_then_success_and_a_failed_one_pings_fail
 
 
 def test_humanised_durations() -> None:
-    assert humanise(27 * 3600 + 59) == "27h"
-    assert humanise(7 * 60 + 3) == "7 minutes"
-    assert humanise(45) == "45 seconds"
-    assert humanise(4 * 86400) == "4 days"
+    assert spoken_duration(27 * 3600 + 59) == "27h"
+    assert spoken_duration(7 * 60 + 3) == "7 minutes"
+    assert spoken_duration(45) == "45 seconds"
+    assert spoken_duration(4 * 86400) == "4 days"
 
 
 # --- the other rules, straight from evaluate ---------------------------------------------------

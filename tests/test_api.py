@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from monitor.app import create_app
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 from tests.conftest import run
 from tests.helpers import loads
 from tests.services import Cluster

@@ -7,7 +7,7 @@ import pty
 import subprocess
 import time
 
-from permafrost import crypto
+from permafrost.repo import crypto
 from tests.conftest import PERMAFROST, make_sample_database, run
 from tests.helpers import get_object, loads, objects, pending_uploads, table_digest
 from tests.services import Cluster, S3Server, free_port

@@ -103,7 +103,7 @@ def test_migrations_apply_once_under_concurrency(pg: Cluster) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     from permafrost.catalog.store import connect
-    from permafrost.settings import Secret
+    from permafrost.config.settings import Secret
 
     name = pg.create_database(unique("migrate"))
     with ThreadPoolExecutor(4) as pool:

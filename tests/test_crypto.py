@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permafrost import crypto, errors
-from permafrost.pipeline import open_bytes
+from permafrost import errors
+from permafrost.repo import crypto
+from permafrost.repo.pipeline import open_bytes
 
 SMALL = 64
 KEY = crypto.MasterKey(bytes(range(32)))

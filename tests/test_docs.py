@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from permafrost.cli import EXIT_CODES, EXIT_INTERRUPTED, build_parser
-from permafrost.settings import Env, _parse
+from permafrost.config.settings import Env, _parse
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,8 +20,10 @@ import pytest
 import zstandard
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from permafrost import crypto, errors, layout, manifest, pipeline, repository
-from permafrost.settings import Settings
+from permafrost import errors, layout
+from permafrost.config.settings import Settings
+from permafrost.repo import config as repository
+from permafrost.repo import crypto, manifest, pipeline
 from permafrost.storage.local import LocalStorage
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from permafrost import lifecycle
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
+from permafrost.retention import lifecycle
 from permafrost.storage.local import LocalStorage
 from tests.conftest import KEY, run
 from tests.services import S3Server

@@ -17,11 +17,11 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import CONTENT_TYPE, render
+from permafrost.backup.recovery import ASSUMED_RATE, estimate
 from permafrost.catalog.store import Catalog, connect
+from permafrost.config.settings import Secret, Settings
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
-from permafrost.recovery import ASSUMED_RATE, estimate
-from permafrost.settings import Secret, Settings
 from tests.services import Cluster
 
 ROOT = Path(__file__).resolve().parent.parent

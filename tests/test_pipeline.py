@@ -7,8 +7,9 @@ import os
 import pytest
 import zstandard
 
-from permafrost import crypto, errors
-from permafrost.pipeline import Opened, open_bytes
+from permafrost import errors
+from permafrost.repo import crypto
+from permafrost.repo.pipeline import Opened, open_bytes
 
 KEY = crypto.MasterKey(os.urandom(32))
 RING = crypto.Keyring(KEY)

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from permafrost import crypto
-from permafrost.manifest import parse
+from permafrost.repo import crypto
+from permafrost.repo.manifest import parse
 from tests.conftest import KEY, run
 from tests.helpers import flip_byte, get_object, loads, put_object, table_digest
 from tests.services import Cluster, free_port
@@ -135,7 +135,7 @@ def test_a_row_count_mismatch_fails_and_leaves_no_target(env, pg, s3, bucket, ba
         if row["table"] == "customers":
             row["rows"] += 1  # the manifest now promises one customer more
     key = crypto.MasterKey(crypto.raw_key(KEY))  # type: ignore[arg-type]
-    from permafrost.manifest import _from_body
+    from permafrost.repo.manifest import _from_body
 
     put_object(s3, bucket, backup["manifest_key"], _from_body(body).to_json(key))
     result = run(env, "restore", "latest", "--target-db", target, check=False)

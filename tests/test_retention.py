@@ -11,8 +11,8 @@ import psycopg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from permafrost.retention import Item, Pin, plan
-from permafrost.settings import RetentionSettings
+from permafrost.config.settings import RetentionSettings
+from permafrost.retention.plan import Item, Pin, plan
 from tests.conftest import run
 from tests.helpers import loads, objects
 from tests.services import Cluster, S3Server
@@ -266,8 +266,8 @@ def test_a_compliance_backup_kept_by_count_is_held_before_its_tier_expires() -> 
 
 
 def test_base_backups_are_never_held_and_cannot_be_pinned(tmp_path: Path) -> None:
-    from permafrost import pins
     from permafrost.errors import UsageError
+    from permafrost.retention import pins
     from permafrost.storage.local import LocalStorage
 
     stale = [

@@ -18,9 +18,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from permafrost.config.schedule import parse, schedules
+from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
-from permafrost.schedule import parse, schedules
-from permafrost.settings import Settings
 from tests.conftest import PERMAFROST, run
 from tests.helpers import loads, objects, pending_uploads
 from tests.services import Cluster, S3Server

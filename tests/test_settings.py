@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from permafrost.config.settings import Settings, load_env_file
 from permafrost.errors import ConfigError
-from permafrost.settings import Settings, load_env_file
 
 
 def test_it_reads_the_reference_deployment_names() -> None:

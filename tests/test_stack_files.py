@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from permafrost.cli import build_parser
-from permafrost.settings import Env, _parse
+from permafrost.config.settings import Env, _parse
 from tests.test_docs import STACK_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent

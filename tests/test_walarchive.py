@@ -8,11 +8,12 @@ import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from permafrost import walarchive, walprefetch
-from permafrost.manifest import Manifest
-from permafrost.tarwatch import TarWatcher
-from permafrost.walarchive import Archive, BaseBackup
-from permafrost.walnames import Segment
+from permafrost.postgres.tarwatch import TarWatcher
+from permafrost.repo.manifest import Manifest
+from permafrost.wal import archive as walarchive
+from permafrost.wal import prefetch as walprefetch
+from permafrost.wal.archive import Archive, BaseBackup
+from permafrost.wal.names import Segment
 
 NOW = datetime(2026, 11, 22, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from permafrost import walnames
+from permafrost.wal import names as walnames
 
 
 def test_it_names_segments_as_postgresql_does() -> None:

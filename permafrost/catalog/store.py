@@ -15,10 +15,12 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from permafrost.catalog.db import db_errors
 from permafrost.catalog.records import BackupRecord, TaskRecord, TierStats, VerificationRecord
+from permafrost.config.settings import Secret
 from permafrost.errors import CatalogUnavailable
-from permafrost.manifest import Manifest
-from permafrost.settings import Secret
+from permafrost.repo.manifest import Manifest
+from permafrost.text import first_line
 
 SCHEMA = "permafrost"
 TASK_CHANNEL = "permafrost_tasks"
@@ -74,15 +76,10 @@ def connect(url: Secret | None) -> Catalog:
     try:
         conn = psycopg.connect(url.reveal(), autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        raise CatalogUnavailable(f"cannot reach the metadata store: {_first_line(exc)}") from None
+        raise CatalogUnavailable(f"cannot reach the metadata store: {first_line(exc)}") from None
     catalog = Catalog(conn)
     catalog.migrate()
     return catalog
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Catalog:
@@ -614,26 +611,8 @@ class Catalog:
         ):
             return cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
 
-    def _errors(self, action: str) -> _Translate:
-        return _Translate(action)
-
-
-class _Translate:
-    """Turn a lost or failing metadata connection into CatalogUnavailable."""
-
-    def __init__(self, action: str) -> None:
-        self.action = action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-            raise CatalogUnavailable(
-                f"metadata store failed to {self.action}: {_first_line(exc)}"
-            ) from exc
+    def _errors(self, action: str) -> db_errors:
+        return db_errors(action)
 
 
 def _filters(**values: str | None) -> tuple[list[str], list[Any]]:

@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from permafrost import crypto, layout
+from permafrost import layout
 from permafrost.errors import EncryptionKeyError, IntegrityError, ManifestInvalid
-from permafrost.manifest import Manifest, parse
+from permafrost.repo import crypto
+from permafrost.repo.manifest import Manifest, parse
 from permafrost.storage import Storage
 
 if TYPE_CHECKING:

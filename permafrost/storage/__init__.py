@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from permafrost.settings import StorageSettings
+from permafrost.config.settings import StorageSettings
 from permafrost.storage.base import ObjectInfo, PendingUpload, Storage
 
 __all__ = ["ObjectInfo", "PendingUpload", "Storage", "open_storage"]

@@ -24,8 +24,8 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from permafrost.config.settings import Secret, StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.settings import Secret, StorageSettings
 from permafrost.storage.base import ObjectInfo, PendingUpload
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}

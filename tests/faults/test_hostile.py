@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.app import create_app
-from permafrost import crypto, errors, layout, pipeline
-from permafrost.settings import Settings
+from permafrost import errors, layout
+from permafrost.config.settings import Settings
+from permafrost.repo import crypto, pipeline
 from tests.conftest import run
 from tests.faults.conftest import Ledger
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from monitor.app import create_app
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 from tests.conftest import PERMAFROST, make_sample_database, run
 from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads

@@ -9,7 +9,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from monitor.app import create_app
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 from tests.faults.conftest import Ledger
 
 TOKEN = "fuzz-token-0123456789abcdef"

@@ -9,7 +9,7 @@ import base64
 import psycopg
 
 from monitor.app import create_app
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 from tests.conftest import KEY, run
 from tests.faults.conftest import Ledger
 from tests.helpers import loads

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from monitor.alerts import Evaluator
-from permafrost.settings import Settings
+from permafrost.config.settings import Settings
 from tests.conftest import make_sample_database, run
 from tests.faults.conftest import Ledger, blob
 from tests.faults.proxy import FaultProxy, Plan

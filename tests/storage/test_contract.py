@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from permafrost.config.settings import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.settings import StorageSettings
 from permafrost.storage import Storage, open_storage
 from permafrost.storage.transfer import ObjectWriter, read_object
 from tests.services import S3Server
@@ -18,7 +18,7 @@ MIB = 1024 * 1024
 
 
 def s3_settings(s3: S3Server, bucket: str, **extra: object) -> StorageSettings:
-    from permafrost.settings import Secret
+    from permafrost.config.settings import Secret
 
     return StorageSettings(
         url=f"s3://{bucket}/pfx",

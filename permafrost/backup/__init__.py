@@ -1,0 +1,1 @@
+"""Taking backups: the recorded job, logical and physical backups, finding them again."""

@@ -1,0 +1,178 @@
+"""Taking a backup as a recorded job: the catalog learns of it, success or failure.
+
+The dump itself is `permafrost.backup.logical`; this wraps it in the bookkeeping an operator relies
+on: a job run with its outcome, a catalog row that is `running`, then `completed` or `failed`
+with its reason. If the metadata store is down, the backup still goes to the bucket (with a
+warning), and the next backup or `permafrost catalog sync` catalogues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from permafrost import layout
+from permafrost.audit import actor
+from permafrost.backup.logical import BackupRequest, dump_database
+from permafrost.catalog.sync import sync_catalog
+from permafrost.context import Context
+from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
+from permafrost.repo.manifest import Manifest
+
+if TYPE_CHECKING:
+    from permafrost.catalog.store import Catalog
+
+log = logging.getLogger("permafrost")
+BACKUP_LOCK = 0x6261636B  # 'back': one backup of a database at a time
+LATER = (
+    "the backup goes to the bucket and the next backup or `permafrost catalog sync` catalogues it"
+)
+
+
+def run_backup(
+    ctx: Context,
+    request: BackupRequest,
+    on_progress: Callable[[int], None] | None = None,
+    *,
+    wait: bool = True,
+    say: Callable[[str], None] | None = None,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> Manifest:
+    """Take one backup, recorded; one at a time per database (or cluster), across processes."""
+    layout.check_name(request.database, "cluster" if request.kind == "base" else "database")
+    layout.check_tier(request.tier)
+    ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
+    locked = _lock(ctx, request, wait, say or log.warning, cancelled)
+    try:
+        return _run(ctx, request, on_progress)
+    finally:
+        if locked is not None:
+            with contextlib.suppress(PermafrostError):
+                locked.unlock(BACKUP_LOCK, _lock_name(request))
+
+
+def job_name(request: BackupRequest) -> str:
+    """What the job run of this backup is called: backup, compliance_backup or base_backup."""
+    if request.kind == "base":
+        return "base_backup"
+    return "compliance_backup" if request.tier == "compliance" else "backup"
+
+
+def _lock_name(request: BackupRequest) -> str:
+    return f"{request.kind}:{request.database}"
+
+
+def _lock(
+    ctx: Context,
+    request: BackupRequest,
+    wait: bool,
+    say: Callable[[str], None],
+    cancelled: Callable[[], bool],
+) -> Catalog | None:
+    """Hold the database's backup lock, waiting for (or refusing) a backup already running.
+
+    Without the metadata store there is no lock to take: the backup goes ahead, as it would
+    have without one (the store being down must not stop backups).
+    """
+    catalog = ctx.catalog_or_none(LATER)
+    if catalog is None:
+        return None
+    name = _lock_name(request)
+    what = "base backup of cluster" if request.kind == "base" else "backup of"
+    try:
+        if catalog.try_lock(BACKUP_LOCK, name):
+            return catalog
+        holder = _holder(catalog, request)
+        if not wait:
+            raise Busy(
+                f"a {what} {request.database} is already running ({holder}); "
+                "not waiting (--no-wait): try again when it has finished"
+            )
+        say(f"a {what} {request.database} is already running ({holder}); waiting for it to finish")
+        while not catalog.try_lock(BACKUP_LOCK, name):
+            if cancelled():
+                raise Aborted(f"stopped while waiting for the running {what} {request.database}")
+            time.sleep(1)
+        return catalog
+    except CatalogUnavailable as exc:
+        log.warning("%s; %s", exc, LATER)
+        return None
+
+
+def _holder(catalog: Catalog, request: BackupRequest) -> str:
+    job = job_name(request)
+    run = catalog.running_job([job, "backup", "compliance_backup"], request.database)
+    if run is None:
+        return "started just now"
+    details = run.get("details") or {}
+    started = run["started_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    by = details.get("by", "someone")
+    trigger = details.get("trigger", "manual")
+    return f"{run.get('backup_id') or 'a backup'}, {trigger}, started {started} by {by}"
+
+
+def _run(
+    ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
+) -> Manifest:
+    job = job_name(request)
+    details = {"trigger": request.trigger, "by": actor(), "tier": request.tier}
+    run_id = ctx.record(
+        lambda c: c.job_started(job, request.database, request.backup_id, details), LATER
+    )
+    ctx.record(
+        lambda c: c.backup_started(
+            request.backup_id,
+            request.database,
+            request.kind,
+            request.tier,
+            datetime.now(UTC),
+            request.description,
+            list(request.tags),
+        ),
+        LATER,
+    )
+    try:
+        if request.kind == "base":
+            from permafrost.backup.physical import base_backup
+
+            manifest = base_backup(ctx, request, on_progress)
+        else:
+            manifest = dump_database(ctx, request, on_progress)
+    except BaseException as exc:
+        _record_failure(ctx, request.backup_id, run_id, exc)
+        raise
+    _record_success(ctx, manifest, run_id)
+    return manifest
+
+
+class Aborted(Exception):
+    """A backup stopped on purpose (the scheduler is shutting down and its grace ran out)."""
+
+
+def _record_failure(ctx: Context, backup_id: str, run_id: int | None, exc: BaseException) -> None:
+    reason = str(exc) if isinstance(exc, PermafrostError) else f"{type(exc).__name__}: {exc}"
+    status = "aborted" if isinstance(exc, KeyboardInterrupt | SystemExit | Aborted) else "failed"
+    ctx.record(lambda c: c.backup_failed(backup_id, reason), LATER)
+    if run_id is not None:
+        ctx.record(lambda c: c.job_finished(run_id, status, reason), LATER)
+
+
+def _record_success(ctx: Context, manifest: Manifest, run_id: int | None) -> None:
+    repo = ctx.repository()
+    key = layout.manifest_key(repo.prefix, manifest.tier, manifest.database, manifest.id)
+    ctx.record(lambda c: c.upsert_manifest(manifest, key), LATER)
+    details = {
+        "size_bytes": manifest.stored_bytes,
+        "dump_bytes": manifest.dump_bytes,
+        "duration_seconds": manifest.duration_seconds,
+    }
+    if run_id is not None:
+        ctx.record(lambda c: c.job_finished(run_id, "succeeded", None, details), LATER)
+    # Catch up on backups taken while the metadata store was down.
+    ctx.record(
+        lambda c: sync_catalog(c, ctx.storage, repo.prefix, repo.keyring, only_missing=True), LATER
+    )

@@ -1,0 +1,249 @@
+"""Finding backups: by id or `latest`, from the catalog, or from the bucket when it is down.
+
+The catalog answers quickly; the bucket always answers truly. Every lookup here falls back to
+reading manifests from the bucket when the metadata store cannot be reached, so an operator can
+still list and verify backups during an outage of the metadata database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from permafrost import layout
+from permafrost.catalog.records import BackupRecord, TierStats
+from permafrost.catalog.sync import manifest_keys, read_manifest
+from permafrost.context import Context
+from permafrost.errors import (
+    BackupNotFound,
+    HashMismatch,
+    IntegrityError,
+    NotFound,
+    Truncated,
+    UsageError,
+)
+from permafrost.repo import crypto
+from permafrost.repo.config import read_config
+from permafrost.repo.manifest import Manifest
+
+FALLBACK = "reading backups from the bucket instead"
+
+
+def record_from_manifest(manifest: Manifest, key: str) -> BackupRecord:
+    m = manifest
+    finished = datetime.fromisoformat(m.finished_at)
+    return BackupRecord(
+        id=m.id,
+        database=m.database,
+        kind=m.kind,
+        tier=m.tier,
+        status="completed",
+        started_at=datetime.fromisoformat(m.started_at),
+        finished_at=finished,
+        size_bytes=m.stored_bytes,
+        dump_bytes=m.dump_bytes,
+        description=m.description,
+        tags=list(m.tags),
+        manifest_key=key,
+        manifest=m.body(),
+        error=None,
+        verified_at=None,
+        verification_status=None,
+        deleted_at=None,
+        catalogued_at=datetime.now(UTC),
+    )
+
+
+def record_json(record: BackupRecord) -> dict[str, Any]:
+    """The public shape of a backup, as `--json` prints it and the API will serve it."""
+    duration = None
+    if record.finished_at is not None:
+        duration = round((record.finished_at - record.started_at).total_seconds(), 3)
+    out = {
+        "id": record.id,
+        "database": record.database,
+        "kind": record.kind,
+        "tier": record.tier,
+        "status": record.status,
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "duration_seconds": duration,
+        "size_bytes": record.size_bytes,
+        "dump_size_bytes": record.dump_bytes,
+        "description": record.description,
+        "tags": list(record.tags),
+        "verification": record.verification_status,
+        "verified_at": record.verified_at.isoformat() if record.verified_at else None,
+        "manifest_key": record.manifest_key,
+        "error": record.error,
+    }
+    physical = (record.manifest or {}).get("physical")
+    if physical:
+        out["physical"] = physical  # base backups: LSNs, timeline, the WAL they need
+    return out
+
+
+def find_backups(
+    ctx: Context,
+    *,
+    database: str | None = None,
+    tier: str | None = None,
+    status: str | None = None,
+    limit: int | None = None,
+) -> list[BackupRecord]:
+    """Backups newest first, from the catalog, or from the bucket if the catalog is down."""
+    catalog = ctx.catalog_or_none(FALLBACK)
+    if catalog is not None:
+        return catalog.find(database=database, tier=tier, status=status, limit=limit)
+    if status not in (None, "completed"):
+        return []
+    records = [
+        r
+        for r in _bucket_records(ctx)
+        if (database is None or r.database == database) and (tier in (None, r.tier))
+    ]
+    return records[:limit] if limit is not None else records
+
+
+def _bucket_keyring(ctx: Context) -> crypto.Keyring | None:
+    """Keys to check manifest signatures with, when a key is configured."""
+    return ctx.repository().keyring if ctx.settings.encryption_key else None
+
+
+def _no_repository(ctx: Context) -> bool:
+    # Before the first backup there is no permafrost.json, and so no backup: not an error.
+    return read_config(ctx.storage, ctx.settings.storage.prefix) is None
+
+
+def _bucket_records(ctx: Context) -> list[BackupRecord]:
+    if _no_repository(ctx):
+        return []
+    keyring = _bucket_keyring(ctx)
+    prefix = ctx.settings.storage.prefix
+    records = [
+        record_from_manifest(read_manifest(ctx.storage, key, keyring), key)
+        for _, key in manifest_keys(ctx.storage, prefix)
+    ]
+    return sorted(records, key=lambda r: (r.started_at, r.id), reverse=True)
+
+
+def resolve(ctx: Context, ref: str, database: str | None = None) -> BackupRecord:
+    """The backup an operator means by an id or `latest` (of --database, or the only one)."""
+    if ref == "latest":
+        return _latest(ctx, database)
+    layout.check_backup_id(ref)
+    record = _by_id(ctx, ref)
+    if record is None or record.status == "deleted":
+        raise BackupNotFound(f"no backup {ref}: run `permafrost list` to see the backups")
+    return record
+
+
+def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
+    catalog = ctx.catalog_or_none(FALLBACK)
+    if catalog is not None:
+        return catalog.get(backup_id)
+    if _no_repository(ctx):
+        return None
+    keyring = _bucket_keyring(ctx)
+    for parsed, key in manifest_keys(ctx.storage, ctx.settings.storage.prefix):
+        if parsed.backup_id == backup_id:
+            return record_from_manifest(read_manifest(ctx.storage, key, keyring), key)
+    return None
+
+
+def _latest(ctx: Context, database: str | None) -> BackupRecord:
+    if database is None:
+        configured = ctx.settings.source.databases
+        if len(configured) == 1:
+            database = configured[0]
+    # `latest` is a logical backup: base backups are for pitr, which chooses its own.
+    completed = [
+        r for r in find_backups(ctx, database=database, status="completed") if r.kind != "base"
+    ]
+    if not completed:
+        where = f" of {database}" if database else ""
+        raise BackupNotFound(f"no completed backup{where}: take one with `permafrost backup`")
+    databases = sorted({r.database for r in completed})
+    if len(databases) > 1:
+        raise UsageError(
+            f"`latest` is ambiguous: there are backups of {', '.join(databases)}; "
+            "add --database NAME"
+        )
+    return completed[0]
+
+
+def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:
+    """The backup's manifest from the bucket, its signature checked against the keys."""
+    if record.status != "completed" or record.manifest_key is None:
+        raise BackupNotFound(f"backup {record.id} is {record.status}, not a completed backup")
+    return read_manifest(ctx.storage, record.manifest_key, ctx.repository().keyring)
+
+
+def check_data_object(ctx: Context, manifest: Manifest) -> None:
+    """The data object is there and has the size the manifest recorded."""
+    data_key = manifest.objects["data"]
+    try:
+        size = ctx.storage.head(data_key).size
+    except NotFound:
+        raise IntegrityError(
+            f"backup {manifest.id} is missing its data object {data_key}"
+        ) from None
+    if size != manifest.stored_bytes:
+        raise Truncated(
+            f"data object of {manifest.id} is {size} bytes; the manifest says "
+            f"{manifest.stored_bytes}: it was truncated or replaced"
+        )
+
+
+def check_hashes(manifest: Manifest, stored_sha256: str, dump_sha256: str) -> None:
+    if stored_sha256 != manifest.stored_sha256:
+        raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
+    if dump_sha256 != manifest.dump_sha256:
+        raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")
+
+
+def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:
+    """What the catalog's stats query answers, computed from records read from the bucket."""
+    groups: dict[tuple[str, str], list[BackupRecord]] = {}
+    for record in records:
+        groups.setdefault((record.database, record.tier), []).append(record)
+    return [
+        TierStats(
+            database=database,
+            tier=tier,
+            backups=len(group),
+            size_bytes=sum(r.size_bytes or 0 for r in group),
+            dump_bytes=sum(r.dump_bytes or 0 for r in group),
+            oldest=min(r.started_at for r in group),
+            newest=max(r.started_at for r in group),
+            last_verified=None,
+            failed=0,
+        )
+        for (database, tier), group in sorted(groups.items())
+    ]
+
+
+def record_verification(
+    ctx: Context,
+    backup_id: str,
+    kind: str,
+    started: datetime,
+    error: str | None,
+    details: dict[str, object],
+) -> None:
+    """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, kind, started, datetime.now(UTC), error, details
+        ),
+        f"the {kind} verification of {backup_id} is not recorded",
+    )
+
+
+def refuse_base(record: BackupRecord, action: str) -> None:
+    """Restoring a base backup is pitr's work; say so instead of failing in pg_restore."""
+    if record.kind == "base":
+        raise UsageError(
+            f"{record.id} is a base backup of cluster {record.database}, which {action} cannot "
+            f"use: recover from it with `permafrost pitr --base {record.id} --latest ...`"
+        )

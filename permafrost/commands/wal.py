@@ -1,0 +1,274 @@
+"""The WAL commands: wal-push (archive_command), wal-fetch (restore_command), wal-receive, and
+`wal status`, `wal verify`, `wal switch`.
+
+PostgreSQL reads these exit codes: wal-push must fail non-zero on any doubt, so the segment is
+kept and retried; wal-fetch exits 1, silently, for a file the archive does not have (the normal
+end of recovery), and above 125 for anything else (wrong key, corrupt object, unreachable
+bucket), which makes PostgreSQL stop recovery instead of mistaking the error for the end of the
+archive and promoting with WAL missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from permafrost.context import Context
+from permafrost.errors import IntegrityError, PermafrostError, UsageError
+from permafrost.text import iso, print_json
+from permafrost.wal import archive as walarchive
+from permafrost.wal import names as walnames
+from permafrost.wal import prefetch as walprefetch
+from permafrost.wal import receive as walreceive
+from permafrost.wal import segment as wal
+
+FETCH_MISSING = 1
+FETCH_FATAL = 126
+CLUSTER_HELP = "the server's name in the bucket (default: CLUSTER_NAME)"
+
+
+def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = commands.add_parser(
+        "wal-push",
+        help="archive one WAL file (for archive_command)",
+        description="archive_command = 'permafrost --env-file FILE wal-push %%p'",
+    )
+    p.add_argument("path", help="the WAL file (%%p)")
+    p.add_argument("--cluster", help=CLUSTER_HELP)
+    p.set_defaults(handler=wal_push)
+
+    p = commands.add_parser(
+        "wal-fetch",
+        help="restore one WAL file (for restore_command)",
+        description="restore_command = 'permafrost --env-file FILE wal-fetch %%f %%p'. Fetching "
+        "a segment also prefetches the next WAL_PREFETCH segments in the background.",
+    )
+    p.add_argument("name", help="the WAL file's name (%%f)")
+    p.add_argument("path", help="where to write it (%%p)")
+    p.add_argument("--cluster", help=CLUSTER_HELP)
+    p.set_defaults(handler=wal_fetch)
+
+    p = commands.add_parser("wal-prefetch", help=argparse.SUPPRESS)
+    p.add_argument("folder")
+    p.add_argument("--cluster")
+    p.set_defaults(handler=wal_prefetch)
+
+    p = commands.add_parser(
+        "wal-receive",
+        help="archive WAL by streaming it with pg_receivewal (no archive_command needed)",
+        description="Streams WAL from the source server through a replication slot into "
+        "WAL_SPOOL_DIR and archives each completed segment; runs until stopped.",
+    )
+    p.add_argument("--cluster", help=CLUSTER_HELP)
+    p.set_defaults(handler=wal_receive)
+
+    p = commands.add_parser("wal", help="the WAL archive: status, verify, switch")
+    sub = p.add_subparsers(dest="wal_command", required=True, metavar="COMMAND")
+    s = sub.add_parser("status", help="the newest archived segment and the archive lag")
+    s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=wal_status)
+    s = sub.add_parser(
+        "verify", help="check that every segment from the oldest base backup on is archived"
+    )
+    s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=wal_verify)
+    s = sub.add_parser(
+        "switch",
+        help="call pg_switch_wal() if no segment completed for WAL_MAX_SEGMENT_AGE seconds",
+    )
+    s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.set_defaults(handler=wal_switch)
+
+
+def _cluster(ctx: Context, args: argparse.Namespace) -> str:
+    from permafrost import layout
+
+    return layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+
+
+def wal_push(ctx: Context, args: argparse.Namespace) -> int:
+    path = Path(args.path)
+    if not path.is_file():
+        raise UsageError(f"{path} is not a file")
+    cluster = _cluster(ctx, args)
+    pushed = wal.push(ctx.repository(create=True), cluster, path)
+    walreceive.record_pushed(ctx, cluster, path.name, pushed.plain_bytes)
+    return 0
+
+
+def wal_fetch(ctx: Context, args: argparse.Namespace) -> int:
+    target = Path(args.path)
+    try:
+        cluster = _cluster(ctx, args)
+        depth = ctx.settings.wal_prefetch
+        segment = walnames.parse_segment(args.name)
+        folder = walprefetch.folder_for(target)
+        if segment is not None and depth and walprefetch.take(folder, args.name, target):
+            _ask_for_more(ctx, args, cluster, folder)
+            return 0
+        data = wal.fetch(ctx.repository(), cluster, args.name)
+    except PermafrostError as exc:
+        print(f"permafrost: error: wal-fetch {args.name}: {exc}", file=sys.stderr)
+        return FETCH_FATAL
+    if data is None:
+        return FETCH_MISSING
+    partial = target.with_name(target.name + ".permafrost-partial")
+    partial.write_bytes(data)
+    os.replace(partial, target)
+    if segment is not None and depth:
+        _ask_for_more(ctx, args, cluster, folder)
+    return 0
+
+
+def _ask_for_more(ctx: Context, args: argparse.Namespace, cluster: str, folder: Path) -> None:
+    env_file = getattr(args, "env_file", None) or os.environ.get("PERMAFROST_ENV_FILE")
+    with contextlib.suppress(OSError):  # an optimisation: the segment itself is in place
+        walprefetch.request(
+            folder,
+            args.name,
+            lambda: walprefetch.spawn_prefetcher(env_file, cluster, folder),
+        )
+
+
+def wal_prefetch(ctx: Context, args: argparse.Namespace) -> int:
+    repo = ctx.repository()
+    cluster = _cluster(ctx, args)
+    walprefetch.run_prefetcher(
+        Path(args.folder),
+        ctx.settings.wal_prefetch,
+        lambda name: wal.fetch(repo, cluster, name),
+        walnames.DEFAULT_SEGMENT_SIZE,
+    )
+    return 0
+
+
+def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _cluster(ctx, args)
+    ctx.repository(create=True)  # a wrong key fails now, not at the first segment
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    walreceive.Receiver(ctx, cluster, stop).run()
+    print("wal-receive: stopped; every completed segment is archived", flush=True)
+    return 0
+
+
+def wal_switch(ctx: Context, args: argparse.Namespace) -> int:
+    name = walreceive.switch_if_idle(ctx, _cluster(ctx, args))
+    if name:
+        print(f"switched WAL: {name} completed and goes to the archive")
+    else:
+        print(
+            "no switch needed: a segment completed within WAL_MAX_SEGMENT_AGE "
+            f"({ctx.settings.wal_max_segment_age} s), or nothing was written since"
+        )
+    return 0
+
+
+def wal_status(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _cluster(ctx, args)
+    repo = ctx.repository()
+    archive = walarchive.list_archive(repo, cluster)
+    status: dict[str, Any] = {"cluster": cluster, "timelines": archive.timelines}
+    newest = _newest(archive)
+    now = datetime.now(UTC)
+    if newest is not None:
+        at = archive.archived_at(newest)
+        status["last_segment"] = archive.name(newest)
+        status["last_archived_at"] = at.isoformat() if at else None
+        status["lag_seconds"] = round((now - at).total_seconds(), 1) if at else None
+    else:
+        status.update(last_segment=None, last_archived_at=None, lag_seconds=None)
+    status["segments"] = sum(len(numbers) for numbers in archive.segments.values())
+    catalog = ctx.catalog_or_none("showing the bucket's view only")
+    if catalog is not None:
+        rows = catalog.wal_status(cluster)
+        if rows:
+            row = rows[0]
+            status["method"] = row["method"]
+            status["last_error"] = row["last_error"]
+            status["last_switch_at"] = iso(row["last_switch_at"])
+    status.update(_server_position(ctx, archive))
+    if args.json:
+        print_json(status)
+        return 0
+    if newest is None:
+        print(f"cluster {cluster}: no WAL archived yet")
+    else:
+        print(
+            f"cluster {cluster}: newest archived segment {status['last_segment']} at "
+            f"{status['last_archived_at']} ({status['lag_seconds']:.0f} s ago); "
+            f"{status['segments']} segments on timeline(s) "
+            f"{', '.join(str(t) for t in archive.timelines)}"
+        )
+    if "server_segment" in status:
+        print(
+            f"server is writing {status['server_segment']}: "
+            f"{status['segments_behind']} segment(s) not yet archived"
+        )
+    if status.get("archiver_failed"):
+        print(f"server's archiver: {status['archiver_failed']}")
+    if status.get("last_error"):
+        print(f"last error: {status['last_error']}")
+    return 0
+
+
+def _newest(archive: walarchive.Archive) -> walnames.Segment | None:
+    timelines = [t for t in archive.timelines if archive.newest(t)]
+    return archive.newest(max(timelines)) if timelines else None
+
+
+def _server_position(ctx: Context, archive: walarchive.Archive) -> dict[str, Any]:
+    """Where the source server is writing, when it can be reached (best effort)."""
+    from permafrost.backup.physical import connect_database
+    from permafrost.postgres import tools as pgtools
+
+    try:
+        with pgtools.connect(ctx.settings.source, connect_database(ctx)) as conn:
+            row = conn.execute(
+                "SELECT pg_walfile_name(pg_current_wal_lsn()), failed_count, last_failed_wal,"
+                " last_failed_time FROM pg_stat_archiver"
+            ).fetchone()
+    except Exception:
+        return {}
+    if row is None:
+        return {}
+    current = walnames.parse_segment(row[0])
+    newest = archive.newest(current.timeline) if current else None
+    out: dict[str, Any] = {"server_segment": row[0]}
+    out["segments_behind"] = current.number - newest.number - 1 if current and newest else None
+    if row[1]:
+        out["archiver_failed"] = (
+            f"{row[1]} failed attempt(s), last {row[2]} at {iso(row[3], 'auto')}"
+        )
+    return out
+
+
+def wal_verify(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _cluster(ctx, args)
+    repo = ctx.repository()
+    report = walarchive.verify(repo, cluster)
+    if args.json:
+        print_json(report.to_json())
+    else:
+        for line in report.lines():
+            print(line)
+    if report.problems:
+        raise IntegrityError(
+            f"the WAL archive of cluster {cluster} has {len(report.problems)} problem(s): "
+            f"{report.problems[0]}; point-in-time recovery cannot cross them"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""Configuration: settings from the environment (in sections), env files, schedules."""

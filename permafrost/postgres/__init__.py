@@ -1,0 +1,1 @@
+"""PostgreSQL's own programs: finding them, running them, reading what they write."""

@@ -1,0 +1,165 @@
+"""PostgreSQL client programs and source connections.
+
+Finds pg_dump and pg_restore of a major version that can read the server, connects with the
+password passed to libpq out of band (never on a command line, where `ps` would show it), and
+holds the exported snapshot in which row counts are taken while pg_dump reads the same data.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from permafrost.config.settings import SourceSettings
+from permafrost.errors import SourceError, ToolMissing
+from permafrost.repo.manifest import TableCount
+from permafrost.text import first_line
+
+if TYPE_CHECKING:
+    import psycopg
+
+DEBIAN_BIN = Path("/usr/lib/postgresql")
+
+
+def find_tool(name: str, bin_dir: str | None = None, minimum_major: int = 0) -> str:
+    """The newest installed PostgreSQL program `name` whose major version can read the server."""
+    candidates = [Path(bin_dir) / name] if bin_dir else []
+    if DEBIAN_BIN.is_dir():
+        majors = sorted(
+            (p for p in DEBIAN_BIN.iterdir() if p.name.isdigit()),
+            key=lambda p: int(p.name),
+            reverse=True,
+        )
+        candidates += [p / "bin" / name for p in majors]
+    on_path = shutil.which(name)
+    if on_path:
+        candidates.append(Path(on_path))
+    found = [str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)]
+    if not found:
+        raise ToolMissing(
+            f"{name} is not installed: install the PostgreSQL client "
+            "(apt-get install postgresql-client) or set PG_BIN_DIR"
+        )
+    if bin_dir and found[0] != str(Path(bin_dir) / name):
+        raise ToolMissing(f"{name} is not in PG_BIN_DIR={bin_dir}")
+    for tool in found:
+        if tool_major(tool) >= minimum_major:
+            return tool
+    raise ToolMissing(
+        f"{name} {tool_major(found[0])} cannot read a PostgreSQL {minimum_major} server: "
+        f"install postgresql-client-{minimum_major} or set PG_BIN_DIR"
+    )
+
+
+def tool_version(tool: str) -> str:
+    out = subprocess.run([tool, "--version"], capture_output=True, text=True, check=False).stdout
+    match = re.search(r"(\d+(?:\.\d+)*)", out)
+    return match.group(1) if match else "unknown"
+
+
+def tool_major(tool: str) -> int:
+    version = tool_version(tool)
+    return int(version.split(".")[0]) if version[0].isdigit() else 0
+
+
+def conninfo(source: SourceSettings, database: str) -> str:
+    """A libpq connection string without the password."""
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo("", **source.conninfo(database))
+
+
+def libpq_env(source: SourceSettings) -> dict[str, str]:
+    """The environment for a child program: the password goes here, not on its command line."""
+    env = dict(os.environ)
+    env.setdefault("PGCONNECT_TIMEOUT", "10")
+    if source.password:
+        env["PGPASSWORD"] = source.password.reveal()
+    return env
+
+
+def connect(
+    source: SourceSettings, database: str, *, autocommit: bool = False
+) -> psycopg.Connection:
+    import psycopg  # imported here: commands that never connect start faster without it
+
+    password = source.password.reveal() if source.password else None
+    try:
+        return psycopg.connect(
+            conninfo(source, database), password=password, connect_timeout=10, autocommit=autocommit
+        )
+    except psycopg.OperationalError as exc:
+        raise SourceError(
+            f"cannot connect to database {database} at {where(source)}: {first_line(exc)}"
+        ) from None
+
+
+def where(source: SourceSettings) -> str:
+    host = source.host or "the local socket"
+    return f"{host}:{source.port}" if source.port else host
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    snapshot_id: str
+    server_version: str
+    server_major: int
+
+
+_USER_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_class c
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r'
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+  AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                  WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                    AND d.objid = c.oid AND d.deptype = 'e')
+ORDER BY 1, 2
+"""
+
+
+class Snapshot:
+    """A read-only transaction whose snapshot pg_dump imports; counts rows in that snapshot."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    def export(self) -> SnapshotInfo:
+        self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        row = self.conn.execute(
+            "SELECT pg_export_snapshot(), current_setting('server_version'),"
+            " current_setting('server_version_num')::int / 10000"
+        ).fetchone()
+        assert row is not None
+        return SnapshotInfo(row[0], row[1], row[2])
+
+    def row_counts(self) -> list[TableCount]:
+        from psycopg import sql
+
+        tables = self.conn.execute(_USER_TABLES).fetchall()
+        counts = []
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(table)
+            )
+            row = self.conn.execute(query).fetchone()
+            counts.append(TableCount(schema, table, int(row[0]) if row else 0))
+        return counts
+
+
+@contextmanager
+def exported_snapshot(source: SourceSettings, database: str) -> Iterator[Snapshot]:
+    conn = connect(source, database, autocommit=True)
+    try:
+        yield Snapshot(conn)
+    finally:
+        conn.close()

@@ -1,0 +1,1 @@
+"""The bucket's format: encryption, the repository config, manifests, the streaming pipeline."""

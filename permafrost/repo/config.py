@@ -1,0 +1,173 @@
+"""The repository config, `permafrost.json`: format version, KDF parameters, and key checks.
+
+Opening a repository proves the configured key before any work: the key's id must be one the
+repository knows and its check value must open, so a wrong key fails at once with one line.
+Key rotation: put the new key in BACKUP_ENCRYPTION_KEY and the old one in
+BACKUP_ENCRYPTION_OLD_KEYS; the first command run with both registers the new key here.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from permafrost import layout
+from permafrost.config.settings import Secret, Settings
+from permafrost.errors import ConfigError, IntegrityError, NotFound, StorageError, WrongKey
+from permafrost.repo import crypto
+from permafrost.storage import Storage
+
+FORMAT_VERSION = 1
+SCRYPT = {"n": 2**15, "r": 8, "p": 1}
+MIN_PASSPHRASE = 16
+
+
+@dataclass(frozen=True)
+class Repository:
+    storage: Storage
+    prefix: str
+    config: dict[str, Any]
+    keyring: crypto.Keyring
+
+    @property
+    def key(self) -> crypto.MasterKey:
+        return self.keyring.current
+
+
+def open_repository(storage: Storage, settings: Settings, *, create: bool) -> Repository:
+    """Read (or, with create, write) permafrost.json and prove the configured key against it."""
+    prefix = settings.storage.prefix
+    config = read_config(storage, prefix)
+    if config is None:
+        if not create:
+            raise NotFound(
+                f"no Permafrost repository at {storage.url}: run `permafrost init` "
+                "or take a backup, or check STORAGE_URL"
+            )
+        config = _create(storage, prefix, settings)
+    keyring = _keyring(settings, config)
+    _prove(storage, prefix, config, keyring)
+    return Repository(storage, prefix, config, keyring)
+
+
+def read_config(storage: Storage, prefix: str) -> dict[str, Any] | None:
+    key = layout.repository_config_key(prefix)
+    try:
+        raw = storage.get(key)
+    except NotFound:
+        return None
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise IntegrityError(f"{key} is not valid JSON: the repository config is damaged") from None
+    if config.get("version") != FORMAT_VERSION:
+        raise IntegrityError(
+            f"{key} has format version {config.get('version')}; this Permafrost "
+            f"reads version {FORMAT_VERSION}"
+        )
+    return dict(config)
+
+
+def load_keys(settings: Settings, config: dict[str, Any] | None) -> crypto.Keyring:
+    """The keyring from the settings alone, for opening objects (a passphrase needs the config)."""
+    if config is None and not _all_raw(settings):
+        raise ConfigError(
+            "BACKUP_ENCRYPTION_KEY is a passphrase, and its salt is in the "
+            "repository's permafrost.json, which cannot be read"
+        )
+    return _keyring(settings, config or {})
+
+
+def _all_raw(settings: Settings) -> bool:
+    keys = [settings.encryption_key, *settings.old_encryption_keys]
+    return all(k is not None and crypto.raw_key(k.reveal()) for k in keys)
+
+
+def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]:
+    config = {
+        "format": "permafrost",
+        "version": FORMAT_VERSION,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kdf": {
+            "name": "scrypt",
+            "salt": base64.b64encode(secrets.token_bytes(16)).decode(),
+            **SCRYPT,
+        },
+        "chunk_size": crypto.CHUNK_SIZE,
+        "keys": [],
+    }
+    key = _keyring(settings, config).current
+    config["keys"] = [_key_entry(key)]
+    try:
+        storage.put(layout.repository_config_key(prefix), _dump(config), if_absent=True)
+    except StorageError:
+        # Another process initialised it first: use theirs, so every key derives from one salt.
+        existing = read_config(storage, prefix)
+        if existing is None:
+            raise
+        return existing
+    return config
+
+
+def _keyring(settings: Settings, config: dict[str, Any]) -> crypto.Keyring:
+    if settings.encryption_key is None:
+        raise ConfigError(
+            "BACKUP_ENCRYPTION_KEY is not set: generate one with `permafrost keygen` and keep "
+            "a copy somewhere other than this server (a lost key means lost backups)"
+        )
+    current = _master_key("BACKUP_ENCRYPTION_KEY", settings.encryption_key, config)
+    old = tuple(
+        _master_key("BACKUP_ENCRYPTION_OLD_KEYS", k, config) for k in settings.old_encryption_keys
+    )
+    return crypto.Keyring(current, old)
+
+
+def _master_key(variable: str, secret: Secret, config: dict[str, Any]) -> crypto.MasterKey:
+    text = secret.reveal()
+    raw = crypto.raw_key(text)
+    if raw is not None:
+        return crypto.MasterKey(raw)
+    if len(text) < MIN_PASSPHRASE:
+        raise ConfigError(
+            f"{variable} is neither a base64 key of 32 bytes nor a passphrase of at least "
+            f"{MIN_PASSPHRASE} characters; `permafrost keygen` makes a key"
+        )
+    kdf = config.get("kdf") or {}
+    if "salt" not in kdf:
+        raise ConfigError(f"{variable} is a passphrase, but the repository has no KDF salt")
+    salt = base64.b64decode(kdf["salt"])
+    return crypto.stretch(text, salt, int(kdf["n"]), int(kdf["r"]), int(kdf["p"]))
+
+
+def _prove(storage: Storage, prefix: str, config: dict[str, Any], ring: crypto.Keyring) -> None:
+    known = {entry["key_id"]: entry for entry in config.get("keys", [])}
+    current = ring.current
+    if current.key_id in known:
+        if not crypto.key_check_passes(current, known[current.key_id]["check"]):
+            raise WrongKey(f"BACKUP_ENCRYPTION_KEY fails the key check of {storage.url}")
+        return
+    vouching = [k for k in ring.by_id.values() if k.key_id in known and k is not current]
+    if not any(crypto.key_check_passes(k, known[k.key_id]["check"]) for k in vouching):
+        raise WrongKey(
+            f"BACKUP_ENCRYPTION_KEY (key id {current.key_id}) is not a key of the repository at "
+            f"{storage.url} (its keys: {', '.join(known) or 'none'}): set the key it was "
+            "created with; to rotate, put the old key in BACKUP_ENCRYPTION_OLD_KEYS"
+        )
+    config["keys"] = [*config.get("keys", []), _key_entry(current)]
+    storage.put(layout.repository_config_key(prefix), _dump(config))
+
+
+def _key_entry(key: crypto.MasterKey) -> dict[str, str]:
+    return {
+        "key_id": key.key_id,
+        "check": crypto.key_check(key),
+        "added_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _dump(config: dict[str, Any]) -> bytes:
+    return json.dumps(config, indent=2, sort_keys=True).encode() + b"\n"

@@ -1,0 +1,103 @@
+"""The manifest: everything known about one backup, written last as its commit point.
+
+It is plain JSON, so an operator can read it with any S3 client, and it is signed with an HMAC
+derived from the master key, so an edited manifest is detected before its numbers are trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from permafrost import errors
+from permafrost.repo import crypto
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TableCount:
+    schema: str
+    table: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    database: str
+    kind: str
+    tier: str
+    started_at: str
+    finished_at: str
+    server_version: str
+    tool_version: str
+    dump_bytes: int
+    compressed_bytes: int
+    stored_bytes: int
+    dump_sha256: str
+    stored_sha256: str
+    key_id: str
+    compression: dict[str, Any]
+    encryption: dict[str, Any]
+    objects: dict[str, str]
+    row_counts: list[TableCount] = field(default_factory=list)
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    permafrost_version: str = ""
+    # Base backups only: LSNs, timeline, system identifier, the WAL they need (physical.py).
+    physical: dict[str, Any] = field(default_factory=dict)
+    format: int = FORMAT
+
+    @property
+    def duration_seconds(self) -> float:
+        start = datetime.fromisoformat(self.started_at)
+        return (datetime.fromisoformat(self.finished_at) - start).total_seconds()
+
+    def body(self) -> dict[str, Any]:
+        body = asdict(self)
+        if not body["physical"]:
+            del body["physical"]  # logical manifests stay as format 1 first wrote them
+        return body
+
+    def to_json(self, key: crypto.MasterKey) -> bytes:
+        body = self.body()
+        body["signature"] = crypto.sign(key, _canonical(body))
+        return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def parse(raw: bytes, keyring: crypto.Keyring | None, where: str) -> Manifest:
+    """Read a manifest; with a keyring, refuse one whose signature does not match."""
+    try:
+        body = json.loads(raw)
+        signature = body.pop("signature", "")
+        manifest = _from_body(body)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise errors.ManifestInvalid(f"manifest {where} cannot be read: {exc}") from None
+    if manifest.format != FORMAT:
+        raise errors.ManifestInvalid(
+            f"manifest {where} has format {manifest.format}; this Permafrost reads format {FORMAT}"
+        )
+    if keyring is not None:
+        key = keyring.get(manifest.key_id)
+        if not crypto.signature_matches(key, _canonical(body), signature):
+            raise errors.ManifestInvalid(
+                f"manifest {where} does not match its signature: it was edited or damaged"
+            )
+    return manifest
+
+
+def _from_body(body: dict[str, Any]) -> Manifest:
+    names = {f.name for f in fields(Manifest)}
+    unknown = set(body) - names
+    if unknown:
+        raise KeyError(f"unknown fields {sorted(unknown)}")
+    values = dict(body)
+    values["row_counts"] = [TableCount(**row) for row in body.get("row_counts", [])]
+    return Manifest(**values)

@@ -1,0 +1,1 @@
+"""What stays and what goes: the plan, carrying it out, pins, bucket lifecycle rules."""

@@ -1,0 +1,126 @@
+"""Pinning: a backup moved into keep/, where neither retention nor lifecycle expiry reaches it.
+
+A move is a server-side copy of every object of the backup into keep/{database}/{id}/, the
+manifest last (the copy exists from then on), a pin.json beside it saying who, when, why and
+from which tier, then the deletion of the originals, the manifest first. At every moment at
+least one complete copy exists. Unpinning is the same move back to the tier it came from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from permafrost import layout
+from permafrost.errors import BackupNotFound, NotFound, UsageError
+from permafrost.retention.plan import Pin
+from permafrost.storage import Storage
+
+
+@dataclass(frozen=True)
+class Location:
+    tier: str
+    database: str
+    backup_id: str
+
+    def folder(self, prefix: str) -> str:
+        return layout.backup_folder(prefix, self.tier, self.database, self.backup_id)
+
+
+def find(storage: Storage, prefix: str, backup_id: str) -> Location:
+    """Where a backup's manifest is, in any tier (the bucket decides, not the catalog)."""
+    layout.check_backup_id(backup_id)
+    for tier in layout.BACKUP_TIERS:
+        for info in storage.list(layout.tier_folder(prefix, tier)):
+            parsed = layout.parse_backup_key(prefix, info.key)
+            if (
+                parsed is not None
+                and parsed.backup_id == backup_id
+                and parsed.name == layout.MANIFEST_OBJECT
+            ):
+                return Location(parsed.tier, parsed.database, backup_id)
+    raise BackupNotFound(f"no backup {backup_id} in the bucket: run `permafrost list` to see them")
+
+
+def read_pin(storage: Storage, prefix: str, where: Location) -> Pin | None:
+    try:
+        raw = storage.get(where.folder(prefix) + layout.PIN_OBJECT)
+    except NotFound:
+        return None
+    try:
+        return Pin.parse(raw)
+    except ValueError:
+        return None
+
+
+def move(
+    storage: Storage,
+    prefix: str,
+    source: Location,
+    tier: str,
+    pin: Pin | None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Location:
+    """Copy a backup's objects into `tier`, then delete the originals; returns where it is now."""
+    target = Location(tier, source.database, source.backup_id)
+    source_folder, target_folder = source.folder(prefix), target.folder(prefix)
+    objects = [info.key for info in storage.list(source_folder)]
+    names = [key[len(source_folder) :] for key in objects]
+    if layout.MANIFEST_OBJECT not in names:
+        raise BackupNotFound(f"backup {source.backup_id} has no manifest in {source_folder}")
+    payload = [n for n in names if n not in (layout.MANIFEST_OBJECT, layout.PIN_OBJECT)]
+    for name in payload:
+        say(f"copying {source_folder}{name} to {target_folder}{name}")
+        storage.copy(source_folder + name, target_folder + name)
+    if pin is not None:
+        storage.put(target_folder + layout.PIN_OBJECT, pin.to_json())
+    storage.copy(source_folder + layout.MANIFEST_OBJECT, target_folder + layout.MANIFEST_OBJECT)
+    # The copy is complete: now the original goes, its manifest first.
+    storage.delete(source_folder + layout.MANIFEST_OBJECT)
+    for name in names:
+        if name != layout.MANIFEST_OBJECT:
+            storage.delete(source_folder + name)
+    return target
+
+
+def pin_backup(
+    storage: Storage,
+    prefix: str,
+    backup_id: str,
+    by: str,
+    reason: str,
+    say: Callable[[str], None] = lambda _: None,
+) -> tuple[Location, bool]:
+    """Pin a backup; (its location, whether anything changed)."""
+    where = find(storage, prefix, backup_id)
+    if where.tier == layout.BASE_TIER:
+        raise UsageError(
+            f"backup {backup_id} is a base backup: it cannot be restored without the WAL it "
+            "needs, which expires with wal/ (WAL_RETENTION_DAYS), so pinning it alone would "
+            "keep nothing usable; pin a logical backup (`permafrost backup`) instead"
+        )
+    pin = Pin(datetime.now(UTC).isoformat(timespec="seconds"), by, reason, where.tier)
+    if where.tier == layout.KEEP_TIER:
+        current = read_pin(storage, prefix, where)
+        if current is not None and not current.hold:
+            return where, False
+        # A retention hold becomes an operator's pin; it remembers its tier.
+        from_tier = current.from_tier if current else "standard"
+        pin = Pin(pin.pinned_at, by, reason, from_tier)
+        storage.put(where.folder(prefix) + layout.PIN_OBJECT, pin.to_json())
+        return where, True
+    return move(storage, prefix, where, layout.KEEP_TIER, pin, say), True
+
+
+def unpin_backup(
+    storage: Storage, prefix: str, backup_id: str, say: Callable[[str], None] = lambda _: None
+) -> Location:
+    where = find(storage, prefix, backup_id)
+    if where.tier != layout.KEEP_TIER:
+        raise UsageError(f"backup {backup_id} is not pinned (it is in the {where.tier} tier)")
+    pin = read_pin(storage, prefix, where)
+    tier = pin.from_tier if pin is not None else "standard"
+    if tier not in layout.BACKUP_TIERS or tier == layout.KEEP_TIER:
+        tier = "standard"
+    return move(storage, prefix, where, tier, None, say)

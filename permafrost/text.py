@@ -1,0 +1,104 @@
+"""All human formatting: tables and JSON for scripts, sizes, durations, moments, one-line errors.
+
+Every module that shows a person a size, a duration or an error message formats it here, so
+the CLI, the dashboard and the alert emails say the same thing the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+
+def print_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=_default)
+    sys.stdout.write("\n")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+    lines = [headers, *rows]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+def when(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
+
+
+def iso(moment: datetime | None, timespec: str = "seconds") -> str | None:
+    """A moment in UTC for JSON and for machines, or None."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec) if moment else None
+
+
+def one_line(text: object, limit: int | None = 60) -> str:
+    """Whitespace folded to single spaces, cut to `limit` characters with an ellipsis."""
+    flat = " ".join(str(text).split())
+    return flat if limit is None or len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def error_line(exc: BaseException) -> str:
+    """The whole message of an error on one line, for `permafrost: error: …`."""
+    return one_line(exc, None) or type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error (a driver's detail lines follow it), or its class name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def clock(seconds: float) -> str:
+    """`07:42` or `1:07:42`: elapsed time, as a progress line shows it."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def short_duration(seconds: float) -> str:
+    """`45 s`, `12 min`, `5 h`, `9 days`: an age in a dashboard cell."""
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 3 * 86400:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"
+
+
+def spoken_duration(seconds: float) -> str:
+    """`27h`, `7 minutes`, `45 seconds`, `3 days`: how long, as a person would say it."""
+    s = max(0, int(seconds))
+    if s < 90:
+        return _plural(s, "second")
+    if s < 2 * 3600:
+        return _plural(s // 60, "minute")
+    if s < 72 * 3600:
+        return f"{s // 3600}h"
+    return _plural(s // 86400, "day")
+
+
+def _plural(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"

@@ -1,0 +1,271 @@
+"""WAL archiving for servers whose archive_command we cannot set: pg_receivewal, supervised.
+
+`pg_receivewal` streams WAL over a replication connection, holding a replication slot so the
+server keeps what has not been received, into a local spool. Each completed segment (and each
+timeline history file) is pushed to the bucket exactly as wal-push does, then removed from the
+spool; the segment being written stays as `.partial` until it completes. When pg_receivewal
+dies it is restarted, with a growing pause, and the spool is drained either way.
+
+The recovery point: a quiet server may take hours to fill a 16 MiB segment. When none has
+completed for WAL_MAX_SEGMENT_AGE seconds and the server has written WAL since, the switch
+check calls pg_switch_wal(), which completes the segment, so a commit reaches the bucket within
+that bound (plus one upload).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from permafrost.backup.logical import StderrTail
+from permafrost.backup.physical import connect_database
+from permafrost.context import Context
+from permafrost.errors import PermafrostError, SourceError, StorageError
+from permafrost.postgres import tools as pgtools
+from permafrost.text import first_line
+from permafrost.wal import names as walnames
+from permafrost.wal import segment as wal
+
+log = logging.getLogger("permafrost")
+DEFAULT_SPOOL = "/var/lib/permafrost/wal-spool"
+LATER = "the archive position is recorded once the metadata store is back"
+
+
+def spool_dir(ctx: Context, cluster: str) -> Path:
+    root = Path(ctx.settings.wal_spool_dir or DEFAULT_SPOOL)
+    path = root / cluster
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise PermafrostError(
+            f"cannot create the WAL spool {path} ({exc.strerror}): set WAL_SPOOL_DIR to a "
+            "directory this user can write, on a volume that survives a restart"
+        ) from None
+    return path
+
+
+def slot_name(ctx: Context, cluster: str) -> str:
+    if ctx.settings.wal_slot:
+        return ctx.settings.wal_slot
+    cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in cluster.lower())
+    return f"permafrost_{cleaned}"[:63]
+
+
+@dataclass
+class Position:
+    """The newest segment archived, and when: what the switch check compares against."""
+
+    segment: str | None = None
+    at: float = 0.0
+
+
+def upload_completed(ctx: Context, cluster: str, spool: Path, position: Position) -> int:
+    """Push every completed file in the spool, oldest first; remove each once it is stored."""
+    repo = ctx.repository(create=True)
+    pushed = 0
+    for path in sorted(spool.iterdir()):
+        name = path.name
+        segment = walnames.parse_segment(name)
+        if segment is None and not walnames.is_history(name):
+            continue  # .partial, pg_receivewal's temporary files
+        result = wal.push(repo, cluster, path)
+        if segment is not None:
+            _record(ctx, cluster, name, result.plain_bytes)
+            position.segment, position.at = name, time.time()
+        path.unlink()
+        pushed += 1
+        log.info("archived %s", name)
+    return pushed
+
+
+def _record(ctx: Context, cluster: str, name: str, size: int, method: str = "receive") -> None:
+    if ctx.settings.metadata_url is not None:
+        ctx.record(lambda c: c.wal_archived(cluster, name, size, method), LATER)
+
+
+def record_pushed(ctx: Context, cluster: str, name: str, size: int) -> None:
+    """wal-push's note to the catalog (segments only; best effort)."""
+    if walnames.parse_segment(name) is not None:
+        _record(ctx, cluster, name, size, "push")
+
+
+class Receiver:
+    def __init__(self, ctx: Context, cluster: str, stop: threading.Event) -> None:
+        self.ctx = ctx
+        self.cluster = cluster
+        self.stop = stop
+        self.spool = spool_dir(ctx, cluster)
+        self.slot = slot_name(ctx, cluster)
+        self.position = Position()
+        self.source = ctx.settings.source
+        database = connect_database(ctx)
+        self.conninfo = pgtools.conninfo(self.source, database)
+        with pgtools.connect(self.source, database) as conn:
+            row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+        major = int(row[0]) // 10000 if row else 0
+        self.tool = pgtools.find_tool("pg_receivewal", ctx.settings.pg_bin_dir, major)
+
+    def create_slot(self) -> None:
+        result = subprocess.run(
+            [
+                self.tool,
+                "--create-slot",
+                "--if-not-exists",
+                f"--slot={self.slot}",
+                "--no-password",
+                f"--dbname={self.conninfo}",
+            ],
+            capture_output=True,
+            text=True,
+            env=pgtools.libpq_env(self.source),
+            check=False,
+        )
+        if result.returncode != 0:
+            message = result.stderr.strip().splitlines()[-1:] or ["no error output"]
+            raise SourceError(
+                f"cannot create replication slot {self.slot}: "
+                f"{message[0].removeprefix('pg_receivewal: ')} (the user needs the "
+                "REPLICATION attribute and a replication line in pg_hba.conf)"
+            )
+
+    def run(self) -> None:
+        self.create_slot()
+        print(
+            f"wal-receive: streaming cluster {self.cluster} through slot {self.slot} "
+            f"into {self.spool}",
+            flush=True,
+        )
+        pause = 1.0
+        while not self.stop.is_set():
+            started = time.monotonic()
+            code, error = self._one_run()
+            self._drain()
+            if self.stop.is_set():
+                break
+            if time.monotonic() - started > 60:
+                pause = 1.0
+            log.warning(
+                "pg_receivewal exited with %s (%s); restarting in %.0f s", code, error, pause
+            )
+            self._record_error(error)
+            self.stop.wait(pause)
+            pause = min(pause * 2, 30.0)
+        self._drain()
+
+    def _record_error(self, error: str) -> None:
+        if self.ctx.settings.metadata_url is not None:
+            self.ctx.record(lambda c: c.wal_error(self.cluster, error), LATER)
+
+    def _one_run(self) -> tuple[int | None, str]:
+        proc = subprocess.Popen(
+            [
+                self.tool,
+                f"--directory={self.spool}",
+                f"--slot={self.slot}",
+                "--no-loop",
+                "--no-password",
+                f"--dbname={self.conninfo}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=pgtools.libpq_env(self.source),
+        )
+        assert proc.stderr is not None
+        errors = StderrTail(proc.stderr, "pg_receivewal: ")
+        next_check = 0.0
+        try:
+            while proc.poll() is None and not self.stop.is_set():
+                self._drain()
+                now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + min(
+                        60.0, max(1.0, self.ctx.settings.wal_max_segment_age / 4)
+                    )
+                    self._switch_check()
+                self.stop.wait(0.5)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()  # pg_receivewal flushes what it has and exits
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        return proc.returncode, errors.summary()
+
+    def _drain(self) -> None:
+        try:
+            upload_completed(self.ctx, self.cluster, self.spool, self.position)
+        except (StorageError, PermafrostError) as exc:
+            log.warning("cannot archive from the spool yet: %s; will retry", exc)
+
+    def _switch_check(self) -> None:
+        try:
+            switch_if_idle(self.ctx, self.cluster, self.position)
+        except PermafrostError as exc:
+            log.warning("WAL switch check: %s", exc)
+
+
+def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None) -> str | None:
+    """pg_switch_wal() when no segment completed for WAL_MAX_SEGMENT_AGE but WAL was written.
+
+    Returns the name of the segment that the switch completed, or None. Without a position of
+    its own (the scheduler's check), the archive position comes from the server's archiver
+    (archive_command) or else from the catalog (wal-receive in another process).
+    """
+    max_age = ctx.settings.wal_max_segment_age
+    with pgtools.connect(ctx.settings.source, connect_database(ctx), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pg_current_wal_insert_lsn()::text,"
+            " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
+            " (SELECT timeline_id FROM pg_control_checkpoint()),"
+            " a.last_archived_wal, extract(epoch FROM a.last_archived_time)"
+            " FROM pg_stat_archiver a"
+        ).fetchone()
+        assert row is not None
+        lsn_text, segment_size, _timeline, archived_wal, archived_time = row
+        last = position or _known_position(ctx, cluster, archived_wal, archived_time)
+        size = int(segment_size)
+        lsn = walnames.parse_lsn(lsn_text)
+        done = walnames.parse_segment(last.segment, size) if last.segment else None
+        written_from = (done.number + 1) * size if done is not None else lsn - lsn % size
+        if lsn - written_from <= LONG_PAGE_HEADER:
+            return None  # nothing written since the last completed segment
+        if done is not None and time.time() - last.at < max_age:
+            return None
+        import psycopg
+
+        try:
+            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        except psycopg.Error as exc:
+            raise SourceError(
+                f"cannot call pg_switch_wal(): {first_line(exc)} (grant it with "
+                "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO the backup user)"
+            ) from None
+    name = str(switched[0]) if switched else None
+    log.info("switched WAL: %s had waited %s s or more", name, max_age)
+    if ctx.settings.metadata_url is not None:
+        ctx.record(lambda c: c.wal_switched(cluster), LATER)
+    if position is not None:
+        position.at = time.time()  # give the switched segment one period to arrive
+    return name
+
+
+LONG_PAGE_HEADER = 40  # a segment that holds only its page header has no WAL in it yet
+
+
+def _known_position(
+    ctx: Context, cluster: str, archived_wal: str | None, archived_time: float | None
+) -> Position:
+    if archived_wal and walnames.parse_segment(archived_wal) is not None:
+        return Position(archived_wal, float(archived_time or 0))
+    if ctx.settings.metadata_url is not None:
+        rows = ctx.record(lambda c: c.wal_status(cluster), LATER) or []
+        if rows:
+            at = rows[0]["last_archived_at"]
+            return Position(rows[0]["last_segment"], at.timestamp())
+    return Position()

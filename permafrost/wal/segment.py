@@ -1,0 +1,80 @@
+"""WAL archiving: push one file to the bucket, fetch one back, prefetch those that follow.
+
+`wal-push` runs as PostgreSQL's archive_command: it must be idempotent (PostgreSQL retries a
+file after a crash, and pushing the same bytes again succeeds) and refuse to overwrite (a file
+of the same name with other bytes is an error, loudly, because two servers may be writing to
+one archive). `wal-fetch` runs as restore_command: a file that is not in the archive is the
+normal end of recovery, so it exits 1 without a word.
+
+Not yet wired into the command line: the PITR issue does that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from permafrost import layout
+from permafrost.errors import IntegrityError, NotFound, StorageError, UsageError
+from permafrost.repo import crypto
+from permafrost.repo.config import Repository
+from permafrost.repo.pipeline import open_bytes
+from permafrost.wal import names as walnames
+
+WAL_COMPRESSION_LEVEL = 1  # a segment must be archived quickly; level 1 is ~3x zstd's -3 speed
+
+
+@dataclass(frozen=True)
+class Pushed:
+    name: str
+    key: str
+    plain_bytes: int
+    stored_bytes: int
+    already_there: bool
+
+
+def wal_key(repo: Repository, cluster: str, name: str) -> str:
+    timeline = walnames.timeline_of(name)
+    if timeline is None:
+        raise UsageError(f"{name!r} is not a WAL file name (segment, .history, .backup, .partial)")
+    return layout.wal_key(repo.prefix, cluster, timeline, name)
+
+
+def push(repo: Repository, cluster: str, path: Path) -> Pushed:
+    key = wal_key(repo, cluster, path.name)
+    data = path.read_bytes()
+    sealed = seal(repo.key, data)
+    try:
+        repo.storage.put(key, sealed, if_absent=True)
+    except StorageError as exc:
+        if "already exists" not in str(exc):
+            raise
+        _same_or_refuse(repo, key, path.name, data)
+        return Pushed(path.name, key, len(data), len(sealed), already_there=True)
+    return Pushed(path.name, key, len(data), len(sealed), already_there=False)
+
+
+def seal(key: crypto.MasterKey, data: bytes) -> bytes:
+    compressed = zstandard.ZstdCompressor(level=WAL_COMPRESSION_LEVEL).compress(data)
+    return crypto.encrypt_bytes(key, compressed, compressed=True)
+
+
+def _same_or_refuse(repo: Repository, key: str, name: str, data: bytes) -> None:
+    archived = open_bytes(repo.keyring, repo.storage.get(key))
+    if hashlib.sha256(archived).digest() != hashlib.sha256(data).digest():
+        raise IntegrityError(
+            f"{name} is already archived with different contents: another server may be "
+            "archiving into this cluster's folder (check CLUSTER_NAME); nothing was overwritten"
+        )
+
+
+def fetch(repo: Repository, cluster: str, name: str) -> bytes | None:
+    """The file's original bytes, or None when the archive does not have it."""
+    try:
+        sealed = repo.storage.get(wal_key(repo, cluster, name))
+    except NotFound:
+        return None
+    return open_bytes(repo.keyring, sealed)

@@ -1,0 +1,122 @@
+"""Running pg_restore, and choosing from a dump's table of contents what it restores.
+
+Selection by table or schema works on the archive's TOC (`pg_restore -l`): the data of tables
+not asked for is left out, foreign keys are restored in a second pass once the tables not
+asked for have been dropped, and names are matched against the tables the manifest counted,
+so a table called "Mixed Case" is found as surely as one called customers.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from permafrost.errors import TargetError
+from permafrost.postgres import tools as pgtools
+from permafrost.repo.manifest import TableCount
+from restore.target import Target
+
+_ENTRY = re.compile(r"^(\d+); (\d+) (\d+) (.+)$")
+
+
+@dataclass(frozen=True)
+class TocSelection:
+    main: str  # the list for the first pass: everything but unwanted data and foreign keys
+    foreign_keys: str  # the list for the second pass
+    foreign_key_count: int
+
+
+def select_toc(toc: str, tables: Iterable[TableCount], keep: set[tuple[str, str]]) -> TocSelection:
+    known = sorted(((t.schema, t.table) for t in tables), key=lambda k: -len(k[0] + k[1]))
+    main, fks = [], []
+    for line in toc.splitlines():
+        entry = _ENTRY.match(line)
+        rest = entry.group(4) if entry else ""
+        if rest.startswith("FK CONSTRAINT "):
+            fks.append(line)
+            main.append(";" + line)
+        elif rest.startswith("TABLE DATA ") and _table_of(rest, known) not in keep:
+            main.append(";" + line)
+        else:
+            main.append(line)
+    return TocSelection("\n".join(main) + "\n", "\n".join(fks) + "\n", len(fks))
+
+
+def _table_of(rest: str, known: list[tuple[str, str]]) -> tuple[str, str] | None:
+    remainder = rest[len("TABLE DATA ") :]
+    for schema, table in known:
+        if remainder.startswith(f"{schema} {table} "):
+            return schema, table
+    return None
+
+
+def list_toc(pg_restore: str, dump: Path) -> str:
+    result = subprocess.run(
+        [pg_restore, "--list", str(dump)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise TargetError(f"pg_restore cannot list the dump: {_summary(result.stderr)}")
+    return result.stdout
+
+
+def run(
+    pg_restore: str,
+    target: Target,
+    dump: Path,
+    args: list[str],
+    toc: str | None = None,
+    *,
+    stop_on_error: bool = True,
+) -> str:
+    """Run pg_restore into the target; return its error output (empty when clean)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".toc") as listing:
+        extra = []
+        if toc is not None:
+            listing.write(toc)
+            listing.flush()
+            extra = [f"--use-list={listing.name}"]
+        command = [
+            pg_restore,
+            "--no-password",
+            *args,
+            *extra,
+            f"--dbname={pgtools.conninfo(target.server, target.database)}",
+            str(dump),
+        ]
+        if stop_on_error:
+            command.insert(1, "--exit-on-error")
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=pgtools.libpq_env(target.server),
+        )
+    if result.returncode != 0 and stop_on_error:
+        raise TargetError(
+            f"pg_restore failed on {target.where}: {_summary(result.stderr)}" + _hint(result.stderr)
+        )
+    return result.stderr
+
+
+def _summary(stderr: str) -> str:
+    lines = [line.removeprefix("pg_restore: ") for line in stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    chosen = (errors or lines or ["no error output"])[0]
+    return chosen.removeprefix("error: ")
+
+
+def _hint(stderr: str) -> str:
+    if re.search(r'role ".*" does not exist', stderr):
+        return " (the backup's roles are missing on the target: create them, or add --no-owner)"
+    if "No space left on device" in stderr or "could not extend file" in stderr:
+        return " (the target server is out of disk space)"
+    return ""
+
+
+def error_count(stderr: str) -> int:
+    return sum(1 for line in stderr.splitlines() if line.startswith("pg_restore: error:"))

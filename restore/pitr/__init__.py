@@ -1,0 +1,1 @@
+"""Point-in-time recovery: the plan, the recovery server, the copy into a database, its CLI."""

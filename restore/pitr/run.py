@@ -1,0 +1,479 @@
+"""Point-in-time recovery: a base backup, the archived WAL, and a PostgreSQL server to replay it.
+
+The order is the operator's safety: everything that can be refused is refused before a byte is
+downloaded (no base backup early enough, a target outside the recoverable window, a missing
+segment, a target database that exists, a data directory that is not empty). Then the base
+backup is downloaded, unpacked and checked against PostgreSQL's own backup_manifest with
+pg_verifybackup; recovery settings are written (restore_command through `permafrost wal-fetch`,
+the target, recovery_target_action = 'promote', archive_mode off so the recovered server never
+archives into the source's WAL); a server is started on it and watched through its log until
+it promotes; the moment actually reached is read from what PostgreSQL reports.
+
+With --target-dir the recovered data directory is the product, left running or stopped. With
+--target-db its databases are copied into a database on another server (pg_dump | pg_restore
+into a staging database, row counts compared, then renamed), and the temporary server and
+directory are removed: this is how a managed database gets point-in-time recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from permafrost.backup.lookup import check_data_object, check_hashes
+from permafrost.config.settings import SourceSettings, wal_fetch_env
+from permafrost.context import Context
+from permafrost.errors import (
+    ConfigError,
+    InsufficientSpace,
+    IntegrityError,
+    PermafrostError,
+    TargetError,
+    TargetExists,
+    UsageError,
+)
+from permafrost.postgres import tools as pgtools
+from permafrost.text import human_bytes
+from restore.fetch import download
+from restore.pitr.plan import PitrPlan, RecoveryTarget
+
+Say = Callable[[str], None]
+MARGIN = 256 * 1024 * 1024
+BEGIN_MARK = "# permafrost pitr: recovery settings (removed after promotion)"
+END_MARK = "# permafrost pitr: end of recovery settings"
+
+
+# --- Running it ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OsUser:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def for_server(cls, ctx: Context) -> OsUser | None:
+        """Who runs the recovery server: this user, or PITR_OS_USER when this user is root."""
+        if os.geteuid() != 0:
+            return None
+        name = ctx.settings.pitr_os_user
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise ConfigError(
+                f"PostgreSQL refuses to run as root, and PITR_OS_USER={name} does not exist: "
+                "create that user or set PITR_OS_USER to the user that owns PostgreSQL"
+            ) from None
+        return cls(name, entry.pw_uid, entry.pw_gid)
+
+
+def _as(user: OsUser | None) -> dict[str, Any]:
+    return {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+
+
+def _chown(path: Path, user: OsUser | None) -> None:
+    if user is not None:
+        os.chown(path, user.uid, user.gid)
+
+
+def permafrost_command() -> list[str]:
+    script = Path(sys.executable).parent / "permafrost"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("permafrost")
+    return [found] if found else [sys.executable, "-m", "permafrost.cli"]
+
+
+@dataclass
+class Server:
+    """The recovery server: a postgres process we started on the restored data directory."""
+
+    bin_dir: Path
+    data: Path
+    run: Path
+    port: int
+    user: OsUser | None
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    seen: int = 0
+    lines: list[str] = field(default_factory=list)
+
+    def start(self, recovering: bool) -> None:
+        options = {
+            "port": str(self.port),
+            "listen_addresses": "",
+            "unix_socket_directories": str(self.run),
+            "hba_file": str(self.run / "pg_hba.conf"),
+            "ident_file": str(self.run / "pg_ident.conf"),
+            "archive_mode": "off",
+            "hot_standby": "off" if recovering else "on",
+            "ssl": "off",
+            "logging_collector": "off",
+            "log_destination": "stderr",
+            "lc_messages": "C",
+            "log_line_prefix": "%m ",
+            "config_file": str(self.data / "postgresql.conf"),
+        }
+        command = [str(self.bin_dir / "postgres"), "-D", str(self.data)]
+        for name, value in options.items():
+            command += ["-c", f"{name}={value}"]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                env=_server_env(),
+                cwd=str(self.data),
+                start_new_session=True,
+                **_as(self.user),
+            )
+
+    def new_lines(self) -> list[str]:
+        try:
+            with self.log.open("rb") as handle:
+                handle.seek(self.seen)
+                data = handle.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self.seen += end
+        lines = data[:end].decode(errors="replace").splitlines()
+        self.lines = (self.lines + lines)[-400:]
+        return lines
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(2)  # SIGINT: fast shutdown, with a checkpoint
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(3)  # SIGQUIT: immediate
+            self.proc.wait(timeout=30)
+
+    def source(self, role: str, database: str = "postgres") -> SourceSettings:
+        return SourceSettings(
+            host=str(self.run), port=self.port, user=role, password=None, databases=(database,)
+        )
+
+
+def _server_env() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C", "LC_ALL": "C"}
+
+
+@dataclass
+class Reached:
+    moment: str | None  # what PostgreSQL reported, as it reported it
+    stopped_before: str | None
+    lsn: str | None
+    timeline: int | None
+    target_missed: bool = False
+
+
+def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
+    m = plan.base.manifest
+    free = shutil.disk_usage(data).free
+    if free < m.dump_bytes + MARGIN:
+        raise InsufficientSpace(
+            f"{data} has {human_bytes(free)} free, and base backup {m.id} needs "
+            f"{human_bytes(m.dump_bytes + MARGIN)}: free some space or choose another directory"
+        )
+    check_data_object(ctx, m)
+    say(f"download and unpack base backup {m.id} ({human_bytes(m.dump_bytes)}) into {data}")
+    tar = subprocess.Popen(
+        ["tar", "-x", "--no-same-owner", "-C", str(data), "-f", "-"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **_as(user),
+    )
+    assert tar.stdin is not None and tar.stderr is not None
+    stored_sha = dump_sha = ""
+    try:
+        stored_sha, dump_sha = download(ctx, m, tar.stdin.write, lambda _: None)
+        tar.stdin.close()
+    except BrokenPipeError:
+        pass  # tar stopped reading: its exit status says why
+    except BaseException:
+        tar.kill()
+        tar.wait()
+        raise
+    errors = tar.stderr.read().decode(errors="replace").strip()
+    if tar.wait() != 0:
+        if "No space left" in errors:
+            raise InsufficientSpace(f"{data} filled up while unpacking base backup {m.id}")
+        raise TargetError(f"unpacking base backup {m.id} failed: {errors.splitlines()[-1:]}")
+    check_hashes(m, stored_sha, dump_sha)
+
+
+def verify_files(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
+    major = int(plan.base.manifest.physical.get("server_version_num", 0)) // 10000
+    tool = pgtools.find_tool("pg_verifybackup", ctx.settings.pg_bin_dir, major)
+    result = subprocess.run(
+        [tool, "--no-parse-wal", "--quiet", str(data)],
+        capture_output=True,
+        text=True,
+        check=False,
+        **_as(user),
+    )
+    if result.returncode != 0:
+        first = (result.stderr.strip().splitlines() or ["no output"])[0]
+        raise IntegrityError(
+            f"the unpacked base backup {plan.base.id} does not match its backup_manifest: "
+            f"{first.removeprefix('pg_verifybackup: ')}"
+        )
+    files = plan.base.manifest.physical.get("files")
+    say(f"pg_verifybackup: every file{f' ({files})' if files else ''} matches backup_manifest")
+
+
+def configure(
+    ctx: Context, plan: PitrPlan, data: Path, run: Path, target: RecoveryTarget | None
+) -> None:
+    """Recovery settings in postgresql.auto.conf, recovery.signal, and the run directory."""
+    for name in ("postgresql.conf", "pg_ident.conf"):
+        if not (data / name).exists():  # Debian keeps them in /etc/postgresql
+            (data / name).write_text("# written by permafrost pitr\n")
+    if not (data / "pg_hba.conf").exists():
+        (data / "pg_hba.conf").write_text(
+            "local all all peer\nhost all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n"
+        )
+    (run / "pg_hba.conf").write_text("local all all trust\n")  # a socket only in `run`
+    (run / "pg_ident.conf").write_text("")
+    env_file = run / "permafrost.env"
+    lines = [f"{name}='{value}'" for name, value in wal_fetch_env(ctx.settings).items()]
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    command = [
+        *permafrost_command(),
+        "--env-file",
+        str(env_file),
+        "wal-fetch",
+        "--cluster",
+        plan.cluster,
+    ]
+    restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
+    settings = {"restore_command": restore_command}
+    if target is not None:
+        settings.update(target.settings())
+        settings["recovery_target_action"] = "promote"
+    settings["recovery_target_timeline"] = str(plan.base.timeline)
+    _write_recovery_settings(data, settings)
+    (data / "recovery.signal").write_text("")
+    for stale in ("standby.signal", "postmaster.pid"):
+        (data / stale).unlink(missing_ok=True)
+
+
+def _write_recovery_settings(data: Path, settings: dict[str, str]) -> None:
+    auto = data / "postgresql.auto.conf"
+    text = _without_recovery_settings(auto.read_text() if auto.exists() else "")
+    block = [BEGIN_MARK]
+    block += [
+        f"{name} = '{value.replace(chr(39), chr(39) * 2)}'" for name, value in settings.items()
+    ]
+    block.append(END_MARK)
+    auto.write_text(text + "\n".join(block) + "\n")
+
+
+def _without_recovery_settings(text: str) -> str:
+    pattern = re.compile(re.escape(BEGIN_MARK) + r".*?" + re.escape(END_MARK) + r"\n?", re.S)
+    return pattern.sub("", text)
+
+
+_RESTORED = re.compile(r'restored log file "([0-9A-F]{24})" from archive')
+_STOPPING = re.compile(r"recovery stopping (before|after) (.*)")
+_LAST_TX = re.compile(r"last completed transaction was at log time (.*)")
+_TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
+_READY = "database system is ready to accept connections"
+_MISSED = "recovery ended before configured recovery target was reached"
+
+
+def watch_recovery(server: Server, say: Say) -> Reached:
+    """Follow the server's log until it promotes (or dies); say how far replay has got."""
+    reached = Reached(None, None, None, None)
+    last_segment = None
+    last_report = time.monotonic()
+    while True:
+        for line in server.new_lines():
+            if match := _RESTORED.search(line):
+                last_segment = match.group(1)
+            elif match := _STOPPING.search(line):
+                reached.stopped_before = f"{match.group(1)} {match.group(2)}"
+            elif match := _LAST_TX.search(line):
+                reached.moment = match.group(1).strip()
+            elif match := _TIMELINE.search(line):
+                reached.timeline = int(match.group(1))
+            elif _MISSED in line:
+                reached.target_missed = True
+            elif _READY in line:
+                return reached
+        if not server.alive():
+            for line in server.new_lines():
+                if _MISSED in line:
+                    reached.target_missed = True
+            raise RecoveryFailed(reached, last_segment, _fatal(server.lines))
+        if last_segment and time.monotonic() - last_report > 5:
+            say(f"replaying WAL: {last_segment}")
+            last_report = time.monotonic()
+        time.sleep(0.2)
+
+
+def _fatal(lines: list[str]) -> str:
+    ours = [line for line in lines if line.startswith("permafrost: error:")]
+    if ours:
+        return ours[-1].removeprefix("permafrost: error: ")
+    picked = [line for line in lines if "FATAL:" in line or "PANIC:" in line]
+    text = (picked or lines or ["the server exited without a message"])[-1]
+    return re.sub(r"^\S+ \S+ \S+ ", "", text).strip()
+
+
+class RecoveryFailed(PermafrostError):
+    def __init__(self, reached: Reached, last_segment: str | None, message: str) -> None:
+        super().__init__(message)
+        self.reached = reached
+        self.last_segment = last_segment
+
+
+@contextlib.contextmanager
+def connected(server: Server, roles: list[str], database: str = "postgres") -> Iterator[object]:
+    last: Exception | None = None
+    for role in roles:
+        try:
+            conn = pgtools.connect(server.source(role, database), database, autocommit=True)
+        except PermafrostError as exc:
+            last = exc
+            continue
+        try:
+            yield conn
+        finally:
+            conn.close()
+        return
+    raise TargetError(f"cannot connect to the recovered server: {last}")
+
+
+def roles_to_try(ctx: Context, user: OsUser | None) -> list[str]:
+    names = [ctx.settings.source.user, "postgres", user.name if user else None]
+    names.append(pwd.getpwuid(os.geteuid()).pw_name)
+    out: list[str] = []
+    for name in names:
+        if name and name not in out:
+            out.append(name)
+    return out
+
+
+def check_runnable(user: OsUser | None, run: Path) -> None:
+    """restore_command runs as the server's OS user: that user must be able to run us."""
+    if user is None:
+        return
+    command = [*permafrost_command(), "--version"]
+    try:
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            check=False,
+            cwd=str(run),
+            timeout=60,
+            **_as(user),
+        )
+        ok = result.returncode == 0
+    except OSError:
+        ok = False
+    if not ok:
+        raise ConfigError(
+            f"PostgreSQL runs restore_command as the OS user {user.name}, who cannot run "
+            f"{command[0]}: install Permafrost where that user can read it (./setup.sh builds "
+            ".venv on the system Python), or run pitr as that user"
+        )
+
+
+def prepare_dir(path: Path, user: OsUser | None, what: str) -> bool:
+    """Create or accept an empty directory owned by the server user; True if we created it."""
+    created = False
+    if path.exists():
+        if not path.is_dir():
+            raise UsageError(f"{what} {path} is not a directory")
+        if any(path.iterdir()):
+            raise TargetExists(
+                f"{what} {path} is not empty: pitr never writes over files; choose a new or "
+                "empty directory"
+            )
+    else:
+        try:
+            path.mkdir(parents=True, mode=0o700)
+        except OSError as exc:
+            raise TargetError(f"cannot create {what} {path}: {exc.strerror}") from None
+        created = True
+    path.chmod(0o700)
+    _chown(path, user)
+    if user is not None:
+        probe = subprocess.run(
+            ["test", "-w", str(path), "-a", "-x", str(path)],
+            check=False,
+            **_as(user),
+        )
+        if probe.returncode != 0:
+            raise TargetError(
+                f"the OS user {user.name} cannot write {path}: a parent directory is private "
+                "to this user; choose a directory under /var/lib or /srv"
+            )
+    return created
+
+
+def empty_dir(path: Path, remove: bool) -> None:
+    if remove:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for entry in path.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def work_dir(ctx: Context, user: OsUser | None) -> Path:
+    root = Path(ctx.settings.restore_tmpdir or tempfile.gettempdir())
+    path = Path(tempfile.mkdtemp(prefix="permafrost-pitr-", dir=root))
+    _chown(path, user)
+    return path
+
+
+def finish_settings(data: Path, port: int, socket_dir: str) -> None:
+    """After promotion: the recovery block out, the settings a recovered copy must keep in."""
+    auto = data / "postgresql.auto.conf"
+    text = _without_recovery_settings(auto.read_text() if auto.exists() else "")
+    block = [
+        "# permafrost pitr: this is a recovered copy. archive_mode stays off so that it never",
+        "# archives into the WAL of the server it was recovered from; turn it back on with a",
+        "# CLUSTER_NAME of its own.",
+        "archive_mode = 'off'",
+        f"port = {port}",
+        "listen_addresses = 'localhost'",
+        f"unix_socket_directories = '{socket_dir}'",
+    ]
+    auto.write_text(text + "\n".join(block) + "\n")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
