@@ -10,7 +10,8 @@ import pytest
 
 from permafrost.config.settings import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.storage import Storage, open_storage
+from permafrost.storage import LifecycleStorage, Storage, open_storage
+from permafrost.storage.local import LocalStorage
 from permafrost.storage.transfer import ObjectWriter, read_object
 from tests.services import S3Server
 
@@ -174,3 +175,16 @@ def test_local_storage_lists_and_aborts_a_killed_writes_temporary_file(tmp_path:
     assert [i.key for i in storage.list("t/")] == ["t/a/one"]  # never listed as an object
     storage.abort_multipart(pending[0].key, pending[0].upload_id)
     assert not leftover.exists() and storage.get("t/a/one") == b"kept"
+
+
+def test_only_a_bucket_has_lifecycle_rules(storage: Storage) -> None:
+    if isinstance(storage, LocalStorage):
+        assert not isinstance(storage, LifecycleStorage)
+        return
+    assert isinstance(storage, LifecycleStorage)
+    assert storage.lifecycle_rules() == []
+    rule = {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 9}}
+    storage.put_lifecycle_rules([rule])
+    assert [r["ID"] for r in storage.lifecycle_rules()] == ["r"]
+    storage.put_lifecycle_rules([])
+    assert storage.lifecycle_rules() == []
