@@ -20,10 +20,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 
 SUPERUSER = "postgres"
 PASSWORD = "test-Secret-pw-1"
 START_ATTEMPTS = 5  # a port taken between free_port() and the bind: try another
+_refusal: str | None = None  # set by `pytest --quick`: no service starts, its test is skipped
+
+
+def refuse_to_start(reason: str) -> None:
+    """From now on, a test that starts a cluster or an S3 server is skipped, for `reason`."""
+    global _refusal
+    _refusal = reason
+
+
+def _may_start(what: str) -> None:
+    if _refusal is not None:
+        pytest.skip(f"needs {what}: {_refusal}")
 
 
 def pg_bin() -> Path:
@@ -74,6 +87,7 @@ class Cluster:
     ) -> None:
         # initdb_args: extra initdb options (--wal-segsize=1); start_prefix: a command the
         # server is started under (prlimit --fsize=… for a target that runs out of space).
+        _may_start("PostgreSQL")
         self.initdb_args, self.start_prefix = initdb_args, start_prefix
         self.root = Path(tempfile.mkdtemp(prefix=f"permafrost-{name}-"))
         self.data = self.root / "data"
@@ -212,6 +226,7 @@ class S3Server:
     """
 
     def __init__(self) -> None:
+        _may_start("the S3 server")
         self._log = Path(tempfile.mkdtemp(prefix="permafrost-moto-")) / "log"
         moto = Path(sys.executable).parent / "moto_server"
         with self._log.open("w") as log:
