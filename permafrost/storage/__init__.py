@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from permafrost.config.settings import StorageSettings
+from permafrost.config.storage import StorageSettings
 from permafrost.storage.base import LifecycleStorage, ObjectInfo, PendingUpload, Storage
 
 __all__ = ["LifecycleStorage", "ObjectInfo", "PendingUpload", "Storage", "open_storage"]
