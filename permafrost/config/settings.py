@@ -24,7 +24,7 @@ from permafrost.config.source import SourceSettings, source_from_url, source_set
 from permafrost.config.storage import StorageSettings, storage_settings
 from permafrost.errors import ConfigError
 
-# Imported from here by the modules that take settings apart; they live in their own modules.
+# The parts of the settings that other modules import from here (each has its own module).
 __all__ = [
     "Env",
     "Secret",
@@ -191,6 +191,15 @@ def _wal(env: Env) -> WalSettings:
     )
 
 
+def _slot(env: Env) -> str | None:
+    slot = env.text("WAL_SLOT_NAME")
+    if slot is not None and not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
+        raise ConfigError(
+            f"WAL_SLOT_NAME={slot!r}: a replication slot name is lower-case letters, digits and _"
+        )
+    return slot
+
+
 def _schedules(env: Env) -> ScheduleSettings:
     defaults = ScheduleSettings()
     timezone = env.text("TZ", "UTC") or "UTC"
@@ -277,15 +286,6 @@ def _monitor(env: Env) -> MonitorSettings:
         webhook_url=env.secret("ALERT_WEBHOOK_URL"),
         healthcheck_ping_url=env.secret("HEALTHCHECK_PING_URL"),
     )
-
-
-def _slot(env: Env) -> str | None:
-    slot = env.text("WAL_SLOT_NAME")
-    if slot is not None and not re.fullmatch(r"[a-z0-9_]{1,63}", slot):
-        raise ConfigError(
-            f"WAL_SLOT_NAME={slot!r}: a replication slot name is lower-case letters, digits and _"
-        )
-    return slot
 
 
 def _old_keys(env: Env) -> tuple[Secret, ...]:
