@@ -5,7 +5,9 @@
 #                       directory as the bucket, under .permafrost/)
 #   ./setup.sh stop     stop it;  ./setup.sh status   what runs
 #   ./setup.sh test     install everything the tests need (PostgreSQL server binaries included)
-#                       and run ruff, mypy and the test suite
+#                       and run ruff, mypy and the test suite; extra arguments go to pytest
+#   ./setup.sh test --quick   the same, with only the tests that need no PostgreSQL, S3 server
+#                       or browser (under a minute, for the edit-test loop; see tests/conftest.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -74,7 +76,8 @@ python_env() {
 }
 
 run_tests() {
-  system_packages test
+  # --quick (passed on to pytest) runs no browser test: Chromium is not needed then.
+  if [[ " $* " == *" --quick "* ]]; then system_packages; else system_packages test; fi
   python_env test
   say "ruff"
   "$VENV/bin/ruff" check .

@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from permafrost import __version__, errors
-from permafrost.config.settings import Settings, load_env_file
+from permafrost.config.envfile import load_env_file
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.text import error_line
 

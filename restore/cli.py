@@ -215,7 +215,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     options = RestoreOptions(
         target_db=args.target_db,
         target_url=args.target_url,
-        jobs=args.jobs or ctx.settings.restore_jobs,
+        jobs=args.jobs or ctx.settings.restore.jobs,
         tables=tuple(args.table),
         schemas=tuple(args.schema),
         schema_only=args.schema_only,

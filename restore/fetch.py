@@ -27,7 +27,7 @@ MARGIN = 64 * 1024 * 1024
 
 
 def temp_dir(ctx: Context) -> Path:
-    configured = ctx.settings.restore_tmpdir
+    configured = ctx.settings.restore.tmpdir
     return Path(configured) if configured else Path(tempfile.gettempdir())
 
 

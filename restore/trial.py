@@ -35,11 +35,11 @@ class TrialResult:
 
 
 def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
-    url = ctx.settings.verify_url.reveal() if ctx.settings.verify_url else None
+    url = ctx.settings.restore.verify_url.reveal() if ctx.settings.restore.verify_url else None
     options = RestoreOptions(
         target_db=f"{SCRATCH_PREFIX}{secrets.token_hex(4)}",
         target_url=url,
-        jobs=ctx.settings.restore_jobs,
+        jobs=ctx.settings.restore.jobs,
         record_checks=False,
     )
     started, clock = datetime.now(UTC), time.monotonic()

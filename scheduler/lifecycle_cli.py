@@ -91,9 +91,10 @@ def lifecycle_apply(ctx: Context, args: argparse.Namespace) -> int:
         for line in result.messages():
             print(line)
     if not result.ok:
+        refused = result.action is lifecycle.ApplyAction.REFUSED
         raise CheckFailed(
             f"lifecycle apply: {len(result.problems)} problem(s) "
-            f"({'nothing written' if result.action == 'refused' else 'rules written'}); "
+            f"({'nothing written' if refused else 'rules written'}); "
             f"first: {result.problems[0]}"
         )
     return 0

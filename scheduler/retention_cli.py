@@ -13,6 +13,7 @@ from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
 from permafrost.retention import apply as cleanup
 from permafrost.retention import pins
+from permafrost.retention.plan import Action
 from permafrost.text import human_bytes, print_json, table
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def retention(ctx: Context, args: argparse.Namespace) -> int:
         return 1 if outcome.errors else 0
     rows = [
         [
-            d.action.upper() if d.action != "keep" else "keep",
+            d.action.upper() if d.action is not Action.KEEP else d.action.value,
             d.item.id,
             d.item.database,
             d.item.tier,

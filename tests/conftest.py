@@ -1,4 +1,10 @@
-"""Fixtures: a real source cluster, a real S3 server, and a fresh bucket and catalog per test."""
+"""Fixtures: a real source cluster, a real S3 server, and a fresh bucket and catalog per test.
+
+`pytest --quick` (`./setup.sh test --quick`) runs only the tests that need none of them: a test
+is left out when it uses the `pg` or `s3` fixture (directly or through another fixture, such as
+`env`) or is marked slow; one that starts a cluster or an S3 server of its own is skipped when
+it tries. Those left out carry the `services` marker, so `-m "not services"` says the same.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,42 @@ from pathlib import Path
 import pytest
 
 from permafrost.repo import crypto
+from tests import services
 from tests.services import Cluster, S3Server
 
 PERMAFROST = str(Path(sys.executable).parent / "permafrost")
 KEY = crypto.generate_key()
+
+
+SERVICE_FIXTURES = frozenset({"pg", "s3"})  # PostgreSQL and the S3 server; the browser tests use pg
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--quick",
+        action="store_true",
+        help="only the tests that need no PostgreSQL, S3 server or browser, and are not slow",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("quick"):
+        services.refuse_to_start("--quick runs only the tests that need no services")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _needs_services(item):
+            item.add_marker(pytest.mark.services)
+    if config.getoption("quick"):
+        left_out = [item for item in items if _needs_services(item)]
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not _needs_services(item)]
+
+
+def _needs_services(item: pytest.Item) -> bool:
+    uses = set(getattr(item, "fixturenames", ()))
+    return bool(uses & SERVICE_FIXTURES) or item.get_closest_marker("slow") is not None
 
 
 @pytest.fixture(scope="session")

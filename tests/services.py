@@ -8,18 +8,35 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import pytest
 
 SUPERUSER = "postgres"
 PASSWORD = "test-Secret-pw-1"
+START_ATTEMPTS = 5  # a port taken between free_port() and the bind: try another
+_refusal: str | None = None  # set by `pytest --quick`: no service starts, its test is skipped
+
+
+def refuse_to_start(reason: str) -> None:
+    """From now on, a test that starts a cluster or an S3 server is skipped, for `reason`."""
+    global _refusal
+    _refusal = reason
+
+
+def _may_start(what: str) -> None:
+    if _refusal is not None:
+        pytest.skip(f"needs {what}: {_refusal}")
 
 
 def pg_bin() -> Path:
@@ -35,9 +52,21 @@ def pg_bin() -> Path:
 
 
 def free_port() -> int:
+    """A loopback port that was free a moment ago. Another process may take it before the
+    caller binds it: a service started on it must retry on a bind failure (`Cluster.start`
+    does), and a test that needs a port where nothing listens holds `refused_port()` instead."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A loopback port that refuses connections for as long as it is held: bound, never
+    listened on, so nothing else can start listening there meanwhile."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def _as_owner() -> list[str]:
@@ -58,6 +87,7 @@ class Cluster:
     ) -> None:
         # initdb_args: extra initdb options (--wal-segsize=1); start_prefix: a command the
         # server is started under (prlimit --fsize=… for a target that runs out of space).
+        _may_start("PostgreSQL")
         self.initdb_args, self.start_prefix = initdb_args, start_prefix
         self.root = Path(tempfile.mkdtemp(prefix=f"permafrost-{name}-"))
         self.data = self.root / "data"
@@ -110,6 +140,17 @@ class Cluster:
                 handle.write(f"{key} = {value}\n")
 
     def start(self) -> Cluster:
+        """Start the server; when its port was taken meanwhile, on another port."""
+        for _ in range(START_ATTEMPTS - 1):
+            try:
+                return self._start()
+            except subprocess.CalledProcessError:
+                if "could not bind" not in self._log():
+                    raise
+            self._move_to(free_port())
+        return self._start()
+
+    def _start(self) -> Cluster:
         subprocess.run(
             [
                 *self.start_prefix,
@@ -128,6 +169,15 @@ class Cluster:
             capture_output=True,
         )
         return self
+
+    def _log(self) -> str:
+        log = self.root / "log"
+        return log.read_text(errors="replace") if log.exists() else ""
+
+    def _move_to(self, port: int) -> None:
+        self.port = port
+        with (self.data / "postgresql.conf").open("a") as handle:
+            handle.write(f"port = {port}\n")  # the last setting of a name wins
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(
@@ -169,27 +219,31 @@ class Cluster:
 
 
 class S3Server:
-    """moto's S3 server on a loopback port, in its own process."""
+    """moto's S3 server on a loopback port, in its own process.
+
+    It binds port 0 and says which port it got (werkzeug's "Running on" line), so no other
+    process can take the port between choosing and binding it.
+    """
 
     def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        _may_start("the S3 server")
+        self._log = Path(tempfile.mkdtemp(prefix="permafrost-moto-")) / "log"
         moto = Path(sys.executable).parent / "moto_server"
-        self.proc = subprocess.Popen(
-            [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait()
+        with self._log.open("w") as log:
+            self.proc = subprocess.Popen(
+                [str(moto), "-H", "127.0.0.1", "-p", "0"], stdout=subprocess.DEVNULL, stderr=log
+            )
+        self.port = self._wait()
+        self.url = f"http://127.0.0.1:{self.port}"
 
-    def _wait(self) -> None:
+    def _wait(self) -> int:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            said = self._log.read_text(errors="replace")
+            running = re.search(r"Running on http://127\.0\.0\.1:(\d+)", said)
+            if running:
+                return int(running.group(1))
+            time.sleep(0.1)
         raise RuntimeError("moto_server did not start")
 
     def client(self):  # type: ignore[no-untyped-def]
@@ -206,3 +260,4 @@ class S3Server:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+        shutil.rmtree(self._log.parent, ignore_errors=True)

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from permafrost.config.settings import Settings, load_env_file
+from permafrost.config.envfile import load_env_file
+from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
 
 
@@ -89,6 +91,39 @@ def test_it_reads_secrets_from_files(tmp_path: Path) -> None:
 def test_it_refuses_a_bad_value_naming_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env(env)
+
+
+def test_it_reads_each_concern_into_its_section() -> None:
+    settings = Settings.from_env(
+        {
+            "COMPRESSION_LEVEL": "9",
+            "COMPRESSION_THREADS": "1",
+            "WAL_MAX_SEGMENT_AGE": "60",
+            "WAL_PREFETCH": "3",
+            "WAL_SPOOL_DIR": "/spool",
+            "WAL_SLOT_NAME": "pf_slot",
+            "RESTORE_TMPDIR": "/scratch",
+            "RESTORE_JOBS": "5",
+            "VERIFY_DATABASE_URL": "postgresql://u:p@verify/postgres",
+            "PITR_OS_USER": "pg",
+        }
+    )
+    assert (settings.compression.level, settings.compression.threads) == (9, 1)
+    wal = settings.wal
+    assert (wal.max_segment_age, wal.prefetch, wal.spool_dir, wal.slot) == (
+        60,
+        3,
+        "/spool",
+        "pf_slot",
+    )
+    restore = settings.restore
+    assert (restore.tmpdir, restore.jobs, restore.pitr_os_user) == ("/scratch", 5, "pg")
+    assert restore.verify_url is not None and "verify" in restore.verify_url.reveal()
+
+
+def test_it_keeps_nothing_of_the_environment_it_did_not_read() -> None:
+    settings = Settings.from_env({"UNRELATED_TOKEN": "hunter2-unrelated"})
+    assert "hunter2-unrelated" not in str(asdict(settings))
 
 
 def test_it_never_shows_secrets_in_its_repr() -> None:

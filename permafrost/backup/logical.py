@@ -74,7 +74,7 @@ def dump_database(
         dump_sha256=stats.plain_sha256,
         stored_sha256=stats.stored_sha256,
         key_id=repo.key.key_id,
-        compression={"algorithm": "zstd", "level": ctx.settings.compression_level},
+        compression={"algorithm": "zstd", "level": ctx.settings.compression.level},
         encryption={"algorithm": "aes-256-gcm-stream", "chunk_size": crypto.CHUNK_SIZE},
         objects={"data": data_key},
         row_counts=row_counts,
@@ -98,8 +98,8 @@ def open_sealer(ctx: Context, key: str) -> Sealer:
     return Sealer(
         writer,
         ctx.repository().key,
-        level=ctx.settings.compression_level,
-        threads=ctx.settings.compression_threads,
+        level=ctx.settings.compression.level,
+        threads=ctx.settings.compression.threads,
     )
 
 

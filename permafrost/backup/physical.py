@@ -97,7 +97,7 @@ def base_backup(
         dump_sha256=stats.plain_sha256,
         stored_sha256=stats.stored_sha256,
         key_id=repo.key.key_id,
-        compression={"algorithm": "zstd", "level": ctx.settings.compression_level},
+        compression={"algorithm": "zstd", "level": ctx.settings.compression.level},
         encryption={"algorithm": "aes-256-gcm-stream", "chunk_size": crypto.CHUNK_SIZE},
         objects={"data": data_key},
         description=request.description,

@@ -109,7 +109,7 @@ def wal_fetch(ctx: Context, args: argparse.Namespace) -> int:
     target = Path(args.path)
     try:
         cluster = _cluster(ctx, args)
-        depth = ctx.settings.wal_prefetch
+        depth = ctx.settings.wal.prefetch
         segment = walnames.parse_segment(args.name)
         folder = walprefetch.folder_for(target)
         if segment is not None and depth and walprefetch.take(folder, args.name, target):
@@ -144,7 +144,7 @@ def wal_prefetch(ctx: Context, args: argparse.Namespace) -> int:
     cluster = _cluster(ctx, args)
     walprefetch.run_prefetcher(
         Path(args.folder),
-        ctx.settings.wal_prefetch,
+        ctx.settings.wal.prefetch,
         lambda name: wal.fetch(repo, cluster, name),
         walnames.DEFAULT_SEGMENT_SIZE,
     )
@@ -173,7 +173,7 @@ def wal_switch(ctx: Context, args: argparse.Namespace) -> int:
     else:
         print(
             "no switch needed: a segment completed within WAL_MAX_SEGMENT_AGE "
-            f"({ctx.settings.wal_max_segment_age} s), or nothing was written since"
+            f"({ctx.settings.wal.max_segment_age} s), or nothing was written since"
         )
     return 0
 

@@ -21,7 +21,7 @@ from permafrost.audit import actor
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, StorageError
 from permafrost.retention import pins
-from permafrost.retention.plan import ORPHAN_AGE, Decision, Item, Pin, plan
+from permafrost.retention.plan import ORPHAN_AGE, Action, Decision, Item, Pin, plan
 from permafrost.storage import Storage
 from permafrost.storage.base import ObjectInfo, PendingUpload
 from permafrost.wal import archive as walarchive
@@ -90,7 +90,7 @@ class Outcome:
     def counts(self) -> dict[str, int]:
         tally: dict[str, int] = defaultdict(int)
         for d in self.decisions:
-            tally[d.action] += 1
+            tally[d.action.value] += 1
         return dict(tally)
 
     def to_json(self) -> dict[str, Any]:
@@ -290,9 +290,9 @@ def _apply(
     for decision in outcome.decisions:
         item = decision.item
         try:
-            if decision.action == "hold":
+            if decision.action is Action.HOLD:
                 _hold(storage, prefix, catalog, who, decision, outcome, say)
-            elif decision.action in ("delete", "release"):
+            elif decision.action in (Action.DELETE, Action.RELEASE):
                 _delete(storage, catalog, who, decision, outcome, say)
         except CatalogUnavailable:
             raise  # without the audit log, nothing more is deleted

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -106,15 +107,24 @@ class Item:
         return sum(o.size for o in self.objects)
 
 
+class Action(StrEnum):
+    """What retention does with one backup."""
+
+    KEEP = "keep"
+    DELETE = "delete"
+    HOLD = "hold"  # move to keep/, where no lifecycle rule expires it
+    RELEASE = "release"  # delete a held backup from keep/
+
+
 @dataclass
 class Decision:
     item: Item
-    action: str  # keep, delete, hold (move to keep/), release (delete from keep/)
+    action: Action
     reasons: list[str]
 
     @property
     def keep(self) -> bool:
-        return self.action in ("keep", "hold")
+        return self.action in (Action.KEEP, Action.HOLD)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -123,7 +133,7 @@ class Decision:
             "tier": self.item.tier,
             "kind": self.item.kind,
             "started_at": self.item.started_at.isoformat(),
-            "action": self.action,
+            "action": self.action.value,
             "keep": self.keep,
             "reasons": self.reasons,
             "bytes": self.item.size,
@@ -165,11 +175,11 @@ def plan(
 
 def _decide(item: Item, reasons: list[str], policy: RetentionSettings, now: datetime) -> Decision:
     if item.pinned:
-        return Decision(item, "keep", reasons)
+        return Decision(item, Action.KEEP, reasons)
     if not reasons:
         age = (now - item.started_at).days
         why = f"expired: {age} days old, kept by no rule"
-        return Decision(item, "release" if item.held else "delete", [why])
+        return Decision(item, Action.RELEASE if item.held else Action.DELETE, [why])
     # A rule with no age limit keeps it, and its tier's lifecycle expiry is near: hold it in
     # keep/, where nothing expires. Base backups are not held: the WAL they need expires with
     # wal/ (WAL_RETENTION_DAYS) whatever happens to them.
@@ -183,8 +193,8 @@ def _decide(item: Item, reasons: list[str], policy: RetentionSettings, now: date
         and now - item.started_at >= expiry - HOLD_MARGIN
     ):
         note = f"held in keep/: the {item.origin} tier's lifecycle expiry ({expiry.days} days)"
-        return Decision(item, "hold", [*reasons, note])
-    return Decision(item, "keep", reasons)
+        return Decision(item, Action.HOLD, [*reasons, note])
+    return Decision(item, Action.KEEP, reasons)
 
 
 def _tier_expiry(tier: str, policy: RetentionSettings) -> timedelta | None:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from permafrost.config.settings import StorageSettings
-from permafrost.storage.base import ObjectInfo, PendingUpload, Storage
+from permafrost.config.storage import StorageSettings
+from permafrost.storage.base import LifecycleStorage, ObjectInfo, PendingUpload, Storage
 
-__all__ = ["ObjectInfo", "PendingUpload", "Storage", "open_storage"]
+__all__ = ["LifecycleStorage", "ObjectInfo", "PendingUpload", "Storage", "open_storage"]
 
 
 def open_storage(settings: StorageSettings) -> Storage:

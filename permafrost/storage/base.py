@@ -3,6 +3,9 @@
 Two implementations (`s3.S3Storage`, `local.LocalStorage`) answer it the same way: a missing
 object raises `NotFound`, every other failure a `StorageError` that says whether retrying could
 help. The contract suite in tests/storage runs unchanged against both.
+
+An optional feature only some backends have is a capability of its own (`LifecycleStorage`),
+which callers test with `isinstance(storage, LifecycleStorage)`.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -68,3 +71,15 @@ class Storage(Protocol):
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
 
     def list_multipart(self, prefix: str) -> Iterator[PendingUpload]: ...
+
+
+@runtime_checkable
+class LifecycleStorage(Protocol):
+    """A bucket with lifecycle rules (S3); a local directory has none."""
+
+    def lifecycle_rules(self) -> list[dict[str, Any]]:
+        """The bucket's lifecycle rules as S3 spells them; none set is an empty list."""
+        ...
+
+    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+        """Replace the bucket's lifecycle rules with these (none: remove the configuration)."""

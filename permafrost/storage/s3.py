@@ -24,7 +24,8 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from permafrost.config.settings import Secret, StorageSettings
+from permafrost.config.env import Secret
+from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
 

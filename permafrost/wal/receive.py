@@ -36,7 +36,7 @@ LATER = "the archive position is recorded once the metadata store is back"
 
 
 def spool_dir(ctx: Context, cluster: str) -> Path:
-    root = Path(ctx.settings.wal_spool_dir or DEFAULT_SPOOL)
+    root = Path(ctx.settings.wal.spool_dir or DEFAULT_SPOOL)
     path = root / cluster
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -49,8 +49,8 @@ def spool_dir(ctx: Context, cluster: str) -> Path:
 
 
 def slot_name(ctx: Context, cluster: str) -> str:
-    if ctx.settings.wal_slot:
-        return ctx.settings.wal_slot
+    if ctx.settings.wal.slot:
+        return ctx.settings.wal.slot
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in cluster.lower())
     return f"permafrost_{cleaned}"[:63]
 
@@ -183,7 +183,7 @@ class Receiver:
                 now = time.monotonic()
                 if now >= next_check:
                     next_check = now + min(
-                        60.0, max(1.0, self.ctx.settings.wal_max_segment_age / 4)
+                        60.0, max(1.0, self.ctx.settings.wal.max_segment_age / 4)
                     )
                     self._switch_check()
                 self.stop.wait(0.5)
@@ -217,7 +217,7 @@ def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None)
     its own (the scheduler's check), the archive position comes from the server's archiver
     (archive_command) or else from the catalog (wal-receive in another process).
     """
-    max_age = ctx.settings.wal_max_segment_age
+    max_age = ctx.settings.wal.max_segment_age
     with pgtools.connect(ctx.settings.source, connect_database(ctx), autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_current_wal_insert_lsn()::text,"

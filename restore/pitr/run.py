@@ -69,7 +69,7 @@ class OsUser:
         """Who runs the recovery server: this user, or PITR_OS_USER when this user is root."""
         if os.geteuid() != 0:
             return None
-        name = ctx.settings.pitr_os_user
+        name = ctx.settings.restore.pitr_os_user
         try:
             entry = pwd.getpwnam(name)
         except KeyError:
@@ -449,7 +449,7 @@ def empty_dir(path: Path, remove: bool) -> None:
 
 
 def work_dir(ctx: Context, user: OsUser | None) -> Path:
-    root = Path(ctx.settings.restore_tmpdir or tempfile.gettempdir())
+    root = Path(ctx.settings.restore.tmpdir or tempfile.gettempdir())
     path = Path(tempfile.mkdtemp(prefix="permafrost-pitr-", dir=root))
     _chown(path, user)
     return path

@@ -4,6 +4,7 @@ complete; and 1,000 queued tasks drained by two restore workers, none run twice.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -12,7 +13,7 @@ import psycopg
 from tests.conftest import PERMAFROST, make_sample_database, run
 from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads, objects, pending_uploads
-from tests.services import Cluster, S3Server, free_port
+from tests.services import Cluster, S3Server, refused_port
 
 
 def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
@@ -25,11 +26,16 @@ def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
 ) -> None:
     db = make_sample_database(pg, extra_sql=blob(200000))
     denv = {**env, "DATABASE_URL": env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + db}
-    # 1. The source is down.
-    down = {**denv, "DATABASE_URL": f"postgresql://postgres:x@127.0.0.1:{free_port()}/{db}"}
-    result = run(down, "backup", check=False)
-    assert result.returncode == 7 and result.stderr.count("\n") == 1, result.stderr
-    assert "cannot connect" in result.stderr or "connection" in result.stderr
+    # 1. The source is down (a port held so that nothing listens there).
+    with refused_port() as port:
+        down = {**denv, "DATABASE_URL": f"postgresql://postgres:x@127.0.0.1:{port}/{db}"}
+        result = run(down, "backup", check=False)
+    assert result.returncode == 7, result.stderr
+    assert re.fullmatch(
+        rf"permafrost: error: cannot connect to database {db} at 127\.0\.0\.1:{port}: "
+        r"[^\n]*Connection refused\n",
+        result.stderr,
+    ), result.stderr
 
     # 2. The connection is cut under pg_dump (held on a table lock, so it is surely there).
     blocker = psycopg.connect(pg.url(db))
@@ -57,11 +63,22 @@ def test_source_down_dump_cut_and_target_unreachable_fail_cleanly(
 
     # 3. The restore target cannot be reached: nothing is created anywhere.
     good = loads(run(denv, "backup", "--json").stdout)["id"]
-    unreachable = f"postgresql://postgres:x@127.0.0.1:{free_port()}/postgres"
-    result = run(
-        denv, "restore", good, "--target-db", "never_made", "--target-url", unreachable, check=False
-    )
-    assert result.returncode == 7 and result.stderr.count("\n") == 1, result.stderr
+    with refused_port() as port:
+        unreachable = f"postgresql://postgres:x@127.0.0.1:{port}/postgres"
+        result = run(
+            denv,
+            "restore",
+            good,
+            "--target-db",
+            "never_made",
+            "--target-url",
+            unreachable,
+            check=False,
+        )
+    assert result.returncode == 7, result.stderr
+    assert re.fullmatch(
+        rf"permafrost: error: [^\n]*127\.0\.0\.1:{port}[^\n]*Connection refused\n", result.stderr
+    ), result.stderr
     with psycopg.connect(pg.url(metadata_db)) as conn:
         states = dict(conn.execute("SELECT status, count(*) FROM permafrost.backups GROUP BY 1"))
     assert states == {"failed": 2, "completed": 1}

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from permafrost.config.settings import StorageSettings
+from permafrost.config.env import Secret
+from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.storage import Storage, open_storage
+from permafrost.storage import LifecycleStorage, Storage, open_storage
+from permafrost.storage.local import LocalStorage
 from permafrost.storage.transfer import ObjectWriter, read_object
-from tests.services import S3Server
+from tests.services import S3Server, refused_port
 
 MIB = 1024 * 1024
 
 
 def s3_settings(s3: S3Server, bucket: str, **extra: object) -> StorageSettings:
-    from permafrost.config.settings import Secret
-
     return StorageSettings(
         url=f"s3://{bucket}/pfx",
         endpoint_url=s3.url,
@@ -146,14 +146,14 @@ def test_local_storage_refuses_keys_that_escape_the_bucket(tmp_path: Path) -> No
 
 
 def test_it_says_when_the_bucket_cannot_be_reached() -> None:
-    from tests.services import free_port
+    with refused_port() as port:
 
-    class Down:
-        url = f"http://127.0.0.1:{free_port()}"
+        class Down:
+            url = f"http://127.0.0.1:{port}"
 
-    storage = open_storage(s3_settings(Down(), "bucket", max_attempts=1))  # type: ignore[arg-type]
-    with pytest.raises(StorageUnavailable, match="cannot reach the bucket"):
-        storage.check()
+        storage = open_storage(s3_settings(Down(), "bucket", max_attempts=1))  # type: ignore[arg-type]
+        with pytest.raises(StorageUnavailable, match="cannot reach the bucket"):
+            storage.check()
 
 
 def test_it_says_when_the_bucket_does_not_exist(s3: S3Server) -> None:
@@ -174,3 +174,16 @@ def test_local_storage_lists_and_aborts_a_killed_writes_temporary_file(tmp_path:
     assert [i.key for i in storage.list("t/")] == ["t/a/one"]  # never listed as an object
     storage.abort_multipart(pending[0].key, pending[0].upload_id)
     assert not leftover.exists() and storage.get("t/a/one") == b"kept"
+
+
+def test_only_a_bucket_has_lifecycle_rules(storage: Storage) -> None:
+    if isinstance(storage, LocalStorage):
+        assert not isinstance(storage, LifecycleStorage)
+        return
+    assert isinstance(storage, LifecycleStorage)
+    assert storage.lifecycle_rules() == []
+    rule = {"ID": "r", "Status": "Enabled", "Filter": {"Prefix": "x/"}, "Expiration": {"Days": 9}}
+    storage.put_lifecycle_rules([rule])
+    assert [r["ID"] for r in storage.lifecycle_rules()] == ["r"]
+    storage.put_lifecycle_rules([])
+    assert storage.lifecycle_rules() == []
