@@ -20,7 +20,14 @@ from uuid import NAMESPACE_URL, uuid5
 from permafrost import layout
 from permafrost.backup.job import job_name, run_backup
 from permafrost.backup.logical import BackupRequest
-from permafrost.catalog.jobs import Aborted, RecordedRun, RunStatus, outcome_of
+from permafrost.catalog.jobs import (
+    BACKUP_JOBS,
+    Aborted,
+    JobName,
+    RecordedRun,
+    RunStatus,
+    outcome_of,
+)
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
@@ -30,7 +37,6 @@ from scheduler.pings import ping
 
 log = logging.getLogger("permafrost.scheduler")
 Say = Callable[[str], None]
-BACKUP_JOBS = ("backup", "compliance_backup", "base_backup")
 UNRECORDED = "not recorded"  # what the warning says goes without a metadata store
 
 
@@ -39,7 +45,7 @@ class JobSpec:
     """One scheduled job: its id in APScheduler, its job-run name and database."""
 
     id: str
-    job: str
+    job: JobName
     database: str | None
     severity: str = "warning"
 
@@ -88,10 +94,10 @@ class Jobs:
             self.backup(spec, trigger)
             return
         work = {
-            "verify": self.verify,
-            "retention": self.retention,
-            "lifecycle": self.lifecycle,
-            "lifecycle_apply": self.lifecycle_apply,
+            JobName.VERIFY: self.verify,
+            JobName.RETENTION: self.retention,
+            JobName.LIFECYCLE: self.lifecycle,
+            JobName.LIFECYCLE_APPLY: self.lifecycle_apply,
         }[spec.job]
         ctx = Context(self.settings)
         run = RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database)
@@ -227,11 +233,11 @@ class Jobs:
 def _request(spec: JobSpec, trigger: str) -> BackupRequest:
     """What a backup job takes: its database, tier and kind follow from the job's name."""
     assert spec.database is not None
-    if spec.job == "base_backup":
+    if spec.job == JobName.BASE_BACKUP:
         return BackupRequest(
             database=spec.database, tier=layout.BASE_TIER, kind="base", trigger=trigger
         )
-    tier = "compliance" if spec.job == "compliance_backup" else "standard"
+    tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
     return BackupRequest(database=spec.database, tier=tier, trigger=trigger)
 
 

@@ -25,11 +25,12 @@ from permafrost import __version__
 from permafrost.backup.job import BACKUP_LOCK
 from permafrost.catalog.db import STORE_ERRORS
 from permafrost.catalog.heartbeats import Role
+from permafrost.catalog.jobs import BACKUP_JOBS, JobName
 from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
 from permafrost.config.settings import Settings
 from scheduler.election import Election
-from scheduler.jobs import BACKUP_JOBS, Jobs, JobSpec, Running, Say
+from scheduler.jobs import Jobs, JobSpec, Running, Say
 from scheduler.tasks import TaskReader
 from scheduler.wal import supervise_receiver, switch_wal
 
@@ -64,24 +65,14 @@ class Service:
     def _specs(self) -> list[tuple[JobSpec, schedule.Schedule]]:
         s = self.schedules
         out: list[tuple[JobSpec, schedule.Schedule]] = []
+        per_database = (JobName.BACKUP, JobName.COMPLIANCE_BACKUP)
         for db in self.settings.source.databases:
-            out.append((JobSpec(f"backup:{db}", "backup", db, "critical"), s["backup"]))
-            out.append(
-                (
-                    JobSpec(f"compliance_backup:{db}", "compliance_backup", db, "critical"),
-                    s["compliance_backup"],
-                )
-            )
+            out += [(JobSpec(f"{job}:{db}", job, db, "critical"), s[job]) for job in per_database]
         cluster = self.settings.cluster_name
-        out.append(
-            (
-                JobSpec(f"base_backup:{cluster}", "base_backup", cluster, "critical"),
-                s["base_backup"],
-            )
-        )
-        out.append((JobSpec("verify", "verify", None), s["verify"]))
-        out.append((JobSpec("retention", "retention", None), s["retention"]))
-        out.append((JobSpec("lifecycle", "lifecycle", None), s["lifecycle"]))
+        base = JobName.BASE_BACKUP
+        out.append((JobSpec(f"{base}:{cluster}", base, cluster, "critical"), s[base]))
+        for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
+            out.append((JobSpec(job, job, None), s[job]))
         return [(spec, sched) for spec, sched in out if sched.enabled]
 
     def describe(self) -> list[str]:
@@ -146,7 +137,7 @@ class Service:
             self._reap(catalog)
             if self.settings.schedules.lifecycle_apply and self.settings.storage.scheme == "s3":
                 # Before anything else runs, so the first lifecycle check sees the rules.
-                self._run(JobSpec("lifecycle_apply", "lifecycle_apply", None))
+                self._run(JobSpec(JobName.LIFECYCLE_APPLY, JobName.LIFECYCLE_APPLY, None))
             self._catch_up(catalog, sched)
             for thread in threads:
                 thread.start()
@@ -250,7 +241,7 @@ class Service:
     def _reap(self, catalog: Catalog) -> None:
         """Backup runs left 'running' by a process that died: recorded as aborted."""
         for run in catalog.running_runs(list(BACKUP_JOBS)):
-            kind = "base" if run["job"] == "base_backup" else "logical"
+            kind = "base" if run["job"] == JobName.BASE_BACKUP else "logical"
             name = f"{kind}:{run['database']}"
             if catalog.try_lock(BACKUP_LOCK, name):
                 catalog.unlock(BACKUP_LOCK, name)

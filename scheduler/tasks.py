@@ -11,6 +11,7 @@ import threading
 
 from permafrost import layout
 from permafrost.catalog.db import STORE_ERRORS
+from permafrost.catalog.jobs import JobName
 from permafrost.catalog.records import TaskRecord
 from permafrost.catalog.store import Catalog
 from permafrost.catalog.tasks import TaskListener
@@ -81,16 +82,16 @@ class TaskReader:
             return
         catalog.finish_task(task.id, "; ".join(errors) or None, {"backups": results})
 
-    def _targets(self, task: TaskRecord) -> tuple[str, list[str]]:
+    def _targets(self, task: TaskRecord) -> tuple[JobName, list[str]]:
         """The job a task asks for and the databases (or cluster) it names."""
         payload = task.payload or {}
         if payload.get("kind", "logical") == "base":
-            return "base_backup", [payload.get("cluster") or self.settings.cluster_name]
-        job = "compliance_backup" if payload.get("tier") == "compliance" else "backup"
+            return JobName.BASE_BACKUP, [payload.get("cluster") or self.settings.cluster_name]
+        job = JobName.COMPLIANCE_BACKUP if payload.get("tier") == "compliance" else JobName.BACKUP
         names = [payload["database"]] if payload.get("database") else []
         return job, names or list(self.settings.source.databases)
 
-    def _back_up(self, job: str, names: list[str]) -> tuple[list[dict[str, str]], list[str]]:
+    def _back_up(self, job: JobName, names: list[str]) -> tuple[list[dict[str, str]], list[str]]:
         """Each database's outcome, and the errors of those that did not complete."""
         results, errors = [], []
         for name in names:

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from permafrost.catalog.jobs import RecordedRun
+from permafrost.catalog.jobs import JobName, RecordedRun
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.wal import receive as walreceive
@@ -24,7 +24,7 @@ def switch_wal(settings: Settings, jobs: Jobs) -> None:
     and alerted, and a later success resolves the alert.
     """
     cluster = settings.cluster_name
-    spec = JobSpec(f"wal_switch:{cluster}", "wal_switch", cluster)
+    spec = JobSpec(f"{JobName.WAL_SWITCH}:{cluster}", JobName.WAL_SWITCH, cluster)
     ctx = Context(settings)
     try:
         name = walreceive.switch_if_idle(ctx, cluster)

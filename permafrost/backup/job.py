@@ -19,7 +19,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.logical import BackupRequest, dump_database
 from permafrost.backup.physical import base_backup
-from permafrost.catalog.jobs import Aborted, RecordedRun
+from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
@@ -57,11 +57,11 @@ def run_backup(
                 locked.unlock(BACKUP_LOCK, _lock_name(request))
 
 
-def job_name(request: BackupRequest) -> str:
+def job_name(request: BackupRequest) -> JobName:
     """What the job run of this backup is called: backup, compliance_backup or base_backup."""
     if request.kind == "base":
-        return "base_backup"
-    return "compliance_backup" if request.tier == "compliance" else "backup"
+        return JobName.BASE_BACKUP
+    return JobName.COMPLIANCE_BACKUP if request.tier == "compliance" else JobName.BACKUP
 
 
 def _lock_name(request: BackupRequest) -> str:
@@ -107,7 +107,7 @@ def _lock(
 
 def _holder(catalog: Catalog, request: BackupRequest) -> str:
     job = job_name(request)
-    run = catalog.running_job([job, "backup", "compliance_backup"], request.database)
+    run = catalog.running_job([job, JobName.BACKUP, JobName.COMPLIANCE_BACKUP], request.database)
     if run is None:
         return "started just now"
     details = run.get("details") or {}

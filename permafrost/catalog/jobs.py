@@ -37,6 +37,22 @@ ORDER BY r.job, r.database
 """
 
 
+class JobName(StrEnum):
+    """What a job run is of, as stored in job_runs.job."""
+
+    BACKUP = "backup"
+    COMPLIANCE_BACKUP = "compliance_backup"
+    BASE_BACKUP = "base_backup"
+    VERIFY = "verify"
+    RETENTION = "retention"
+    LIFECYCLE = "lifecycle"
+    LIFECYCLE_APPLY = "lifecycle_apply"
+    WAL_SWITCH = "wal_switch"
+
+
+BACKUP_JOBS = (JobName.BACKUP, JobName.COMPLIANCE_BACKUP, JobName.BASE_BACKUP)
+
+
 class RunStatus(StrEnum):
     """A job run's status, as stored in job_runs.status."""
 
