@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from permafrost.backup.lookup import resolve
 from permafrost.catalog.records import TaskRecord
@@ -21,6 +21,9 @@ from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
 from restore.trial import test_restore
 from restore.verify import verify_backup
+
+if TYPE_CHECKING:
+    from permafrost.catalog.tasks import TaskListener
 
 KINDS = ["verify", "test_restore"]
 Say = Callable[[str], None]
@@ -67,7 +70,7 @@ class Worker:
                 if task is None:
                     if once:
                         return 0
-                    self._wait(listener)
+                    listener.wait(self.poll_seconds)
                     continue
                 self._run(task)
         except KeyboardInterrupt:
@@ -100,16 +103,10 @@ class Worker:
         self.done += 1
         self.say(f"task {task.id}: succeeded in {time.monotonic() - started:.1f} s")
 
-    def _listen(self) -> Any:
-        import psycopg
+    def _listen(self) -> TaskListener:
+        # Imported here for start-up cost: `permafrost verify` imports this module, and the
+        # driver is loaded only when a catalog is needed.
+        from permafrost.catalog.tasks import TaskListener
 
         assert self.ctx.settings.metadata_url is not None
-        conn = psycopg.connect(self.ctx.settings.metadata_url.reveal(), autocommit=True)
-        from permafrost.catalog.store import TASK_CHANNEL
-
-        conn.execute(f"LISTEN {TASK_CHANNEL}")
-        return conn
-
-    def _wait(self, listener: Any) -> None:
-        for _ in listener.notifies(timeout=self.poll_seconds, stop_after=1):
-            pass
+        return TaskListener(self.ctx.settings.metadata_url)

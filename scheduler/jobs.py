@@ -8,23 +8,36 @@ exception ends the job, never the scheduler.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import NAMESPACE_URL, uuid5
 
 from permafrost import layout
-from permafrost.backup.job import Aborted, job_name, run_backup
+from permafrost.backup.job import job_name, run_backup
 from permafrost.backup.logical import BackupRequest
+from permafrost.catalog.jobs import (
+    BACKUP_JOBS,
+    Aborted,
+    JobName,
+    RecordedRun,
+    RunStatus,
+    outcome_of,
+)
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
 from permafrost.retention import apply as cleanup
+from permafrost.retention import lifecycle
+from scheduler.pings import ping
 
 log = logging.getLogger("permafrost.scheduler")
 Say = Callable[[str], None]
+UNRECORDED = "not recorded"  # what the warning says goes without a metadata store
 
 
 @dataclass(frozen=True)
@@ -32,9 +45,34 @@ class JobSpec:
     """One scheduled job: its id in APScheduler, its job-run name and database."""
 
     id: str
-    job: str
+    job: JobName
     database: str | None
     severity: str = "warning"
+
+
+class Running:
+    """The jobs in progress, by id: shown in the heartbeat, waited for at shutdown."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def holding(self, job_id: str) -> Iterator[None]:
+        with self._lock:
+            self._ids.add(job_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._ids.discard(job_id)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._ids)
+
+    def __bool__(self) -> bool:
+        return bool(self._ids)
 
 
 class Jobs:
@@ -52,69 +90,50 @@ class Jobs:
 
     def run(self, spec: JobSpec, trigger: str = "schedule") -> None:
         """Run one job to its end, whatever happens in it."""
-        if spec.job in ("backup", "compliance_backup", "base_backup"):
+        if spec.job in BACKUP_JOBS:
             self.backup(spec, trigger)
             return
         work = {
-            "verify": self.verify,
-            "retention": self.retention,
-            "lifecycle": self.lifecycle,
-            "lifecycle_apply": self.lifecycle_apply,
+            JobName.VERIFY: self.verify,
+            JobName.RETENTION: self.retention,
+            JobName.LIFECYCLE: self.lifecycle,
+            JobName.LIFECYCLE_APPLY: self.lifecycle_apply,
         }[spec.job]
         ctx = Context(self.settings)
-        run_id = ctx.record(lambda c: c.job_started(spec.job, spec.database), "not recorded")
+        run = RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database)
         try:
             details = work(ctx)
         except Exception as exc:
             error = _reason(exc)
             self.say(f"{spec.job} failed: {error}")
-            if run_id is not None:
-                ctx.record(lambda c: c.job_finished(run_id, "failed", error), "not recorded")
+            run.ended_by(exc, error)
             self.alert(ctx, spec, error)
         else:
             self.say(f"{spec.job} finished: {_short(details)}")
-            if run_id is not None:
-                ctx.record(
-                    lambda c: c.job_finished(run_id, "succeeded", None, details), "not recorded"
-                )
-            ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), "not recorded")
+            run.succeeded(details)
+            ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
         finally:
             ctx.close()
 
     def backup(self, spec: JobSpec, trigger: str) -> dict[str, Any]:
+        """Take one backup; its outcome as {"backup_id": ...} or {"error": ...}, never raised."""
         assert spec.database is not None
         ctx = Context(self.settings)
-        if spec.job == "base_backup":
-            request = BackupRequest(
-                database=spec.database, tier=layout.BASE_TIER, kind="base", trigger=trigger
-            )
-        else:
-            tier = "compliance" if spec.job == "compliance_backup" else "standard"
-            request = BackupRequest(database=spec.database, tier=tier, trigger=trigger)
+        request = _request(spec, trigger)
         self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
-        from uuid import NAMESPACE_URL, uuid5
-
-        from scheduler.pings import ping
-
         rid = str(uuid5(NAMESPACE_URL, request.backup_id))  # pairs this start with its end
         ping(self.settings, "start", run_id=rid)
         try:
             manifest = run_backup(
                 ctx, request, self._progress, say=self.say, cancelled=self.stopping.is_set
             )
-        except (Exception, Aborted) as exc:
-            error = _reason(exc)
-            aborted = isinstance(exc, Aborted)
-            self.say(f"{spec.job} of {spec.database} {'aborted' if aborted else 'failed'}: {error}")
-            self._record_if_missing(ctx, request, error, aborted)
-            outcome = "aborted" if aborted else "failed"
-            ping(
-                self.settings,
-                "fail",
-                f"{spec.job} of {spec.database} {outcome}: {error}",
-                run_id=rid,
-            )
-            if not aborted:
+        except Exception as exc:
+            error, status = _reason(exc), outcome_of(exc)
+            what = f"{spec.job} of {spec.database} {status}: {error}"
+            self.say(what)
+            self._record_if_missing(ctx, request, exc, error)
+            ping(self.settings, "fail", what, run_id=rid)
+            if status is RunStatus.FAILED:
                 self.alert(ctx, spec, error)
             ctx.close()
             return {"error": error}
@@ -128,7 +147,7 @@ class Jobs:
             f"{spec.job} of {spec.database} completed: {manifest.id}",
             run_id=rid,
         )
-        ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), "not recorded")
+        ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
         ctx.close()
         return {"backup_id": manifest.id}
 
@@ -139,16 +158,15 @@ class Jobs:
             )
 
     def _record_if_missing(
-        self, ctx: Context, request: BackupRequest, error: str, aborted: bool
+        self, ctx: Context, request: BackupRequest, exc: Exception, error: str
     ) -> None:
         """A backup that failed before run_backup recorded it (a wrong key) still gets a run."""
-
-        def record(c: Any) -> None:
-            if not any(r["backup_id"] == request.backup_id for r in c.job_runs(job_name(request))):
-                run_id = c.job_started(job_name(request), request.database, request.backup_id)
-                c.job_finished(run_id, "aborted" if aborted else "failed", error)
-
-        ctx.record(record, "not recorded")
+        job = job_name(request)
+        runs = ctx.record(lambda c: c.job_runs(job), UNRECORDED)
+        if runs is not None and not any(r["backup_id"] == request.backup_id for r in runs):
+            RecordedRun.start(ctx, UNRECORDED, job, request.database, request.backup_id).ended_by(
+                exc, error
+            )
 
     def alert(self, ctx: Context, spec: JobSpec, error: str) -> None:
         what = f"{spec.job} of {spec.database}" if spec.database else spec.job
@@ -159,7 +177,7 @@ class Jobs:
                 f"{what} failed: {error}",
                 {"job": spec.job, "database": spec.database, "error": error},
             ),
-            "not recorded",
+            UNRECORDED,
         )
 
     # --- the jobs ---------------------------------------------------------------------------
@@ -200,20 +218,27 @@ class Jobs:
         return details
 
     def lifecycle(self, ctx: Context) -> dict[str, Any]:
-        from permafrost.retention import lifecycle
-
         report = lifecycle.check(ctx.settings, ctx.storage, datetime.now(UTC))
         if not report.ok:
             raise CheckFailed(report.summary())
         return {"summary": report.summary()}
 
     def lifecycle_apply(self, ctx: Context) -> dict[str, Any]:
-        from permafrost.retention import lifecycle
-
         result = lifecycle.apply(ctx.settings, ctx.storage)
         if not result.ok:
             raise CheckFailed(result.summary())
         return {"action": result.action, "summary": result.summary()}
+
+
+def _request(spec: JobSpec, trigger: str) -> BackupRequest:
+    """What a backup job takes: its database, tier and kind follow from the job's name."""
+    assert spec.database is not None
+    if spec.job == JobName.BASE_BACKUP:
+        return BackupRequest(
+            database=spec.database, tier=layout.BASE_TIER, kind="base", trigger=trigger
+        )
+    tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
+    return BackupRequest(database=spec.database, tier=tier, trigger=trigger)
 
 
 def _alert_key(spec: JobSpec) -> str:

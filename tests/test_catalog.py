@@ -110,9 +110,9 @@ def test_migrations_apply_once_under_concurrency(pg: Cluster) -> None:
         catalogs = list(pool.map(lambda _: connect(Secret(pg.url(name))), range(4)))
     with psycopg.connect(pg.url(name)) as conn:
         versions = conn.execute("SELECT version FROM permafrost.schema_migrations").fetchall()
-    from permafrost.catalog.store import _migrations
+    from permafrost.catalog.db import migrations
 
-    expected = [(version,) for version, _, _ in _migrations()]
+    expected = [(version,) for version, _, _ in migrations()]
     assert len(expected) >= 3 and sorted(versions) == expected
     for catalog in catalogs:
         catalog.close()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.logical import BackupRequest, dump_database
+from permafrost.backup.physical import base_backup
+from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
@@ -55,11 +57,11 @@ def run_backup(
                 locked.unlock(BACKUP_LOCK, _lock_name(request))
 
 
-def job_name(request: BackupRequest) -> str:
+def job_name(request: BackupRequest) -> JobName:
     """What the job run of this backup is called: backup, compliance_backup or base_backup."""
     if request.kind == "base":
-        return "base_backup"
-    return "compliance_backup" if request.tier == "compliance" else "backup"
+        return JobName.BASE_BACKUP
+    return JobName.COMPLIANCE_BACKUP if request.tier == "compliance" else JobName.BACKUP
 
 
 def _lock_name(request: BackupRequest) -> str:
@@ -105,7 +107,7 @@ def _lock(
 
 def _holder(catalog: Catalog, request: BackupRequest) -> str:
     job = job_name(request)
-    run = catalog.running_job([job, "backup", "compliance_backup"], request.database)
+    run = catalog.running_job([job, JobName.BACKUP, JobName.COMPLIANCE_BACKUP], request.database)
     if run is None:
         return "started just now"
     details = run.get("details") or {}
@@ -118,10 +120,9 @@ def _holder(catalog: Catalog, request: BackupRequest) -> str:
 def _run(
     ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
 ) -> Manifest:
-    job = job_name(request)
     details = {"trigger": request.trigger, "by": actor(), "tier": request.tier}
-    run_id = ctx.record(
-        lambda c: c.job_started(job, request.database, request.backup_id, details), LATER
+    run = RecordedRun.start(
+        ctx, LATER, job_name(request), request.database, request.backup_id, details
     )
     ctx.record(
         lambda c: c.backup_started(
@@ -136,42 +137,39 @@ def _run(
         LATER,
     )
     try:
-        if request.kind == "base":
-            from permafrost.backup.physical import base_backup
-
-            manifest = base_backup(ctx, request, on_progress)
-        else:
-            manifest = dump_database(ctx, request, on_progress)
+        manifest = _take(ctx, request, on_progress)
     except BaseException as exc:
-        _record_failure(ctx, request.backup_id, run_id, exc)
+        _record_failure(ctx, request.backup_id, run, exc)
         raise
-    _record_success(ctx, manifest, run_id)
+    _record_success(ctx, manifest, run)
     return manifest
 
 
-class Aborted(Exception):
-    """A backup stopped on purpose (the scheduler is shutting down and its grace ran out)."""
+def _take(
+    ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
+) -> Manifest:
+    if request.kind == "base":
+        return base_backup(ctx, request, on_progress)
+    return dump_database(ctx, request, on_progress)
 
 
-def _record_failure(ctx: Context, backup_id: str, run_id: int | None, exc: BaseException) -> None:
+def _record_failure(ctx: Context, backup_id: str, run: RecordedRun, exc: BaseException) -> None:
     reason = str(exc) if isinstance(exc, PermafrostError) else f"{type(exc).__name__}: {exc}"
-    status = "aborted" if isinstance(exc, KeyboardInterrupt | SystemExit | Aborted) else "failed"
     ctx.record(lambda c: c.backup_failed(backup_id, reason), LATER)
-    if run_id is not None:
-        ctx.record(lambda c: c.job_finished(run_id, status, reason), LATER)
+    run.ended_by(exc, reason)
 
 
-def _record_success(ctx: Context, manifest: Manifest, run_id: int | None) -> None:
+def _record_success(ctx: Context, manifest: Manifest, run: RecordedRun) -> None:
     repo = ctx.repository()
     key = layout.manifest_key(repo.prefix, manifest.tier, manifest.database, manifest.id)
     ctx.record(lambda c: c.upsert_manifest(manifest, key), LATER)
-    details = {
-        "size_bytes": manifest.stored_bytes,
-        "dump_bytes": manifest.dump_bytes,
-        "duration_seconds": manifest.duration_seconds,
-    }
-    if run_id is not None:
-        ctx.record(lambda c: c.job_finished(run_id, "succeeded", None, details), LATER)
+    run.succeeded(
+        {
+            "size_bytes": manifest.stored_bytes,
+            "dump_bytes": manifest.dump_bytes,
+            "duration_seconds": manifest.duration_seconds,
+        }
+    )
     # Catch up on backups taken while the metadata store was down.
     ctx.record(
         lambda c: sync_catalog(c, ctx.storage, repo.prefix, repo.keyring, only_missing=True), LATER

@@ -1,0 +1,125 @@
+"""The task queue: verifications, test restores and "run now" backups, claimed by workers.
+
+A task is claimed with FOR UPDATE SKIP LOCKED, so two workers never take the same one, and held
+by a session advisory lock on its id, so a task whose worker died can be told apart and put
+back. A queued task is announced on TASK_CHANNEL; `TaskListener` sleeps until one is.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from permafrost.catalog.db import Rows
+from permafrost.catalog.records import TaskRecord
+from permafrost.config.settings import Secret
+
+TASK_CHANNEL = "permafrost_tasks"
+TASK_LOCK = 0x7461736B  # 'task'
+_CLAIM = """
+UPDATE tasks SET status = 'running', started_at = now(), worker = %s, attempts = attempts + 1
+WHERE id = (SELECT id FROM tasks WHERE status = 'queued' AND kind = ANY(%s)
+            ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 1)
+RETURNING *
+"""
+
+
+class TaskRows(Rows):
+    def enqueue(self, kind: str, payload: dict[str, Any], requested_by: str) -> int:
+        """Queue a task and wake the workers (the NOTIFY is delivered at commit)."""
+        with self._errors("queue a task"), self.conn.transaction():
+            row = self.conn.execute(
+                "INSERT INTO tasks (kind, payload, requested_by) VALUES (%s, %s, %s) RETURNING id",
+                (kind, Jsonb(payload), requested_by),
+            ).fetchone()
+            self.conn.execute("SELECT pg_notify(%s, %s)", (TASK_CHANNEL, kind))
+        assert row is not None
+        return int(row[0])
+
+    def claim(self, kinds: list[str], worker: str) -> TaskRecord | None:
+        """The oldest queued task of these kinds, now ours; locked so no one else takes it.
+
+        The session-level advisory lock on the task id stays while this connection lives: a
+        worker that dies releases it, and `requeue_orphans` then puts the task back.
+        """
+        with (
+            self._errors("claim a task"),
+            self.conn.transaction(),
+            self.conn.cursor(row_factory=class_row(TaskRecord)) as cur,
+        ):
+            task = cur.execute(_CLAIM, (worker, kinds)).fetchone()
+            if task is not None:
+                self.conn.execute("SELECT pg_advisory_lock(%s, %s)", (TASK_LOCK, task.id))
+            return task
+
+    def finish_task(self, task_id: int, error: str | None, result: dict[str, Any]) -> None:
+        with self._errors("record a task result"):
+            self.conn.execute(
+                "UPDATE tasks SET status = %s, finished_at = now(), error = %s, result = %s"
+                " WHERE id = %s",
+                ("failed" if error else "succeeded", error, Jsonb(result), task_id),
+            )
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (TASK_LOCK, task_id))
+
+    def requeue(self, task_id: int) -> None:
+        with self._errors("requeue a task"):
+            self.conn.execute(
+                "UPDATE tasks SET status = 'queued', worker = NULL, started_at = NULL"
+                " WHERE id = %s AND status = 'running'",
+                (task_id,),
+            )
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (TASK_LOCK, task_id))
+            self.conn.execute("SELECT pg_notify(%s, 'requeued')", (TASK_CHANNEL,))
+
+    def requeue_orphans(self) -> int:
+        """Put back running tasks whose worker is gone (its advisory lock was released)."""
+        with self._errors("requeue orphaned tasks"):
+            rows = self.conn.execute("SELECT id FROM tasks WHERE status = 'running'").fetchall()
+            orphans = 0
+            for (task_id,) in rows:
+                free = self.conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (TASK_LOCK, task_id)
+                ).fetchone()
+                if free and free[0]:
+                    self.requeue(task_id)
+                    orphans += 1
+            return orphans
+
+    def pending_task_backups(self) -> set[str]:
+        """Backups with a verification or test restore queued or running."""
+        with self._errors("read the task queue"):
+            rows = self.conn.execute(
+                "SELECT DISTINCT payload->>'backup_id' FROM tasks"
+                " WHERE status IN ('queued', 'running') AND payload ? 'backup_id'"
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def task(self, task_id: int) -> TaskRecord | None:
+        with (
+            self._errors("read a task"),
+            self.conn.cursor(row_factory=class_row(TaskRecord)) as cur,
+        ):
+            return cur.execute("SELECT * FROM tasks WHERE id = %s", (task_id,)).fetchone()
+
+
+class TaskListener:
+    """A connection of its own that LISTENs on TASK_CHANNEL, to sleep until a task is queued.
+
+    Its errors are the driver's, untranslated on purpose: a lost listener ends the restore
+    worker as it always has, and the scheduler catches them with STORE_ERRORS.
+    """
+
+    def __init__(self, url: Secret) -> None:
+        self.conn = psycopg.connect(url.reveal(), autocommit=True)
+        self.conn.execute(f"LISTEN {TASK_CHANNEL}")
+
+    def wait(self, seconds: float) -> None:
+        """Return when a task is announced, or after `seconds`."""
+        for _ in self.conn.notifies(timeout=seconds, stop_after=1):
+            pass
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,105 @@
+"""The leader's task reader: `backup` tasks from the queue (the dashboard's "run now").
+
+It runs on a thread of its own with its own metadata connections (one to claim, one to LISTEN),
+takes one task at a time, and ends when the leadership ends or the store is lost; the leader
+starts it again.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from permafrost import layout
+from permafrost.catalog.db import STORE_ERRORS
+from permafrost.catalog.jobs import JobName
+from permafrost.catalog.records import TaskRecord
+from permafrost.catalog.store import Catalog
+from permafrost.catalog.tasks import TaskListener
+from permafrost.config.settings import Settings
+from permafrost.context import Context
+from permafrost.errors import PermafrostError
+from permafrost.text import first_line
+from scheduler.jobs import Jobs, JobSpec, Running, Say
+
+
+class TaskReader:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Say,
+        instance: str,
+        jobs: Jobs,
+        running: Running,
+        stop: threading.Event,
+    ) -> None:
+        self.settings, self.say, self.instance = settings, say, instance
+        self.jobs, self.running, self.stop = jobs, running, stop
+
+    def run(self, term: threading.Event) -> None:
+        """Take tasks until `term` (the end of this leadership) or a lost metadata store."""
+        ctx = Context(self.settings)
+        listener = None
+        try:
+            catalog = ctx.catalog()
+            assert self.settings.metadata_url is not None  # the catalog answered: it is set
+            listener = TaskListener(self.settings.metadata_url)
+            while not term.is_set():
+                task = catalog.claim(["backup"], self.instance)
+                if task is None:
+                    listener.wait(2)
+                    continue
+                try:
+                    self._task(catalog, task)
+                except STORE_ERRORS:
+                    raise
+                except Exception as exc:  # a bad task fails alone
+                    catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
+        except STORE_ERRORS as exc:
+            if not self.stop.is_set():
+                self.say(f"the task queue is unreachable ({first_line(exc)}); retrying soon")
+        finally:
+            if listener is not None:
+                listener.close()
+            ctx.close()
+
+    def _task(self, catalog: Catalog, task: TaskRecord) -> None:
+        job, names = self._targets(task)
+        try:
+            for name in names:
+                layout.check_name(name)
+        except PermafrostError as exc:
+            catalog.finish_task(task.id, str(exc), {})
+            return
+        if not names:
+            catalog.finish_task(task.id, "no database to back up: set DB_NAME", {})
+            return
+        self.say(f"task {task.id}: {job} of {', '.join(names)} requested by {task.requested_by}")
+        with self.running.holding(f"task:{task.id}"):
+            results, errors = self._back_up(job, names)
+        if errors and not any("backup_id" in r for r in results) and self.stop.is_set():
+            catalog.requeue(task.id)  # nothing was done: the next leader does it all
+            self.say(f"task {task.id}: interrupted by the shutdown, back in the queue")
+            return
+        catalog.finish_task(task.id, "; ".join(errors) or None, {"backups": results})
+
+    def _targets(self, task: TaskRecord) -> tuple[JobName, list[str]]:
+        """The job a task asks for and the databases (or cluster) it names."""
+        payload = task.payload or {}
+        if payload.get("kind", "logical") == "base":
+            return JobName.BASE_BACKUP, [payload.get("cluster") or self.settings.cluster_name]
+        job = JobName.COMPLIANCE_BACKUP if payload.get("tier") == "compliance" else JobName.BACKUP
+        names = [payload["database"]] if payload.get("database") else []
+        return job, names or list(self.settings.source.databases)
+
+    def _back_up(self, job: JobName, names: list[str]) -> tuple[list[dict[str, str]], list[str]]:
+        """Each database's outcome, and the errors of those that did not complete."""
+        results, errors = [], []
+        for name in names:
+            if self.stop.is_set():
+                errors.append(f"{name}: not started, the scheduler is stopping")
+                continue
+            outcome = self.jobs.backup(JobSpec(f"{job}:{name}", job, name, "critical"), "task")
+            results.append({"database": name, **outcome})
+            if "error" in outcome:
+                errors.append(f"{name}: {outcome['error']}")
+        return results, errors
