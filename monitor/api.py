@@ -13,13 +13,17 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 
-from monitor import queries
-from monitor.app import catalog, stores, wants_html
+from monitor import metrics as prometheus
 from monitor.auth import token_required
+from monitor.openapi import document
+from monitor.pages import alerts_page, backup_page, backups_page, restore_command
+from monitor.stores import catalog, stores
+from monitor.web import wants_html
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
 from permafrost.backup.recovery import ASSUMED_RATE
+from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.errors import CatalogUnavailable, StorageError
@@ -41,7 +45,7 @@ def _now() -> datetime:
 def health() -> Any:
     failing = []
     try:
-        queries.ping(catalog())
+        reads.ping(catalog())
     except CatalogUnavailable as exc:
         stores().forget()
         failing.append(f"metadata store: {exc}")
@@ -61,7 +65,7 @@ def status() -> Any:
     now = _now()
     state = collect(cat, settings.source.databases)
     per_db: dict[str, Any] = {}
-    for row in queries.databases(cat):
+    for row in reads.databases(cat):
         if row["kind"] != "logical":
             continue
         finished = row["last_finished"]
@@ -161,10 +165,8 @@ def backups() -> Any:
     filters = backup_filters()
     page = _int_arg("page", 1, MAX_PAGE)
     per_page = _int_arg("per_page", PER_PAGE, MAX_PER_PAGE)
-    records, total = queries.page_of_backups(catalog(), filters, page, per_page)
+    records, total = reads.page_of_backups(catalog(), filters, page, per_page)
     if wants_html():
-        from monitor.dashboard import backups_page
-
         return backups_page(records, total, filters, page, per_page)
     return jsonify(
         {
@@ -215,8 +217,6 @@ def backup(name: str) -> Any:
     record = find_backup(name)
     verifications = catalog().verifications(record.id)
     if wants_html():
-        from monitor.dashboard import backup_page
-
         return backup_page(record, verifications)
     body = record_json(record)
     body["row_counts"] = (record.manifest or {}).get("row_counts", [])
@@ -233,18 +233,6 @@ def backup(name: str) -> Any:
     ]
     body["restore_command"] = restore_command(record)
     return jsonify(body)
-
-
-def restore_command(record: BackupRecord) -> str:
-    if record.kind == "base":
-        return (
-            "docker compose exec restore permafrost pitr --latest "
-            f"--base {record.id} --target-db {record.database}_recovered"
-        )
-    return (
-        f"docker compose exec restore permafrost restore {record.id} "
-        f"--target-db {record.database}_restored"
-    )
 
 
 def queue(kind: str, payload: dict[str, Any], by: str) -> Response:
@@ -306,7 +294,7 @@ def restore_test() -> Any:
             not isinstance(database, str) or not layout.valid_name(database)
         ):
             abort(400, "database must be a valid database name")
-        found = queries.newest_completed(catalog(), database)
+        found = reads.newest_completed(catalog(), database)
         if found is None:
             abort(404, f"no completed backup{' of ' + database if database else ''} to test")
         record = found
@@ -375,8 +363,6 @@ def alerts() -> Any:
     active = cat.alerts(active=True)
     recent = cat.alerts(active=False, limit=50)
     if wants_html():
-        from monitor.dashboard import alerts_page
-
         return alerts_page(active, recent)
     return jsonify(
         {"active": [alert_json(a) for a in active], "recent": [alert_json(a) for a in recent]}
@@ -390,11 +376,11 @@ def recovery_time() -> Any:
     if wanted is not None and not layout.valid_name(wanted):
         abort(400, "database is not a valid database name")
     estimates = []
-    for row in queries.databases(cat):
+    for row in reads.databases(cat):
         if row["kind"] != "logical" or not row["last_id"] or (wanted and row["database"] != wanted):
             continue
         # The backup a recovery would use, as `permafrost plan` picks it: verified first.
-        record = queries.newest_completed(cat, row["database"], verified=True) or cat.get(
+        record = reads.newest_completed(cat, row["database"], verified=True) or cat.get(
             row["last_id"]
         )
         if record is None:
@@ -420,14 +406,10 @@ def recovery_time() -> Any:
 
 @blueprint.get("/metrics")
 def metrics() -> Any:
-    from monitor.metrics import CONTENT_TYPE, render
-
-    body = render(catalog(), stores().settings)
-    return Response(body, mimetype=None, content_type=CONTENT_TYPE)
+    body = prometheus.render(catalog(), stores().settings)
+    return Response(body, mimetype=None, content_type=prometheus.CONTENT_TYPE)
 
 
 @blueprint.get("/openapi.json")
 def openapi() -> Any:
-    from monitor.openapi import document
-
     return jsonify(document())

@@ -22,7 +22,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from monitor.alerts import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings, evaluate
+from monitor.alerts.evaluator import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings
+from monitor.alerts.rules import evaluate
 from permafrost import layout
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Settings
@@ -461,9 +462,6 @@ def test_racing_evaluators_open_each_alert_once_and_send_one_email(
 def test_the_webhook_gets_a_slack_style_post_and_its_failure_is_retried_without_the_url(
     env: dict[str, str], http: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from monitor import notify
-
-    notify._warned.discard("email")  # said once per process: another test may have said it
     token = "T000/B000/SECRETTOKEN"
     settings = make_settings(
         env, None, MAX_BACKUP_AGE="1h", ALERT_WEBHOOK_URL=f"{http.url}/services/{token}"

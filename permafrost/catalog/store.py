@@ -15,6 +15,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
+from permafrost.catalog.alerts import AlertRows
 from permafrost.catalog.db import db_errors
 from permafrost.catalog.records import BackupRecord, TaskRecord, TierStats, VerificationRecord
 from permafrost.config.settings import Secret
@@ -82,7 +83,7 @@ def connect(url: Secret | None) -> Catalog:
     return catalog
 
 
-class Catalog:
+class Catalog(AlertRows):
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
 
@@ -453,41 +454,6 @@ class Catalog:
                 " FROM heartbeats WHERE beat_at > now() - interval '1 day'"
                 " ORDER BY role = 'leader' DESC, beat_at DESC"
             ).fetchall()
-
-    # --- alerts ---------------------------------------------------------------------------
-
-    def raise_alert(
-        self, key: str, severity: str, summary: str, details: dict[str, Any] | None = None
-    ) -> bool:
-        """Make an alert active (or refresh it); True when it was not active before."""
-        with self._errors("raise an alert"):
-            row = self.conn.execute(
-                "INSERT INTO alerts (key, severity, summary, details) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (key) WHERE status = 'active' DO UPDATE SET last_seen = now(),"
-                " severity = EXCLUDED.severity, summary = EXCLUDED.summary,"
-                " details = EXCLUDED.details RETURNING (xmax = 0)",
-                (key, severity, summary, Jsonb(details or {})),
-            ).fetchone()
-        return bool(row and row[0])
-
-    def resolve_alert(self, key: str) -> bool:
-        with self._errors("resolve an alert"):
-            cur = self.conn.execute(
-                "UPDATE alerts SET status = 'resolved', resolved_at = now()"
-                " WHERE key = %s AND status = 'active'",
-                (key,),
-            )
-        return cur.rowcount > 0
-
-    def alerts(self, *, active: bool | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        query = "SELECT * FROM alerts"
-        if active is not None:
-            query += " WHERE status = 'active'" if active else " WHERE status = 'resolved'"
-        with (
-            self._errors("read alerts"),
-            self.conn.cursor(row_factory=psycopg.rows.dict_row) as cur,
-        ):
-            return cur.execute(query + " ORDER BY last_seen DESC LIMIT %s", (limit,)).fetchall()
 
     # --- storage accounting ---------------------------------------------------------------
 
