@@ -17,6 +17,7 @@ from monitor import metrics as prometheus
 from monitor.auth import token_required
 from monitor.openapi import document
 from monitor.pages import alerts_page, backup_page, backups_page, restore_command
+from monitor.status import status_json
 from monitor.stores import catalog, stores
 from monitor.web import wants_html
 from permafrost import layout
@@ -60,75 +61,7 @@ def health() -> Any:
 
 @blueprint.get("/status")
 def status() -> Any:
-    cat = catalog()
-    settings = stores().settings
-    now = _now()
-    state = collect(cat, settings.source.databases)
-    per_db: dict[str, Any] = {}
-    for row in reads.databases(cat):
-        if row["kind"] != "logical":
-            continue
-        finished = row["last_finished"]
-        per_db[row["database"]] = {
-            "last_success": {
-                "id": row["last_id"],
-                "finished_at": finished.isoformat() if finished else None,
-                "age_seconds": round((now - finished).total_seconds()) if finished else None,
-                "size_bytes": row["last_size"],
-            }
-            if row["last_id"]
-            else None,
-            "last_failure": {
-                "id": row["failed_id"],
-                "at": row["failed_at"].isoformat(),
-                "error": row["failed_error"],
-            }
-            if row["failed_id"]
-            else None,
-            "verified_at": row["verified_at"].isoformat() if row["verified_at"] else None,
-            "next_runs": {
-                job: info["next_run"]
-                for job, info in state["databases"].get(row["database"], {}).items()
-            },
-        }
-    for db in settings.source.databases:
-        per_db.setdefault(
-            db,
-            {
-                "last_success": None,
-                "last_failure": None,
-                "verified_at": None,
-                "next_runs": {
-                    job: info["next_run"] for job, info in state["databases"].get(db, {}).items()
-                },
-            },
-        )
-    wal = [
-        {
-            "cluster": w["cluster"],
-            "last_segment": w["last_segment"],
-            "last_archived_at": w["last_archived_at"].isoformat(),
-            "lag_seconds": round(float(w["lag_seconds"])),
-            "last_error": w["last_error"],
-        }
-        for w in cat.wal_status()
-    ]
-    storage: dict[str, dict[str, int]] = {}
-    for u in cat.usage():
-        tier = storage.setdefault(u["tier"], {"bytes": 0, "objects": 0})
-        tier["bytes"] += int(u["bytes"])
-        tier["objects"] += int(u["objects"])
-    return jsonify(
-        {
-            "generated_at": now.isoformat(),
-            "scheduler": state["scheduler"],
-            "databases": per_db,
-            "jobs": state["jobs"],
-            "wal": wal,
-            "storage": storage,
-            "alerts": state["alerts"],
-        }
-    )
+    return jsonify(status_json(catalog(), stores().settings, _now()))
 
 
 def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
