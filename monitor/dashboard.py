@@ -82,57 +82,71 @@ def overview() -> Any:
     state = collect(cat, settings.source.databases)
     rows = reads.databases(cat)
     wal = {w["cluster"]: w for w in cat.wal_status()}
-    cards = []
+    cluster_wal = (
+        wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
+    )
     names = [r["database"] for r in rows if r["kind"] == "logical"]
     names += [db for db in settings.source.databases if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] == "logical"}
     limit = settings.monitor.max_backup_age
-    for name in names:
-        row = by_name.get(name, {})
-        finished = row.get("last_finished")
-        age = (now - finished).total_seconds() if finished else None
-        cluster_wal = (
-            wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
+    cards = [
+        _card(
+            name, by_name.get(name, {}), state["databases"].get(name, {}), cluster_wal, limit, now
         )
-        rpo = float(cluster_wal["lag_seconds"]) if cluster_wal else age
-        jobs = state["databases"].get(name, {})
-        cards.append(
-            {
-                "database": name,
-                "last_id": row.get("last_id"),
-                "last_finished": finished,
-                "age": age,
-                "freshness": freshness(age, limit),
-                "rpo": rpo,
-                "rpo_source": "WAL archive" if cluster_wal else "last backup",
-                "next_run": (jobs.get("backup") or {}).get("next_run"),
-                "verification": row.get("newest_verification"),
-                "verified_at": row.get("verified_at"),
-                "failed_id": row.get("failed_id"),
-                "failed_at": row.get("failed_at"),
-                "failed_error": row.get("failed_error"),
-                "failing": bool(
-                    row.get("failed_at")
-                    and (not finished or row["failed_at"] > row["last_started"])
-                ),
-            }
-        )
-    storage: dict[str, list[int]] = {}
-    for u in cat.usage():
-        entry = storage.setdefault(u["tier"], [0, 0])
-        entry[0] += int(u["objects"])
-        entry[1] += int(u["bytes"])
+        for name in names
+    ]
     return render_template(
         "overview.html",
         cards=cards,
         scheduler=state["scheduler"],
         alerts=cat.alerts(active=True),
         jobs=reads.job_history(cat, 15),
-        storage=sorted(storage.items()),
+        storage=_storage(cat.usage()),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
         max_age=short_duration(limit),
         now=now,
     )
+
+
+def _card(
+    name: str,
+    row: dict[str, Any],
+    jobs: dict[str, Any],
+    cluster_wal: dict[str, Any] | None,
+    limit: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A database's card: its newest backups, their age against MAX_BACKUP_AGE, the RPO."""
+    finished = row.get("last_finished")
+    age = (now - finished).total_seconds() if finished else None
+    return {
+        "database": name,
+        "last_id": row.get("last_id"),
+        "last_finished": finished,
+        "age": age,
+        "freshness": freshness(age, limit),
+        "rpo": float(cluster_wal["lag_seconds"]) if cluster_wal else age,
+        "rpo_source": "WAL archive" if cluster_wal else "last backup",
+        "next_run": (jobs.get("backup") or {}).get("next_run"),
+        "verification": row.get("newest_verification"),
+        "verified_at": row.get("verified_at"),
+        "failed_id": row.get("failed_id"),
+        "failed_at": row.get("failed_at"),
+        "failed_error": row.get("failed_error"),
+        "failing": bool(
+            row.get("failed_at") and (not finished or row["failed_at"] > row["last_started"])
+        ),
+    }
+
+
+def _storage(usage: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """(tier, [objects, bytes]) per tier, the databases added up."""
+    storage: dict[str, list[int]] = {}
+    for u in usage:
+        entry = storage.setdefault(u["tier"], [0, 0])
+        entry[0] += int(u["objects"])
+        entry[1] += int(u["bytes"])
+    return sorted(storage.items())
 
 
 def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
