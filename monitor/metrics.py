@@ -44,6 +44,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 SEVERITIES = tuple(Severity)  # each always has a sample, 0 when none is active
 RUN_STATUSES = ("succeeded", "failed", "aborted")
 RUN_KINDS = {"backup": "logical", "compliance_backup": "logical", "base_backup": "base"}
+PER_BACKUP = ["database", "kind"]
 RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.restore_rates)
 
 
@@ -173,22 +174,33 @@ class StoreCollector(Collector):
 
 
 def _families(snap: _Snapshot) -> Iterator[Metric]:
-    per_backup = ["database", "kind"]
+    yield from _newest_families(snap)
+    yield from _count_families(snap)
+    yield from _storage_families(snap)
+    yield from _progress_families(snap)
+    yield from _risk_families(snap)
+    yield GaugeMetricFamily(
+        "permafrost_up", "1 when the metadata store answered this scrape's queries.", value=1
+    )
+
+
+def _newest_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The newest completed backup of each database and kind: when, how big, how long."""
     last_success = GaugeMetricFamily(
         "permafrost_backup_last_success_timestamp_seconds",
         "When the newest completed backup of each database (or, for base backups, cluster) "
         "finished, as a Unix time.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     last_size = GaugeMetricFamily(
         "permafrost_backup_last_size_bytes",
         "Stored size (compressed and encrypted) of the newest completed backup.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     last_duration = GaugeMetricFamily(
         "permafrost_backup_last_duration_seconds",
         "How long the newest completed backup took, start to finish.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     for db, kind, at, size, duration in snap.newest:
         last_success.add_metric([db, kind], at)
@@ -198,10 +210,13 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
             last_duration.add_metric([db, kind], duration)
     yield from (last_success, last_size, last_duration)
 
+
+def _count_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The newest failure, the catalogued backups, the finished runs."""
     last_failure = GaugeMetricFamily(
         "permafrost_backup_last_failure_timestamp_seconds",
         "When the newest failed backup of each database (or cluster) failed, as a Unix time.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     for (db, kind), at in sorted(snap.failures.items()):
         last_failure.add_metric([db, kind], at)
@@ -229,6 +244,9 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
             runs.add_metric([db, kind, status], snap.runs.get((db, kind, status), 0))
     yield runs
 
+
+def _storage_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The bucket per tier, as the retention job last measured it."""
     storage_bytes = GaugeMetricFamily(
         "permafrost_storage_bytes",
         "Bytes stored in the bucket per tier, as the retention job last measured them.",
@@ -244,6 +262,9 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
         storage_objects.add_metric([tier], objects)
     yield from (storage_bytes, storage_objects)
 
+
+def _progress_families(snap: _Snapshot) -> Iterator[Metric]:
+    """WAL archived, verifications passed, the scheduler's heartbeat."""
     wal = GaugeMetricFamily(
         "permafrost_wal_last_archived_timestamp_seconds",
         "When the newest WAL segment of each cluster reached the bucket, as a Unix time.",
@@ -271,6 +292,9 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
         heartbeat.add_metric([], snap.heartbeat)
     yield heartbeat
 
+
+def _risk_families(snap: _Snapshot) -> Iterator[Metric]:
+    """Active alerts, and how long a recovery would take."""
     alerts = GaugeMetricFamily(
         "permafrost_alerts_active",
         "Active alerts (the monitor's evaluator and the jobs raise them) by severity.",
@@ -290,7 +314,3 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
     for db, seconds in sorted(snap.recovery.items()):
         recovery.add_metric([db], seconds)
     yield recovery
-
-    yield GaugeMetricFamily(
-        "permafrost_up", "1 when the metadata store answered this scrape's queries.", value=1
-    )
