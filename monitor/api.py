@@ -13,13 +13,18 @@ from typing import Any
 
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 
-from monitor import queries
-from monitor.app import catalog, stores, wants_html
+from monitor import metrics as prometheus
 from monitor.auth import token_required
+from monitor.openapi import document
+from monitor.pages import alerts_page, backup_page, backups_page, restore_command
+from monitor.status import status_json
+from monitor.stores import catalog, stores
+from monitor.web import wants_html
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
 from permafrost.backup.recovery import ASSUMED_RATE
+from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.errors import CatalogUnavailable, StorageError
@@ -41,7 +46,7 @@ def _now() -> datetime:
 def health() -> Any:
     failing = []
     try:
-        queries.ping(catalog())
+        reads.ping(catalog())
     except CatalogUnavailable as exc:
         stores().forget()
         failing.append(f"metadata store: {exc}")
@@ -56,75 +61,7 @@ def health() -> Any:
 
 @blueprint.get("/status")
 def status() -> Any:
-    cat = catalog()
-    settings = stores().settings
-    now = _now()
-    state = collect(cat, settings.source.databases)
-    per_db: dict[str, Any] = {}
-    for row in queries.databases(cat):
-        if row["kind"] != "logical":
-            continue
-        finished = row["last_finished"]
-        per_db[row["database"]] = {
-            "last_success": {
-                "id": row["last_id"],
-                "finished_at": finished.isoformat() if finished else None,
-                "age_seconds": round((now - finished).total_seconds()) if finished else None,
-                "size_bytes": row["last_size"],
-            }
-            if row["last_id"]
-            else None,
-            "last_failure": {
-                "id": row["failed_id"],
-                "at": row["failed_at"].isoformat(),
-                "error": row["failed_error"],
-            }
-            if row["failed_id"]
-            else None,
-            "verified_at": row["verified_at"].isoformat() if row["verified_at"] else None,
-            "next_runs": {
-                job: info["next_run"]
-                for job, info in state["databases"].get(row["database"], {}).items()
-            },
-        }
-    for db in settings.source.databases:
-        per_db.setdefault(
-            db,
-            {
-                "last_success": None,
-                "last_failure": None,
-                "verified_at": None,
-                "next_runs": {
-                    job: info["next_run"] for job, info in state["databases"].get(db, {}).items()
-                },
-            },
-        )
-    wal = [
-        {
-            "cluster": w["cluster"],
-            "last_segment": w["last_segment"],
-            "last_archived_at": w["last_archived_at"].isoformat(),
-            "lag_seconds": round(float(w["lag_seconds"])),
-            "last_error": w["last_error"],
-        }
-        for w in cat.wal_status()
-    ]
-    storage: dict[str, dict[str, int]] = {}
-    for u in cat.usage():
-        tier = storage.setdefault(u["tier"], {"bytes": 0, "objects": 0})
-        tier["bytes"] += int(u["bytes"])
-        tier["objects"] += int(u["objects"])
-    return jsonify(
-        {
-            "generated_at": now.isoformat(),
-            "scheduler": state["scheduler"],
-            "databases": per_db,
-            "jobs": state["jobs"],
-            "wal": wal,
-            "storage": storage,
-            "alerts": state["alerts"],
-        }
-    )
+    return jsonify(status_json(catalog(), stores().settings, _now()))
 
 
 def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
@@ -161,10 +98,8 @@ def backups() -> Any:
     filters = backup_filters()
     page = _int_arg("page", 1, MAX_PAGE)
     per_page = _int_arg("per_page", PER_PAGE, MAX_PER_PAGE)
-    records, total = queries.page_of_backups(catalog(), filters, page, per_page)
+    records, total = reads.page_of_backups(catalog(), filters, page, per_page)
     if wants_html():
-        from monitor.dashboard import backups_page
-
         return backups_page(records, total, filters, page, per_page)
     return jsonify(
         {
@@ -215,8 +150,6 @@ def backup(name: str) -> Any:
     record = find_backup(name)
     verifications = catalog().verifications(record.id)
     if wants_html():
-        from monitor.dashboard import backup_page
-
         return backup_page(record, verifications)
     body = record_json(record)
     body["row_counts"] = (record.manifest or {}).get("row_counts", [])
@@ -233,18 +166,6 @@ def backup(name: str) -> Any:
     ]
     body["restore_command"] = restore_command(record)
     return jsonify(body)
-
-
-def restore_command(record: BackupRecord) -> str:
-    if record.kind == "base":
-        return (
-            "docker compose exec restore permafrost pitr --latest "
-            f"--base {record.id} --target-db {record.database}_recovered"
-        )
-    return (
-        f"docker compose exec restore permafrost restore {record.id} "
-        f"--target-db {record.database}_restored"
-    )
 
 
 def queue(kind: str, payload: dict[str, Any], by: str) -> Response:
@@ -306,7 +227,7 @@ def restore_test() -> Any:
             not isinstance(database, str) or not layout.valid_name(database)
         ):
             abort(400, "database must be a valid database name")
-        found = queries.newest_completed(catalog(), database)
+        found = reads.newest_completed(catalog(), database)
         if found is None:
             abort(404, f"no completed backup{' of ' + database if database else ''} to test")
         record = found
@@ -375,8 +296,6 @@ def alerts() -> Any:
     active = cat.alerts(active=True)
     recent = cat.alerts(active=False, limit=50)
     if wants_html():
-        from monitor.dashboard import alerts_page
-
         return alerts_page(active, recent)
     return jsonify(
         {"active": [alert_json(a) for a in active], "recent": [alert_json(a) for a in recent]}
@@ -390,11 +309,11 @@ def recovery_time() -> Any:
     if wanted is not None and not layout.valid_name(wanted):
         abort(400, "database is not a valid database name")
     estimates = []
-    for row in queries.databases(cat):
+    for row in reads.databases(cat):
         if row["kind"] != "logical" or not row["last_id"] or (wanted and row["database"] != wanted):
             continue
         # The backup a recovery would use, as `permafrost plan` picks it: verified first.
-        record = queries.newest_completed(cat, row["database"], verified=True) or cat.get(
+        record = reads.newest_completed(cat, row["database"], verified=True) or cat.get(
             row["last_id"]
         )
         if record is None:
@@ -420,14 +339,10 @@ def recovery_time() -> Any:
 
 @blueprint.get("/metrics")
 def metrics() -> Any:
-    from monitor.metrics import CONTENT_TYPE, render
-
-    body = render(catalog(), stores().settings)
-    return Response(body, mimetype=None, content_type=CONTENT_TYPE)
+    body = prometheus.render(catalog(), stores().settings)
+    return Response(body, mimetype=None, content_type=prometheus.CONTENT_TYPE)
 
 
 @blueprint.get("/openapi.json")
 def openapi() -> Any:
-    from monitor.openapi import document
-
     return jsonify(document())

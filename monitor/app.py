@@ -1,145 +1,85 @@
 """The monitor: `create_app(settings)`, the Flask application behind gunicorn.
 
 It serves the dashboard (server-rendered HTML), the JSON API, `/metrics` and `/openapi.json`,
-and runs the alert evaluator. It reads the metadata store through one connection per worker
-thread, opened on first use and opened again after a failure, so an outage of the store is a
-503 that ends when the store is back, not a dead worker.
+and runs the alert evaluator. The views reach the metadata store and the bucket through
+monitor/stores.py; nothing imports this module but the entry points (wsgi.py, cli.py).
+An outage of the store is a 503 that ends when the store is back, not a dead worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import logging
 import secrets
-import threading
 from typing import Any
 
-from flask import Flask, g, jsonify, request
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from permafrost.catalog.store import Catalog, connect
+from monitor import api, dashboard, stores
+from monitor.alerts.evaluator import Evaluator
+from monitor.web import error_response
+from permafrost.catalog.reads import is_connection_error
 from permafrost.config.settings import Settings
-from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
 
 log = logging.getLogger("permafrost.monitor")
 
-
-class Stores:
-    """A metadata connection per thread, and one Context (the bucket) shared by the app."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._local = threading.local()
-        self.context = Context(settings)
-
-    def catalog(self) -> Catalog:
-        catalog: Catalog | None = getattr(self._local, "catalog", None)
-        if catalog is None or catalog.conn.closed:
-            catalog = connect(self.settings.metadata_url)
-            self._local.catalog = catalog
-        return catalog
-
-    def forget(self) -> None:
-        catalog = getattr(self._local, "catalog", None)
-        if catalog is not None:
-            with contextlib.suppress(Exception):
-                catalog.close()
-        self._local.catalog = None
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'"
+    ),
+}
 
 
 def create_app(settings: Settings, *, evaluate: bool = True) -> Flask:
-    from monitor import api, dashboard
-
     app = Flask(__name__)
     app.config["SECRET_KEY"] = _secret_key(settings)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no request here needs more
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["permafrost"] = Stores(settings)
+    stores.install(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(dashboard.blueprint)
-
-    @app.errorhandler(CatalogUnavailable)
-    def _store_down(exc: CatalogUnavailable) -> Any:
-        stores(app).forget()
-        return _error(503, f"the metadata store is unavailable: {exc}")
-
-    @app.errorhandler(PermafrostError)
-    def _expected(exc: PermafrostError) -> Any:
-        return _error(400, str(exc))
-
-    @app.errorhandler(HTTPException)
-    def _http(exc: HTTPException) -> Any:
-        return _error(exc.code or 500, exc.description or exc.name)
-
-    @app.errorhandler(Exception)
-    def _unexpected(exc: Exception) -> Any:
-        if isinstance(exc, CatalogUnavailable):
-            return _store_down(exc)
-        from monitor.queries import is_connection_error
-
-        if is_connection_error(exc):
-            stores(app).forget()
-            return _error(503, "the metadata store connection failed; try again")
-        log.exception("unexpected error on %s", request.path)
-        return _error(500, f"internal error ({type(exc).__name__}); see the monitor's log")
-
-    @app.after_request
-    def _headers(response: Any) -> Any:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'",
-        )
-        return response
-
+    _handle_errors(app)
+    app.after_request(_security_headers)
     if evaluate:
         _start_evaluator(app, settings)
     return app
 
 
-def stores(app: Flask | None = None) -> Stores:
-    from flask import current_app
+def _handle_errors(app: Flask) -> None:
+    @app.errorhandler(CatalogUnavailable)
+    def _store_down(exc: CatalogUnavailable) -> Any:
+        stores.stores(app).forget()
+        return error_response(503, f"the metadata store is unavailable: {exc}")
 
-    target = app or current_app
-    found: Stores = target.extensions["permafrost"]
-    return found
+    @app.errorhandler(PermafrostError)
+    def _expected(exc: PermafrostError) -> Any:
+        return error_response(400, str(exc))
 
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Any:
+        return error_response(exc.code or 500, exc.description or exc.name)
 
-def catalog() -> Catalog:
-    if "catalog" not in g:
-        g.catalog = stores().catalog()
-    found: Catalog = g.catalog
-    return found
-
-
-def _error(status: int, message: str) -> Any:
-    if _wants_json():
-        response = jsonify({"error": message, "status": status})
-        response.status_code = status
-        return response
-    from flask import render_template
-
-    return render_template("error.html", status=status, message=message), status
-
-
-def wants_html() -> bool:
-    """A browser asking (text/html preferred); curl's */* and scripts get JSON."""
-    best = request.accept_mimetypes.best_match(["application/json", "text/html"])
-    return (
-        best == "text/html"
-        and request.accept_mimetypes["text/html"] > request.accept_mimetypes["application/json"]
-    )
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Any:
+        if isinstance(exc, CatalogUnavailable):
+            return _store_down(exc)
+        if is_connection_error(exc):
+            stores.stores(app).forget()
+            return error_response(503, "the metadata store connection failed; try again")
+        log.exception("unexpected error on %s", request.path)
+        return error_response(500, f"internal error ({type(exc).__name__}); see the monitor's log")
 
 
-def _wants_json() -> bool:
-    if request.path == "/" or request.path.startswith(("/ui/", "/static/")):
-        return False
-    return not wants_html()
+def _security_headers(response: Any) -> Any:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
 
 
 def _secret_key(settings: Settings) -> bytes:
@@ -157,10 +97,6 @@ def _secret_key(settings: Settings) -> bytes:
 
 
 def _start_evaluator(app: Flask, settings: Settings) -> None:
-    try:
-        from monitor.alerts import Evaluator
-    except ImportError:  # pragma: no cover - while the evaluator is being written
-        return
     evaluator = Evaluator(settings)
     evaluator.start()
     app.extensions["permafrost_evaluator"] = evaluator

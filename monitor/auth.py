@@ -18,15 +18,9 @@ from typing import Any, TypeVar
 
 from flask import Response, abort, current_app, request, session
 
-from permafrost.config.settings import Settings
+from monitor.stores import settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def settings() -> Settings:
-    from monitor.app import stores
-
-    return stores().settings
 
 
 def _same(given: str, expected: str) -> bool:

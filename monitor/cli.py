@@ -19,6 +19,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def monitor(ctx: Context, args: argparse.Namespace) -> int:
+    # Imported here for start-up cost: every `permafrost` command loads this module to add its
+    # parser, and only this one needs gunicorn and Flask.
     from gunicorn.app.base import BaseApplication
 
     from monitor.app import create_app

@@ -1,9 +1,9 @@
 """The dashboard: server-rendered pages (Jinja2, autoescaped), every asset served from here.
 
 `/` is the overview: a card per database, the size and duration chart, alerts, job history,
-storage per tier. `/backups`, `/backup/<id>` and `/alerts` are shared with the API (a browser
-gets these pages). The buttons (Verify, Test restore, Run backup now) post CSRF-protected forms
-to /ui/…, which queue tasks exactly as the API does.
+storage per tier. `/backups`, `/backup/<id>` and `/alerts` are the API's routes (a browser gets
+monitor/pages.py's pages there). The buttons (Verify, Test restore, Run backup now) post
+CSRF-protected forms to /ui/…, which queue tasks exactly as the API does.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
-from monitor import queries
-from monitor.app import catalog, stores
 from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboard_protected
+from monitor.stores import catalog, stores
+from monitor.web import wants_html
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.catalog.records import BackupRecord, VerificationRecord
+from permafrost.catalog import reads
 from permafrost.catalog.schedulers import collect
 from permafrost.text import human_bytes, short_duration
 
@@ -36,8 +36,6 @@ def _login() -> Any:
 
 
 def _is_page() -> bool:
-    from monitor.app import wants_html
-
     return request.method == "GET" and wants_html()
 
 
@@ -82,59 +80,73 @@ def overview() -> Any:
     settings = stores().settings
     now = datetime.now(UTC)
     state = collect(cat, settings.source.databases)
-    rows = queries.databases(cat)
+    rows = reads.databases(cat)
     wal = {w["cluster"]: w for w in cat.wal_status()}
-    cards = []
+    cluster_wal = (
+        wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
+    )
     names = [r["database"] for r in rows if r["kind"] == "logical"]
     names += [db for db in settings.source.databases if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] == "logical"}
     limit = settings.monitor.max_backup_age
-    for name in names:
-        row = by_name.get(name, {})
-        finished = row.get("last_finished")
-        age = (now - finished).total_seconds() if finished else None
-        cluster_wal = (
-            wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
+    cards = [
+        _card(
+            name, by_name.get(name, {}), state["databases"].get(name, {}), cluster_wal, limit, now
         )
-        rpo = float(cluster_wal["lag_seconds"]) if cluster_wal else age
-        jobs = state["databases"].get(name, {})
-        cards.append(
-            {
-                "database": name,
-                "last_id": row.get("last_id"),
-                "last_finished": finished,
-                "age": age,
-                "freshness": freshness(age, limit),
-                "rpo": rpo,
-                "rpo_source": "WAL archive" if cluster_wal else "last backup",
-                "next_run": (jobs.get("backup") or {}).get("next_run"),
-                "verification": row.get("newest_verification"),
-                "verified_at": row.get("verified_at"),
-                "failed_id": row.get("failed_id"),
-                "failed_at": row.get("failed_at"),
-                "failed_error": row.get("failed_error"),
-                "failing": bool(
-                    row.get("failed_at")
-                    and (not finished or row["failed_at"] > row["last_started"])
-                ),
-            }
-        )
-    storage: dict[str, list[int]] = {}
-    for u in cat.usage():
-        entry = storage.setdefault(u["tier"], [0, 0])
-        entry[0] += int(u["objects"])
-        entry[1] += int(u["bytes"])
+        for name in names
+    ]
     return render_template(
         "overview.html",
         cards=cards,
         scheduler=state["scheduler"],
         alerts=cat.alerts(active=True),
-        jobs=queries.job_history(cat, 15),
-        storage=sorted(storage.items()),
-        chart=chart(queries.history(cat, now - timedelta(days=CHART_DAYS)), now),
+        jobs=reads.job_history(cat, 15),
+        storage=_storage(cat.usage()),
+        chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
         max_age=short_duration(limit),
         now=now,
     )
+
+
+def _card(
+    name: str,
+    row: dict[str, Any],
+    jobs: dict[str, Any],
+    cluster_wal: dict[str, Any] | None,
+    limit: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A database's card: its newest backups, their age against MAX_BACKUP_AGE, the RPO."""
+    finished = row.get("last_finished")
+    age = (now - finished).total_seconds() if finished else None
+    return {
+        "database": name,
+        "last_id": row.get("last_id"),
+        "last_finished": finished,
+        "age": age,
+        "freshness": freshness(age, limit),
+        "rpo": float(cluster_wal["lag_seconds"]) if cluster_wal else age,
+        "rpo_source": "WAL archive" if cluster_wal else "last backup",
+        "next_run": (jobs.get("backup") or {}).get("next_run"),
+        "verification": row.get("newest_verification"),
+        "verified_at": row.get("verified_at"),
+        "failed_id": row.get("failed_id"),
+        "failed_at": row.get("failed_at"),
+        "failed_error": row.get("failed_error"),
+        "failing": bool(
+            row.get("failed_at") and (not finished or row["failed_at"] > row["last_started"])
+        ),
+    }
+
+
+def _storage(usage: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+    """(tier, [objects, bytes]) per tier, the databases added up."""
+    storage: dict[str, list[int]] = {}
+    for u in usage:
+        entry = storage.setdefault(u["tier"], [0, 0])
+        entry[0] += int(u["objects"])
+        entry[1] += int(u["bytes"])
+    return sorted(storage.items())
 
 
 def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
@@ -167,49 +179,9 @@ def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
     }
 
 
-def backups_page(
-    records: list[BackupRecord], total: int, filters: dict[str, str], page: int, per_page: int
-) -> Any:
-    pages = max(1, -(-total // per_page))
-    return render_template(
-        "backups.html",
-        records=records,
-        total=total,
-        filters=filters,
-        page=page,
-        pages=pages,
-        per_page=per_page,
-        tiers=layout.BACKUP_TIERS,
-        statuses=("completed", "failed", "running", "deleted"),
-        page_url=lambda n: url_for("api.backups", **_query(filters, n, per_page)),
-    )
-
-
-def _query(filters: dict[str, str], page: int, per_page: int) -> dict[str, Any]:
-    return {**filters, "page": page, "per_page": per_page}
-
-
-def backup_page(record: BackupRecord, verifications: list[VerificationRecord]) -> Any:
-    from monitor.api import restore_command
-
-    manifest = record.manifest or {}
-    return render_template(
-        "backup.html",
-        record=record,
-        manifest=manifest,
-        row_counts=manifest.get("row_counts", []),
-        verifications=verifications,
-        restore_command=restore_command(record),
-    )
-
-
-def alerts_page(active: list[dict[str, Any]], recent: list[dict[str, Any]]) -> Any:
-    return render_template("alerts.html", active=active, recent=recent)
-
-
 @blueprint.get("/ui/jobs")
 def jobs() -> Any:
-    return render_template("jobs.html", jobs=queries.job_history(catalog(), 200))
+    return render_template("jobs.html", jobs=reads.job_history(catalog(), 200))
 
 
 # --- the buttons ------------------------------------------------------------------------------
@@ -246,7 +218,7 @@ def ui_restore_test() -> Any:
     database = request.form.get("database", "")
     if not layout.valid_name(database):
         abort(400, "database is not a valid database name")
-    record = queries.newest_completed(catalog(), database)
+    record = reads.newest_completed(catalog(), database)
     if record is None:
         abort(404, f"no completed backup of {database} to test")
     task_id = catalog().enqueue("test_restore", {"backup_id": record.id}, _who())

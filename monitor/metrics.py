@@ -32,17 +32,19 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from monitor.alerts.findings import Severity
 from permafrost.backup.recovery import ASSUMED_RATE
-from permafrost.catalog.db import db_errors
+from permafrost.catalog import metrics as store_metrics
 from permafrost.catalog.store import Catalog
 from permafrost.config.settings import Settings
 
 __all__ = ["CONTENT_TYPE", "RATE_SAMPLES", "SEVERITIES", "StoreCollector", "render"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-SEVERITIES = ("critical", "warning", "info")
+SEVERITIES = tuple(Severity)  # each always has a sample, 0 when none is active
 RUN_STATUSES = ("succeeded", "failed", "aborted")
 RUN_KINDS = {"backup": "logical", "compliance_backup": "logical", "base_backup": "base"}
+PER_BACKUP = ["database", "kind"]
 RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.restore_rates)
 
 
@@ -51,82 +53,6 @@ def render(catalog: Catalog, settings: Settings) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StoreCollector(catalog, settings))
     return generate_latest(registry)
-
-
-# --- the queries -------------------------------------------------------------------------------
-
-# One statement (one snapshot, however the scheduler writes meanwhile) over backups, hashed and
-# never sorted (a sort of every row costs ten times more at 100,000 rows, and more again under a
-# non-C collation). Its groups give the counts and the newest failure; each completed group then
-# looks up its newest backup (n) and its newest verified one (v) by an index probe on
-# (database, [kind, status,] started_at). The newest of a database and kind is its tiers' newest.
-_BACKUPS = """
-WITH g AS MATERIALIZED (
-    SELECT database, kind, tier, status, count(*) AS backups,
-           max(coalesce(finished_at, started_at)) AS last_at,
-           max(started_at) AS newest,
-           max(started_at) FILTER (WHERE verification_status = 'verified') AS newest_verified
-    FROM backups GROUP BY database, kind, tier, status
-)
-SELECT g.database, g.kind, g.tier, g.status, g.backups,
-       extract(epoch FROM g.last_at)::float8,
-       n.started_at, n.id, extract(epoch FROM coalesce(n.finished_at, n.started_at))::float8,
-       n.size_bytes, extract(epoch FROM n.finished_at - n.started_at)::float8,
-       coalesce(n.dump_bytes, 0),
-       v.started_at, v.id, coalesce(v.dump_bytes, 0)
-FROM g
-LEFT JOIN LATERAL (
-    SELECT * FROM backups
-    WHERE g.status = 'completed' AND database = g.database AND started_at = g.newest
-      AND kind = g.kind AND tier = g.tier AND status = 'completed'
-    ORDER BY id DESC LIMIT 1
-) n ON true
-LEFT JOIN LATERAL (
-    SELECT * FROM backups
-    WHERE g.status = 'completed' AND database = g.database AND started_at = g.newest_verified
-      AND kind = g.kind AND tier = g.tier AND status = 'completed'
-      AND verification_status = 'verified'
-    ORDER BY id DESC LIMIT 1
-) v ON true
-"""
-
-_RUNS = """
-SELECT job, coalesce(database, CASE WHEN job = 'base_backup' THEN %s ELSE '' END), status,
-       count(*)
-FROM job_runs WHERE job = ANY(%s) AND status <> 'running'
-GROUP BY 1, 2, 3
-"""
-
-_STORAGE = """
-SELECT tier, sum(bytes)::float8, sum(objects)::float8 FROM storage_usage GROUP BY tier
-"""
-
-_WAL = "SELECT cluster, extract(epoch FROM last_archived_at)::float8 FROM wal_archive"
-
-_VERIFIED = """
-SELECT b.database, extract(epoch FROM max(v.finished_at))::float8
-FROM verifications v JOIN backups b ON b.id = v.backup_id
-WHERE v.status = 'verified'
-GROUP BY b.database
-"""
-
-_HEARTBEAT = "SELECT extract(epoch FROM max(beat_at))::float8 FROM heartbeats WHERE role = 'leader'"
-
-_ALERTS = "SELECT severity, count(*) FROM alerts WHERE status = 'active' GROUP BY severity"
-
-# The newest successful test restores, per database and overall, as Catalog.restore_rates reads
-# them (the limit counts rows before unusable rates are dropped, as it does there).
-_RATES = """
-SELECT database, rate, n_database <= %(n)s, n_all <= %(n)s FROM (
-    SELECT b.database, (v.details->>'bytes_per_second')::float8 AS rate,
-           row_number() OVER (PARTITION BY b.database
-                              ORDER BY v.finished_at DESC, v.id DESC) AS n_database,
-           row_number() OVER (ORDER BY v.finished_at DESC, v.id DESC) AS n_all
-    FROM verifications v JOIN backups b ON b.id = v.backup_id
-    WHERE v.kind = 'test_restore' AND v.status = 'verified' AND v.details ? 'bytes_per_second'
-) r
-WHERE n_database <= %(n)s OR n_all <= %(n)s
-"""
 
 
 @dataclass
@@ -146,35 +72,38 @@ class _Snapshot:
 
 
 def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
-    """Run the scrape's queries (autocommit: the connection may be shared with other requests)."""
-    conn = catalog.conn
+    """Run the scrape's queries and shape their rows by labels."""
     snap = _Snapshot()
-    with db_errors("read the metrics"):
-        newest: dict[tuple[str, str], list[_Newest]] = defaultdict(list)
-        for db, kind, tier, status, count, last_at, *picked in conn.execute(_BACKUPS):
-            snap.counts[(db, tier, status)] = snap.counts.get((db, tier, status), 0) + count
-            if status == "failed":
-                snap.failures[(db, kind)] = max(last_at, snap.failures.get((db, kind), last_at))
-            if picked[0] is not None:
-                newest[(db, kind)].append(_Newest(*picked))
-        for (db, kind), tiers in sorted(newest.items()):
-            n = max(tiers, key=lambda t: (t.started_at, t.id))
-            snap.newest.append((db, kind, n.finished_at, n.size_bytes, n.duration))
-        rows = conn.execute(_RUNS, (settings.cluster_name, list(RUN_KINDS))).fetchall()
-        runs: dict[tuple[str, str, str], int] = defaultdict(int)
-        for job, db, status, count in rows:
-            runs[(db, RUN_KINDS[job], status)] += count
-        snap.runs = dict(runs)
-        snap.storage = [(tier, size, n) for tier, size, n in conn.execute(_STORAGE).fetchall()]
-        snap.wal = [(cluster, at) for cluster, at in conn.execute(_WAL).fetchall()]
-        snap.verified = [(db, at) for db, at in conn.execute(_VERIFIED).fetchall()]
-        row = conn.execute(_HEARTBEAT).fetchone()
-        snap.heartbeat = row[0] if row else None
-        snap.alerts = {sev: count for sev, count in conn.execute(_ALERTS).fetchall()}
-        dumps = _recovery_backups(newest)
-        rates = conn.execute(_RATES, {"n": RATE_SAMPLES}).fetchall() if dumps else []
+    newest: dict[tuple[str, str], list[_Newest]] = defaultdict(list)
+    for db, kind, tier, status, count, last_at, *picked in store_metrics.backup_groups(catalog):
+        snap.counts[(db, tier, status)] = snap.counts.get((db, tier, status), 0) + count
+        if status == "failed":
+            snap.failures[(db, kind)] = max(last_at, snap.failures.get((db, kind), last_at))
+        if picked[0] is not None:
+            newest[(db, kind)].append(_Newest(*picked))
+    for (db, kind), tiers in sorted(newest.items()):
+        n = max(tiers, key=lambda t: (t.started_at, t.id))
+        snap.newest.append((db, kind, n.finished_at, n.size_bytes, n.duration))
+    snap.runs = _run_counts(
+        store_metrics.finished_run_counts(catalog, settings.cluster_name, list(RUN_KINDS))
+    )
+    snap.storage = [(tier, size, n) for tier, size, n in store_metrics.storage_totals(catalog)]
+    snap.wal = [(cluster, at) for cluster, at in store_metrics.wal_archived_times(catalog)]
+    snap.verified = [(db, at) for db, at in store_metrics.verified_times(catalog)]
+    snap.heartbeat = store_metrics.leader_heartbeat(catalog)
+    snap.alerts = store_metrics.active_alert_counts(catalog)
+    dumps = _recovery_backups(newest)
+    rates = store_metrics.restore_rate_rows(catalog, RATE_SAMPLES) if dumps else []
     snap.recovery = _recovery(dumps, rates)
     return snap
+
+
+def _run_counts(rows: Iterable[tuple[str, str, str, int]]) -> dict[tuple[str, str, str], int]:
+    """Finished runs by (database, kind, status): the logical jobs' counts added up."""
+    runs: dict[tuple[str, str, str], int] = defaultdict(int)
+    for job, db, status, count in rows:
+        runs[(db, RUN_KINDS[job], status)] += count
+    return dict(runs)
 
 
 @dataclass(frozen=True)
@@ -245,22 +174,33 @@ class StoreCollector(Collector):
 
 
 def _families(snap: _Snapshot) -> Iterator[Metric]:
-    per_backup = ["database", "kind"]
+    yield from _newest_families(snap)
+    yield from _count_families(snap)
+    yield from _storage_families(snap)
+    yield from _progress_families(snap)
+    yield from _risk_families(snap)
+    yield GaugeMetricFamily(
+        "permafrost_up", "1 when the metadata store answered this scrape's queries.", value=1
+    )
+
+
+def _newest_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The newest completed backup of each database and kind: when, how big, how long."""
     last_success = GaugeMetricFamily(
         "permafrost_backup_last_success_timestamp_seconds",
         "When the newest completed backup of each database (or, for base backups, cluster) "
         "finished, as a Unix time.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     last_size = GaugeMetricFamily(
         "permafrost_backup_last_size_bytes",
         "Stored size (compressed and encrypted) of the newest completed backup.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     last_duration = GaugeMetricFamily(
         "permafrost_backup_last_duration_seconds",
         "How long the newest completed backup took, start to finish.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     for db, kind, at, size, duration in snap.newest:
         last_success.add_metric([db, kind], at)
@@ -270,10 +210,13 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
             last_duration.add_metric([db, kind], duration)
     yield from (last_success, last_size, last_duration)
 
+
+def _count_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The newest failure, the catalogued backups, the finished runs."""
     last_failure = GaugeMetricFamily(
         "permafrost_backup_last_failure_timestamp_seconds",
         "When the newest failed backup of each database (or cluster) failed, as a Unix time.",
-        labels=per_backup,
+        labels=PER_BACKUP,
     )
     for (db, kind), at in sorted(snap.failures.items()):
         last_failure.add_metric([db, kind], at)
@@ -301,6 +244,9 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
             runs.add_metric([db, kind, status], snap.runs.get((db, kind, status), 0))
     yield runs
 
+
+def _storage_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The bucket per tier, as the retention job last measured it."""
     storage_bytes = GaugeMetricFamily(
         "permafrost_storage_bytes",
         "Bytes stored in the bucket per tier, as the retention job last measured them.",
@@ -316,6 +262,9 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
         storage_objects.add_metric([tier], objects)
     yield from (storage_bytes, storage_objects)
 
+
+def _progress_families(snap: _Snapshot) -> Iterator[Metric]:
+    """WAL archived, verifications passed, the scheduler's heartbeat."""
     wal = GaugeMetricFamily(
         "permafrost_wal_last_archived_timestamp_seconds",
         "When the newest WAL segment of each cluster reached the bucket, as a Unix time.",
@@ -343,13 +292,16 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
         heartbeat.add_metric([], snap.heartbeat)
     yield heartbeat
 
+
+def _risk_families(snap: _Snapshot) -> Iterator[Metric]:
+    """Active alerts, and how long a recovery would take."""
     alerts = GaugeMetricFamily(
         "permafrost_alerts_active",
         "Active alerts (the monitor's evaluator and the jobs raise them) by severity.",
         labels=["severity"],
     )
     for severity in SEVERITIES:
-        alerts.add_metric([severity], snap.alerts.get(severity, 0))
+        alerts.add_metric([str(severity)], snap.alerts.get(severity, 0))
     yield alerts
 
     recovery = GaugeMetricFamily(
@@ -362,7 +314,3 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
     for db, seconds in sorted(snap.recovery.items()):
         recovery.add_metric([db], seconds)
     yield recovery
-
-    yield GaugeMetricFamily(
-        "permafrost_up", "1 when the metadata store answered this scrape's queries.", value=1
-    )

@@ -22,7 +22,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from monitor.alerts import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings, evaluate
+from monitor.alerts.evaluator import ALERT_LOCK, LOCK_NAME, Evaluator, apply_findings
+from monitor.alerts.rules import evaluate
+from monitor.notify.messages import Event, Message
+from monitor.notify.transports import TransportError, Webhook
 from permafrost import layout
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Settings
@@ -461,9 +464,6 @@ def test_racing_evaluators_open_each_alert_once_and_send_one_email(
 def test_the_webhook_gets_a_slack_style_post_and_its_failure_is_retried_without_the_url(
     env: dict[str, str], http: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from monitor import notify
-
-    notify._warned.discard("email")  # said once per process: another test may have said it
     token = "T000/B000/SECRETTOKEN"
     settings = make_settings(
         env, None, MAX_BACKUP_AGE="1h", ALERT_WEBHOOK_URL=f"{http.url}/services/{token}"
@@ -491,6 +491,25 @@ def test_the_webhook_gets_a_slack_style_post_and_its_failure_is_retried_without_
     assert f"<{DASHBOARD}/alerts|Dashboard>" in body["text"]
     assert alert(catalog, key)["notified_at"] is not None
     assert "alert email is off" in caplog.text
+
+
+def test_it_says_whether_a_failed_webhook_post_would_fail_again(
+    env: dict[str, str], http: Recorder
+) -> None:
+    token = "T000/B000/SECRETTOKEN"
+    settings = make_settings(env, None, ALERT_WEBHOOK_URL=f"{http.url}/services/{token}")
+    alert = {"key": "scheduler_dead", "severity": "critical", "summary": "no heartbeat"}
+    message = Message(alert, Event.OPENED)
+    http.statuses = [404, 503]
+    hook = Webhook(settings)
+    with pytest.raises(TransportError) as refused:
+        hook.notify(message)
+    assert refused.value.permanent and "HTTP Error 404" in str(refused.value)
+    with pytest.raises(TransportError) as unavailable:
+        hook.notify(message)  # an HTTP answer is that message's: the next one is tried
+    assert not unavailable.value.permanent and "HTTP Error 503" in str(unavailable.value)
+    hook.notify(message)
+    assert [p for _, p, _ in http.requests] == [f"/services/{token}"] * 3
 
 
 def test_a_scheduled_backup_pings_start_then_success_and_a_failed_one_pings_fail(

@@ -53,7 +53,7 @@ def test_no_secret_appears_anywhere(
     texts += [failing.stdout, failing.stderr]
     assert failing.returncode != 0
     settings = Settings.from_env({**env, "ALERT_CHECK_INTERVAL": "0"})
-    from monitor.alerts import Evaluator
+    from monitor.alerts.evaluator import Evaluator
 
     Evaluator(settings).run_once()  # opens backup_failed; the email and webhook fail
     app = create_app(settings, evaluate=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from monitor.alerts import Evaluator
+from monitor.alerts.evaluator import Evaluator
 from permafrost.config.settings import Settings
 from tests.conftest import make_sample_database, run
 from tests.faults.conftest import Ledger, blob

@@ -1,11 +1,13 @@
-"""The monitor's reads from the metadata store: one query per page part, none per backup.
+"""The dashboard's and the API's reads: one query per page part, none per backup.
 
 Every query here is bounded (LIMIT, or an aggregate over an index), so the dashboard and the
-API stay fast with tens of thousands of backups in the catalog.
+API stay fast with tens of thousands of backups in the catalog. The metrics' reads are in
+`catalog/metrics.py`, the alerts' in `catalog/alerts.py`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -116,5 +118,16 @@ def ping(catalog: Catalog) -> None:
         catalog.conn.execute("SELECT 1")
 
 
+# --- the connection ----------------------------------------------------------------------------
+
+
 def is_connection_error(exc: BaseException) -> bool:
+    """Whether a database error escaped `db_errors` (a statement run outside it): the app
+    answers 503 and reconnects, as for CatalogUnavailable."""
     return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def close_quietly(catalog: Catalog) -> None:
+    """Close a connection that may be broken already (the database's error is not news)."""
+    with contextlib.suppress(psycopg.Error):
+        catalog.close()

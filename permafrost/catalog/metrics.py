@@ -1,0 +1,140 @@
+"""The metrics' reads: a handful of aggregate queries per scrape, none per backup.
+
+`monitor/metrics.py` shapes their rows into Prometheus families. Each query is one statement
+(autocommit: the connection may be shared with other requests), so a scrape stays fast with
+tens of thousands of catalogued backups.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from permafrost.catalog.db import db_errors
+from permafrost.catalog.store import Catalog
+
+# One statement (one snapshot, however the scheduler writes meanwhile) over backups, hashed and
+# never sorted (a sort of every row costs ten times more at 100,000 rows, and more again under a
+# non-C collation). Its groups give the counts and the newest failure; each completed group then
+# looks up its newest backup (n) and its newest verified one (v) by an index probe on
+# (database, [kind, status,] started_at). The newest of a database and kind is its tiers' newest.
+_BACKUPS = """
+WITH g AS MATERIALIZED (
+    SELECT database, kind, tier, status, count(*) AS backups,
+           max(coalesce(finished_at, started_at)) AS last_at,
+           max(started_at) AS newest,
+           max(started_at) FILTER (WHERE verification_status = 'verified') AS newest_verified
+    FROM backups GROUP BY database, kind, tier, status
+)
+SELECT g.database, g.kind, g.tier, g.status, g.backups,
+       extract(epoch FROM g.last_at)::float8,
+       n.started_at, n.id, extract(epoch FROM coalesce(n.finished_at, n.started_at))::float8,
+       n.size_bytes, extract(epoch FROM n.finished_at - n.started_at)::float8,
+       coalesce(n.dump_bytes, 0),
+       v.started_at, v.id, coalesce(v.dump_bytes, 0)
+FROM g
+LEFT JOIN LATERAL (
+    SELECT * FROM backups
+    WHERE g.status = 'completed' AND database = g.database AND started_at = g.newest
+      AND kind = g.kind AND tier = g.tier AND status = 'completed'
+    ORDER BY id DESC LIMIT 1
+) n ON true
+LEFT JOIN LATERAL (
+    SELECT * FROM backups
+    WHERE g.status = 'completed' AND database = g.database AND started_at = g.newest_verified
+      AND kind = g.kind AND tier = g.tier AND status = 'completed'
+      AND verification_status = 'verified'
+    ORDER BY id DESC LIMIT 1
+) v ON true
+"""
+
+_RUNS = """
+SELECT job, coalesce(database, CASE WHEN job = 'base_backup' THEN %s ELSE '' END), status,
+       count(*)
+FROM job_runs WHERE job = ANY(%s) AND status <> 'running'
+GROUP BY 1, 2, 3
+"""
+
+_STORAGE = """
+SELECT tier, sum(bytes)::float8, sum(objects)::float8 FROM storage_usage GROUP BY tier
+"""
+
+_WAL = "SELECT cluster, extract(epoch FROM last_archived_at)::float8 FROM wal_archive"
+
+_VERIFIED = """
+SELECT b.database, extract(epoch FROM max(v.finished_at))::float8
+FROM verifications v JOIN backups b ON b.id = v.backup_id
+WHERE v.status = 'verified'
+GROUP BY b.database
+"""
+
+_HEARTBEAT = "SELECT extract(epoch FROM max(beat_at))::float8 FROM heartbeats WHERE role = 'leader'"
+
+_ALERTS = "SELECT severity, count(*) FROM alerts WHERE status = 'active' GROUP BY severity"
+
+# The newest successful test restores, per database and overall, as Catalog.restore_rates reads
+# them (the limit counts rows before unusable rates are dropped, as it does there).
+_RATES = """
+SELECT database, rate, n_database <= %(n)s, n_all <= %(n)s FROM (
+    SELECT b.database, (v.details->>'bytes_per_second')::float8 AS rate,
+           row_number() OVER (PARTITION BY b.database
+                              ORDER BY v.finished_at DESC, v.id DESC) AS n_database,
+           row_number() OVER (ORDER BY v.finished_at DESC, v.id DESC) AS n_all
+    FROM verifications v JOIN backups b ON b.id = v.backup_id
+    WHERE v.kind = 'test_restore' AND v.status = 'verified' AND v.details ? 'bytes_per_second'
+) r
+WHERE n_database <= %(n)s OR n_all <= %(n)s
+"""
+
+
+def backup_groups(catalog: Catalog) -> list[tuple[Any, ...]]:
+    """Per database, kind, tier and status: the count, the newest finish, and for completed
+    groups the newest backup's and the newest verified backup's facts (see _BACKUPS)."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_BACKUPS).fetchall()
+
+
+def finished_run_counts(
+    catalog: Catalog, cluster_name: str, jobs: list[str]
+) -> list[tuple[str, str, str, int]]:
+    """(job, database, status, count) of the finished runs of these jobs (base backups under
+    the cluster's name when the run has no database)."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_RUNS, (cluster_name, jobs)).fetchall()
+
+
+def storage_totals(catalog: Catalog) -> list[tuple[str, float, float]]:
+    """(tier, bytes, objects) as the retention job last measured them."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_STORAGE).fetchall()
+
+
+def wal_archived_times(catalog: Catalog) -> list[tuple[str, float]]:
+    """(cluster, Unix time of its newest archived segment)."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_WAL).fetchall()
+
+
+def verified_times(catalog: Catalog) -> list[tuple[str, float]]:
+    """(database, Unix time of the newest passed verification of any of its backups)."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_VERIFIED).fetchall()
+
+
+def leader_heartbeat(catalog: Catalog) -> float | None:
+    """The leading scheduler's newest heartbeat as a Unix time; None with no leader."""
+    with db_errors("read the metrics"):
+        row = catalog.conn.execute(_HEARTBEAT).fetchone()
+    return row[0] if row else None
+
+
+def active_alert_counts(catalog: Catalog) -> dict[str, int]:
+    """Active alerts per severity (severities without one are absent)."""
+    with db_errors("read the metrics"):
+        return dict(catalog.conn.execute(_ALERTS).fetchall())
+
+
+def restore_rate_rows(catalog: Catalog, samples: int) -> list[tuple[str, float, bool, bool]]:
+    """(database, bytes per second, among its database's newest `samples`, among all's newest
+    `samples`) of the newest successful test restores."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_RATES, {"n": samples}).fetchall()
