@@ -7,17 +7,13 @@ heartbeats, audit, alerts, and the advisory locks and migrations of db.
 
 from __future__ import annotations
 
-from typing import Any
-
 import psycopg
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 
 from permafrost.catalog import db
 from permafrost.catalog.alerts import AlertRows
 from permafrost.catalog.audit import AuditRows
 from permafrost.catalog.backups import BackupRows
-from permafrost.catalog.db import Locks, Rows
+from permafrost.catalog.db import Locks
 from permafrost.catalog.heartbeats import HeartbeatRows
 from permafrost.catalog.jobs import JobRows
 from permafrost.catalog.tasks import TASK_CHANNEL, TaskRows
