@@ -15,9 +15,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from permafrost.backup.lookup import check_data_object, check_hashes
 from permafrost.context import Context
 from permafrost.errors import InsufficientSpace
+from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import Opened
 from permafrost.storage.transfer import read_object
@@ -45,7 +45,7 @@ def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], No
     """The verified dump in a temporary file; the caller removes it."""
     directory = temp_dir(ctx)
     check_space(directory, manifest)
-    check_data_object(ctx, manifest)
+    check_data_object(ctx.storage, manifest)
     fd, name = tempfile.mkstemp(prefix=f"permafrost-{manifest.id}-", suffix=".dump", dir=directory)
     path = Path(name)
     try:

@@ -17,21 +17,33 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from permafrost.backup.lookup import (
-    check_data_object,
-    check_hashes,
-    load_manifest,
-    record_verification,
-)
-from permafrost.backup.physical import BACKUP_MANIFEST
+from permafrost.backup.lookup import load_manifest
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.postgres import tools as pgtools
-from permafrost.postgres.tarwatch import TarWatcher
-from permafrost.repo.manifest import Manifest
+from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
+from permafrost.repo.integrity import check_data_object, check_hashes
+from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.pipeline import Opened
 from permafrost.storage.transfer import read_object
+
+
+def record_verification(
+    ctx: Context,
+    backup_id: str,
+    kind: str,
+    started: datetime,
+    error: str | None,
+    details: dict[str, object],
+) -> None:
+    """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, kind, started, datetime.now(UTC), error, details
+        ),
+        f"the {kind} verification of {backup_id} is not recorded",
+    )
 
 
 @dataclass(frozen=True)
@@ -73,8 +85,8 @@ def _verify(
 ) -> Verified:
     manifest = load_manifest(ctx, record)
     data_key = manifest.objects["data"]
-    check_data_object(ctx, manifest)
-    if manifest.kind == "base":
+    check_data_object(ctx.storage, manifest)
+    if manifest.kind == Kind.BASE:
         return _verify_base(ctx, manifest, clock, on_progress)
     pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:

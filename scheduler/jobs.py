@@ -17,10 +17,11 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.backup.job import Aborted, job_name, run_backup
-from permafrost.backup.logical import BackupRequest
+from permafrost.backup.request import BackupRequest
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
+from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 
 log = logging.getLogger("permafrost.scheduler")
@@ -86,7 +87,7 @@ class Jobs:
         ctx = Context(self.settings)
         if spec.job == "base_backup":
             request = BackupRequest(
-                database=spec.database, tier=layout.BASE_TIER, kind="base", trigger=trigger
+                database=spec.database, tier=layout.BASE_TIER, kind=Kind.BASE, trigger=trigger
             )
         else:
             tier = "compliance" if spec.job == "compliance_backup" else "standard"
