@@ -182,10 +182,12 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
     started, clock = datetime.now(UTC), time.monotonic()
     dump: Path | None = None
     try:
-        check_space(temp_dir(ctx), plan.manifest)
+        directory = temp_dir(ctx.settings.restore_tmpdir)
+        check_space(directory, plan.manifest)
         progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
         say(plan.steps[0])
-        dump = fetch_dump(ctx, plan.manifest, progress.advance)
+        repository, transfer = ctx.repository(), ctx.settings.storage
+        dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
         progress.close()
         safety = _safety_backup(ctx, plan, say)
         counts = _restore(ctx, plan, dump, say)

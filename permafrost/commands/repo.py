@@ -19,7 +19,7 @@ from permafrost.repo.config import load_keys, read_config
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import READ_SIZE, Opened
-from permafrost.storage.transfer import read_object
+from permafrost.repo.reader import data_blocks
 from permafrost.text import print_json
 
 
@@ -95,14 +95,7 @@ def _keyring(ctx: Context) -> crypto.Keyring:
 
 def _bucket_blocks(ctx: Context, manifest: Manifest) -> Iterator[bytes]:
     check_data_object(ctx.storage, manifest)
-    storage = ctx.settings.storage
-    return read_object(
-        ctx.storage,
-        manifest.objects["data"],
-        manifest.stored_bytes,
-        part_size=storage.part_size,
-        concurrency=storage.concurrency,
-    )
+    return data_blocks(ctx.storage, manifest, ctx.settings.storage)
 
 
 def _file_blocks(path: str | None) -> Iterator[bytes]:

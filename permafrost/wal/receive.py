@@ -33,8 +33,9 @@ DEFAULT_SPOOL = "/var/lib/permafrost/wal-spool"
 LATER = "the archive position is recorded once the metadata store is back"
 
 
-def spool_dir(ctx: Context, cluster: str) -> Path:
-    root = Path(ctx.settings.wal_spool_dir or DEFAULT_SPOOL)
+def spool_dir(configured: str | None, cluster: str) -> Path:
+    """The cluster's spool under WAL_SPOOL_DIR (or the default), created if it is not there."""
+    root = Path(configured or DEFAULT_SPOOL)
     path = root / cluster
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -46,9 +47,10 @@ def spool_dir(ctx: Context, cluster: str) -> Path:
     return path
 
 
-def slot_name(ctx: Context, cluster: str) -> str:
-    if ctx.settings.wal_slot:
-        return ctx.settings.wal_slot
+def slot_name(configured: str | None, cluster: str) -> str:
+    """WAL_SLOT, else permafrost_{cluster} as a valid replication slot name."""
+    if configured:
+        return configured
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in cluster.lower())
     return f"permafrost_{cleaned}"[:63]
 
@@ -96,8 +98,8 @@ class Receiver:
         self.ctx = ctx
         self.cluster = cluster
         self.stop = stop
-        self.spool = spool_dir(ctx, cluster)
-        self.slot = slot_name(ctx, cluster)
+        self.spool = spool_dir(ctx.settings.wal_spool_dir, cluster)
+        self.slot = slot_name(ctx.settings.wal_slot, cluster)
         self.position = Position()
         self.source = ctx.settings.source
         database = pgtools.cluster_database(self.source)

@@ -46,8 +46,8 @@ from permafrost.errors import (
 )
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.integrity import check_data_object, check_hashes
+from permafrost.repo.reader import read_back
 from permafrost.text import human_bytes
-from restore.fetch import download
 from restore.pitr.plan import PitrPlan, RecoveryTarget
 
 Say = Callable[[str], None]
@@ -208,7 +208,8 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
     assert tar.stdin is not None and tar.stderr is not None
     stored_sha = dump_sha = ""
     try:
-        stored_sha, dump_sha = download(ctx, m, tar.stdin.write, lambda _: None)
+        opened, dump_sha = read_back(ctx.repository(), m, ctx.settings.storage, tar.stdin.write)
+        stored_sha = opened.stored_sha256
         tar.stdin.close()
     except BrokenPipeError:
         pass  # tar stopped reading: its exit status says why
