@@ -11,7 +11,6 @@ from permafrost.backup.lookup import (
     FALLBACK,
     find_backups,
     record_json,
-    refuse_base,
     resolve,
     stats_from_records,
 )
@@ -19,13 +18,12 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.text import human_bytes, one_line, print_json, table, when
-from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore
+from restore import runbook_cli as plan_cli
+from restore import verify_cli
+from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, refuse_base
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
-    from restore import runbook_cli as plan_cli
-    from restore import verify_cli
-
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)

@@ -17,20 +17,21 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from permafrost.audit import actor
 from permafrost.backup.job import run_backup
-from permafrost.backup.logical import BackupRequest
 from permafrost.backup.lookup import load_manifest
+from permafrost.backup.request import BackupRequest
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, UsageError
+from permafrost.postgres import ddl
 from permafrost.postgres import tools as pgtools
 from permafrost.progress import Progress
-from permafrost.repo.manifest import Manifest, TableCount
+from permafrost.repo.manifest import Kind, Manifest, TableCount
 from permafrost.text import human_bytes
 from restore import pg_restore as pgrestore
 from restore import target as targets
@@ -83,7 +84,7 @@ def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) ->
     targets.refuse_unsafe(target, manifest.database, options.drop_existing)
     selection = select_tables(manifest, options.tables, options.schemas)
     with targets.maintenance(target) as conn:
-        target_exists = targets.exists(conn, target.database)
+        target_exists = ddl.database_exists(conn, target.database)
     if target_exists and targets.is_metadata_store(target):
         raise UsageError(
             f"refusing to restore into {target.where}: it is Permafrost's own metadata store"
@@ -92,6 +93,15 @@ def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) ->
     plan = RestorePlan(record, manifest, target, target_exists, selection, options)
     plan.steps = _steps(plan)
     return plan
+
+
+def refuse_base(record: BackupRecord, action: str) -> None:
+    """Restoring a base backup is pitr's work; say so instead of failing in pg_restore."""
+    if record.kind == Kind.BASE:
+        raise UsageError(
+            f"{record.id} is a base backup of cluster {record.database}, which {action} cannot "
+            f"use: recover from it with `permafrost pitr --base {record.id} --latest ...`"
+        )
 
 
 def _check_existing(target: Target, target_exists: bool, options: RestoreOptions) -> None:
@@ -172,10 +182,12 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
     started, clock = datetime.now(UTC), time.monotonic()
     dump: Path | None = None
     try:
-        check_space(temp_dir(ctx), plan.manifest)
+        directory = temp_dir(ctx.settings.restore.tmpdir)
+        check_space(directory, plan.manifest)
         progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
         say(plan.steps[0])
-        dump = fetch_dump(ctx, plan.manifest, progress.advance)
+        repository, transfer = ctx.repository(), ctx.settings.storage
+        dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
         progress.close()
         safety = _safety_backup(ctx, plan, say)
         counts = _restore(ctx, plan, dump, say)
@@ -193,18 +205,13 @@ def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
     if not (plan.target_exists and plan.options.safety_backup):
         return None
     say(f"take a safety backup of {plan.target.where}")
-    target_ctx = Context(replace(ctx.settings, source=plan.target.server))
-    try:
-        manifest = run_backup(
-            target_ctx,
-            BackupRequest(
-                database=plan.target.database,
-                description=f"safety backup before restoring {plan.manifest.id} over it",
-                tags=("safety-backup",),
-            ),
-        )
-    finally:
-        target_ctx.close()
+    request = BackupRequest(
+        database=plan.target.database,
+        description=f"safety backup before restoring {plan.manifest.id} over it",
+        tags=("safety-backup",),
+        source=plan.target.server,
+    )
+    manifest = run_backup(ctx, request)
     say(
         f"safety backup {manifest.id} of {plan.target.database} taken "
         f"({human_bytes(manifest.stored_bytes)}); restore it with: permafrost restore "
@@ -227,7 +234,7 @@ def _restore(
         return _check_counts(ctx, plan, plan.target)
     staging = plan.target.with_database(targets.staging_name(plan.target.database))
     with targets.maintenance(plan.target) as conn:
-        targets.create(conn, staging.database)
+        ddl.create_database(conn, staging.database)
     try:
         say(
             f"restore {_what(plan)} into staging database {staging.database} "
@@ -237,7 +244,7 @@ def _restore(
         counts = _check_counts(ctx, plan, staging)
     except BaseException:
         with targets.maintenance(plan.target) as conn:
-            targets.drop(conn, staging.database)
+            ddl.drop_database(conn, staging.database)
         raise
     _swap(plan, staging, say)
     return counts
@@ -327,8 +334,8 @@ def _swap(plan: RestorePlan, staging: Target, say: Say) -> None:
     with targets.maintenance(plan.target) as conn:
         if plan.target_exists:
             say(f"drop the old {plan.target.database}")
-            targets.drop(conn, plan.target.database)
-        targets.rename(conn, staging.database, plan.target.database)
+            ddl.drop_database(conn, plan.target.database)
+        ddl.rename_database(conn, staging.database, plan.target.database)
     say(f"rename {staging.database} to {plan.target.database}")
 
 

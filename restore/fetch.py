@@ -8,26 +8,25 @@ parallel. Free space is checked first; a full disk midway is reported as such.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from permafrost.backup.lookup import check_data_object, check_hashes
-from permafrost.context import Context
+from permafrost.config.settings import StorageSettings
 from permafrost.errors import InsufficientSpace
+from permafrost.repo.config import Repository
+from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
-from permafrost.repo.pipeline import Opened
-from permafrost.storage.transfer import read_object
+from permafrost.repo.reader import read_back
 from permafrost.text import human_bytes
 
 MARGIN = 64 * 1024 * 1024
 
 
-def temp_dir(ctx: Context) -> Path:
-    configured = ctx.settings.restore.tmpdir
+def temp_dir(configured: str | None) -> Path:
+    """Where a dump is downloaded to: RESTORE_TMPDIR, else the system's temporary directory."""
     return Path(configured) if configured else Path(tempfile.gettempdir())
 
 
@@ -41,17 +40,22 @@ def check_space(directory: Path, manifest: Manifest) -> None:
         )
 
 
-def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], None]) -> Path:
-    """The verified dump in a temporary file; the caller removes it."""
-    directory = temp_dir(ctx)
+def fetch_dump(
+    repository: Repository,
+    transfer: StorageSettings,
+    manifest: Manifest,
+    directory: Path,
+    on_progress: Callable[[int], None],
+) -> Path:
+    """The verified dump in a temporary file in directory; the caller removes it."""
     check_space(directory, manifest)
-    check_data_object(ctx, manifest)
+    check_data_object(repository.storage, manifest)
     fd, name = tempfile.mkstemp(prefix=f"permafrost-{manifest.id}-", suffix=".dump", dir=directory)
     path = Path(name)
     try:
         with os.fdopen(fd, "wb") as out:
-            stored_sha, dump_sha = download(ctx, manifest, out.write, on_progress)
-        check_hashes(manifest, stored_sha, dump_sha)
+            opened, dump_sha = read_back(repository, manifest, transfer, out.write, on_progress)
+        check_hashes(manifest, opened.stored_sha256, dump_sha)
     except OSError as exc:
         path.unlink(missing_ok=True)
         # ENOSPC: the disk is full; EDQUOT: a quota; EFBIG: a file size limit (ulimit -f).
@@ -65,26 +69,3 @@ def fetch_dump(ctx: Context, manifest: Manifest, on_progress: Callable[[int], No
         path.unlink(missing_ok=True)
         raise
     return path
-
-
-def download(
-    ctx: Context,
-    manifest: Manifest,
-    write: Callable[[bytes], object],
-    on_progress: Callable[[int], None],
-) -> tuple[str, str]:
-    storage = ctx.settings.storage
-    blocks = read_object(
-        ctx.storage,
-        manifest.objects["data"],
-        manifest.stored_bytes,
-        part_size=storage.part_size,
-        concurrency=storage.concurrency,
-    )
-    opened = Opened(blocks, ctx.repository().keyring)
-    dump_hash = hashlib.sha256()
-    for chunk in opened.chunks():
-        dump_hash.update(chunk)
-        write(chunk)
-        on_progress(len(chunk))
-    return opened.stored_sha256, dump_hash.hexdigest()

@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 from permafrost import layout
 from permafrost.config.settings import Settings, SourceSettings, source_from_url
 from permafrost.errors import SourceError, TargetError, UsageError
+from permafrost.postgres import ddl
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.manifest import TableCount
-from permafrost.text import first_line
 
 if TYPE_CHECKING:
-    import psycopg
-    from psycopg.sql import Composed
+    from permafrost.postgres.tools import Connection
 
 MAINTENANCE_DB = "postgres"
 
@@ -59,7 +58,7 @@ def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> 
         )
 
 
-def maintenance(target: Target) -> AbstractContextManager[psycopg.Connection]:
+def maintenance(target: Target) -> AbstractContextManager[Connection]:
     """A connection to the target server's maintenance database, for CREATE and DROP."""
     return _connected(target, _maintenance_db(target))
 
@@ -69,54 +68,18 @@ def _maintenance_db(target: Target) -> str:
     return target.server.databases[0] if target.server.databases else MAINTENANCE_DB
 
 
-def exists(conn: psycopg.Connection, database: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
-    return row is not None
-
-
 def is_metadata_store(target: Target) -> bool:
     """Whether the database holds Permafrost's own catalog (restoring over it is refused)."""
     with _connected(target) as conn:
-        row = conn.execute("SELECT to_regclass('permafrost.schema_migrations') IS NOT NULL")
-        found = row.fetchone()
-    return bool(found and found[0])
+        return ddl.relation_exists(conn, "permafrost.schema_migrations")
 
 
 def staging_name(database: str) -> str:
     return f"{database[:40]}_pfrestore_{secrets.token_hex(3)}"
 
 
-def create(conn: psycopg.Connection, database: str) -> None:
-    from psycopg import sql
-
-    _ddl(conn, sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(database)))
-
-
-def drop(conn: psycopg.Connection, database: str) -> None:
-    from psycopg import sql
-
-    query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-    _ddl(conn, query)
-
-
-def rename(conn: psycopg.Connection, old: str, new: str) -> None:
-    from psycopg import sql
-
-    query = sql.SQL("ALTER DATABASE {} RENAME TO {}")
-    _ddl(conn, query.format(sql.Identifier(old), sql.Identifier(new)))
-
-
-def _ddl(conn: psycopg.Connection, query: Composed) -> None:
-    import psycopg
-
-    try:
-        conn.execute(query)
-    except psycopg.Error as exc:
-        raise TargetError(f"{first_line(exc)}") from None
-
-
 @contextmanager
-def _connected(target: Target, database: str | None = None) -> Iterator[psycopg.Connection]:
+def _connected(target: Target, database: str | None = None) -> Iterator[Connection]:
     try:
         conn = pgtools.connect(target.server, database or target.database, autocommit=True)
     except SourceError as exc:
@@ -129,46 +92,11 @@ def _connected(target: Target, database: str | None = None) -> Iterator[psycopg.
 
 def count_rows(target: Target, tables: list[TableCount]) -> dict[tuple[str, str], int | None]:
     """Rows now in each table (None where the table is missing)."""
-    from psycopg import sql
-
-    counts: dict[tuple[str, str], int | None] = {}
     with _connected(target) as conn:
-        for table in tables:
-            found = conn.execute("SELECT to_regclass(%s)", (_qualified(table),)).fetchone()
-            if not found or found[0] is None:
-                counts[(table.schema, table.table)] = None
-                continue
-            query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
-                sql.Identifier(table.schema), sql.Identifier(table.table)
-            )
-            row = conn.execute(query).fetchone()
-            counts[(table.schema, table.table)] = int(row[0]) if row else 0
-    return counts
+        return ddl.count_rows(conn, tables)
 
 
 def drop_tables_except(target: Target, keep: set[tuple[str, str]]) -> None:
     """Remove the tables a selective restore did not ask for (and what depends on them)."""
-    from psycopg import sql
-
     with _connected(target) as conn:
-        rows = conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
-            " ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p')"
-            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-            " AND n.nspname NOT LIKE 'pg\\_toast%'"
-        ).fetchall()
-        for schema, table in rows:
-            if (schema, table) not in keep:
-                conn.execute(
-                    sql.SQL("DROP TABLE IF EXISTS {}.{} CASCADE").format(
-                        sql.Identifier(schema), sql.Identifier(table)
-                    )
-                )
-
-
-def _qualified(table: TableCount) -> str:
-    return _quote(table.schema) + "." + _quote(table.table)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+        ddl.drop_tables_except(conn, keep)

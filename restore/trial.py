@@ -12,12 +12,13 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from permafrost.backup.lookup import record_verification
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
+from permafrost.postgres import ddl
 from restore import target as targets
 from restore.engine import RestoreOptions, Say, execute, plan_restore
+from restore.verify import record_verification
 
 SCRATCH_PREFIX = "permafrost_verify_"
 
@@ -53,7 +54,7 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
     finally:
         if plan is not None:
             with targets.maintenance(plan.target) as conn:
-                targets.drop(conn, plan.target.database)
+                ddl.drop_database(conn, plan.target.database)
     trial = TrialResult(
         record.id, len(result.counts), plan.manifest.dump_bytes, time.monotonic() - clock
     )

@@ -17,21 +17,34 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
-from permafrost.backup.lookup import (
-    check_data_object,
-    check_hashes,
-    load_manifest,
-    record_verification,
-)
-from permafrost.backup.physical import BACKUP_MANIFEST
+from permafrost.backup.lookup import load_manifest
 from permafrost.catalog.records import BackupRecord
+from permafrost.config.settings import StorageSettings
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError
 from permafrost.postgres import tools as pgtools
-from permafrost.postgres.tarwatch import TarWatcher
-from permafrost.repo.manifest import Manifest
-from permafrost.repo.pipeline import Opened
-from permafrost.storage.transfer import read_object
+from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
+from permafrost.repo.config import Repository
+from permafrost.repo.integrity import check_data_object, check_hashes
+from permafrost.repo.manifest import Kind, Manifest
+from permafrost.repo.reader import read_back
+
+
+def record_verification(
+    ctx: Context,
+    backup_id: str,
+    kind: str,
+    started: datetime,
+    error: str | None,
+    details: dict[str, object],
+) -> None:
+    """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
+    ctx.record(
+        lambda c: c.record_verification(
+            backup_id, kind, started, datetime.now(UTC), error, details
+        ),
+        f"the {kind} verification of {backup_id} is not recorded",
+    )
 
 
 @dataclass(frozen=True)
@@ -72,17 +85,29 @@ def _verify(
     ctx: Context, record: BackupRecord, clock: float, on_progress: Callable[[int], None] | None
 ) -> Verified:
     manifest = load_manifest(ctx, record)
-    data_key = manifest.objects["data"]
-    check_data_object(ctx, manifest)
-    if manifest.kind == "base":
-        return _verify_base(ctx, manifest, clock, on_progress)
+    repo, transfer = ctx.repository(), ctx.settings.storage
+    check_data_object(repo.storage, manifest)
+    if manifest.kind == Kind.BASE:
+        return _verify_base(repo, transfer, manifest, clock, on_progress)
     pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
+    return _verify_dump(repo, transfer, pg_restore, manifest, clock, on_progress)
+
+
+def _verify_dump(
+    repo: Repository,
+    transfer: StorageSettings,
+    pg_restore: str,
+    manifest: Manifest,
+    clock: float,
+    on_progress: Callable[[int], None] | None,
+) -> Verified:
+    """A logical backup: every byte checked, and the dump's table of contents read."""
     with tempfile.TemporaryFile() as listing, tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
             [pg_restore, "--list"], stdin=subprocess.PIPE, stdout=listing, stderr=errors
         )
         try:
-            opened, dump_sha = _stream(ctx, manifest, data_key, _Feed(proc).write, on_progress)
+            opened, dump_sha = read_back(repo, manifest, transfer, _Feed(proc).write, on_progress)
         finally:
             _finish(proc)
         check_hashes(manifest, opened.stored_sha256, dump_sha)
@@ -93,11 +118,15 @@ def _verify(
 
 
 def _verify_base(
-    ctx: Context, manifest: Manifest, clock: float, on_progress: Callable[[int], None] | None
+    repo: Repository,
+    transfer: StorageSettings,
+    manifest: Manifest,
+    clock: float,
+    on_progress: Callable[[int], None] | None,
 ) -> Verified:
     """A base backup: every byte checked, and the tar read through to PostgreSQL's manifest."""
     watcher = TarWatcher(BACKUP_MANIFEST)
-    opened, dump_sha = _stream(ctx, manifest, manifest.objects["data"], watcher.feed, on_progress)
+    opened, dump_sha = read_back(repo, manifest, transfer, watcher.feed, on_progress)
     check_hashes(manifest, opened.stored_sha256, dump_sha)
     expected = manifest.physical.get("backup_manifest_sha256")
     if not watcher.ended or watcher.kept is None:
@@ -127,31 +156,6 @@ class _Feed:
                 self.sink.write(chunk)
             except BrokenPipeError:
                 self.sink = None  # pg_restore has read its table of contents; keep checking hashes
-
-
-def _stream(
-    ctx: Context,
-    manifest: Manifest,
-    data_key: str,
-    feed: Callable[[bytes], None],
-    on_progress: Callable[[int], None] | None,
-) -> tuple[Opened, str]:
-    storage = ctx.settings.storage
-    blocks = read_object(
-        ctx.storage,
-        data_key,
-        manifest.stored_bytes,
-        part_size=storage.part_size,
-        concurrency=storage.concurrency,
-    )
-    opened = Opened(blocks, ctx.repository().keyring)
-    dump_hash = hashlib.sha256()
-    for chunk in opened.chunks():
-        dump_hash.update(chunk)
-        if on_progress is not None:
-            on_progress(len(chunk))
-        feed(chunk)
-    return opened, dump_hash.hexdigest()
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> None:

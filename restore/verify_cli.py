@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 
 from permafrost.audit import actor
-from permafrost.backup.lookup import refuse_base, resolve
+from permafrost.backup.lookup import resolve
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, UsageError
 from permafrost.progress import Progress
 from permafrost.text import human_bytes, print_json
+from restore.engine import refuse_base
 from restore.trial import test_restore
 from restore.verify import verify_backup
 from restore.worker import Worker

@@ -8,11 +8,12 @@ import sys
 
 from permafrost import layout
 from permafrost.backup.job import run_backup
-from permafrost.backup.logical import BackupRequest
 from permafrost.backup.lookup import record_from_manifest, record_json
+from permafrost.backup.request import BackupRequest
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.progress import Progress
+from permafrost.repo.manifest import Kind
 from permafrost.text import human_bytes, print_json
 
 
@@ -119,7 +120,7 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
     request = BackupRequest(
         database=cluster,
         tier=layout.BASE_TIER,
-        kind="base",
+        kind=Kind.BASE,
         description=args.description,
         tags=tuple(args.tag),
     )

@@ -19,7 +19,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from permafrost import layout
 from permafrost.backup.job import job_name, run_backup
-from permafrost.backup.logical import BackupRequest
+from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import (
     BACKUP_JOBS,
     Aborted,
@@ -31,6 +31,7 @@ from permafrost.catalog.jobs import (
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
+from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
 from scheduler.pings import ping
@@ -235,7 +236,7 @@ def _request(spec: JobSpec, trigger: str) -> BackupRequest:
     assert spec.database is not None
     if spec.job == JobName.BASE_BACKUP:
         return BackupRequest(
-            database=spec.database, tier=layout.BASE_TIER, kind="base", trigger=trigger
+            database=spec.database, tier=layout.BASE_TIER, kind=Kind.BASE, trigger=trigger
         )
     tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
     return BackupRequest(database=spec.database, tier=tier, trigger=trigger)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from permafrost.postgres.tarwatch import TarWatcher
-from permafrost.repo.manifest import Manifest
+from permafrost.repo.manifest import Kind, Manifest
 from permafrost.wal import archive as walarchive
 from permafrost.wal import prefetch as walprefetch
 from permafrost.wal.archive import Archive, BaseBackup
@@ -33,7 +33,7 @@ def base(start: int, stop: int, timeline: int = 1) -> BaseBackup:
     m = Manifest(
         id=f"20261122T0{start:05d}Z-abcdef"[:23],
         database="main",
-        kind="base",
+        kind=Kind.BASE,
         tier="base",
         started_at=NOW.isoformat(),
         finished_at=NOW.isoformat(),

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.backup.logical import BackupRequest, dump_database
+from permafrost.backup.logical import dump_database
 from permafrost.backup.physical import base_backup
+from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context

@@ -12,19 +12,12 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.catalog.records import BackupRecord, TierStats
-from permafrost.catalog.sync import manifest_keys, read_manifest
 from permafrost.context import Context
-from permafrost.errors import (
-    BackupNotFound,
-    HashMismatch,
-    IntegrityError,
-    NotFound,
-    Truncated,
-    UsageError,
-)
+from permafrost.errors import BackupNotFound, UsageError
 from permafrost.repo import crypto
 from permafrost.repo.config import read_config
-from permafrost.repo.manifest import Manifest
+from permafrost.repo.manifest import Kind, Manifest
+from permafrost.repo.reader import manifest_keys, read_manifest
 
 FALLBACK = "reading backups from the bucket instead"
 
@@ -158,7 +151,7 @@ def _latest(ctx: Context, database: str | None) -> BackupRecord:
             database = configured[0]
     # `latest` is a logical backup: base backups are for pitr, which chooses its own.
     completed = [
-        r for r in find_backups(ctx, database=database, status="completed") if r.kind != "base"
+        r for r in find_backups(ctx, database=database, status="completed") if r.kind != Kind.BASE
     ]
     if not completed:
         where = f" of {database}" if database else ""
@@ -177,29 +170,6 @@ def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:
     if record.status != "completed" or record.manifest_key is None:
         raise BackupNotFound(f"backup {record.id} is {record.status}, not a completed backup")
     return read_manifest(ctx.storage, record.manifest_key, ctx.repository().keyring)
-
-
-def check_data_object(ctx: Context, manifest: Manifest) -> None:
-    """The data object is there and has the size the manifest recorded."""
-    data_key = manifest.objects["data"]
-    try:
-        size = ctx.storage.head(data_key).size
-    except NotFound:
-        raise IntegrityError(
-            f"backup {manifest.id} is missing its data object {data_key}"
-        ) from None
-    if size != manifest.stored_bytes:
-        raise Truncated(
-            f"data object of {manifest.id} is {size} bytes; the manifest says "
-            f"{manifest.stored_bytes}: it was truncated or replaced"
-        )
-
-
-def check_hashes(manifest: Manifest, stored_sha256: str, dump_sha256: str) -> None:
-    if stored_sha256 != manifest.stored_sha256:
-        raise HashMismatch(f"stored bytes of {manifest.id} do not match the manifest's SHA-256")
-    if dump_sha256 != manifest.dump_sha256:
-        raise HashMismatch(f"the dump inside {manifest.id} does not match the manifest's SHA-256")
 
 
 def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:
@@ -221,29 +191,3 @@ def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:
         )
         for (database, tier), group in sorted(groups.items())
     ]
-
-
-def record_verification(
-    ctx: Context,
-    backup_id: str,
-    kind: str,
-    started: datetime,
-    error: str | None,
-    details: dict[str, object],
-) -> None:
-    """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
-    ctx.record(
-        lambda c: c.record_verification(
-            backup_id, kind, started, datetime.now(UTC), error, details
-        ),
-        f"the {kind} verification of {backup_id} is not recorded",
-    )
-
-
-def refuse_base(record: BackupRecord, action: str) -> None:
-    """Restoring a base backup is pitr's work; say so instead of failing in pg_restore."""
-    if record.kind == "base":
-        raise UsageError(
-            f"{record.id} is a base backup of cluster {record.database}, which {action} cannot "
-            f"use: recover from it with `permafrost pitr --base {record.id} --latest ...`"
-        )

@@ -12,23 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from permafrost import __version__, layout
-from permafrost.backup.logical import BackupRequest, StderrTail, open_sealer, widen_pipe
+from permafrost import layout
+from permafrost.backup.destination import Destination, Made
+from permafrost.backup.request import BackupRequest
+from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, SourceError
+from permafrost.postgres import process
 from permafrost.postgres import tools as pgtools
-from permafrost.postgres.tarwatch import TarWatcher
-from permafrost.repo import crypto
-from permafrost.repo.manifest import Manifest
-from permafrost.repo.pipeline import READ_SIZE, Sealer
+from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
+from permafrost.repo.manifest import Kind, Manifest
+from permafrost.repo.pipeline import READ_SIZE, SealedStats, Sealer
 from permafrost.wal import names as walnames
 
-BACKUP_MANIFEST = "backup_manifest"
+OnProgress = Callable[[int], None] | None
 
 _SERVER = """
 SELECT current_setting('server_version'),
@@ -39,14 +40,8 @@ SELECT current_setting('server_version'),
 """
 
 
-def connect_database(ctx: Context) -> str:
-    """The database a cluster-level command connects to: the first DB_NAME, else postgres."""
-    databases = ctx.settings.source.databases
-    return databases[0] if databases else "postgres"
-
-
-def server_facts(ctx: Context) -> dict[str, Any]:
-    with pgtools.connect(ctx.settings.source, connect_database(ctx)) as conn:
+def server_facts(source: SourceSettings) -> dict[str, Any]:
+    with pgtools.connect(source, pgtools.cluster_database(source)) as conn:
         row = conn.execute(_SERVER).fetchone()
     assert row is not None
     version, version_num, system_id, segment_size, tablespaces = row
@@ -64,61 +59,46 @@ def server_facts(ctx: Context) -> dict[str, Any]:
     }
 
 
-def base_backup(
-    ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None = None
+def base_backup(ctx: Context, request: BackupRequest, on_progress: OnProgress = None) -> Manifest:
+    """Back up the whole configured source cluster (or request.source's) into base/."""
+    source = request.source or ctx.settings.source
+    return backup(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
+
+
+def backup(
+    destination: Destination,
+    source: SourceSettings,
+    bin_dir: str | None,
+    request: BackupRequest,
+    on_progress: OnProgress = None,
 ) -> Manifest:
-    repo = ctx.repository(create=True)
-    cluster, backup_id = request.database, request.backup_id
-    data_key = layout.data_key(repo.prefix, layout.BASE_TIER, cluster, backup_id)
+    data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
-    facts = server_facts(ctx)
-    tool = pgtools.find_tool(
-        "pg_basebackup", ctx.settings.pg_bin_dir, facts["server_version_num"] // 10000
-    )
-    sealer = open_sealer(ctx, data_key)
+    facts = server_facts(source)
+    tool = pgtools.find_tool("pg_basebackup", bin_dir, facts["server_version_num"] // 10000)
+    sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
-    stats = _run_basebackup(ctx, tool, backup_id, sealer, watcher, on_progress)
+    command = _command(tool, source, request.backup_id)
+    stats = _run_basebackup(command, source, sealer, watcher, on_progress)
     stopped = datetime.now(UTC)
     physical = {**facts, **_wal_range(watcher, facts["wal_segment_size"])}
     physical["stop_time"] = stopped.isoformat()
     physical["files"] = watcher.members - 1
-    manifest = Manifest(
-        id=backup_id,
-        database=cluster,
-        kind="base",
-        tier=layout.BASE_TIER,
-        started_at=started.isoformat(),
-        finished_at=datetime.now(UTC).isoformat(),
-        server_version=facts["server_version"],
-        tool_version=pgtools.tool_version(tool),
-        dump_bytes=stats.plain_bytes,
-        compressed_bytes=stats.compressed_bytes,
-        stored_bytes=stats.stored_bytes,
-        dump_sha256=stats.plain_sha256,
-        stored_sha256=stats.stored_sha256,
-        key_id=repo.key.key_id,
-        compression={"algorithm": "zstd", "level": ctx.settings.compression.level},
-        encryption={"algorithm": "aes-256-gcm-stream", "chunk_size": crypto.CHUNK_SIZE},
-        objects={"data": data_key},
-        description=request.description,
-        tags=list(request.tags),
-        permafrost_version=__version__,
+    made = Made(
+        Kind.BASE,
+        layout.BASE_TIER,
+        data_key,
+        started,
+        facts["server_version"],
+        tool,
+        stats,
         physical=physical,
     )
-    manifest_key = layout.manifest_key(repo.prefix, layout.BASE_TIER, cluster, backup_id)
-    ctx.storage.put(manifest_key, manifest.to_json(repo.key))
-    return manifest
+    return destination.commit(request, made)
 
 
-def _run_basebackup(
-    ctx: Context,
-    tool: str,
-    backup_id: str,
-    sealer: Sealer,
-    watcher: TarWatcher,
-    on_progress: Callable[[int], None] | None,
-) -> Any:
-    command = [
+def _command(tool: str, source: SourceSettings, backup_id: str) -> list[str]:
+    return [
         tool,
         "--format=tar",
         "--wal-method=none",
@@ -126,47 +106,34 @@ def _run_basebackup(
         "--pgdata=-",
         "--no-password",
         f"--label=permafrost {backup_id}",
-        f"--dbname={pgtools.conninfo(ctx.settings.source, connect_database(ctx))}",
+        f"--dbname={pgtools.conninfo(source, pgtools.cluster_database(source))}",
     ]
-    proc = subprocess.Popen(
-        command,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=pgtools.libpq_env(ctx.settings.source),
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    widen_pipe(proc.stdout)
-    errors = StderrTail(proc.stderr, "pg_basebackup: ")
+
+
+def _run_basebackup(
+    command: list[str],
+    source: SourceSettings,
+    sealer: Sealer,
+    watcher: TarWatcher,
+    on_progress: OnProgress,
+) -> SealedStats:
     try:
-        while block := proc.stdout.read(READ_SIZE):
-            watcher.feed(block)
-            sealer.write(block)
-            if on_progress is not None:
-                on_progress(len(block))
-        if proc.wait() != 0:
-            raise SourceError(f"pg_basebackup failed: {errors.summary()}{_hint(errors)}")
-        if not watcher.ended or watcher.kept is None:
-            raise IntegrityError(
-                "pg_basebackup's output ended without a complete tar and backup_manifest; "
-                "nothing was committed"
-            )
-        return sealer.close()
+        with process.reading(command, source) as pg_basebackup:
+            while block := pg_basebackup.stdout.read(READ_SIZE):
+                watcher.feed(block)
+                sealer.write(block)
+                if on_progress is not None:
+                    on_progress(len(block))
+            pg_basebackup.finish("pg_basebackup", process.replication_hint)
+            if not watcher.ended or watcher.kept is None:
+                raise IntegrityError(
+                    "pg_basebackup's output ended without a complete tar and backup_manifest; "
+                    "nothing was committed"
+                )
+            return sealer.close()
     except BaseException:
-        proc.kill()
-        proc.wait()
         sealer.abort()
         raise
-    finally:
-        errors.join()
-
-
-def _hint(errors: StderrTail) -> str:
-    text = errors.summary()
-    if "replication" in text and ("pg_hba" in text or "no pg_hba.conf entry" in text):
-        return " (allow replication connections for this user in pg_hba.conf)"
-    if "must be superuser or replication role" in text or "permission denied" in text:
-        return " (the user needs the REPLICATION attribute: ALTER ROLE name REPLICATION)"
-    return ""
 
 
 def _wal_range(watcher: TarWatcher, segment_size: int) -> dict[str, Any]:

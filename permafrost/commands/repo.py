@@ -10,15 +10,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO
 
-from permafrost.backup.lookup import check_data_object, check_hashes, load_manifest, resolve
+from permafrost.backup.lookup import load_manifest, resolve
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import ConfigError, UsageError
 from permafrost.repo import crypto
 from permafrost.repo.config import load_keys, read_config
+from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import READ_SIZE, Opened
-from permafrost.storage.transfer import read_object
+from permafrost.repo.reader import data_blocks
 from permafrost.text import print_json
 
 
@@ -93,15 +94,8 @@ def _keyring(ctx: Context) -> crypto.Keyring:
 
 
 def _bucket_blocks(ctx: Context, manifest: Manifest) -> Iterator[bytes]:
-    check_data_object(ctx, manifest)
-    storage = ctx.settings.storage
-    return read_object(
-        ctx.storage,
-        manifest.objects["data"],
-        manifest.stored_bytes,
-        part_size=storage.part_size,
-        concurrency=storage.concurrency,
-    )
+    check_data_object(ctx.storage, manifest)
+    return data_blocks(ctx.storage, manifest, ctx.settings.storage)
 
 
 def _file_blocks(path: str | None) -> Iterator[bytes]:

@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from permafrost import layout
 from permafrost.context import Context
 from permafrost.errors import IntegrityError, PermafrostError, UsageError
+from permafrost.postgres import tools as pgtools
 from permafrost.text import iso, print_json
 from permafrost.wal import archive as walarchive
 from permafrost.wal import names as walnames
@@ -90,8 +92,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _cluster(ctx: Context, args: argparse.Namespace) -> str:
-    from permafrost import layout
-
     return layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
 
 
@@ -233,11 +233,9 @@ def _newest(archive: walarchive.Archive) -> walnames.Segment | None:
 
 def _server_position(ctx: Context, archive: walarchive.Archive) -> dict[str, Any]:
     """Where the source server is writing, when it can be reached (best effort)."""
-    from permafrost.backup.physical import connect_database
-    from permafrost.postgres import tools as pgtools
-
+    source = ctx.settings.source
     try:
-        with pgtools.connect(ctx.settings.source, connect_database(ctx)) as conn:
+        with pgtools.connect(source, pgtools.cluster_database(source)) as conn:
             row = conn.execute(
                 "SELECT pg_walfile_name(pg_current_wal_lsn()), failed_count, last_failed_wal,"
                 " last_failed_time FROM pg_stat_archiver"

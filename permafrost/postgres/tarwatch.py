@@ -9,6 +9,7 @@ two zero blocks of a complete tar, rather than being cut short.
 from __future__ import annotations
 
 BLOCK = 512
+BACKUP_MANIFEST = "backup_manifest"  # PostgreSQL's own list of a base backup's files, last
 
 
 class TarWatcher:

@@ -25,6 +25,8 @@ from permafrost.text import first_line
 if TYPE_CHECKING:
     import psycopg
 
+    Connection = psycopg.Connection  # for modules that hold a connection but never import psycopg
+
 DEBIAN_BIN = Path("/usr/lib/postgresql")
 
 
@@ -71,7 +73,7 @@ def tool_major(tool: str) -> int:
 
 def conninfo(source: SourceSettings, database: str) -> str:
     """A libpq connection string without the password."""
-    from psycopg.conninfo import make_conninfo
+    from psycopg.conninfo import make_conninfo  # imported here: start-up cost, as in connect
 
     return make_conninfo("", **source.conninfo(database))
 
@@ -99,6 +101,25 @@ def connect(
         raise SourceError(
             f"cannot connect to database {database} at {where(source)}: {first_line(exc)}"
         ) from None
+
+
+def cluster_database(source: SourceSettings) -> str:
+    """The database a cluster-level command connects to: the first DB_NAME, else postgres."""
+    return source.databases[0] if source.databases else "postgres"
+
+
+def switch_wal(conn: psycopg.Connection) -> str | None:
+    """pg_switch_wal(), which completes the segment being written; that segment's name."""
+    import psycopg  # imported here: commands that never connect start faster without it
+
+    try:
+        switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+    except psycopg.Error as exc:
+        raise SourceError(
+            f"cannot call pg_switch_wal(): {first_line(exc)} (grant it with "
+            "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO the backup user)"
+        ) from None
+    return str(switched[0]) if switched else None
 
 
 def where(source: SourceSettings) -> str:
@@ -143,7 +164,7 @@ class Snapshot:
         return SnapshotInfo(row[0], row[1], row[2])
 
     def row_counts(self) -> list[TableCount]:
-        from psycopg import sql
+        from psycopg import sql  # imported here: start-up cost, as in connect
 
         tables = self.conn.execute(_USER_TABLES).fetchall()
         counts = []

@@ -9,12 +9,20 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from permafrost import errors
 from permafrost.repo import crypto
 
 FORMAT = 1
+
+
+class Kind(StrEnum):
+    """What a backup is: a logical dump of one database, or a base backup of a whole cluster."""
+
+    LOGICAL = "logical"
+    BASE = "base"
 
 
 @dataclass(frozen=True)
@@ -28,7 +36,7 @@ class TableCount:
 class Manifest:
     id: str
     database: str
-    kind: str
+    kind: Kind
     tier: str
     started_at: str
     finished_at: str
@@ -99,5 +107,7 @@ def _from_body(body: dict[str, Any]) -> Manifest:
     if unknown:
         raise KeyError(f"unknown fields {sorted(unknown)}")
     values = dict(body)
+    if "kind" in values:  # a missing one is refused with the other missing fields, below
+        values["kind"] = Kind(values["kind"])
     values["row_counts"] = [TableCount(**row) for row in body.get("row_counts", [])]
     return Manifest(**values)

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from permafrost import layout
-from permafrost.catalog.sync import read_manifest
 from permafrost.errors import PermafrostError
 from permafrost.repo.config import Repository
-from permafrost.repo.manifest import Manifest
+from permafrost.repo.manifest import Kind, Manifest
+from permafrost.repo.reader import read_manifest
 from permafrost.wal import names as walnames
+from permafrost.wal import segment as wal
 from permafrost.wal.names import Segment
 
 
@@ -116,7 +117,7 @@ def base_backups(repo: Repository, cluster: str) -> list[BaseBackup]:
                 m = read_manifest(repo.storage, info.key, repo.keyring)
             except PermafrostError:
                 continue  # a damaged manifest is `verify`'s to report; pitr cannot use it
-            if m.kind == "base" and m.physical:
+            if m.kind == Kind.BASE and m.physical:
                 found[m.id] = BaseBackup.of(m)
     return sorted(found.values(), key=lambda b: (b.stop_lsn, b.id))
 
@@ -232,8 +233,6 @@ class Report:
 def verify(repo: Repository, cluster: str) -> Report:
     """Every segment from the oldest base backup's start to the newest archived one, per
     timeline, and the history file of every timeline after the first."""
-    from permafrost.wal import segment as wal
-
     bases = base_backups(repo, cluster)
     size = bases[0].segment_size if bases else walnames.DEFAULT_SEGMENT_SIZE
     archive = list_archive(repo, cluster, size)

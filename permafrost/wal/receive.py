@@ -21,12 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from permafrost.backup.logical import StderrTail
-from permafrost.backup.physical import connect_database
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, SourceError, StorageError
 from permafrost.postgres import tools as pgtools
-from permafrost.text import first_line
+from permafrost.postgres.process import StderrTail
 from permafrost.wal import names as walnames
 from permafrost.wal import segment as wal
 
@@ -35,8 +33,9 @@ DEFAULT_SPOOL = "/var/lib/permafrost/wal-spool"
 LATER = "the archive position is recorded once the metadata store is back"
 
 
-def spool_dir(ctx: Context, cluster: str) -> Path:
-    root = Path(ctx.settings.wal.spool_dir or DEFAULT_SPOOL)
+def spool_dir(configured: str | None, cluster: str) -> Path:
+    """The cluster's spool under WAL_SPOOL_DIR (or the default), created if it is not there."""
+    root = Path(configured or DEFAULT_SPOOL)
     path = root / cluster
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -48,9 +47,10 @@ def spool_dir(ctx: Context, cluster: str) -> Path:
     return path
 
 
-def slot_name(ctx: Context, cluster: str) -> str:
-    if ctx.settings.wal.slot:
-        return ctx.settings.wal.slot
+def slot_name(configured: str | None, cluster: str) -> str:
+    """WAL_SLOT, else permafrost_{cluster} as a valid replication slot name."""
+    if configured:
+        return configured
     cleaned = "".join(c if c.isalnum() or c == "_" else "_" for c in cluster.lower())
     return f"permafrost_{cleaned}"[:63]
 
@@ -98,11 +98,11 @@ class Receiver:
         self.ctx = ctx
         self.cluster = cluster
         self.stop = stop
-        self.spool = spool_dir(ctx, cluster)
-        self.slot = slot_name(ctx, cluster)
+        self.spool = spool_dir(ctx.settings.wal.spool_dir, cluster)
+        self.slot = slot_name(ctx.settings.wal.slot, cluster)
         self.position = Position()
         self.source = ctx.settings.source
-        database = connect_database(ctx)
+        database = pgtools.cluster_database(self.source)
         self.conninfo = pgtools.conninfo(self.source, database)
         with pgtools.connect(self.source, database) as conn:
             row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
@@ -218,7 +218,8 @@ def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None)
     (archive_command) or else from the catalog (wal-receive in another process).
     """
     max_age = ctx.settings.wal.max_segment_age
-    with pgtools.connect(ctx.settings.source, connect_database(ctx), autocommit=True) as conn:
+    source = ctx.settings.source
+    with pgtools.connect(source, pgtools.cluster_database(source), autocommit=True) as conn:
         row = conn.execute(
             "SELECT pg_current_wal_insert_lsn()::text,"
             " (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),"
@@ -237,16 +238,7 @@ def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None)
             return None  # nothing written since the last completed segment
         if done is not None and time.time() - last.at < max_age:
             return None
-        import psycopg
-
-        try:
-            switched = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
-        except psycopg.Error as exc:
-            raise SourceError(
-                f"cannot call pg_switch_wal(): {first_line(exc)} (grant it with "
-                "GRANT EXECUTE ON FUNCTION pg_switch_wal() TO the backup user)"
-            ) from None
-    name = str(switched[0]) if switched else None
+        name = pgtools.switch_wal(conn)
     log.info("switched WAL: %s had waited %s s or more", name, max_age)
     if ctx.settings.metadata_url is not None:
         ctx.record(lambda c: c.wal_switched(cluster), LATER)

@@ -15,6 +15,7 @@ from permafrost.errors import (
     TargetError,
     TargetExists,
 )
+from permafrost.postgres import ddl
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.manifest import TableCount
 from restore import target as targets
@@ -25,7 +26,7 @@ Say = Callable[[str], None]
 
 def check_target_free(target: targets.Target) -> None:
     with targets.maintenance(target) as conn:
-        if targets.exists(conn, target.database):
+        if ddl.database_exists(conn, target.database):
             raise TargetExists(
                 f"database {target.where} already exists: pitr never overwrites a database; "
                 "choose another --target-db or drop it first"
@@ -50,7 +51,7 @@ def copy_database(
         pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir, info.server_major)
         staging = target.with_database(targets.staging_name(target.database))
         with targets.maintenance(target) as conn:
-            targets.create(conn, staging.database)
+            ddl.create_database(conn, staging.database)
         try:
             say(
                 f"copy {database} into {target.where} "
@@ -60,13 +61,13 @@ def copy_database(
             _compare(counts, staging, database)
         except BaseException:
             with targets.maintenance(target) as conn:
-                targets.drop(conn, staging.database)
+                ddl.drop_database(conn, staging.database)
             raise
     with targets.maintenance(target) as conn:
-        if targets.exists(conn, target.database):
-            targets.drop(conn, staging.database)
+        if ddl.database_exists(conn, target.database):
+            ddl.drop_database(conn, staging.database)
             raise TargetExists(f"database {target.where} appeared while pitr ran; left as it was")
-        targets.rename(conn, staging.database, target.database)
+        ddl.rename_database(conn, staging.database, target.database)
     return sum(c.rows for c in counts)
 
 

@@ -23,6 +23,7 @@ import pwd
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from permafrost.backup.lookup import check_data_object, check_hashes
 from permafrost.config.settings import SourceSettings, wal_fetch_env
 from permafrost.context import Context
 from permafrost.errors import (
@@ -45,8 +45,9 @@ from permafrost.errors import (
     UsageError,
 )
 from permafrost.postgres import tools as pgtools
+from permafrost.repo.integrity import check_data_object, check_hashes
+from permafrost.repo.reader import read_back
 from permafrost.text import human_bytes
-from restore.fetch import download
 from restore.pitr.plan import PitrPlan, RecoveryTarget
 
 Say = Callable[[str], None]
@@ -196,7 +197,7 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
             f"{data} has {human_bytes(free)} free, and base backup {m.id} needs "
             f"{human_bytes(m.dump_bytes + MARGIN)}: free some space or choose another directory"
         )
-    check_data_object(ctx, m)
+    check_data_object(ctx.storage, m)
     say(f"download and unpack base backup {m.id} ({human_bytes(m.dump_bytes)}) into {data}")
     tar = subprocess.Popen(
         ["tar", "-x", "--no-same-owner", "-C", str(data), "-f", "-"],
@@ -207,7 +208,8 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
     assert tar.stdin is not None and tar.stderr is not None
     stored_sha = dump_sha = ""
     try:
-        stored_sha, dump_sha = download(ctx, m, tar.stdin.write, lambda _: None)
+        opened, dump_sha = read_back(ctx.repository(), m, ctx.settings.storage, tar.stdin.write)
+        stored_sha = opened.stored_sha256
         tar.stdin.close()
     except BrokenPipeError:
         pass  # tar stopped reading: its exit status says why
@@ -472,8 +474,6 @@ def finish_settings(data: Path, port: int, socket_dir: str) -> None:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
