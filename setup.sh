@@ -5,7 +5,7 @@
 #                       directory as the bucket, under .permafrost/)
 #   ./setup.sh stop     stop it;  ./setup.sh status   what runs
 #   ./setup.sh test     install everything the tests need (PostgreSQL server binaries included)
-#                       and run ruff, mypy and the test suite; extra arguments go to pytest
+#                       and run ruff, mypy, the import contracts and the test suite; extra arguments go to pytest
 #   ./setup.sh test --quick   the same, with only the tests that need no PostgreSQL, S3 server
 #                       or browser (under a minute, for the edit-test loop; see tests/conftest.py)
 set -euo pipefail
@@ -84,6 +84,8 @@ run_tests() {
   "$VENV/bin/ruff" format --check --quiet .
   say "mypy"
   "$VENV/bin/mypy"
+  say "import contracts (pyproject.toml [tool.importlinter]; docs/ARCHITECTURE.md draws them)"
+  "$VENV/bin/lint-imports" --no-cache
   say "pytest"
   exec "$VENV/bin/pytest" "$@"
 }

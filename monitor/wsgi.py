@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from monitor.app import create_app
-from permafrost.cli import environment
+from permafrost.config.envfile import environment
 from permafrost.config.settings import Settings
 
 app = create_app(Settings.from_env(environment(None)))

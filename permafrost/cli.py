@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from permafrost import __version__, errors
-from permafrost.config.envfile import load_env_file
+from permafrost.config.envfile import environment
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.text import error_line
@@ -77,13 +77,6 @@ def build_parser() -> argparse.ArgumentParser:
     retention_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)
     return parser
-
-
-def environment(env_file: str | None) -> dict[str, str]:
-    """The process environment over the env file's values: a variable set in both wins."""
-    path = env_file or os.environ.get("PERMAFROST_ENV_FILE")
-    values = load_env_file(path) if path else {}
-    return {**values, **os.environ}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

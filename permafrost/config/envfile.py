@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from permafrost.errors import ConfigError
@@ -31,3 +32,10 @@ def _unquote_value(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
+
+
+def environment(env_file: str | None) -> dict[str, str]:
+    """The process environment over the env file's values: a variable set in both wins."""
+    path = env_file or os.environ.get("PERMAFROST_ENV_FILE")
+    values = load_env_file(path) if path else {}
+    return {**values, **os.environ}
