@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 
 from permafrost import layout
 from permafrost.audit import actor
-from permafrost.backup.logical import dump_database
-from permafrost.backup.physical import base_backup
+from permafrost.backup import logical, physical
+from permafrost.backup.destination import Destination
 from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
-from permafrost.repo.manifest import Manifest
+from permafrost.repo.manifest import Kind, Manifest
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
@@ -149,9 +149,10 @@ def _run(
 def _take(
     ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
 ) -> Manifest:
-    if request.kind == "base":
-        return base_backup(ctx, request, on_progress)
-    return dump_database(ctx, request, on_progress)
+    """The dump itself: from request.source (a safety backup's target) or the configured one."""
+    take = physical.backup if request.kind == Kind.BASE else logical.dump
+    source = request.source or ctx.settings.source
+    return take(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
 
 
 def _record_failure(ctx: Context, backup_id: str, run: RecordedRun, exc: BaseException) -> None:

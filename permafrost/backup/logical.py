@@ -15,19 +15,12 @@ from datetime import UTC, datetime
 from permafrost.backup.destination import Destination, Made
 from permafrost.backup.request import BackupRequest
 from permafrost.config.settings import SourceSettings
-from permafrost.context import Context
 from permafrost.postgres import process
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.manifest import Kind, Manifest, TableCount
 from permafrost.repo.pipeline import SealedStats, Sealer, pump
 
 OnProgress = Callable[[int], None] | None
-
-
-def dump_database(ctx: Context, request: BackupRequest, on_progress: OnProgress = None) -> Manifest:
-    """Dump request.database from the configured source (or request.source) into the bucket."""
-    source = request.source or ctx.settings.source
-    return dump(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
 
 
 def dump(

@@ -20,7 +20,6 @@ from permafrost import layout
 from permafrost.backup.destination import Destination, Made
 from permafrost.backup.request import BackupRequest
 from permafrost.config.settings import SourceSettings
-from permafrost.context import Context
 from permafrost.errors import IntegrityError, SourceError
 from permafrost.postgres import process
 from permafrost.postgres import tools as pgtools
@@ -57,12 +56,6 @@ def server_facts(source: SourceSettings) -> dict[str, Any]:
         "system_identifier": str(system_id),
         "wal_segment_size": int(segment_size),
     }
-
-
-def base_backup(ctx: Context, request: BackupRequest, on_progress: OnProgress = None) -> Manifest:
-    """Back up the whole configured source cluster (or request.source's) into base/."""
-    source = request.source or ctx.settings.source
-    return backup(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
 
 
 def backup(

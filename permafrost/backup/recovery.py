@@ -13,6 +13,7 @@ from permafrost.backup.lookup import find_backups
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, UsageError
+from permafrost.repo.manifest import Kind
 
 ASSUMED_RATE = 20 * 1024 * 1024  # bytes/s, until a test restore has measured the real one
 
@@ -61,7 +62,7 @@ def usable_backups(ctx: Context, database: str, tier: str | None = None) -> list
     records = [
         r
         for r in find_backups(ctx, database=database, tier=tier, status="completed")
-        if r.kind == "logical"  # a base backup of a cluster of the same name is not one
+        if r.kind == Kind.LOGICAL  # a base backup of a cluster of the same name is not one
     ]
     if not records:
         raise BackupNotFound(

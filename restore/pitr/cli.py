@@ -22,6 +22,7 @@ from permafrost.errors import (
 from permafrost.postgres import tools as pgtools
 from restore import target as targets
 from restore.pitr import copy as pitr_copy
+from restore.pitr import osuser
 from restore.pitr import plan as pitr_plan
 from restore.pitr import run as pitr
 
@@ -117,17 +118,17 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         f"recover cluster {plan.cluster} to {target.describe()} from base backup {base.id} "
         f"(consistent from {base.stop_time.isoformat()}); recoverable window: {plan.window}"
     )
-    user = pitr.OsUser.for_server(ctx)
-    work = pitr.work_dir(ctx, user)
+    user = osuser.OsUser.for_server(ctx.settings.restore.pitr_os_user)
+    work = osuser.work_dir(ctx.settings.restore.tmpdir, user)
     run = work / "run"
     run.mkdir(mode=0o700)
-    pitr._chown(run, user)
+    osuser.chown(run, user)
     created = False
     data = Path(args.target_dir).resolve() if args.target_dir else work / "data"
     server: pitr.Server | None = None
     try:
-        created = pitr.prepare_dir(data, user, "--target-dir" if args.target_dir else "data dir")
-        pitr.check_runnable(user, run)
+        created = osuser.prepare_dir(data, user, "--target-dir" if args.target_dir else "data dir")
+        osuser.check_runnable(user, run)
         major = int(base.manifest.physical.get("server_version_num", 0)) // 10000
         bin_dir = Path(pgtools.find_tool("postgres", ctx.settings.pg_bin_dir, major)).parent
         pitr.restore_base(ctx, plan, data, user, say)
@@ -138,7 +139,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         port = args.port if args.port else pitr.free_port()
         server = pitr.Server(bin_dir, data, run, port, user, run / "server.log")
         server.log.touch()
-        pitr._chown(server.log, user)
+        osuser.chown(server.log, user)
         say(f"start PostgreSQL {major} on it to replay WAL (restore_command: permafrost wal-fetch)")
         server.start(recovering=True)
         reached = _recover(ctx, plan, server, run, user)
@@ -162,7 +163,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
             server.stop()
             _keep_log(server, base.id, exc)
         if args.target_dir:
-            pitr.empty_dir(data, remove=created)
+            osuser.empty_dir(data, remove=created)
         raise
     finally:
         # The run directory's env file holds the key: it is never left behind.
@@ -170,7 +171,11 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
 
 
 def _recover(
-    ctx: Context, plan: pitr_plan.PitrPlan, server: pitr.Server, run: Path, user: pitr.OsUser | None
+    ctx: Context,
+    plan: pitr_plan.PitrPlan,
+    server: pitr.Server,
+    run: Path,
+    user: osuser.OsUser | None,
 ) -> pitr.Reached:
     try:
         return pitr.watch_recovery(server, say)
@@ -216,12 +221,12 @@ def _explain(ctx: Context, plan: pitr_plan.PitrPlan, exc: pitr.RecoveryFailed) -
     return TargetError(f"the recovery server failed: {text}")
 
 
-def _own(user: pitr.OsUser | None, *folders: Path) -> None:
+def _own(user: osuser.OsUser | None, *folders: Path) -> None:
     if user is None:
         return
     for folder in folders:
         for path in [folder, *folder.rglob("*")]:
-            pitr._chown(path, user)
+            osuser.chown(path, user)
 
 
 def _report(reached: pitr.Reached, target: pitr_plan.RecoveryTarget) -> None:
@@ -272,7 +277,7 @@ def _copy(
 
 
 def _leave(
-    args: argparse.Namespace, server: pitr.Server, data: Path, user: pitr.OsUser | None, role: str
+    args: argparse.Namespace, server: pitr.Server, data: Path, user: osuser.OsUser | None, role: str
 ) -> None:
     server.stop()
     socket_dir = str(data) if len(str(data)) < 80 else tempfile.gettempdir()
@@ -286,14 +291,14 @@ def _leave(
         return
     log_dir = data / "log"
     log_dir.mkdir(exist_ok=True, mode=0o700)
-    pitr._chown(log_dir, user)
+    osuser.chown(log_dir, user)
     result = subprocess.run(
         [pg_ctl, "-D", str(data), "-l", str(log_dir / "server.log"), "-w", "-t", "120", "start"],
         capture_output=True,
         text=True,
         check=False,
         env=pitr._server_env(),
-        **pitr._as(user),
+        **osuser.as_user(user),
     )
     if result.returncode != 0:
         raise TargetError(

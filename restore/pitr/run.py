@@ -25,29 +25,24 @@ import shlex
 import shutil
 import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from permafrost.config.settings import SourceSettings, wal_fetch_env
 from permafrost.context import Context
 from permafrost.errors import (
-    ConfigError,
     InsufficientSpace,
     IntegrityError,
     PermafrostError,
     TargetError,
-    TargetExists,
-    UsageError,
 )
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.reader import read_back
 from permafrost.text import human_bytes
+from restore.pitr.osuser import OsUser, as_user, permafrost_command
 from restore.pitr.plan import PitrPlan, RecoveryTarget
 
 Say = Callable[[str], None]
@@ -57,45 +52,6 @@ END_MARK = "# permafrost pitr: end of recovery settings"
 
 
 # --- Running it ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OsUser:
-    name: str
-    uid: int
-    gid: int
-
-    @classmethod
-    def for_server(cls, ctx: Context) -> OsUser | None:
-        """Who runs the recovery server: this user, or PITR_OS_USER when this user is root."""
-        if os.geteuid() != 0:
-            return None
-        name = ctx.settings.restore.pitr_os_user
-        try:
-            entry = pwd.getpwnam(name)
-        except KeyError:
-            raise ConfigError(
-                f"PostgreSQL refuses to run as root, and PITR_OS_USER={name} does not exist: "
-                "create that user or set PITR_OS_USER to the user that owns PostgreSQL"
-            ) from None
-        return cls(name, entry.pw_uid, entry.pw_gid)
-
-
-def _as(user: OsUser | None) -> dict[str, Any]:
-    return {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-
-
-def _chown(path: Path, user: OsUser | None) -> None:
-    if user is not None:
-        os.chown(path, user.uid, user.gid)
-
-
-def permafrost_command() -> list[str]:
-    script = Path(sys.executable).parent / "permafrost"
-    if script.is_file():
-        return [str(script)]
-    found = shutil.which("permafrost")
-    return [found] if found else [sys.executable, "-m", "permafrost.cli"]
 
 
 @dataclass
@@ -140,7 +96,7 @@ class Server:
                 env=_server_env(),
                 cwd=str(self.data),
                 start_new_session=True,
-                **_as(self.user),
+                **as_user(self.user),
             )
 
     def new_lines(self) -> list[str]:
@@ -203,7 +159,7 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
         ["tar", "-x", "--no-same-owner", "-C", str(data), "-f", "-"],
         stdin=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        **_as(user),
+        **as_user(user),
     )
     assert tar.stdin is not None and tar.stderr is not None
     stored_sha = dump_sha = ""
@@ -233,7 +189,7 @@ def verify_files(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
         capture_output=True,
         text=True,
         check=False,
-        **_as(user),
+        **as_user(user),
     )
     if result.returncode != 0:
         first = (result.stderr.strip().splitlines() or ["no output"])[0]
@@ -379,82 +335,6 @@ def roles_to_try(ctx: Context, user: OsUser | None) -> list[str]:
         if name and name not in out:
             out.append(name)
     return out
-
-
-def check_runnable(user: OsUser | None, run: Path) -> None:
-    """restore_command runs as the server's OS user: that user must be able to run us."""
-    if user is None:
-        return
-    command = [*permafrost_command(), "--version"]
-    try:
-        result = subprocess.run(
-            command,
-            capture_output=True,
-            check=False,
-            cwd=str(run),
-            timeout=60,
-            **_as(user),
-        )
-        ok = result.returncode == 0
-    except OSError:
-        ok = False
-    if not ok:
-        raise ConfigError(
-            f"PostgreSQL runs restore_command as the OS user {user.name}, who cannot run "
-            f"{command[0]}: install Permafrost where that user can read it (./setup.sh builds "
-            ".venv on the system Python), or run pitr as that user"
-        )
-
-
-def prepare_dir(path: Path, user: OsUser | None, what: str) -> bool:
-    """Create or accept an empty directory owned by the server user; True if we created it."""
-    created = False
-    if path.exists():
-        if not path.is_dir():
-            raise UsageError(f"{what} {path} is not a directory")
-        if any(path.iterdir()):
-            raise TargetExists(
-                f"{what} {path} is not empty: pitr never writes over files; choose a new or "
-                "empty directory"
-            )
-    else:
-        try:
-            path.mkdir(parents=True, mode=0o700)
-        except OSError as exc:
-            raise TargetError(f"cannot create {what} {path}: {exc.strerror}") from None
-        created = True
-    path.chmod(0o700)
-    _chown(path, user)
-    if user is not None:
-        probe = subprocess.run(
-            ["test", "-w", str(path), "-a", "-x", str(path)],
-            check=False,
-            **_as(user),
-        )
-        if probe.returncode != 0:
-            raise TargetError(
-                f"the OS user {user.name} cannot write {path}: a parent directory is private "
-                "to this user; choose a directory under /var/lib or /srv"
-            )
-    return created
-
-
-def empty_dir(path: Path, remove: bool) -> None:
-    if remove:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for entry in path.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-
-
-def work_dir(ctx: Context, user: OsUser | None) -> Path:
-    root = Path(ctx.settings.restore.tmpdir or tempfile.gettempdir())
-    path = Path(tempfile.mkdtemp(prefix="permafrost-pitr-", dir=root))
-    _chown(path, user)
-    return path
 
 
 def finish_settings(data: Path, port: int, socket_dir: str) -> None:
