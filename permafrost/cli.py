@@ -48,6 +48,8 @@ def exit_code(exc: errors.PermafrostError) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The composition root: imported here, not at the top, so that `permafrost.cli`'s helpers
+    # (EXIT_CODES, exit_code) load without every service's command-line module.
     from monitor import cli as monitor_cli
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli

@@ -57,7 +57,7 @@ def add_service_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
 
 
 def scheduler(ctx: Context, args: argparse.Namespace) -> int:
-    from scheduler.service import Service, say
+    from scheduler.service import Service, say  # start-up cost: APScheduler, for this command only
 
     service = Service(ctx.settings, say, env_file=args.env_file)
     if args.check:
@@ -68,7 +68,7 @@ def scheduler(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:
-    from scheduler.status import status as show
+    from scheduler.status import status as show  # start-up cost, like the scheduler command
 
     return show(ctx, args)
 

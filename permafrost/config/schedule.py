@@ -15,7 +15,7 @@ from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
 
 if TYPE_CHECKING:
-    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.cron import CronTrigger  # start-up cost: only schedules need it
 
 OFF = ("off", "never", "none", "disabled")
 

@@ -10,6 +10,7 @@ every deletion and moving the catalog along. Without apply it changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,8 +199,6 @@ def run(
 
 
 def wait_for_lock(catalog: Catalog, say: Say) -> None:
-    import time
-
     waited = False
     while not catalog.try_lock(RETENTION_LOCK, "bucket"):
         if not waited:

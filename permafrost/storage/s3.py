@@ -100,7 +100,7 @@ class S3Storage:
 
     def copy(self, source: str, target: str) -> None:
         """A server-side copy (multipart for large objects, by boto3's managed transfer)."""
-        from boto3.s3.transfer import TransferConfig
+        from boto3.s3.transfer import TransferConfig  # start-up cost: only copies need it
 
         config = TransferConfig(multipart_threshold=256 * 1024 * 1024, max_concurrency=4)
         with self._translate("copy", source):
