@@ -160,3 +160,10 @@ def run(
             f"permafrost {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
         )
     return result
+
+
+@pytest.fixture
+def refused() -> Iterator[int]:
+    """A loopback port where nothing listens, held for the test (see services.refused_port)."""
+    with services.refused_port() as port:
+        yield port

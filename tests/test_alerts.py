@@ -513,7 +513,7 @@ def test_it_says_whether_a_failed_webhook_post_would_fail_again(
 
 
 def test_a_scheduled_backup_pings_start_then_success_and_a_failed_one_pings_fail(
-    env: dict[str, str], http: Recorder, caplog: pytest.LogCaptureFixture
+    env: dict[str, str], http: Recorder, caplog: pytest.LogCaptureFixture, refused: int
 ) -> None:
     settings = make_settings(env, None, HEALTHCHECK_PING_URL=f"{http.url}/ping/abc-secret")
     db = settings.source.databases[0]
@@ -535,7 +535,7 @@ def test_a_scheduled_backup_pings_start_then_success_and_a_failed_one_pings_fail
     ]
     assert b"nosuchdb" in http.requests[3][2]
 
-    down = make_settings(env, None, HEALTHCHECK_PING_URL=f"http://127.0.0.1:{free_port()}/p/tok")
+    down = make_settings(env, None, HEALTHCHECK_PING_URL=f"http://127.0.0.1:{refused}/p/tok")
     assert ping(down, "start") is False  # swallowed
     assert "healthcheck ping (start) failed" in caplog.text and "/p/tok" not in caplog.text
 
@@ -586,7 +586,7 @@ def put_base_backup(ctx: Context, cluster: str, start: int, stop: int) -> None:
 
 
 def test_size_verification_wal_and_lifecycle_rules_and_an_unreachable_bucket_resolves_nothing(
-    env: dict[str, str], s3: S3Server, bucket: str
+    env: dict[str, str], s3: S3Server, bucket: str, refused: int
 ) -> None:
     settings = make_settings(env, None, WAL_ARCHIVING="push", WAL_MAX_LAG="15m")
     db = settings.source.databases[0]
@@ -640,7 +640,7 @@ def test_size_verification_wal_and_lifecycle_rules_and_an_unreachable_bucket_res
         env,
         None,
         WAL_ARCHIVING="push",
-        S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
+        S3_ENDPOINT_URL=f"http://127.0.0.1:{refused}",
         S3_MAX_ATTEMPTS="1",
     )
     findings = evaluate(Context(down), now + timedelta(minutes=1))

@@ -10,7 +10,7 @@ import time
 from permafrost.repo import crypto
 from tests.conftest import PERMAFROST, make_sample_database, run
 from tests.helpers import get_object, loads, objects, pending_uploads, table_digest
-from tests.services import Cluster, S3Server, free_port
+from tests.services import Cluster, S3Server
 
 
 def test_it_backs_up_and_plain_pg_restore_brings_back_every_row(
@@ -134,9 +134,9 @@ def _terminate_dump_during(pg: Cluster, table: str, proc: subprocess.Popen[str])
 
 
 def test_an_unreachable_source_fails_in_one_line(
-    env: dict[str, str], s3: S3Server, bucket: str
+    env: dict[str, str], s3: S3Server, bucket: str, refused: int
 ) -> None:
-    env = {**env, "DATABASE_URL": f"postgresql://u:p@127.0.0.1:{free_port()}/nothing"}
+    env = {**env, "DATABASE_URL": f"postgresql://u:p@127.0.0.1:{refused}/nothing"}
     result = run(env, "backup", check=False)
     assert result.returncode == 7
     assert result.stderr.startswith("permafrost: error: cannot connect to database nothing")
@@ -145,8 +145,8 @@ def test_an_unreachable_source_fails_in_one_line(
     assert "cannot connect" in failed[0]["error"]
 
 
-def test_an_unreachable_bucket_fails_in_one_line(env: dict[str, str]) -> None:
-    env = {**env, "S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}", "S3_MAX_ATTEMPTS": "2"}
+def test_an_unreachable_bucket_fails_in_one_line(env: dict[str, str], refused: int) -> None:
+    env = {**env, "S3_ENDPOINT_URL": f"http://127.0.0.1:{refused}", "S3_MAX_ATTEMPTS": "2"}
     result = run(env, "backup", check=False)
     assert result.returncode == 6
     assert "cannot reach the bucket" in result.stderr and result.stderr.count("\n") == 1

@@ -11,7 +11,7 @@ from permafrost.repo import crypto
 from permafrost.repo.manifest import parse
 from tests.conftest import KEY, run
 from tests.helpers import flip_byte, get_object, loads, put_object, table_digest
-from tests.services import Cluster, free_port
+from tests.services import Cluster
 
 
 @pytest.fixture
@@ -205,8 +205,8 @@ def test_the_source_can_be_replaced_when_named_explicitly(env, pg, source_db, ba
     assert pg.execute("SELECT count(*) FROM billing.invoices", source_db) == [(500,)]
 
 
-def test_an_unreachable_target_is_one_line(env, backup, target) -> None:
-    url = f"postgresql://u:secret-pw@127.0.0.1:{free_port()}/postgres"
+def test_an_unreachable_target_is_one_line(env, backup, target, refused) -> None:
+    url = f"postgresql://u:secret-pw@127.0.0.1:{refused}/postgres"
     result = run(env, "restore", "latest", "--target-db", target, "--target-url", url, check=False)
     assert result.returncode == 7 and "restore target unreachable" in result.stderr
     assert "secret-pw" not in result.stderr and result.stderr.count("\n") == 1
