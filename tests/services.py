@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +50,38 @@ def pg_bin() -> Path:
     if not majors:
         raise RuntimeError("PostgreSQL server binaries are missing: run ./setup.sh test")
     return majors[0] / "bin"
+
+
+def serve_http(
+    start: Callable[[int], subprocess.Popen[bytes]], health_path: str = "/health"
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start an HTTP service on a free port and wait until `health_path` answers 200.
+
+    A port can be taken between free_port() and the service's bind; a service that exits before
+    answering is started again on another port (START_ATTEMPTS in all)."""
+    for _ in range(START_ATTEMPTS):
+        port = free_port()
+        proc = start(port)
+        if _answers(proc, f"http://127.0.0.1:{port}{health_path}"):
+            return proc, port
+    raise RuntimeError(f"the service exited {START_ATTEMPTS} times before answering")
+
+
+def _answers(proc: subprocess.Popen[bytes], url: str, seconds: float = 30) -> bool:
+    """True once url answers 200; False when the process has exited first."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s")
 
 
 def free_port() -> int:

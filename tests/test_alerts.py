@@ -37,7 +37,7 @@ from permafrost.storage import open_storage
 from permafrost.text import spoken_duration
 from scheduler.jobs import Jobs, JobSpec
 from scheduler.pings import ping
-from tests.services import S3Server, free_port
+from tests.services import START_ATTEMPTS, S3Server, free_port
 
 ONCALL = ("oncall@example.com", "second@example.com")
 DASHBOARD = "https://backups.example.com"
@@ -70,7 +70,6 @@ class Mailbox:
 
 class SMTPServer:
     def __init__(self, port: int | None = None, password: str | None = None) -> None:
-        self.port = port or free_port()
         self.mailbox = Mailbox()
         extra: dict[str, Any] = {}
         if password is not None:
@@ -80,8 +79,20 @@ class SMTPServer:
                 return AuthResult(success=ok)
 
             extra = {"authenticator": check, "auth_require_tls": False}
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **extra)
-        self.controller.start()
+        self.controller = self._start(port, extra)
+
+    def _start(self, port: int | None, extra: dict[str, Any]) -> Controller:
+        """Listen on `port`, or on a free one; a free port taken before the bind is replaced."""
+        for _ in range(START_ATTEMPTS):
+            self.port = port or free_port()
+            controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port, **extra)
+            try:
+                controller.start()
+                return controller
+            except OSError:
+                if port is not None:
+                    raise
+        raise RuntimeError(f"the SMTP stub found no free port in {START_ATTEMPTS} tries")
 
     def stop(self) -> None:
         self.controller.stop()

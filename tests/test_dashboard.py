@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from tests.conftest import PERMAFROST, run
 from tests.helpers import loads
-from tests.services import Cluster, free_port
+from tests.services import Cluster, serve_http
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -31,35 +30,26 @@ pytestmark = pytest.mark.skipif(
 def monitor(
     env: dict[str, str], source_db: str, tmp_path: Path
 ) -> Iterator[tuple[str, dict[str, str]]]:
-    port = free_port()
     menv = {
         **env,
         "DB_NAME": source_db,
-        "MONITOR_PORT": str(port),
         "MONITOR_API_TOKEN": "api-token-for-the-dashboard-test",
         "DASHBOARD_USER": USER,
         "DASHBOARD_PASSWORD": PASSWORD,
         "ALERT_CHECK_INTERVAL": "3600",
     }
     log = (tmp_path / "monitor.log").open("wb")
-    proc = subprocess.Popen(
-        [PERMAFROST, "monitor", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        env=menv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        menv["MONITOR_PORT"] = str(port)
+        command = [PERMAFROST, "monitor", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        return subprocess.Popen(command, env=menv, stdout=log, stderr=subprocess.STDOUT)
+
+    try:
+        proc, port = serve_http(start)
+    except RuntimeError as exc:
+        raise AssertionError(f"{exc}: {(tmp_path / 'monitor.log').read_text()}") from None
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, (tmp_path / "monitor.log").read_text()
-        assert time.monotonic() < deadline, "the monitor did not answer /health"
-        time.sleep(0.3)
     yield url, menv
     proc.terminate()
     proc.wait(timeout=30)

@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.dashboard import fill
 from tests.conftest import PERMAFROST
 from tests.faults.conftest import Ledger
-from tests.services import Cluster, free_port
+from tests.services import Cluster, serve_http
 
 CLIENTS = 50
 SECONDS = 60
@@ -37,7 +37,6 @@ def test_fifty_clients_against_ten_thousand_backups_get_no_5xx(
 ) -> None:
     database = pg.create_database("load_meta")
     fill(pg, database)
-    port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "METADATA_DATABASE_URL": pg.url(database),
@@ -47,22 +46,19 @@ def test_fifty_clients_against_ten_thousand_backups_get_no_5xx(
         "DASHBOARD_PASSWORD": "load-password",
         "ALERT_CHECK_INTERVAL": "0",
     }
-    server = subprocess.Popen(
-        [PERMAFROST, "monitor", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        bind = ["--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "8"]
+        return subprocess.Popen(
+            [PERMAFROST, "monitor", *bind],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    server, port = serve_http(start)
     login = "Basic " + base64.b64encode(b"load:load-password").decode()
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(base + "/health", timeout=2).read()
-            break
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None
-            time.sleep(0.2)
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
