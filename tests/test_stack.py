@@ -25,7 +25,7 @@ import yaml
 
 from tests.conftest import KEY, run
 from tests.helpers import table_digest
-from tests.services import Cluster, S3Server, free_port
+from tests.services import Cluster, S3Server, serve_http
 from tests.test_alerts import SMTPServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +114,6 @@ def test_an_operators_day_with_the_three_services(
     tmp_path: Path,
 ) -> None:
     smtp = SMTPServer()
-    port = free_port()
     metadata_db = metadata_cluster.create_database("permafrost")
     env = {  # what .env would hold, as compose passes it (env_file) to the three services
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -131,8 +130,6 @@ def test_an_operators_day_with_the_three_services(
         "S3_SECRET_ACCESS_KEY": "testing",
         "S3_PROVIDER": "minio",
         "BACKUP_ENCRYPTION_KEY": KEY,
-        "MONITOR_PORT": str(port),
-        "MONITOR_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "MONITOR_API_TOKEN": TOKEN,
         "ALERT_EMAIL": "oncall@example.com",
         "SMTP_HOST": "127.0.0.1",
@@ -147,8 +144,18 @@ def test_an_operators_day_with_the_three_services(
         "LIFECYCLE_SCHEDULE": "off",
         "RESTORE_TMPDIR": str(tmp_path),
     }
+    monitors: list[Service] = []
+
+    def start_monitor(port: int) -> subprocess.Popen[bytes]:
+        env.update(MONITOR_PORT=str(port), MONITOR_PUBLIC_URL=f"http://127.0.0.1:{port}")
+        monitors.append(Service("monitor", dict(env), tmp_path))
+        assert monitors[-1].proc is not None
+        return monitors[-1].proc
+
+    _, port = serve_http(start_monitor)  # first, so its port is in the env the others share
     base = f"http://127.0.0.1:{port}"
-    services = {name: Service(name, env, tmp_path) for name in ("scheduler", "monitor", "restore")}
+    services = {name: Service(name, env, tmp_path) for name in ("scheduler", "restore")}
+    services["monitor"] = monitors[-1]
     try:
         wait_for(lambda: http("GET", base + "/health")[0] == 200, "the monitor's /health")
         wait_for(
