@@ -6,13 +6,13 @@ import psycopg
 
 from tests.conftest import run, unique
 from tests.helpers import loads
-from tests.services import Cluster, free_port
+from tests.services import Cluster
 
 
 def test_a_backup_completes_while_the_metadata_store_is_down(
-    env: dict[str, str], pg: Cluster, metadata_db: str
+    env: dict[str, str], pg: Cluster, metadata_db: str, refused: int
 ) -> None:
-    down = {**env, "METADATA_DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{free_port()}/meta"}
+    down = {**env, "METADATA_DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{refused}/meta"}
     result = run(down, "backup", "--json")
     assert "warning: cannot reach the metadata store" in result.stderr
     assert "catalog sync" in result.stderr and "pw@" not in result.stderr
