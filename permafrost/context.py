@@ -6,6 +6,7 @@ never proves a key it does not need.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from functools import cached_property
@@ -81,6 +82,13 @@ class Context:
             self._catalog_error = exc
             self._warn(exc, purpose)
             return None
+
+    def forget_catalog(self) -> None:
+        """Drop the catalog and any remembered outage, so the next use connects afresh
+        (a long-running service that has waited out an outage)."""
+        with contextlib.suppress(Exception):  # a connection the server dropped may not close
+            self.close()
+        self._catalog, self._catalog_error, self._warned = None, None, False
 
     def close(self) -> None:
         if self._catalog is not None:

@@ -9,6 +9,7 @@ worker that looks (the dead worker's advisory lock on it is gone).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from permafrost.catalog.tasks import TaskListener
 
 KINDS = ["verify", "test_restore"]
+RECONNECT_MAX = 30.0  # seconds between attempts to reach a lost metadata store, at most
 Say = Callable[[str], None]
 
 
@@ -58,10 +60,38 @@ class Worker:
         self.done = 0
 
     def run(self, *, once: bool = False) -> int:
-        """Work until SIGTERM (or, with once, until the queue is empty)."""
+        """Work until SIGTERM (or, with once, until the queue is empty).
+
+        A lost metadata store does not end the worker: it says so, waits with a doubling pause
+        (1 s to RECONNECT_MAX), connects afresh and goes on; a task it had in hand is requeued
+        by the first worker back, because its advisory lock went with the old connection.
+        """
+        if self.ctx.settings.metadata_url is None:
+            self.ctx.catalog()  # not configured is a mistake to report, not an outage to wait out
+        self.say(f"restore worker {self.name} waiting for {', '.join(KINDS)} tasks")
+        pause = 1.0
+        try:
+            while True:
+                started = time.monotonic()
+                try:
+                    return self._serve(once)
+                except CatalogUnavailable as exc:
+                    if once:
+                        raise
+                    if time.monotonic() - started > RECONNECT_MAX:
+                        pause = 1.0  # it had been working: a new outage starts from 1 s
+                    self.say(f"{exc}; connecting again in {pause:.0f} s")
+                    self.ctx.forget_catalog()
+                    time.sleep(pause)
+                    pause = min(pause * 2, RECONNECT_MAX)
+        except KeyboardInterrupt:
+            self.say(f"restore worker {self.name} stopping")
+            return 0
+
+    def _serve(self, once: bool) -> int:
+        """Claim and run tasks on one metadata connection until the queue is empty (once)."""
         catalog = self.ctx.catalog()
         listener = self._listen()
-        self.say(f"restore worker {self.name} waiting for {', '.join(KINDS)} tasks")
         try:
             while True:
                 if catalog.requeue_orphans():
@@ -73,11 +103,9 @@ class Worker:
                     listener.wait(self.poll_seconds)
                     continue
                 self._run(task)
-        except KeyboardInterrupt:
-            self.say(f"restore worker {self.name} stopping")
-            return 0
         finally:
-            listener.close()
+            with contextlib.suppress(CatalogUnavailable, OSError):
+                listener.close()
 
     def _run(self, task: TaskRecord) -> None:
         catalog = self.ctx.catalog()

@@ -171,3 +171,34 @@ def test_plan_names_real_backups_and_commands_that_work(env, pg, source_db) -> N
     side = f"{source_db}_recovered"
     assert pg.execute("SELECT count(*) FROM customers", side) == [(2000,)]
     pg.drop_database(side)
+
+
+def test_the_worker_waits_out_a_metadata_store_restart(env, pg, source_db) -> None:
+    store = Cluster("worker-store").start()
+    try:
+        meta = store.create_database("meta")
+        env = {**env, "METADATA_DATABASE_URL": store.url(meta)}
+        record = loads(run(env, "backup", "--json").stdout)
+        worker = _worker(env)
+        try:
+            first = loads(run(env, "verify", record["id"], "--queue", "--json").stdout)["task_id"]
+            assert _wait_for(env, first, (store, meta)) == "succeeded"
+            store.stop()  # the metadata store restarts, as `pg_ctl restart` does
+            time.sleep(2)  # the worker notices while it waits for tasks
+            store.start()
+            late = loads(run(env, "verify", record["id"], "--queue", "--json").stdout)["task_id"]
+            assert _wait_for(env, late, (store, meta), timeout=60) == "succeeded"
+            assert worker.poll() is None, "the worker exited"
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            output = worker.communicate(timeout=30)[0]
+        assert worker.returncode == 0, output
+        assert "connecting again in" in output and "Traceback" not in output, output
+    finally:
+        store.destroy()
+
+
+def test_the_worker_refuses_to_start_without_a_metadata_store(env) -> None:
+    env = {key: value for key, value in env.items() if key != "METADATA_DATABASE_URL"}
+    result = run(env, "restore-worker", check=False)
+    assert result.returncode == 8 and "METADATA_DATABASE_URL is not set" in result.stderr

@@ -13,7 +13,7 @@ import psycopg
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from permafrost.catalog.db import Rows
+from permafrost.catalog.db import Rows, db_errors
 from permafrost.catalog.records import TaskRecord
 from permafrost.config.settings import Secret
 
@@ -108,18 +108,20 @@ class TaskRows(Rows):
 class TaskListener:
     """A connection of its own that LISTENs on TASK_CHANNEL, to sleep until a task is queued.
 
-    Its errors are the driver's, untranslated on purpose: a lost listener ends the restore
-    worker as it always has, and the scheduler catches them with STORE_ERRORS.
+    A lost connection is CatalogUnavailable, like every other store error, so a worker can wait
+    the outage out and listen again.
     """
 
     def __init__(self, url: Secret) -> None:
-        self.conn = psycopg.connect(url.reveal(), autocommit=True)
-        self.conn.execute(f"LISTEN {TASK_CHANNEL}")
+        with db_errors("listen for tasks"):
+            self.conn = psycopg.connect(url.reveal(), autocommit=True, connect_timeout=5)
+            self.conn.execute(f"LISTEN {TASK_CHANNEL}")
 
     def wait(self, seconds: float) -> None:
         """Return when a task is announced, or after `seconds`."""
-        for _ in self.conn.notifies(timeout=seconds, stop_after=1):
-            pass
+        with db_errors("wait for tasks"):
+            for _ in self.conn.notifies(timeout=seconds, stop_after=1):
+                pass
 
     def close(self) -> None:
         self.conn.close()
