@@ -295,10 +295,15 @@ def alerts() -> Any:
     cat = catalog()
     active = cat.alerts(active=True)
     recent = cat.alerts(active=False, limit=50)
+    sent = cat.notification_log(50)
     if wants_html():
-        return alerts_page(active, recent)
+        return alerts_page(active, recent, sent, _now())
     return jsonify(
-        {"active": [alert_json(a) for a in active], "recent": [alert_json(a) for a in recent]}
+        {
+            "active": [alert_json(a) for a in active],
+            "recent": [alert_json(a) for a in recent],
+            "notifications": [alert_json(n) for n in sent],
+        }
     )
 
 

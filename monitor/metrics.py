@@ -11,8 +11,9 @@ Names follow Prometheus' conventions: base units (seconds, bytes), `_timestamp_s
 Unix times, `_total` for the one counter. For base backups the `database` label holds the
 cluster name, as the catalog does. A metric with nothing to report has no sample (no backup of
 a database yet: no `permafrost_backup_last_success_timestamp_seconds` for it), except
-`permafrost_alerts_active`, which always has its three severities, and the run counter, which
-has all three outcomes for every database and kind that has run at all.
+`permafrost_alerts_active` (and `_silenced`, `_acknowledged`, the part of it that is silenced or
+acknowledged), which always has its three severities, and the run counter, which has all three
+outcomes for every database and kind that has run at all.
 
 A failing store raises CatalogUnavailable out of `render`, and the route answers 503: a scrape
 that fails is what Prometheus' own `up` and `absent(permafrost_up)` alert on.
@@ -43,6 +44,10 @@ __all__ = ["CONTENT_TYPE", "RATE_SAMPLES", "SEVERITIES", "StoreCollector", "rend
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 SEVERITIES = tuple(Severity)  # each always has a sample, 0 when none is active
 RUN_STATUSES = ("succeeded", "failed", "aborted")
+MUTED = {  # the gauges beside permafrost_alerts_active, each with its three severities
+    "silenced": "silenced now (no email until the silence ends)",
+    "acknowledged": "acknowledged (no more reminders)",
+}
 RUN_KINDS = {"backup": "logical", "compliance_backup": "logical", "base_backup": "base"}
 PER_BACKUP = ["database", "kind"]
 RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.restore_rates)
@@ -68,6 +73,7 @@ class _Snapshot:
     verified: list[tuple[str, float]] = field(default_factory=list)
     heartbeat: float | None = None
     alerts: dict[str, int] = field(default_factory=dict)
+    muted: dict[tuple[str, str], int] = field(default_factory=dict)  # (state, severity)
     recovery: dict[str, float] = field(default_factory=dict)
 
 
@@ -92,6 +98,7 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     snap.verified = [(db, at) for db, at in store_metrics.verified_times(catalog)]
     snap.heartbeat = store_metrics.leader_heartbeat(catalog)
     snap.alerts = store_metrics.active_alert_counts(catalog)
+    snap.muted = catalog.muted_alert_counts()
     dumps = _recovery_backups(newest)
     rates = store_metrics.restore_rate_rows(catalog, RATE_SAMPLES) if dumps else []
     snap.recovery = _recovery(dumps, rates)
@@ -303,6 +310,15 @@ def _risk_families(snap: _Snapshot) -> Iterator[Metric]:
     for severity in SEVERITIES:
         alerts.add_metric([str(severity)], snap.alerts.get(severity, 0))
     yield alerts
+    for state, meaning in MUTED.items():
+        muted = GaugeMetricFamily(
+            f"permafrost_alerts_{state}",
+            f"Active alerts {meaning}, by severity (also counted in permafrost_alerts_active).",
+            labels=["severity"],
+        )
+        for severity in SEVERITIES:
+            muted.add_metric([str(severity)], snap.muted.get((state, str(severity)), 0))
+        yield muted
 
     recovery = GaugeMetricFamily(
         "permafrost_recovery_time_estimate_seconds",

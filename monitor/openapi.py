@@ -61,6 +61,60 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
+def _alert_write(summary: str, body: dict[str, Any]) -> dict[str, Any]:
+    key = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,200}$"},
+        "description": "an active alert's key, such as backup_stale:shop",
+    }
+    codes = {code: _ERR for code in ("400", "401", "403", "404", "503")}
+    return {
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "parameters": [key],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": _ok("the alert as it now is"), **codes},
+    }
+
+
+def _alert_paths() -> dict[str, Any]:
+    """Acknowledging and silencing an alert (monitor/api_alerts.py)."""
+    text = {"type": "string", "maxLength": 500}
+    by = {"type": "string", "maxLength": 100, "description": "who (default api:ADDRESS)"}
+    return {
+        "/alerts/{name}/acknowledge": {
+            "post": _alert_write(
+                "acknowledge an active alert: no more reminders; audit-logged",
+                {
+                    "type": "object",
+                    "required": ["reason"],
+                    "properties": {"reason": text, "by": by},
+                },
+            )
+        },
+        "/alerts/{name}/silence": {
+            "post": _alert_write(
+                "silence an active alert until a time (at most 90 days): no email meanwhile",
+                {
+                    "type": "object",
+                    "required": ["reason"],
+                    "properties": {
+                        "for": {"type": "string", "description": "a duration: 90m, 4h, 7d"},
+                        "until": {"type": "string", "format": "date-time"},
+                        "reason": text,
+                        "by": by,
+                    },
+                },
+            ),
+            "delete": _alert_write(
+                "lift an alert's silence now", {"type": "object", "properties": {"by": by}}
+            ),
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     name = {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"}
     return {
@@ -165,7 +219,10 @@ def document() -> dict[str, Any]:
                     ],
                 )
             },
-            "/alerts": {"get": _read("active and recently resolved alerts")},
+            "/alerts": {
+                "get": _read("active and recently resolved alerts, and the notifications sent")
+            },
+            **_alert_paths(),
             "/recovery-time": {
                 "get": _read(
                     "the estimated time to restore the newest backup",

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import render_template, url_for
 
+from monitor.api_alerts import SILENCE_CHOICES
+from monitor.notify.messages import runbook_of
 from permafrost import layout
 from permafrost.catalog.records import BackupRecord, VerificationRecord
 
@@ -58,5 +61,26 @@ def backup_page(record: BackupRecord, verifications: list[VerificationRecord]) -
     )
 
 
-def alerts_page(active: list[dict[str, Any]], recent: list[dict[str, Any]]) -> Any:
-    return render_template("alerts.html", active=active, recent=recent)
+def alerts_page(
+    active: list[dict[str, Any]],
+    recent: list[dict[str, Any]],
+    notifications: list[dict[str, Any]],
+    now: datetime,
+) -> Any:
+    """Active alerts (with their runbook, acknowledgement and silence), the history, and the
+    notifications sent about them."""
+    shown = [
+        {
+            **a,
+            "runbook_lines": runbook_of(a),
+            "silenced": a.get("silenced_until") is not None and a["silenced_until"] > now,
+        }
+        for a in active
+    ]
+    return render_template(
+        "alerts.html",
+        active=shown,
+        recent=recent,
+        notifications=notifications,
+        silence_choices=SILENCE_CHOICES,
+    )

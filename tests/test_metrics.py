@@ -346,7 +346,12 @@ def test_an_empty_store_still_scrapes(catalog: Catalog, settings: Settings) -> N
     alerts = {s.labels["severity"]: s.value for s in families["permafrost_alerts_active"].samples}
     assert alerts == {"critical": 0, "warning": 0, "info": 0}
     with_samples = {name for name, f in families.items() if f.samples}
-    assert with_samples == {"permafrost_up", "permafrost_alerts_active"}
+    assert with_samples == {
+        "permafrost_up",
+        "permafrost_alerts_active",
+        "permafrost_alerts_silenced",
+        "permafrost_alerts_acknowledged",
+    }
     assert all(f.documentation for f in families.values())
 
 

@@ -4,6 +4,8 @@
 through it; the monitor's evaluator raises and resolves the rules' alerts, reads what the rules
 judge, and records what each notification channel has delivered (the outbox columns of
 `alerts`: notified_at, notify_sent, notify_error, notify_attempts, next_notify_at).
+Acknowledging and silencing an alert are done here too (the audit row beside the change, in
+one transaction), and `alert_notifications` logs every message the outbox sent or holds.
 `alert_checks` keeps a slow check's findings between runs and when the evaluator last ran.
 """
 
@@ -125,6 +127,121 @@ class AlertRows:
                 " next_notify_at = %s WHERE id = %s",
                 (sent, error[:1000], attempts, retry_at, alert_id),
             )
+
+    # --- acknowledging and silencing -------------------------------------------------------
+
+    def acknowledge_alert(
+        self, key: str, by: str, reason: str, actor: str
+    ) -> dict[str, Any] | None:
+        """Mark the active alert `key` acknowledged (no more reminders), audit-logged; None when
+        no alert with that key is active."""
+        return self._act(
+            "acknowledge an alert",
+            "UPDATE alerts SET acknowledged_at = now(), acknowledged_by = %(by)s,"
+            " ack_reason = %(reason)s WHERE key = %(key)s AND status = 'active' RETURNING *",
+            {"key": key, "by": by, "reason": reason},
+            (actor, "alert-acknowledge", {"by": by, "reason": reason}),
+        )
+
+    def silence_alert(
+        self, key: str, until: datetime, by: str, reason: str, actor: str
+    ) -> dict[str, Any] | None:
+        """Silence the active alert `key` until `until` (no message meanwhile), audit-logged."""
+        return self._act(
+            "silence an alert",
+            "UPDATE alerts SET silenced_until = %(until)s, silenced_at = now(),"
+            " silenced_by = %(by)s, silence_reason = %(reason)s"
+            " WHERE key = %(key)s AND status = 'active' RETURNING *",
+            {"key": key, "by": by, "reason": reason, "until": until},
+            (actor, "alert-silence", {"by": by, "reason": reason, "until": until.isoformat()}),
+        )
+
+    def lift_silence(self, key: str, by: str, actor: str) -> dict[str, Any] | None:
+        """End the silence of the active alert `key` now, audit-logged; None when it has none."""
+        return self._act(
+            "lift an alert's silence",
+            "UPDATE alerts SET silenced_until = now() WHERE key = %(key)s AND status = 'active'"
+            " AND silenced_until > now() RETURNING *",
+            {"key": key},
+            (actor, "alert-unsilence", {"by": by}),
+        )
+
+    def _act(
+        self,
+        action: str,
+        query: str,
+        params: dict[str, Any],
+        audit: tuple[str, str, dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        actor, name, details = audit
+        with (
+            db_errors(action),
+            self.conn.transaction(),
+            self.conn.cursor(row_factory=dict_row) as cur,
+        ):
+            row = cur.execute(query, params).fetchone()
+            if row is not None:
+                cur.execute(
+                    "INSERT INTO audit_log (actor, action, target, details)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (actor, name, params["key"], Jsonb({"alert_id": row["id"], **details})),
+                )
+        return row
+
+    def muted_alert_counts(self) -> dict[tuple[str, str], int]:
+        """Active alerts silenced now, and acknowledged ones: (state, severity) → count."""
+        with db_errors("read the metrics"):
+            rows = self.conn.execute(
+                "SELECT 'silenced', severity, count(*) FROM alerts WHERE status = 'active'"
+                " AND silenced_until > now() GROUP BY severity UNION ALL"
+                " SELECT 'acknowledged', severity, count(*) FROM alerts WHERE status = 'active'"
+                " AND acknowledged_at IS NOT NULL GROUP BY severity"
+            ).fetchall()
+        return {(state, severity): int(count) for state, severity, count in rows}
+
+    # --- the notification log -------------------------------------------------------------
+
+    def log_notification(self, alert: dict[str, Any], message: dict[str, Any]) -> None:
+        """Record one message's outcome (delivered, failed: an attempt; pending: noted once).
+        `message`: event, number, channel, recipients, subject, status, error."""
+        attempt = 0 if message["status"] == "pending" else 1
+        with db_errors("log an alert notification"):
+            self.conn.execute(
+                "INSERT INTO alert_notifications (alert_id, alert_key, event, number, channel,"
+                " recipients, subject, status, error, attempts) VALUES (%(alert_id)s, %(key)s,"
+                " %(event)s, %(number)s, %(channel)s, %(recipients)s, %(subject)s, %(status)s,"
+                " %(error)s, %(attempt)s) ON CONFLICT (alert_id, event, number, channel) DO UPDATE"
+                " SET status = EXCLUDED.status, error = EXCLUDED.error, subject = EXCLUDED.subject,"
+                " recipients = EXCLUDED.recipients, updated_at = now(),"
+                " attempts = alert_notifications.attempts + EXCLUDED.attempts"
+                " WHERE EXCLUDED.status <> 'pending'",
+                {
+                    **message,
+                    "alert_id": alert["id"],
+                    "key": alert["key"],
+                    "attempt": attempt,
+                    "error": (message.get("error") or None) and str(message["error"])[:1000],
+                },
+            )
+
+    def drop_pending_notifications(self, alert_id: int, reason: str) -> None:
+        """An alert resolved: its openings and reminders not yet delivered are moot."""
+        with db_errors("log an alert notification"):
+            self.conn.execute(
+                "UPDATE alert_notifications SET status = 'dropped', error = %s, updated_at = now()"
+                " WHERE alert_id = %s AND event <> 'resolved' AND status IN ('pending', 'failed')",
+                (reason, alert_id),
+            )
+
+    def notification_log(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest messages, newest first, with their alert's retry time."""
+        with db_errors("read the notification log"), self.conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT n.*, a.next_notify_at FROM alert_notifications n"
+                " JOIN alerts a ON a.id = n.alert_id"
+                " ORDER BY n.updated_at DESC, n.id DESC LIMIT %s",
+                (limit,),
+            ).fetchall()
 
     # --- alert_checks ---------------------------------------------------------------------
 
