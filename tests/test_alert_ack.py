@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,6 +149,14 @@ def test_an_announced_alert_silenced_then_still_firing_gets_one_reminder(
     ]
     assert [a for a, _, _ in audit_rows(catalog)] == ["alert-silence", "alert-unsilence"]
 
+    # Silenced again and resolved meanwhile: the silence covers the RESOLVED too.
+    client.post(f"/alerts/{key}/silence", headers=AUTH, json={"for": "1h", "reason": "again"})
+    add_backup(catalog, db, "completed", hours_ago=0.1)
+    evaluator.run_once()
+    evaluator.run_once()
+    assert alert(catalog, key)["status"] == "resolved"
+    assert len(smtp.mailbox.messages) == 2, "no RESOLVED for an alert resolved while silenced"
+
 
 def test_an_acknowledged_alert_gets_no_reminders_but_shows_and_resolves(
     env: dict[str, str], smtp: SMTPServer
@@ -284,3 +293,29 @@ def test_the_alerts_page_lists_the_sent_emails_and_the_runbook_and_metrics_count
     assert 'permafrost_alerts_active{severity="critical"} 1.0' in metrics
     assert 'permafrost_alerts_silenced{severity="critical"} 1.0' in metrics
     assert 'permafrost_alerts_acknowledged{severity="critical"} 0.0' in metrics
+
+
+def test_the_dashboards_forms_need_its_login_and_a_csrf_token(
+    env: dict[str, str], smtp: SMTPServer
+) -> None:
+    open_settings = monitor_settings(env, smtp)
+    catalog = prepare(open_settings)
+    catalog.raise_alert("scheduler_dead", "critical", "no heartbeat")
+    form = {"reason": "x", "for": "1h"}
+    refused = api(open_settings).post("/ui/alerts/scheduler_dead/silence", data=form)
+    assert refused.status_code == 403
+    assert "set DASHBOARD_USER and DASHBOARD_PASSWORD" in refused.get_data(as_text=True)
+    guarded = monitor_settings(env, smtp, DASHBOARD_USER="oncall", DASHBOARD_PASSWORD="pw-123456")
+    login = {"Authorization": "Basic " + base64.b64encode(b"oncall:pw-123456").decode()}
+    stale = api(guarded).post("/ui/alerts/scheduler_dead/acknowledge", data=form, headers=login)
+    assert stale.status_code == 400 and "CSRF" in stale.get_data(as_text=True)
+    overview = api(guarded).get("/", headers=login).get_data(as_text=True)
+    assert "silenced until" not in overview
+    row = alert(catalog, "scheduler_dead")
+    assert row["acknowledged_at"] is None and row["silenced_until"] is None
+    assert audit_rows(catalog) == []
+    api(guarded).post(
+        "/alerts/scheduler_dead/silence", headers=AUTH, json={"for": "2h", "reason": "moving"}
+    )
+    overview = api(guarded).get("/", headers=login).get_data(as_text=True)
+    assert 'class="alert critical silenced"' in overview and "silenced until" in overview
