@@ -66,7 +66,15 @@ def test_no_secret_appears_anywhere(
             client.get(path, headers={**login, "Accept": "text/html"}).get_data(as_text=True)
         )
     with psycopg.connect(pg.url(metadata_db)) as conn:
-        for table in ("job_runs", "backups", "audit_log", "alerts", "tasks", "verifications"):
+        for table in (
+            "job_runs",
+            "backups",
+            "audit_log",
+            "alerts",
+            "alert_notifications",
+            "tasks",
+            "verifications",
+        ):
             rows = conn.execute(f"SELECT row_to_json(t)::text FROM permafrost.{table} t").fetchall()
             texts += [r[0] for r in rows]
         notify_errors = conn.execute(
