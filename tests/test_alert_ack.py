@@ -147,6 +147,9 @@ def test_an_announced_alert_silenced_then_still_firing_gets_one_reminder(
     assert smtp.mailbox.subjects()[1:] == [
         f"[permafrost] REMINDER: CRITICAL: no successful backup of {db} for 3h"
     ]
+    reminder = smtp.mailbox.messages[1].get_body(preferencelist=("plain",))
+    assert reminder is not None and "its silence ended at" in reminder.get_content()
+    assert "known (api:127.0.0.1)" in reminder.get_content()
     assert [a for a, _, _ in audit_rows(catalog)] == ["alert-silence", "alert-unsilence"]
 
     # Silenced again and resolved meanwhile: the silence covers the RESOLVED too.

@@ -68,6 +68,12 @@ def _facts(alert: dict[str, Any], event: Event) -> list[tuple[str, str]]:
         facts.append(("resolved", f"{_when(alert['resolved_at'])} (open {_span(open_for)})"))
     if event == Event.REMINDER:
         facts.append(("reminder", str(int(alert["reminded_count"]) + 1)))
+    if alert.get("silenced_until") is not None:
+        silence = f"{alert.get('silence_reason') or ''} ({alert.get('silenced_by') or '-'})"
+        facts.append(("silenced until", f"{_when(alert['silenced_until'])}: {silence}"))
+    if alert.get("acknowledged_at") is not None:
+        ack = f"{alert.get('ack_reason') or ''} ({alert.get('acknowledged_by') or '-'})"
+        facts.append(("acknowledged", f"{_when(alert['acknowledged_at'])}: {ack}"))
     for name, value in sorted((alert.get("details") or {}).items()):
         if value is None or value == "" or value == [] or name.endswith("_seconds"):
             continue  # nothing to say, or said already in words (age beside age_seconds)
@@ -84,6 +90,9 @@ def _facts(alert: dict[str, Any], event: Event) -> list[tuple[str, str]]:
 def _opening(alert: dict[str, Any], event: Event) -> str:
     if event == Event.RESOLVED:
         return "This alert is resolved: what it reported is no longer the case."
+    ended = alert.get("silenced_until")
+    if ended is not None and ended <= datetime.now(UTC) and event != Event.RESOLVED:
+        return f"This alert is still open: its silence ended at {_when(ended)}."
     if event == Event.REMINDER:
         return "This alert is still open."
     return "A new alert is open."
