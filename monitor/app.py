@@ -17,7 +17,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from monitor import api, api_alerts, dashboard, stores
+from monitor import api, api_alerts, api_backup, dashboard, stores
 from monitor.alerts.evaluator import Evaluator
 from monitor.web import error_response
 from permafrost.catalog.reads import is_connection_error
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, evaluate: bool = True) -> Flask:
     stores.install(app, settings)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_alerts.blueprint)
+    app.register_blueprint(api_backup.blueprint)
     app.register_blueprint(dashboard.blueprint)
     _handle_errors(app)
     app.after_request(_security_headers)

@@ -20,7 +20,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog import reads
 from permafrost.catalog.schedulers import collect
-from permafrost.text import human_bytes, short_duration
+from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 
 blueprint = Blueprint("dashboard", __name__)
 CHART_DAYS = 90
@@ -101,7 +101,7 @@ def overview() -> Any:
         scheduler=state["scheduler"],
         alerts=cat.alerts(active=True),
         jobs=reads.job_history(cat, 15),
-        storage=_storage(cat.usage()),
+        storage=_storage(reads.stored_by_tier(cat), cat.usage()),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
         max_age=short_duration(limit),
         now=now,
@@ -139,10 +139,15 @@ def _card(
     }
 
 
-def _storage(usage: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
-    """(tier, [objects, bytes]) per tier, the databases added up."""
-    storage: dict[str, list[int]] = {}
+def _storage(
+    stored: list[dict[str, Any]], usage: list[dict[str, Any]]
+) -> list[tuple[str, list[int]]]:
+    """(tier, [count, bytes]) per tier: the backup tiers from the catalog as of now (a backup
+    counts at once), and what only retention measures (WAL) from its last run."""
+    storage = {row["tier"]: [int(row["backups"]), int(row["bytes"])] for row in stored}
     for u in usage:
+        if u["tier"] in layout.BACKUP_TIERS:
+            continue
         entry = storage.setdefault(u["tier"], [0, 0])
         entry[0] += int(u["objects"])
         entry[1] += int(u["bytes"])
@@ -150,31 +155,34 @@ def _storage(usage: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
 
 
 def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """Coordinates for the SVG chart (1000 × 200): size as dots, duration as a line."""
+    """Coordinates for the SVG chart (1000 × 200): per kind, size as dots and duration as a
+    line, each against its own axis (size on the left, duration on the right), ending on a
+    round value."""
     start = now - timedelta(days=CHART_DAYS)
     span = (now - start).total_seconds()
-    sizes = [p["size_bytes"] or 0 for p in points]
-    seconds = [p["seconds"] or 0.0 for p in points]
-    top_size = max(sizes, default=0) or 1
-    top_seconds = max(seconds, default=0.0) or 1.0
-    dots, line = [], []
-    for p, size, secs in zip(points, sizes, seconds, strict=True):
-        x = round(1000 * (p["started_at"] - start).total_seconds() / span, 1)
-        dots.append(
-            {
-                "x": x,
-                "y": round(200 - 190 * size / top_size, 1),
-                "db": p["database"],
-                "size": human_bytes(size),
-                "when": when(p["started_at"]),
-            }
-        )
-        line.append(f"{x},{round(200 - 190 * secs / top_seconds, 1)}")
+    top_size = nice_ceiling(max((p["size_bytes"] or 0 for p in points), default=0))
+    top_seconds = nice_ceiling(max((p["seconds"] or 0.0 for p in points), default=0.0))
+    series = []
+    for kind in sorted({p["kind"] for p in points}):
+        dots, line = [], []
+        for p in (p for p in points if p["kind"] == kind):
+            x = round(1000 * (p["started_at"] - start).total_seconds() / span, 1)
+            dots.append(
+                {
+                    "x": x,
+                    "y": round(200 - 190 * (p["size_bytes"] or 0) / top_size, 1),
+                    "db": p["database"],
+                    "size": human_bytes(p["size_bytes"] or 0),
+                    "took": axis_seconds(p["seconds"] or 0.0),
+                    "when": when(p["started_at"]),
+                }
+            )
+            line.append(f"{x},{round(200 - 190 * (p['seconds'] or 0.0) / top_seconds, 1)}")
+        series.append({"kind": kind, "dots": dots, "line": " ".join(line)})
     return {
-        "dots": dots,
-        "line": " ".join(line),
+        "series": series,
         "top_size": human_bytes(top_size),
-        "top_seconds": short_duration(top_seconds),
+        "top_seconds": axis_seconds(top_seconds),
         "count": len(points),
     }
 

@@ -178,7 +178,15 @@ def document() -> dict[str, Any]:
             "/backup/{name}": {
                 "get": _read(
                     "one backup: record, row counts, verifications, the restore command", [_ID]
-                )
+                ),
+                "delete": {
+                    **_answered(
+                        _write("delete a backup (409 for a pinned, running or busy one)"),
+                        "200",
+                        "deleted: the objects removed",
+                    ),
+                    "parameters": [_ID],
+                },
             },
             "/backup/next-backup": {"get": _read("the next scheduled backup runs")},
             "/backup/run-now": {
@@ -242,5 +250,63 @@ def document() -> dict[str, Any]:
                 }
             },
             "/openapi.json": {"get": _read("this document")},
+            **_backup_paths(name),
+        },
+    }
+
+
+def _answered(op: dict[str, Any], code: str, description: str) -> dict[str, Any]:
+    """A write that answers at once (200) instead of queueing (202)."""
+    responses = {k: v for k, v in op["responses"].items() if k != "202"}
+    return {**op, "responses": {code: _ok(description), **responses}}
+
+
+def _backup_paths(name: dict[str, Any]) -> dict[str, Any]:
+    """The reference deployment's /backup/... endpoints (monitor/api_backup.py)."""
+    text = {"type": "string", "maxLength": 500}
+    return {
+        "/backup/list": {"get": _read("backups, newest first (the same as /backups)")},
+        "/backup/status": {"get": _read("the same as /status")},
+        "/backup/create": {
+            "post": _write(
+                "queue a logical backup now, with an optional name, description and tags",
+                {
+                    "type": "object",
+                    "properties": {
+                        "database": name,
+                        "tier": {"enum": ["standard", "compliance"]},
+                        "name": text,
+                        "description": text,
+                        "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 20},
+                    },
+                },
+            )
+        },
+        "/backup/cleanup": {
+            "post": _answered(
+                _write(
+                    "retention: what would be deleted, or with apply what was",
+                    {
+                        "type": "object",
+                        "properties": {"apply": {"type": "boolean"}, "database": name},
+                    },
+                ),
+                "200",
+                "the retention plan or its outcome; would_delete or deleted",
+            )
+        },
+        "/backup/restore": {
+            "post": _write(
+                "queue a restore into a database that does not exist yet (409 when it does)",
+                {
+                    "type": "object",
+                    "required": ["target_db"],
+                    "properties": {
+                        "backup_id": {"type": "string"},
+                        "database": name,
+                        "target_db": name,
+                    },
+                },
+            )
         },
     }

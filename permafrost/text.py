@@ -7,6 +7,7 @@ the CLI, the dashboard and the alert emails say the same thing the same way.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -86,6 +87,21 @@ def short_duration(seconds: float) -> str:
     if seconds < 3 * 86400:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} days"
+
+
+def axis_seconds(seconds: float) -> str:
+    """`0.4 s`, `12 s`, `3 min`, `2 h`: the top of a chart's duration axis, never `0 s`."""
+    if seconds < 10:
+        return f"{seconds:.1f} s" if seconds >= 0.1 else f"{seconds * 1000:.0f} ms"
+    return short_duration(seconds)
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above value: an axis that ends on a round number."""
+    if value <= 0:
+        return 1.0
+    step = 10 ** math.floor(math.log10(value))
+    return next(m * step for m in (1, 2, 5, 10) if m * step >= value * (1 - 1e-9))
 
 
 def spoken_duration(seconds: float) -> str:

@@ -110,8 +110,8 @@ def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) ->
     if not args.json:
         print(
             f"backup {result.backup_id} verified: {human_bytes(result.stored_bytes)} read, "
-            "hashes and every chunk's tag match, pg_restore reads "
-            f"{result.toc_entries} entries ({result.seconds:.1f} s)"
+            f"hashes and every chunk's tag match, {_readable(record, result.toc_entries)} "
+            f"({result.seconds:.1f} s)"
         )
     return {
         "id": result.backup_id,
@@ -145,3 +145,10 @@ def _queue(ctx: Context, records: list[BackupRecord], args: argparse.Namespace) 
 def restore_worker(ctx: Context, args: argparse.Namespace) -> int:
     worker = Worker(ctx, say=lambda line: print(line, flush=True), poll_seconds=args.poll)
     return worker.run(once=args.once)
+
+
+def _readable(record: BackupRecord, entries: int) -> str:
+    """What was read through: pg_restore's table of contents, or a base backup's tar."""
+    if record.kind == "base":
+        return f"the tar reads through to backup_manifest ({entries} members)"
+    return f"pg_restore reads {entries} entries"

@@ -17,16 +17,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from permafrost.backup.lookup import resolve
-from permafrost.catalog.records import TaskRecord
+from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
+from restore.engine import RestoreOptions, execute, plan_restore, refuse_base
 from restore.trial import test_restore
 from restore.verify import verify_backup
 
 if TYPE_CHECKING:
     from permafrost.catalog.tasks import TaskListener
 
-KINDS = ["verify", "test_restore"]
+KINDS = ["verify", "test_restore", "restore"]
 RECONNECT_MAX = 30.0  # seconds between attempts to reach a lost metadata store, at most
 Say = Callable[[str], None]
 
@@ -37,6 +38,8 @@ def worker_name() -> str:
 
 def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
     record = resolve(ctx, str(task.payload["backup_id"]))
+    if task.kind == "restore":
+        return restore_into_new(ctx, record, str(task.payload["target_db"]), say)
     if task.kind == "verify":
         verified = verify_backup(ctx, record)
         return {
@@ -50,6 +53,23 @@ def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
         "seconds": round(trial.seconds, 3),
         "tables": trial.tables,
         "bytes_per_second": round(trial.bytes_per_second),
+    }
+
+
+def restore_into_new(
+    ctx: Context, record: BackupRecord, target_db: str, say: Say
+) -> dict[str, Any]:
+    """A restore queued through the API: into a database that does not exist, never over one
+    (without drop_existing the plan refuses an existing target, however it came to exist)."""
+    refuse_base(record, "the restore worker")
+    options = RestoreOptions(target_db=target_db, jobs=ctx.settings.restore.jobs)
+    result = execute(ctx, plan_restore(ctx, record, options), say)
+    return {
+        "backup_id": record.id,
+        "target_db": target_db,
+        "tables": len(result.counts),
+        "rows": sum(n or 0 for n in result.counts.values()),
+        "seconds": round(result.seconds, 3),
     }
 
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, uuid5
@@ -116,11 +116,13 @@ class Jobs:
         finally:
             ctx.close()
 
-    def backup(self, spec: JobSpec, trigger: str) -> dict[str, Any]:
+    def backup(
+        self, spec: JobSpec, trigger: str, description: str = "", tags: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Take one backup; its outcome as {"backup_id": ...} or {"error": ...}, never raised."""
         assert spec.database is not None
         ctx = Context(self.settings)
-        request = _request(spec, trigger)
+        request = replace(_request(spec, trigger), description=description, tags=tags)
         self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
         rid = str(uuid5(NAMESPACE_URL, request.backup_id))  # pairs this start with its end
         ping(self.settings, "start", run_id=rid)

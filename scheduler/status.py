@@ -35,20 +35,32 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         print(f"standby: {s['standbys'][0]['instance']} (takes over within a minute)")
     if s["running"]:
         print(f"running now: {', '.join(s['running'])}")
-    rows = []
+    rows, errors = [], []
     for db, jobs in data["databases"].items():
         for job, info in jobs.items():
             rows.append([db, job, *_cells(info)])
+            errors += _error(f"{job} of {db}", info)
     for job_id, info in data["jobs"].items():
         rows.append(["-", job_id, *_cells(info)])
+        errors += _error(job_id, info)
     if rows:
         print()
         print(table(["DATABASE", "JOB", "NEXT RUN", "LAST RUN", "RESULT"], rows))
+    if errors:
+        print()  # whole, below the table: the root cause is at the end of the message
+        print("\n".join(errors))
     if data["alerts"]:
         print()
         for alert in data["alerts"]:
-            print(f"ALERT ({alert['severity']}): {one_line(alert['summary'], 120)}")
+            print(f"ALERT ({alert['severity']}): {one_line(alert['summary'], None)}")
     return 0
+
+
+def _error(what: str, info: dict[str, Any]) -> list[str]:
+    last = info["last"]
+    if last is None or not last["error"]:
+        return []
+    return [f"{what} {last['status']}: {one_line(last['error'], None)}"]
 
 
 def _cells(info: dict[str, Any]) -> list[str]:
@@ -56,9 +68,7 @@ def _cells(info: dict[str, Any]) -> list[str]:
     next_run = _utc(info["next_run"]) if info["next_run"] else "-"
     if last is None:
         return [next_run, "never", "-"]
-    result = last["status"]
-    if last["error"]:
-        result += ": " + one_line(last["error"], 60)
+    result = last["status"] + (" (below)" if last["error"] else "")
     return [next_run, _utc(last["started_at"]), result]
 
 

@@ -74,8 +74,11 @@ class TaskReader:
             catalog.finish_task(task.id, "no database to back up: set DB_NAME", {})
             return
         self.say(f"task {task.id}: {job} of {', '.join(names)} requested by {task.requested_by}")
+        payload = task.payload or {}
         with self.running.holding(f"task:{task.id}"):
-            results, errors = self._back_up(job, names)
+            results, errors = self._back_up(
+                job, names, str(payload.get("description", "")), tuple(payload.get("tags", ()))
+            )
         if errors and not any("backup_id" in r for r in results) and self.stop.is_set():
             catalog.requeue(task.id)  # nothing was done: the next leader does it all
             self.say(f"task {task.id}: interrupted by the shutdown, back in the queue")
@@ -91,14 +94,18 @@ class TaskReader:
         names = [payload["database"]] if payload.get("database") else []
         return job, names or list(self.settings.source.databases)
 
-    def _back_up(self, job: JobName, names: list[str]) -> tuple[list[dict[str, str]], list[str]]:
-        """Each database's outcome, and the errors of those that did not complete."""
+    def _back_up(
+        self, job: JobName, names: list[str], description: str = "", tags: tuple[str, ...] = ()
+    ) -> tuple[list[dict[str, str]], list[str]]:
+        """Each database's outcome, and the errors of those that did not complete (a backup
+        from `POST /backup/create` carries its description and tags)."""
         results, errors = [], []
         for name in names:
             if self.stop.is_set():
                 errors.append(f"{name}: not started, the scheduler is stopping")
                 continue
-            outcome = self.jobs.backup(JobSpec(f"{job}:{name}", job, name, "critical"), "task")
+            spec = JobSpec(f"{job}:{name}", job, name, "critical")
+            outcome = self.jobs.backup(spec, "task", description, tags)
             results.append({"database": name, **outcome})
             if "error" in outcome:
                 errors.append(f"{name}: {outcome['error']}")

@@ -176,7 +176,7 @@ def test_a_passphrase_works_as_the_key(env: dict[str, str], tmp_path) -> None:
     run(env, "decrypt", "--backup", "latest", "-o", str(tmp_path / "dump"))
     assert (tmp_path / "dump").read_bytes().startswith(b"PGDMP")
     short = run({**env, "BACKUP_ENCRYPTION_KEY": "short"}, "backup", check=False)
-    assert short.returncode == 2 and "BACKUP_ENCRYPTION_KEY" in short.stderr
+    assert short.returncode == 4 and "BACKUP_ENCRYPTION_KEY" in short.stderr
 
 
 def test_keys_rotate_and_old_backups_still_open(env: dict[str, str]) -> None:

@@ -92,6 +92,15 @@ def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
         ).fetchall()
 
 
+def stored_by_tier(catalog: Catalog) -> list[dict[str, Any]]:
+    """Completed backups and their stored bytes per tier, as of now (the overview's panel)."""
+    with db_errors("read storage per tier"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT tier, count(*) AS backups, coalesce(sum(size_bytes), 0)::bigint AS bytes"
+            " FROM backups WHERE status = 'completed' GROUP BY tier ORDER BY tier"
+        ).fetchall()
+
+
 def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
     with db_errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()

@@ -48,7 +48,7 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
             "last_heartbeat": leader["beat_at"].isoformat() if leader else None,
             "heartbeat_age_seconds": round(leader["age_seconds"], 1) if leader else None,
             "timezone": (leader["details"] or {}).get("timezone") if leader else None,
-            "running": (leader["details"] or {}).get("running", []) if leader else [],
+            "running": _still_running(catalog, leader, last),
             "stopped": (
                 {"instance": stopped["instance"], "at": stopped["beat_at"].isoformat()}
                 if stopped and (leader is None or stopped["beat_at"] > leader["beat_at"])
@@ -67,6 +67,31 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
             for a in catalog.alerts(active=True)
         ],
     }
+
+
+def _still_running(
+    catalog: Catalog,
+    leader: dict[str, Any] | None,
+    last: dict[tuple[str, str | None], dict[str, Any]],
+) -> list[str]:
+    """The leader's running jobs, less those the store already knows finished: its heartbeat
+    is up to 30 s old, and a job that ended since must not show as running."""
+    if leader is None:
+        return []
+    running = []
+    for job_id in (leader["details"] or {}).get("running", []):
+        kind, _, rest = job_id.partition(":")
+        if kind == "task" and rest.isdigit():
+            task = catalog.task(int(rest))
+            ended = task.finished_at if task is not None else None
+        else:
+            run = last.get((kind, rest or None))
+            ended = run["finished_at"] if run is not None else None
+        # Ended after the beat that said running: that run is over. Ended before it: the beat
+        # speaks of a newer run, not recorded yet.
+        if ended is None or ended < leader["beat_at"]:
+            running.append(job_id)
+    return running
 
 
 def _is_database_job(last: dict[tuple[str, str | None], dict[str, Any]], db: str) -> bool:

@@ -1,4 +1,5 @@
-"""The task queue: verifications, test restores and "run now" backups, claimed by workers.
+"""The task queue: verifications, test restores, restores and "run now" backups, claimed by
+workers.
 
 A task is claimed with FOR UPDATE SKIP LOCKED, so two workers never take the same one, and held
 by a session advisory lock on its id, so a task whose worker died can be told apart and put
@@ -96,6 +97,16 @@ class TaskRows(Rows):
                 " WHERE status IN ('queued', 'running') AND payload ? 'backup_id'"
             ).fetchall()
         return {row[0] for row in rows}
+
+    def tasks_on_backup(self, backup_id: str, kinds: tuple[str, ...]) -> list[int]:
+        """The queued or running tasks of these kinds that read this backup, oldest first."""
+        with self._errors("read the task queue"):
+            rows = self.conn.execute(
+                "SELECT id FROM tasks WHERE status IN ('queued', 'running')"
+                " AND kind = ANY(%s) AND payload->>'backup_id' = %s ORDER BY id",
+                (list(kinds), backup_id),
+            ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def task(self, task_id: int) -> TaskRecord | None:
         with (

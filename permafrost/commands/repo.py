@@ -19,8 +19,10 @@ from permafrost.repo.config import load_keys, read_config
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import READ_SIZE, Opened
-from permafrost.repo.reader import data_blocks
+from permafrost.repo.reader import data_blocks, object_name
 from permafrost.text import print_json
+
+PLAINTEXT_MODE = 0o600
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -74,7 +76,8 @@ def decrypt(ctx: Context, args: argparse.Namespace) -> int:
     manifest = load_manifest(ctx, resolve(ctx, args.backup, args.database)) if args.backup else None
     blocks = _bucket_blocks(ctx, manifest) if manifest else _file_blocks(args.file)
     with _output(args.output) as out:
-        opened = Opened(blocks, _keyring(ctx))
+        name = object_name(manifest) if manifest else (args.file or "stdin")
+        opened = Opened(blocks, _keyring(ctx), name)
         plain = hashlib.sha256()
         for chunk in opened.chunks():
             plain.update(chunk)
@@ -121,7 +124,10 @@ def _output(path: str | None) -> Iterator[IO[bytes]]:
         return
     partial = f"{path}.partial"
     try:
-        handle = open(partial, "wb")  # noqa: SIM115
+        # A plaintext dump holds the database's rows: readable by its owner only (0600).
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PLAINTEXT_MODE)
+        os.fchmod(fd, PLAINTEXT_MODE)  # an existing .partial keeps its mode through O_CREAT
+        handle = os.fdopen(fd, "wb")
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     try:

@@ -215,15 +215,19 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
             f"{', '.join(str(t) for t in archive.timelines)}"
         )
     if "server_segment" in status:
-        print(
-            f"server is writing {status['server_segment']}: "
-            f"{status['segments_behind']} segment(s) not yet archived"
-        )
+        print(f"server is writing {status['server_segment']}: {_behind(status)}")
     if status.get("archiver_failed"):
         print(f"server's archiver: {status['archiver_failed']}")
     if status.get("last_error"):
         print(f"last error: {status['last_error']}")
     return 0
+
+
+def _behind(status: dict[str, Any]) -> str:
+    behind = status["segments_behind"]
+    if behind is None:
+        return "nothing on its timeline is archived yet (see archive_command, wal-receive)"
+    return f"{behind} segment(s) not yet archived"
 
 
 def _newest(archive: walarchive.Archive) -> walnames.Segment | None:

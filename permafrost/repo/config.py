@@ -17,7 +17,14 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.config.settings import Secret, Settings
-from permafrost.errors import ConfigError, IntegrityError, NotFound, StorageError, WrongKey
+from permafrost.errors import (
+    ConfigError,
+    EncryptionKeyError,
+    IntegrityError,
+    NotFound,
+    StorageError,
+    WrongKey,
+)
 from permafrost.repo import crypto
 from permafrost.storage import Storage
 
@@ -115,7 +122,7 @@ def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]
 
 def _keyring(settings: Settings, config: dict[str, Any]) -> crypto.Keyring:
     if settings.encryption_key is None:
-        raise ConfigError(
+        raise EncryptionKeyError(
             "BACKUP_ENCRYPTION_KEY is not set: generate one with `permafrost keygen` and keep "
             "a copy somewhere other than this server (a lost key means lost backups)"
         )
@@ -132,7 +139,7 @@ def _master_key(variable: str, secret: Secret, config: dict[str, Any]) -> crypto
     if raw is not None:
         return crypto.MasterKey(raw)
     if len(text) < MIN_PASSPHRASE:
-        raise ConfigError(
+        raise EncryptionKeyError(
             f"{variable} is neither a base64 key of 32 bytes nor a passphrase of at least "
             f"{MIN_PASSPHRASE} characters; `permafrost keygen` makes a key"
         )

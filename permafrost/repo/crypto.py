@@ -249,11 +249,17 @@ def encrypt_bytes(key: MasterKey, data: bytes, *, compressed: bool = False) -> b
 # --- decryption --------------------------------------------------------------------------
 
 
+_WHAT_TO_DO = (
+    "restore another backup (`permafrost list`) and check the rest with `permafrost verify`"
+)
+
+
 class Decryptor:
     """Checks and decrypts an object stream; raises a specific IntegrityError on any damage."""
 
-    def __init__(self, keyring: Keyring) -> None:
+    def __init__(self, keyring: Keyring, name: str = "the object") -> None:
         self._keyring = keyring
+        self.name = name  # what the messages call it: "backup ID (key)", a file's path
         self._buffer = bytearray()
         self.header: Header | None = None
         self._aad = b""
@@ -300,7 +306,8 @@ class Decryptor:
             )
         except InvalidTag:
             raise errors.HeaderCorrupt(
-                "object header failed authentication: it is damaged or was altered"
+                f"the header of {self.name} failed authentication: it is damaged or was altered,"
+                f" or the key with its key id is not the one it was sealed with; {_WHAT_TO_DO}"
             ) from None
         self.header, self._aad, self._aead = header, raw, AESGCM(data_key)
         del self._buffer[:length]
@@ -372,13 +379,14 @@ class Decryptor:
                 "object header does not belong to its data: the header was swapped or the data "
                 "replaced"
             )
-        if last:
-            return errors.ChunkCorrupt(
-                f"final chunk {n} failed authentication: the object is truncated, has bytes "
-                "appended, or was altered"
-            )
+        damage = (
+            "the object is truncated, has bytes appended, or was altered"
+            if last
+            else "the object is corrupt or was altered"
+        )
         return errors.ChunkCorrupt(
-            f"chunk {n} failed authentication: the object is corrupt or was altered"
+            f"{'final ' if last else ''}chunk {n} of {self.name} failed authentication: {damage}"
+            f" (or its header was sealed with another key); {_WHAT_TO_DO}"
         )
 
 

@@ -90,9 +90,11 @@ def pump(
 class Opened:
     """The plaintext of an encrypted object, with the SHA-256 of the stored bytes it came from."""
 
-    def __init__(self, blocks: Iterable[bytes], keyring: crypto.Keyring) -> None:
+    def __init__(
+        self, blocks: Iterable[bytes], keyring: crypto.Keyring, name: str = "the object"
+    ) -> None:
         self._blocks = blocks
-        self._decryptor = crypto.Decryptor(keyring)
+        self._decryptor = crypto.Decryptor(keyring, name)
         self._stored_hash = hashlib.sha256()
         self.stored_bytes = 0
 

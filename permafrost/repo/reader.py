@@ -59,6 +59,11 @@ def data_blocks(storage: Storage, manifest: Manifest, transfer: StorageSettings)
     )
 
 
+def object_name(manifest: Manifest) -> str:
+    """A backup's data object as messages name it."""
+    return f"backup {manifest.id} ({manifest.objects['data']})"
+
+
 def read_back(
     repository: Repository,
     manifest: Manifest,
@@ -71,7 +76,11 @@ def read_back(
     The caller checks both hashes against the manifest (repo.integrity.check_hashes) once feed
     has taken the last piece: only then is what it received known to be the backup.
     """
-    opened = Opened(data_blocks(repository.storage, manifest, transfer), repository.keyring)
+    opened = Opened(
+        data_blocks(repository.storage, manifest, transfer),
+        repository.keyring,
+        object_name(manifest),
+    )
     dump_hash = hashlib.sha256()
     for chunk in opened.chunks():
         dump_hash.update(chunk)
