@@ -2,20 +2,25 @@
 
 The application factory puts one `Stores` in `app.extensions`; views reach it through
 `stores()`, `catalog()` and `settings()` here (as flaskr's views use its db.py), so nothing
-imports the factory. A connection is opened per worker thread on first use and opened again
-after a failure, so an outage of the metadata store ends when the store is back.
+imports the factory. A connection is opened per worker thread on first use, checked out
+healthy (one `SELECT 1`: a restart of the store leaves a kept connection dead) and opened again
+after a failure, so an outage of the metadata store ends when the store is back, and the first
+request after a restart succeeds. `down_since` is when this process first found the store down.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from datetime import UTC, datetime
 
 from flask import Flask, current_app, g
 
+from permafrost.catalog.reads import close_quietly, healthy
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.errors import CatalogUnavailable
 
 EXTENSION = "permafrost"
 
@@ -27,16 +32,27 @@ class Stores:
         self.settings = settings
         self._local = threading.local()
         self.context = Context(settings)
+        self.down_since: datetime | None = None
 
     def catalog(self) -> Catalog:
+        """This thread's connection, checked healthy, or a new one (CatalogUnavailable)."""
         catalog: Catalog | None = getattr(self._local, "catalog", None)
-        if catalog is None or catalog.conn.closed:
-            catalog = connect(self.settings.metadata_url)
+        if catalog is not None and not healthy(catalog):
+            close_quietly(catalog)
+            catalog = self._local.catalog = None
+        if catalog is None:
+            try:
+                catalog = connect(self.settings.metadata_url)
+            except CatalogUnavailable:
+                self.down_since = self.down_since or datetime.now(UTC)
+                raise
             self._local.catalog = catalog
+        self.down_since = None
         return catalog
 
     def forget(self) -> None:
         """Drop this thread's connection (after a failure): the next use opens a new one."""
+        self.down_since = self.down_since or datetime.now(UTC)
         catalog = getattr(self._local, "catalog", None)
         if catalog is not None:
             with contextlib.suppress(Exception):
