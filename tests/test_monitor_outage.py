@@ -3,15 +3,19 @@ after a restart, the outage alerts it sends by itself (real SMTP), and the page 
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from monitor.alerts.outage import OutageWatch
 from monitor.app import create_app
 from permafrost.config.settings import Settings
+from tests.conftest import run
 from tests.services import Cluster, _as_owner
+from tests.test_alerts import SMTPServer
 
 
 @pytest.fixture
@@ -49,3 +53,103 @@ def test_it_answers_the_first_requests_after_a_restart_of_the_store(
     for path in ("/status", "/alerts", "/metrics", "/status"):
         response = client.get(path)
         assert response.status_code == 200, (path, response.get_data(as_text=True))
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+def outage_settings(store: Cluster, smtp: SMTPServer, tmp_path: Path) -> Settings:
+    """The metadata store and the source on one server, as in native mode."""
+    return Settings.from_env(
+        {
+            "METADATA_DATABASE_URL": store.url("permafrost"),
+            "DATABASE_URL": store.url("shop"),
+            "STORAGE_URL": f"file://{tmp_path / 'bucket'}",
+            "MONITOR_STATE_DIR": str(tmp_path / "state"),
+            "ALERT_EMAIL": "oncall@example.com",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(smtp.port),
+            "SMTP_TLS": "none",
+            "SMTP_FROM": "permafrost@example.com",
+        }
+    )
+
+
+def test_it_alerts_once_on_a_dead_store_and_source_and_resolves_without_the_store(
+    store: Cluster, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    store.create_database("shop")
+    settings = outage_settings(store, smtp, tmp_path)
+    assert OutageWatch(settings).run_once() == []
+    store.stop()
+    assert OutageWatch(settings).run_once() == []  # one failed probe is a blip: no page
+    store.start()
+    assert OutageWatch(settings).run_once() == []  # and it is forgotten, not resolved
+    store.stop()
+    watch = OutageWatch(settings)
+    assert watch.run_once() == []
+    assert sorted(watch.run_once() or []) == [
+        "opened:email:metadata_unreachable",
+        "opened:email:source_unreachable",
+    ]
+    subjects = smtp.mailbox.subjects()
+    assert len(subjects) == 2 and all(s.startswith("[permafrost] CRITICAL: the") for s in subjects)
+    [mail] = smtp.mailbox.about("metadata_unreachable")
+    text = str(mail.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
+    assert "permafrost list" in text and "permafrost restore latest" in text
+    assert watch.run_once() == []
+    assert OutageWatch(settings).run_once() == []  # a restarted monitor remembers what it sent
+    assert len(smtp.mailbox.messages) == 2
+
+    store.start()
+    assert sorted(OutageWatch(settings).run_once() or []) == [
+        "resolved:email:metadata_unreachable",
+        "resolved:email:source_unreachable",
+    ]
+    assert [s.split(":")[0] for s in smtp.mailbox.subjects()[2:]] == ["[permafrost] RESOLVED"] * 2
+    assert OutageWatch(settings).run_once() == []
+    assert len(smtp.mailbox.messages) == 4
+
+
+def test_it_shows_what_is_down_since_when_and_what_still_works(
+    store: Cluster, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    store.create_database("shop")
+    settings = outage_settings(store, smtp, tmp_path)
+    client = create_app(settings, evaluate=False).test_client()
+    assert client.get("/status").status_code == 200
+    store.stop()
+    watch = OutageWatch(settings)
+    watch.run_once()
+    watch.run_once()
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert page.status_code == 503
+    html = page.get_data(as_text=True)
+    assert "The metadata store is unreachable" in html and "Down since" in html
+    assert "the source database server" in html  # the other outage the watch knows of
+    assert "The bucket answers" in html and "permafrost restore latest" in html
+    api = client.get("/status")
+    assert api.status_code == 503
+    line = api.json["error"]
+    assert line.startswith("the metadata store (127.0.0.1:") and " since 20" in line
+    assert "the bucket answers" in line and "`permafrost list`" in line and "\n" not in line
+    assert [d["alerted"] for d in api.json["down"]] == [True, True]
+    store.start()
+    assert client.get("/status").status_code == 200
+
+
+def test_it_refuses_a_state_dir_it_cannot_write(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "METADATA_DATABASE_URL": "postgresql://x@127.0.0.1:1/x",
+        "MONITOR_STATE_DIR": "/proc/permafrost-state",
+    }
+    result = run(env, "monitor", "--bind", "127.0.0.1:1", check=False)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("permafrost: error: MONITOR_STATE_DIR=/proc/permafrost-state: cannot")
