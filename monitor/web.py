@@ -79,7 +79,9 @@ def _outages(settings: Settings, reason: str, now: datetime) -> list[Outage]:
     store = known.pop("metadata_unreachable", None)
     if store is None:
         since = stores().down_since or now
-        store = Outage("metadata_unreachable", "the metadata store", since, reason, False)
+        store = Outage(
+            "metadata_unreachable", "the metadata store", since, reason, False, "not yet"
+        )
     return [store, *known.values()]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -84,15 +85,17 @@ def test_it_alerts_once_on_a_dead_store_and_source_and_resolves_without_the_stor
 ) -> None:
     store.create_database("shop")
     settings = outage_settings(store, smtp, tmp_path)
-    assert OutageWatch(settings).run_once() == []
+    clock = Clock()
+    assert OutageWatch(settings).run_once(clock.now) == []
     store.stop()
-    assert OutageWatch(settings).run_once() == []  # one failed probe is a blip: no page
+    assert OutageWatch(settings).run_once(clock.later(61)) == []  # one failed probe: a blip
     store.start()
-    assert OutageWatch(settings).run_once() == []  # and it is forgotten, not resolved
+    assert OutageWatch(settings).run_once(clock.later(61)) == []  # forgotten, not resolved
     store.stop()
     watch = OutageWatch(settings)
-    assert watch.run_once() == []
-    assert sorted(watch.run_once() or []) == [
+    assert watch.run_once(clock.later(61)) == []
+    assert watch.run_once(clock.later(10)) == []  # two failures, but not an interval apart
+    assert sorted(watch.run_once(clock.later(51)) or []) == [
         "opened:email:metadata_unreachable",
         "opened:email:source_unreachable",
     ]
@@ -101,18 +104,29 @@ def test_it_alerts_once_on_a_dead_store_and_source_and_resolves_without_the_stor
     [mail] = smtp.mailbox.about("metadata_unreachable")
     text = str(mail.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
     assert "permafrost list" in text and "permafrost restore latest" in text
-    assert watch.run_once() == []
-    assert OutageWatch(settings).run_once() == []  # a restarted monitor remembers what it sent
+    assert watch.run_once(clock.later(61)) == []
+    assert OutageWatch(settings).run_once(clock.later(61)) == []  # a restarted monitor remembers
     assert len(smtp.mailbox.messages) == 2
 
     store.start()
-    assert sorted(OutageWatch(settings).run_once() or []) == [
+    assert sorted(OutageWatch(settings).run_once(clock.later(61)) or []) == [
         "resolved:email:metadata_unreachable",
         "resolved:email:source_unreachable",
     ]
     assert [s.split(":")[0] for s in smtp.mailbox.subjects()[2:]] == ["[permafrost] RESOLVED"] * 2
-    assert OutageWatch(settings).run_once() == []
+    assert OutageWatch(settings).run_once(clock.later(61)) == []
     assert len(smtp.mailbox.messages) == 4
+
+
+class Clock:
+    """Moments for the watch's probes, starting ten minutes ago: time passing, played."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC) - timedelta(minutes=10)
+
+    def later(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
 
 
 def test_it_shows_what_is_down_since_when_and_what_still_works(
@@ -123,14 +137,16 @@ def test_it_shows_what_is_down_since_when_and_what_still_works(
     client = create_app(settings, evaluate=False).test_client()
     assert client.get("/status").status_code == 200
     store.stop()
-    watch = OutageWatch(settings)
-    watch.run_once()
-    watch.run_once()
+    watch, clock = OutageWatch(settings), Clock()
+    watch.run_once(clock.now)
+    watch.run_once(clock.later(61))
     page = client.get("/", headers={"Accept": "text/html"})
     assert page.status_code == 503
     html = page.get_data(as_text=True)
     assert "The metadata store is unreachable" in html and "Down since" in html
+    assert f"{clock.now - timedelta(seconds=61):%Y-%m-%d %H:%M:%S} UTC" in html
     assert "the source database server" in html  # the other outage the watch knows of
+    assert "sent (email)" in html
     assert "The bucket answers" in html and "permafrost restore latest" in html
     api = client.get("/status")
     assert api.status_code == 503

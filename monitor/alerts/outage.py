@@ -11,9 +11,10 @@ succeeds again.
     metadata_unreachable   critical  the metadata store does not answer
     source_unreachable     critical  a configured source database cannot be connected to
 
-No false alarm: an alert opens after GRACE consecutive failed probes, so one failed probe (a
-restart of the server, a blip) pages no one; with the default interval of 60 s that is one to
-two minutes. A reminder goes every ALERT_REPEAT_HOURS while the outage lasts.
+No false alarm: an alert opens after GRACE consecutive failed probes spanning at least one
+ALERT_CHECK_INTERVAL, so one failed probe (a restart of the server, a blip) pages no one; with
+the default interval of 60 s that is one to two minutes. A reminder goes every
+ALERT_REPEAT_HOURS while the outage lasts.
 """
 
 from __future__ import annotations
@@ -124,16 +125,27 @@ class Outage:
     since: datetime
     error: str
     announced: bool
+    alert: str  # what became of its alert, in words
 
 
 def current(settings: Settings) -> list[Outage]:
     """The outages the watch has seen (one failed probe is enough here), from its file."""
     entries = state_file(settings).read()["outages"]
     return [
-        Outage(key, e["what"], _moment(e["since"]), e["error"], bool(e["sent"]))
+        Outage(key, e["what"], _moment(e["since"]), e["error"], bool(e["sent"]), _alert_said(e))
         for key, e in sorted(entries.items())
         if e.get("resolved_at") is None
     ]
+
+
+def _alert_said(entry: dict[str, Any]) -> str:
+    if entry["sent"]:
+        return "sent (" + ", ".join(sorted({n.split(":")[1] for n in entry["sent"]})) + ")"
+    if entry.get("send_error"):
+        return f"not sent yet: {entry['send_error']} (tried again at every check)"
+    if entry.get("notified_at"):
+        return "no channel to send it on (set ALERT_EMAIL and SMTP_HOST)"
+    return "not yet: it opens after two failed probes"
 
 
 class OutageWatch:
@@ -207,7 +219,11 @@ class OutageWatch:
             log.warning("%s failed a probe: %s", check.what, error)
         entry.update(failures=entry["failures"] + 1, error=error, what=check.what)
         entry.update(last_seen=iso(now), resolved_at=None)
-        return self._announce(check, entry, now) if entry["failures"] >= GRACE else []
+        return self._announce(check, entry, now) if self._past_grace(entry, now) else []
+
+    def _past_grace(self, entry: dict[str, Any], now: datetime) -> bool:
+        lasted = now - _moment(entry["since"])
+        return entry["failures"] >= GRACE and lasted >= timedelta(seconds=self.interval)
 
     def _announce(self, check: Check, entry: dict[str, Any], now: datetime) -> list[str]:
         hours = self.settings.monitor.alert_repeat_hours
@@ -241,12 +257,15 @@ class OutageWatch:
                 transport.notify(message)
             except TransportError as exc:
                 done = False
+                entry["send_error"] = f"{transport.name}: {one_line(exc, 200)}"
                 log.warning("%s for %s not sent by %s: %s", event, check.key, transport.name, exc)
             else:
                 entry["sent"].append(name)
                 sent.append(f"{name}:{check.key}")
             finally:
                 transport.close()
+        if done:
+            entry.pop("send_error", None)
         return done, sent
 
 
