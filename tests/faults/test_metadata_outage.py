@@ -26,7 +26,7 @@ from permafrost.config.settings import Settings
 from tests.conftest import KEY, PERMAFROST, make_sample_database, run
 from tests.faults.conftest import Ledger, blob
 from tests.helpers import loads
-from tests.services import Cluster, serve_http
+from tests.services import Cluster, free_port, serve_http
 from tests.test_alerts import SMTPServer
 
 
@@ -118,6 +118,8 @@ def get(url: str, accept: str = "application/json") -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
+    except OSError as exc:  # not listening (yet)
+        return 0, str(exc)
 
 
 def test_the_database_host_down_is_emailed_once_and_resolved(
@@ -165,6 +167,17 @@ def test_the_database_host_down_is_emailed_once_and_resolved(
         runs = {_last_run(state)}  # several more evaluations: nothing is sent again
         wait_for(lambda: runs.add(_last_run(state)) or len(runs) > 4, "four more evaluations")
         assert sorted(m["X-Permafrost-Alert"] for m in smtp.mailbox.messages) == sorted(keys)
+
+        monitor.terminate()  # a restarted monitor remembers what was sent
+        monitor.wait(timeout=60)
+        port = free_port()
+        monitor, base = start(port), f"http://127.0.0.1:{port}"  # /health is 503: watch the state
+        runs = {_last_run(state)}
+        wait_for(
+            lambda: monitor.poll() is None and (runs.add(_last_run(state)) or len(runs) > 3),
+            "three evaluations of the restarted monitor",
+        )
+        assert len(smtp.mailbox.messages) == 2
 
         store.start()
         for key in keys:
