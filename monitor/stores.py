@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import UTC, datetime
 
 from flask import Flask, current_app, g
@@ -20,9 +21,11 @@ from permafrost.catalog.reads import close_quietly, healthy
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
-from permafrost.errors import CatalogUnavailable
+from permafrost.errors import CatalogUnavailable, PermafrostError
+from permafrost.text import one_line
 
 EXTENSION = "permafrost"
+BUCKET_CHECK_EVERY = 30.0
 
 
 class Stores:
@@ -33,6 +36,21 @@ class Stores:
         self._local = threading.local()
         self.context = Context(settings)
         self.down_since: datetime | None = None
+        self._bucket_lock = threading.Lock()
+        self._bucket: tuple[float, str | None] | None = None
+
+    def bucket_problem(self) -> str | None:
+        """Why the bucket does not answer, or None; checked at most every BUCKET_CHECK_EVERY
+        seconds, so the pages of an outage do not each wait out an unreachable bucket too."""
+        with self._bucket_lock:
+            if self._bucket is None or time.monotonic() - self._bucket[0] > BUCKET_CHECK_EVERY:
+                try:
+                    self.context.storage.check()
+                    problem = None
+                except PermafrostError as exc:
+                    problem = one_line(exc, 200)
+                self._bucket = (time.monotonic(), problem)
+            return self._bucket[1]
 
     def catalog(self) -> Catalog:
         """This thread's connection, checked healthy, or a new one (CatalogUnavailable)."""

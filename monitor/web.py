@@ -11,8 +11,7 @@ from flask import jsonify, render_template, request
 from monitor.alerts.outage import Outage, current
 from monitor.stores import stores
 from permafrost.config.settings import Settings
-from permafrost.errors import PermafrostError
-from permafrost.text import iso, one_line, when
+from permafrost.text import iso, when
 
 
 def wants_html() -> bool:
@@ -46,7 +45,7 @@ def store_down_response(reason: str) -> Any:
     settings = stores().settings
     now = datetime.now(UTC)
     down = _outages(settings, reason, now)
-    bucket = _bucket_state()
+    bucket = stores().bucket_problem()
     line = (
         f"{down[0].what} is unreachable since {when(down[0].since)} ({down[0].error}); "
         + (f"the bucket does not answer either ({bucket})" if bucket else "the bucket answers")
@@ -92,12 +91,3 @@ def _outage_json(outage: Outage) -> dict[str, Any]:
         "error": outage.error,
         "alerted": outage.announced,
     }
-
-
-def _bucket_state() -> str | None:
-    """None when the bucket answers, else why not."""
-    try:
-        stores().context.storage.check()
-    except PermafrostError as exc:
-        return one_line(exc, 200)
-    return None

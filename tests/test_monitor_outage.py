@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from monitor.alerts.outage import OutageWatch
 from monitor.app import create_app
 from permafrost.config.settings import Settings
 from tests.conftest import run
-from tests.services import Cluster, _as_owner
+from tests.services import PASSWORD, Cluster, _as_owner
 from tests.test_alerts import SMTPServer
 
 
@@ -104,6 +105,9 @@ def test_it_alerts_once_on_a_dead_store_and_source_and_resolves_without_the_stor
     [mail] = smtp.mailbox.about("metadata_unreachable")
     text = str(mail.get_body(preferencelist=("plain",)).get_content())  # type: ignore[union-attr]
     assert "permafrost list" in text and "permafrost restore latest" in text
+    written = "".join(p.read_text() for p in (tmp_path / "state").glob("*.json"))
+    assert "metadata_unreachable" in written and PASSWORD not in written
+    assert all(PASSWORD not in m.as_string() for m in smtp.mailbox.messages)
     assert watch.run_once(clock.later(61)) == []
     assert OutageWatch(settings).run_once(clock.later(61)) == []  # a restarted monitor remembers
     assert len(smtp.mailbox.messages) == 2
@@ -154,6 +158,10 @@ def test_it_shows_what_is_down_since_when_and_what_still_works(
     assert line.startswith("the metadata store (127.0.0.1:") and " since 20" in line
     assert "the bucket answers" in line and "`permafrost list`" in line and "\n" not in line
     assert [d["alerted"] for d in api.json["down"]] == [True, True]
+    no_bucket = replace(settings, storage=replace(settings.storage, url="file:///proc/pf-bucket"))
+    both = create_app(no_bucket, evaluate=False).test_client().get("/status")
+    assert both.status_code == 503 and both.json["bucket"] == "unreachable"
+    assert "the bucket does not answer either (cannot use /proc/pf-bucket" in both.json["error"]
     store.start()
     assert client.get("/status").status_code == 200
 
