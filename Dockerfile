@@ -41,7 +41,8 @@ RUN set -eux; \
 COPY --from=build /opt/permafrost /opt/permafrost
 # pitr runs the recovery server as PITR_OS_USER: here that is the image's own user.
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/permafrost permafrost \
-    && install -d -o permafrost -g permafrost /var/lib/permafrost/wal-spool /var/lib/permafrost/tmp
+    && install -d -o permafrost -g permafrost /var/lib/permafrost/wal-spool /var/lib/permafrost/tmp \
+        /var/lib/permafrost/monitor-state
 ENV PITR_OS_USER=permafrost
 USER permafrost
 WORKDIR /var/lib/permafrost

@@ -3,7 +3,8 @@
 It serves the dashboard (server-rendered HTML), the JSON API, `/metrics` and `/openapi.json`,
 and runs the alert evaluator. The views reach the metadata store and the bucket through
 monitor/stores.py; nothing imports this module but the entry points (wsgi.py, cli.py).
-An outage of the store is a 503 that ends when the store is back, not a dead worker.
+An outage of the store is a 503 that ends when the store is back, not a dead worker: the page
+says what is down since when and what still works, and the outage watch emails about it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from werkzeug.exceptions import HTTPException
 
 from monitor import api, api_alerts, api_backup, dashboard, stores
 from monitor.alerts.evaluator import Evaluator
-from monitor.web import error_response
+from monitor.alerts.outage import OutageWatch
+from monitor.web import error_response, store_down_response
 from permafrost.catalog.reads import is_connection_error
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, PermafrostError
@@ -57,7 +59,7 @@ def _handle_errors(app: Flask) -> None:
     @app.errorhandler(CatalogUnavailable)
     def _store_down(exc: CatalogUnavailable) -> Any:
         stores.stores(app).forget()
-        return error_response(503, f"the metadata store is unavailable: {exc}")
+        return store_down_response(str(exc))
 
     @app.errorhandler(PermafrostError)
     def _expected(exc: PermafrostError) -> Any:
@@ -73,7 +75,7 @@ def _handle_errors(app: Flask) -> None:
             return _store_down(exc)
         if is_connection_error(exc):
             stores.stores(app).forget()
-            return error_response(503, "the metadata store connection failed; try again")
+            return store_down_response("the metadata store connection failed")
         log.exception("unexpected error on %s", request.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the monitor's log")
 
@@ -99,6 +101,9 @@ def _secret_key(settings: Settings) -> bytes:
 
 
 def _start_evaluator(app: Flask, settings: Settings) -> None:
+    watch = OutageWatch(settings)  # without the metadata store: its own outage, the source's
+    watch.start()
+    app.extensions["permafrost_outage"] = watch
     evaluator = Evaluator(settings)
     evaluator.start()
     app.extensions["permafrost_evaluator"] = evaluator

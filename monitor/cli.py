@@ -23,9 +23,11 @@ def monitor(ctx: Context, args: argparse.Namespace) -> int:
     # parser, and only this one needs gunicorn and Flask.
     from gunicorn.app.base import BaseApplication
 
+    from monitor.alerts.outage import state_file
     from monitor.app import create_app
 
     settings = ctx.settings
+    state_file(settings).check_writable()  # one line and exit 2 here, not in each worker
     bind = args.bind or f"0.0.0.0:{settings.monitor.port}"
 
     class Server(BaseApplication):

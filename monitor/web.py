@@ -1,10 +1,17 @@
-"""HTTP helpers shared by the views: who gets HTML, and an error in the form the client reads."""
+"""HTTP helpers shared by the views: who gets HTML, and an error in the form the client reads,
+including the page that stands in for every view while the metadata store is down."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import jsonify, render_template, request
+
+from monitor.alerts.outage import Outage, current
+from monitor.stores import stores
+from permafrost.config.settings import Settings
+from permafrost.text import iso, when
 
 
 def wants_html() -> bool:
@@ -30,3 +37,57 @@ def error_response(status: int, message: str) -> Any:
         response.status_code = status
         return response
     return render_template("error.html", status=status, message=message), status
+
+
+def store_down_response(reason: str) -> Any:
+    """503 for a lost metadata store: what is down since when, and what still works (the
+    bucket, and the commands that read it without the store), as a page or one JSON line."""
+    settings = stores().settings
+    now = datetime.now(UTC)
+    down = _outages(settings, reason, now)
+    bucket = stores().bucket_problem()
+    line = (
+        f"{down[0].what} is unreachable since {when(down[0].since)} ({down[0].error}); "
+        + (f"the bucket does not answer either ({bucket})" if bucket else "the bucket answers")
+        + f": {' and '.join(f'`{c}`' for c in STILL_WORKING)} work without the store"
+    )
+    if wants_json():
+        response = jsonify(
+            {
+                "error": line,
+                "status": 503,
+                "down": [_outage_json(outage) for outage in down],
+                "bucket": "unreachable" if bucket else "ok",
+            }
+        )
+        response.status_code = 503
+        return response
+    page = render_template(
+        "outage.html", down=down, bucket=bucket, commands=STILL_WORKING, now=now, line=line
+    )
+    return page, 503
+
+
+STILL_WORKING = ("permafrost list", "permafrost restore latest --target-db NEW_NAME")
+
+
+def _outages(settings: Settings, reason: str, now: datetime) -> list[Outage]:
+    """The metadata store first (as the watch saw it, else as this process did), then the
+    other outages the watch knows of."""
+    known = {o.key: o for o in current(settings)}
+    store = known.pop("metadata_unreachable", None)
+    if store is None:
+        since = stores().down_since or now
+        store = Outage(
+            "metadata_unreachable", "the metadata store", since, reason, False, "not yet"
+        )
+    return [store, *known.values()]
+
+
+def _outage_json(outage: Outage) -> dict[str, Any]:
+    return {
+        "what": outage.what,
+        "since": iso(outage.since),
+        "error": outage.error,
+        "alerted": outage.announced,
+    }

@@ -299,6 +299,7 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     )
     values.setdefault("RESTORE_TMPDIR", str(HOME / "tmp"))
     values.setdefault("WAL_SPOOL_DIR", str(HOME / "wal-spool"))
+    values.setdefault("MONITOR_STATE_DIR", str(HOME / "monitor-state"))
     return values, own_source, own_metadata
 
 

@@ -4,6 +4,8 @@
     run.py        what one evaluation reads, each at most once
     rules/        the rules, and `evaluate`, which runs each once
     evaluator.py  the thread, the advisory lock, and applying findings to the alerts table
+    outage.py     without the metadata store: metadata_unreachable, source_unreachable
+                  (emailed directly, remembered in MONITOR_STATE_DIR by outage_state.py)
 
 The rules, each with its dedup key and severity:
 

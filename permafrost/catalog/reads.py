@@ -12,11 +12,14 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.rows import class_row, dict_row
 
-from permafrost.catalog.db import db_errors
+from permafrost.catalog.db import db_errors, open_connection
 from permafrost.catalog.records import BackupRecord
 from permafrost.catalog.store import Catalog
+from permafrost.config.settings import Secret
+from permafrost.errors import CatalogUnavailable
 
 FILTERS = ("database", "tier", "status", "kind")
 
@@ -125,6 +128,26 @@ def newest_completed(
 def ping(catalog: Catalog) -> None:
     with db_errors("answer"):
         catalog.conn.execute("SELECT 1")
+
+
+def healthy(catalog: Catalog) -> bool:
+    """Whether a connection kept from an earlier request still answers: a restart or a
+    failover of the store leaves it open on our side and dead on the server's."""
+    conn = catalog.conn
+    if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    try:
+        ping(catalog)
+    except CatalogUnavailable:
+        return False
+    return True
+
+
+def probe(url: Secret) -> None:
+    """Connect to the metadata store and run one statement, or raise CatalogUnavailable: the
+    monitor's outage check, which must not depend on a connection the store handed out."""
+    with contextlib.closing(open_connection(url)) as conn, db_errors("answer"):
+        conn.execute("SELECT 1")
 
 
 # --- the connection ----------------------------------------------------------------------------

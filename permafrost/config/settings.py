@@ -91,6 +91,7 @@ class MonitorSettings:
     smtp_tls: str = "starttls"
     webhook_url: Secret | None = None
     healthcheck_ping_url: Secret | None = None
+    state_dir: str = "~/.permafrost/monitor-state"  # what it sent without the metadata store
 
 
 @dataclass(frozen=True)
@@ -285,6 +286,7 @@ def _monitor(env: Env) -> MonitorSettings:
         smtp_tls=env.choice("SMTP_TLS", ("starttls", "ssl", "none"), "starttls"),
         webhook_url=env.secret("ALERT_WEBHOOK_URL"),
         healthcheck_ping_url=env.secret("HEALTHCHECK_PING_URL"),
+        state_dir=env.text("MONITOR_STATE_DIR") or "~/.permafrost/monitor-state",
     )
 
 
