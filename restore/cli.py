@@ -19,6 +19,7 @@ from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.text import human_bytes, one_line, print_json, table, when
 from restore import runbook_cli as plan_cli
+from restore import target as targets
 from restore import verify_cli
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, refuse_base
 
@@ -233,7 +234,14 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         print("dry run: nothing was downloaded or changed")
         return 0
     if plan.target_exists:
-        _confirm(plan.target.where, plan.target.database, args.yes)
+        _confirm(f"replace {plan.target.where}", plan.target.database, args.yes)
+    elif targets.recreates_source(plan.target, plan.manifest.database, plan.target_exists):
+        _confirm(
+            f"recreate {plan.target.where}, the database this backup was taken from "
+            "(it does not exist now)",
+            plan.target.database,
+            args.yes,
+        )
     try:
         result = execute(ctx, plan, say=lambda line: print(f"- {line}", flush=True))
     except RowCountMismatch as exc:
@@ -244,15 +252,15 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(where: str, name: str, assume_yes: bool) -> None:
+def _confirm(action: str, name: str, assume_yes: bool) -> None:
     if assume_yes:
         return
     if not sys.stdin.isatty():
         raise UsageError(
-            f"refusing to replace {where} without confirmation: add --yes "
+            f"refusing to {action} without confirmation: add --yes "
             "(there is no terminal to ask on); nothing was changed"
         )
-    answer = input(f"This replaces {where}. Type its name to go on: ").strip()
+    answer = input(f"This will {action}. Type its name to go on: ").strip()
     if answer != name:
         raise UsageError("not confirmed; nothing was changed")
 

@@ -1,8 +1,9 @@
 """The database a restore writes into: where it is, whether it may be written, and DDL on it.
 
 A target is a server (the source server by default, or `--target-url`) and a database name.
-It is never the metadata store, and never the backed-up database itself unless the operator
-named it with --target-url and asked for --drop-existing.
+It is never the metadata store, and never the backed-up database itself while it exists, unless
+the operator named its server with --target-url and asked for --drop-existing. When the backed-up
+database is gone (dropped), it may be recreated in place, after a confirmation (restore/cli.py).
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def resolve_target(settings: Settings, database: str, url: str | None) -> Target
     return Target(server, database, explicit=True)
 
 
-def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> None:
+def refuse_unsafe(
+    target: Target, backup_database: str, drop_existing: bool, target_exists: bool
+) -> None:
     """The rules that keep a restore from overwriting what it must not."""
+    if not target_exists:
+        return  # recreating a dropped database: nothing to overwrite (confirmed by the CLI)
     if target.database == backup_database and not (target.explicit and drop_existing):
         raise UsageError(
             f"refusing to restore over {target.database}, the database this backup was taken "
@@ -64,8 +69,15 @@ def maintenance(target: Target) -> AbstractContextManager[Connection]:
 
 
 def _maintenance_db(target: Target) -> str:
-    # --target-url's own database, if it names one, else the usual maintenance database
-    return target.server.databases[0] if target.server.databases else MAINTENANCE_DB
+    # --target-url's own database (or the source's), if it names one and it is not the target
+    # itself (a dropped database being recreated), else the usual maintenance database
+    named = target.server.databases[0] if target.server.databases else MAINTENANCE_DB
+    return MAINTENANCE_DB if named == target.database else named
+
+
+def recreates_source(target: Target, backup_database: str, target_exists: bool) -> bool:
+    """Whether this restore recreates the dropped database the backup was taken from."""
+    return target.database == backup_database and not target_exists
 
 
 def is_metadata_store(target: Target) -> bool:
