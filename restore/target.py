@@ -65,10 +65,18 @@ def refuse_unsafe(
 
 def maintenance(target: Target) -> AbstractContextManager[Connection]:
     """A connection to the target server's maintenance database, for CREATE and DROP."""
-    return _connected(target, _maintenance_db(target))
+    return _connected(target, maintenance_database(target))
 
 
-def _maintenance_db(target: Target) -> str:
+def server_target(settings: Settings, url: str | None) -> Target:
+    """A whole server as a target (restore --globals): --target-url, else the source server."""
+    if url is None:  # DB_NAME's database may not exist yet on a rebuilt server: postgres then
+        return Target(replace(settings.source, databases=()), MAINTENANCE_DB, explicit=False)
+    server = source_from_url(url, "--target-url")
+    return Target(server, MAINTENANCE_DB, explicit=True)
+
+
+def maintenance_database(target: Target) -> str:
     # --target-url's own database (or the source's), if it names one and it is not the target
     # itself (a dropped database being recreated), else the usual maintenance database
     named = target.server.databases[0] if target.server.databases else MAINTENANCE_DB
@@ -76,8 +84,10 @@ def _maintenance_db(target: Target) -> str:
 
 
 def recreates_source(target: Target, backup_database: str, target_exists: bool) -> bool:
-    """Whether this restore recreates the dropped database the backup was taken from."""
-    return target.database == backup_database and not target_exists
+    """Whether this restore recreates, on the source server, the dropped database the backup
+    was taken from (asked to confirm). On a server named by --target-url, that is simply a new
+    database, as on the new server of a disaster plan."""
+    return target.database == backup_database and not target_exists and not target.explicit
 
 
 def is_metadata_store(target: Target) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING
 
 from permafrost import layout
 from permafrost.audit import actor
+from permafrost.backup import globals as server_globals
 from permafrost.backup import logical, physical
-from permafrost.backup.destination import Destination
+from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
+from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
 from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
 from permafrost.repo.manifest import Kind, Manifest
@@ -150,9 +153,36 @@ def _take(
     ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
 ) -> Manifest:
     """The dump itself: from request.source (a safety backup's target) or the configured one."""
-    take = physical.backup if request.kind == Kind.BASE else logical.dump
     source = request.source or ctx.settings.source
-    return take(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
+    destination = Destination.of(ctx)
+    if request.kind == Kind.BASE:  # a base backup holds the globals already
+        return physical.backup(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+    destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r))
+    return logical.dump(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+
+
+def _globals(
+    ctx: Context, destination: Destination, source: SourceSettings, request: BackupRequest
+) -> Beside:
+    """The server's roles and tablespaces stored beside the dump; a warning when they cannot be."""
+    try:
+        stored = server_globals.take(
+            destination,
+            source,
+            ctx.settings.pg_bin_dir,
+            request,
+            ctx.settings.backup_role_passwords,
+        )
+    except (PermafrostError, OSError, subprocess.SubprocessError) as exc:
+        log.warning(
+            "backup %s of %s: the server's globals (roles, tablespaces) were not stored: %s; "
+            "the database backup goes on without them",
+            request.backup_id,
+            request.database,
+            server_globals.why_not(exc),
+        )
+        return Beside()
+    return Beside({"globals": stored.key}, stored.facts)
 
 
 def _record_failure(ctx: Context, backup_id: str, run: RecordedRun, exc: BaseException) -> None:
@@ -170,6 +200,7 @@ def _record_success(ctx: Context, manifest: Manifest, run: RecordedRun) -> None:
             "size_bytes": manifest.stored_bytes,
             "dump_bytes": manifest.dump_bytes,
             "duration_seconds": manifest.duration_seconds,
+            "globals_stored": "globals" in manifest.objects,
         }
     )
     # Catch up on backups taken while the metadata store was down.
