@@ -268,11 +268,25 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+_NOT_FOR_GLOBALS = {
+    "target_db": "--target-db",
+    "jobs": "--jobs",
+    "table": "--table",
+    "schema": "--schema",
+    "schema_only": "--schema-only",
+    "data_only": "--data-only",
+    "drop_existing": "--drop-existing",
+    "no_safety_backup": "--no-safety-backup",
+    "no_owner": "--no-owner",
+}
+
+
 def restore_globals(ctx: Context, args: argparse.Namespace) -> int:
-    if args.target_db is not None:
+    given = [flag for name, flag in _NOT_FOR_GLOBALS.items() if getattr(args, name)]
+    if given:
         raise UsageError(
-            "--globals restores the server's roles and tablespaces, not a database: drop "
-            "--target-db, then restore each database with a second command"
+            f"--globals restores the server's roles and tablespaces, not a database, and "
+            f"takes no {', '.join(given)}: restore each database with a second command"
         )
     record = _with_globals(ctx, args.backup or "latest", args.database)
     refuse_base(record, "restore --globals")
@@ -280,8 +294,19 @@ def restore_globals(ctx: Context, args: argparse.Namespace) -> int:
     target = targets.server_target(ctx.settings, args.target_url)
     sql = globals_restore.fetch(ctx.repository(), manifest)
     applied = globals_restore.apply(
-        sql, target, ctx.settings.pg_bin_dir, lambda line: print(f"- {line}", flush=True)
+        sql,
+        target,
+        ctx.settings.pg_bin_dir,
+        lambda line: print(f"- {line}", flush=True),
+        dry_run=args.dry_run,
     )
+    if args.dry_run:
+        print(
+            f"dry run: would create {_names('role', applied.created_roles)} and "
+            f"{_names('tablespace', applied.created_tablespaces)} on "
+            f"{pgtools.where(target.server)}; nothing was changed"
+        )
+        return 0
     ctx.record(
         lambda c: c.audit(actor(), "restore-globals", record.id, vars(applied)),
         "this restore is not in the audit log",

@@ -58,7 +58,12 @@ def fetch(repository: Repository, manifest: Manifest) -> bytes:
 
 
 def apply(
-    sql: bytes, target: Target, bin_dir: str | None, say: Callable[[str], None]
+    sql: bytes,
+    target: Target,
+    bin_dir: str | None,
+    say: Callable[[str], None],
+    *,
+    dry_run: bool = False,
 ) -> GlobalsApplied:
     """Run the globals on the target server, leaving out roles and tablespaces it has."""
     with targets.maintenance(target) as conn:
@@ -69,7 +74,8 @@ def apply(
         say(f"role {name} exists on {pgtools.where(target.server)}: skipped, left as it is")
     for name in applied.skipped_tablespaces:
         say(f"tablespace {name} exists on {pgtools.where(target.server)}: skipped")
-    _psql(pgtools.find_tool("psql", bin_dir), target, "\n".join(kept) + "\n")
+    if not dry_run:
+        _psql(pgtools.find_tool("psql", bin_dir), target, "\n".join(kept) + "\n")
     return applied
 
 

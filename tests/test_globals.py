@@ -48,6 +48,14 @@ def test_a_fresh_server_gets_the_roles_then_the_database_and_its_grants(
     assert manifest["objects"]["globals"].endswith("/globals.pfe")
     assert manifest["globals"]["role_passwords"] is False
 
+    dry = run(env, "restore", "--globals", "--target-url", fresh.url("postgres"), "--dry-run")
+    assert (
+        "would create" in dry.stdout and alice in dry.stdout and "nothing was changed" in dry.stdout
+    )
+    assert fresh.execute(f"SELECT count(*) FROM pg_roles WHERE rolname = '{alice}'") == [(0,)]
+    wrong = run(env, "restore", "--globals", "--target-db", "x", check=False)
+    assert wrong.returncode == 2 and "takes no --target-db" in wrong.stderr
+
     applied = run(env, "restore", "--globals", "--target-url", fresh.url("postgres"))
     assert f"applied the globals of backup {record['id']}" in applied.stdout
     assert "role postgres exists" in applied.stdout and "skipped" in applied.stdout

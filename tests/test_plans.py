@@ -11,6 +11,7 @@ import pytest
 
 from monitor.app import create_app
 from permafrost.config.settings import Settings
+from permafrost.text import plain_duration
 from tests.conftest import make_sample_database, run
 from tests.helpers import flip_byte, get_object, loads, put_object
 from tests.services import Cluster, S3Server
@@ -24,6 +25,18 @@ def other_db(pg: Cluster) -> Iterator[str]:
     database = make_sample_database(pg)
     yield database
     pg.drop_database(database)
+
+
+def test_durations_carry_units() -> None:
+    assert [plain_duration(s) for s in (0.4, 45, 125, 3900, 7200, 90000, 86400 * 3)] == [
+        "0 s",
+        "45 s",
+        "2 min 5 s",
+        "1 h 5 min",
+        "2 h",
+        "1 day 1 h",
+        "3 days",
+    ]
 
 
 def _line(text: str, start: str) -> str:
