@@ -80,7 +80,9 @@ def test_a_fresh_server_gets_the_roles_then_the_database_and_its_grants(
     assert granted == [(True, False)]
 
 
-def test_globals_that_cannot_be_taken_warn_and_the_backup_goes_on(env, pg, source_db) -> None:
+def test_globals_that_cannot_be_taken_warn_and_the_backup_goes_on(
+    env, pg, source_db, metadata_db
+) -> None:
     env = {**env, "BACKUP_ROLE_PASSWORDS": "true"}
     user = f"plain_{uuid.uuid4().hex[:8]}"
     pg.execute(f"CREATE ROLE {user} LOGIN PASSWORD 'pw-plain-1'")
@@ -96,6 +98,12 @@ def test_globals_that_cannot_be_taken_warn_and_the_backup_goes_on(env, pg, sourc
         record = loads(result.stdout)
         assert "globals (roles, tablespaces) were not stored" in result.stderr
         assert "BACKUP_ROLE_PASSWORDS" in result.stderr
+        [(details,)] = pg.execute(
+            f"SELECT details FROM permafrost.job_runs WHERE backup_id = '{record['id']}'",
+            metadata_db,
+        )
+        assert details["globals_stored"] is False
+        assert "were not stored" in details["warnings"][0]
         shown = loads(run(env, "show", record["id"], "--json").stdout)
         assert shown["status"] == "completed" and "globals" not in shown["manifest"]["objects"]
         missing = run(env, "restore", "--globals", record["id"], check=False)
