@@ -227,6 +227,9 @@ def restore_test() -> Any:
             not isinstance(database, str) or not layout.valid_name(database)
         ):
             abort(400, "database must be a valid database name")
+        configured = stores().settings.source.databases
+        if database is None and len(configured) == 1:
+            database = configured[0]  # as the CLI's `latest` does: DB_NAME's newest backup
         found = reads.newest_completed(catalog(), database)
         if found is None:
             abort(404, f"no completed backup{' of ' + database if database else ''} to test")

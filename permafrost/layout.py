@@ -23,6 +23,7 @@ from permafrost.errors import UsageError
 
 REPOSITORY_CONFIG = "permafrost.json"
 DATA_OBJECT = "data.pfe"
+GLOBALS_OBJECT = "globals.pfe"  # beside a logical backup: the server's roles and tablespaces
 MANIFEST_OBJECT = "manifest.json"
 PIN_OBJECT = "pin.json"  # in keep/: who pinned it, why, and the tier it came from
 KEEP_TIER = "keep"
@@ -95,6 +96,10 @@ def backup_folder(prefix: str, tier: str, database: str, backup_id: str) -> str:
 
 def data_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
     return backup_folder(prefix, tier, database, backup_id) + DATA_OBJECT
+
+
+def globals_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
+    return backup_folder(prefix, tier, database, backup_id) + GLOBALS_OBJECT
 
 
 def manifest_key(prefix: str, tier: str, database: str, backup_id: str) -> str:

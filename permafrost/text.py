@@ -104,6 +104,23 @@ def nice_ceiling(value: float) -> float:
     return next(m * step for m in (1, 2, 5, 10) if m * step >= value * (1 - 1e-9))
 
 
+def plain_duration(seconds: float) -> str:
+    """`45 s`, `2 min 5 s`, `1 h 5 min`, `3 days 4 h`: how long, with its units, to the unit
+    that matters (a plan's recovery time and recovery point)."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        minutes, secs = divmod(s, 60)
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    if s < 86400:
+        hours, minutes = divmod(s // 60, 60)
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(s // 3600, 24)
+    unit = "day" if days == 1 else "days"
+    return f"{days} {unit} {hours} h" if hours else f"{days} {unit}"
+
+
 def spoken_duration(seconds: float) -> str:
     """`27h`, `7 minutes`, `45 seconds`, `3 days`: how long, as a person would say it."""
     s = max(0, int(seconds))

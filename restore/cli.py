@@ -18,8 +18,9 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.text import human_bytes, one_line, print_json, table, when
+from restore import globals_cli, verify_cli
 from restore import runbook_cli as plan_cli
-from restore import verify_cli
+from restore import target as targets
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, refuse_base
 
 
@@ -45,9 +46,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "exact row counts with the manifest, then put it in place under --target-db. An "
         "existing target is only replaced with --drop-existing, after a safety backup.",
     )
-    p.add_argument("backup", metavar="ID|latest")
+    p.add_argument("backup", metavar="ID|latest", nargs="?", default=None)
     p.add_argument("--database", help="whose backup `latest` means")
-    p.add_argument("--target-db", required=True, metavar="NAME", help="the database to create")
+    p.add_argument("--target-db", metavar="NAME", help="the database to create")
+    p.add_argument(
+        "--globals",
+        action="store_true",
+        help="apply the server's roles and tablespaces stored with the backup (default: the "
+        "newest) to the target server; roles that exist are skipped",
+    )
     p.add_argument(
         "--target-url",
         metavar="URL",
@@ -208,6 +215,13 @@ def _size(count: int | None) -> str:
 
 
 def restore(ctx: Context, args: argparse.Namespace) -> int:
+    if args.globals:
+        return globals_cli.restore_globals(ctx, args)
+    if args.backup is None or args.target_db is None:
+        raise UsageError(
+            "restore needs a backup and a target: permafrost restore ID|latest --target-db NAME "
+            "(or --globals for the server's roles and tablespaces)"
+        )
     record = resolve(ctx, args.backup, args.database)
     refuse_base(record, "restore")
     options = RestoreOptions(
@@ -233,7 +247,14 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         print("dry run: nothing was downloaded or changed")
         return 0
     if plan.target_exists:
-        _confirm(plan.target.where, plan.target.database, args.yes)
+        _confirm(f"replace {plan.target.where}", plan.target.database, args.yes)
+    elif targets.recreates_source(plan.target, plan.manifest.database, plan.target_exists):
+        _confirm(
+            f"recreate {plan.target.where}, the database this backup was taken from "
+            "(it does not exist now)",
+            plan.target.database,
+            args.yes,
+        )
     try:
         result = execute(ctx, plan, say=lambda line: print(f"- {line}", flush=True))
     except RowCountMismatch as exc:
@@ -244,15 +265,15 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(where: str, name: str, assume_yes: bool) -> None:
+def _confirm(action: str, name: str, assume_yes: bool) -> None:
     if assume_yes:
         return
     if not sys.stdin.isatty():
         raise UsageError(
-            f"refusing to replace {where} without confirmation: add --yes "
+            f"refusing to {action} without confirmation: add --yes "
             "(there is no terminal to ask on); nothing was changed"
         )
-    answer = input(f"This replaces {where}. Type its name to go on: ").strip()
+    answer = input(f"This will {action}. Type its name to go on: ").strip()
     if answer != name:
         raise UsageError("not confirmed; nothing was changed")
 

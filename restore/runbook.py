@@ -1,43 +1,91 @@
 """Disaster-recovery runbooks filled with this deployment's facts.
 
-`permafrost plan SCENARIO` names the backups to use (verified ones first), the exact commands
-with their ids, the recovery time to expect (measured by recent test restores) and the recovery
-point achieved now, then the checks to run afterwards. `permafrost recovery-time` is the
+`permafrost plan SCENARIO` names the backups to use (verified ones first, never one whose
+verification failed while another exists), the exact commands with their ids, the recovery time to
+expect (measured by recent test restores) and the recovery point achieved now, then the checks to
+run afterwards. A disaster is the loss of the server: its plan covers every database with
+backups, restores the server's roles first, and recovers with `pitr --latest` instead when a base
+backup and the WAL archive reach further than the newest dump. `permafrost recovery-time` is the
 estimate alone.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from permafrost.backup.recovery import Estimate, estimate, usable_backups
+from permafrost.backup.recovery import Estimate, estimate, recovery_point, usable_backups
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
-from permafrost.errors import BackupNotFound
-from permafrost.text import clock, human_bytes, when
+from permafrost.errors import BackupNotFound, PermafrostError
+from permafrost.text import human_bytes, plain_duration, when
+from restore.pitr.plan import PitrPlan, RecoveryTarget, plan_pitr
 
 SCENARIOS = ("corruption", "deletion", "disaster", "compliance")
+NEW_SERVER = "postgresql://USER:PASSWORD@NEW-HOST:5432/postgres"
 
 
-def render(ctx: Context, scenario: str, database: str) -> str:
-    backups = usable_backups(ctx, database)
-    best = backups[0]
-    est = estimate(ctx, database, best)
-    lines = [f"Recovery plan: {scenario} of {database}", ""]
-    lines += _facts(backups, est)
-    lines += ["", "Steps:"] + [
-        f"  {n}. {s}" for n, s in enumerate(_steps(ctx, scenario, database, best), start=1)
-    ]
-    lines += ["", "Afterwards:"] + [f"  - {c}" for c in _checks(database)]
+@dataclass(frozen=True)
+class Database:
+    """One database's part of a plan: the backups to use, the one chosen, how long it takes."""
+
+    name: str
+    backups: list[BackupRecord]
+    best: BackupRecord
+    estimate: Estimate
+    no_compliance: bool = False  # a compliance plan, and no compliance backup exists
+
+
+def render(ctx: Context, scenario: str, databases: list[str]) -> str:
+    parts = [_database(ctx, scenario, name) for name in databases]
+    wal = _wal_recovery(ctx)
+    names = ", ".join(databases)
+    title = f"{names} (the whole server)" if scenario == "disaster" else names
+    lines = [f"Recovery plan: {scenario} of {title}", ""]
+    for part in parts:
+        lines += _facts(part, len(parts) > 1)
+    if len(parts) > 1:
+        total = sum(p.estimate.seconds for p in parts)
+        lines.append(
+            f"Estimated recovery time of all {len(parts)} databases: {plain_duration(total)}"
+        )
+    lines.append(_recovery_point(scenario, parts, wal))
+    steps = _steps(scenario, parts, wal)
+    lines += ["", "Steps:"] + [f"  {n}. {s}" for n, s in enumerate(steps, start=1)]
+    lines += ["", "Afterwards:"] + [f"  - {c}" for c in _checks(databases)]
     return "\n".join(lines)
 
 
-def _facts(backups: list[BackupRecord], est: Estimate) -> list[str]:
-    newest = max(backups, key=lambda r: r.started_at)
-    age = datetime.now(UTC) - newest.started_at
-    lines = ["Backups to use (verified first):"]
-    for r in backups[:3]:
-        state = r.verification_status or "not verified"
+def _database(ctx: Context, scenario: str, name: str) -> Database:
+    if scenario == "compliance":
+        try:
+            backups = usable_backups(ctx, name, "compliance")
+        except BackupNotFound:
+            backups = usable_backups(ctx, name)
+            return Database(name, backups, backups[0], estimate(ctx, name, backups[0]), True)
+    else:
+        backups = usable_backups(ctx, name)
+    return Database(name, backups, backups[0], estimate(ctx, name, backups[0]))
+
+
+def _facts(part: Database, several: bool) -> list[str]:
+    est = part.estimate
+    lines = [
+        f"Backups of {part.name} to use (verified first):"
+        if several
+        else "Backups to use (verified first):"
+    ]
+    if part.no_compliance:
+        lines.insert(
+            0,
+            f"No compliance backup of {part.name} exists: the monthly compliance backup has not "
+            f"run yet. Take one now with `permafrost backup --database {part.name} --tier "
+            "compliance`; until then only standard backups can answer, listed here:",
+        )
+    for r in part.backups[:3]:
+        state = {"verified": "verified", "failed": "VERIFICATION FAILED"}.get(
+            r.verification_status or "", "not verified"
+        )
         lines.append(
             f"  {r.id}  {when(r.started_at)}  {human_bytes(r.size_bytes or 0)}  {r.tier}  {state}"
         )
@@ -47,34 +95,69 @@ def _facts(backups: list[BackupRecord], est: Estimate) -> list[str]:
         else "assumed: no test restore has measured it yet; run "
         "`permafrost verify latest --test-restore`"
     )
-    lines += [
-        f"Estimated recovery time: {clock(est.seconds)} for "
-        f"{human_bytes(est.dump_bytes)} at {human_bytes(est.bytes_per_second)}/s ({source})",
-        f"Recovery point achieved now: {clock(age.total_seconds())} ago "
-        f"(newest backup {newest.id}; without WAL archiving, changes since it are lost)",
-    ]
+    lines.append(
+        f"Estimated recovery time{' of ' + part.name if several else ''}: "
+        f"{plain_duration(est.seconds)} for {human_bytes(est.dump_bytes)} at "
+        f"{human_bytes(est.bytes_per_second)}/s ({source})"
+    )
     return lines
 
 
-def _steps(ctx: Context, scenario: str, database: str, best: BackupRecord) -> list[str]:
-    side = f"{database}_recovered"
+def _recovery_point(scenario: str, parts: list[Database], wal: PitrPlan | None) -> str:
+    now = datetime.now(UTC)
+    if scenario == "disaster" and wal is not None and wal.window.end is not None:
+        age = plain_duration((now - wal.window.end).total_seconds())
+        return (
+            f"Recovery point achieved now: {age} ago (the WAL archive of cluster "
+            f"{wal.cluster} reaches {when(wal.window.end)}, from "
+            f"base backup {wal.base.id}: only changes after that are lost)"
+        )
+    points = [(p, recovery_point(p.backups)) for p in parts]
+    untrusted = [p for p, point in points if point is None]
+    if untrusted:
+        return (
+            f"Recovery point achieved now: none that is trusted: every backup of "
+            f"{untrusted[0].name} failed its verification; take a new backup now"
+        )
+    part, point = min(points, key=lambda pair: pair[1].started_at if pair[1] else now)
+    assert point is not None
+    state = "" if point.verification_status == "verified" else ", not verified yet"
+    whose = f" of {part.name}" if len(parts) > 1 else ""
+    lost = (
+        f"changes since it are lost unless recovered with `permafrost pitr --target-time`: the "
+        f"WAL archive reaches {when(wal.window.end)}"
+        if wal is not None and wal.window.end is not None
+        else "without WAL archiving and a base backup, changes since it are lost"
+    )
+    return (
+        f"Recovery point achieved now: {plain_duration((now - point.started_at).total_seconds())}"
+        f" ago (newest trusted backup{whose} {point.id}{state}; {lost})"
+    )
+
+
+def _wal_recovery(ctx: Context) -> PitrPlan | None:
+    """What `pitr --latest` would recover now, when a base backup and archived WAL exist."""
+    try:
+        plan = plan_pitr(ctx, ctx.settings.cluster_name, RecoveryTarget("latest"))
+    except PermafrostError:
+        return None  # no base backup, a hole in the archive, an unreadable bucket: not PITR
+    return plan if plan.window.end is not None else None
+
+
+def _steps(scenario: str, parts: list[Database], wal: PitrPlan | None) -> list[str]:
     if scenario == "disaster":
-        return [
-            "provision a new PostgreSQL server and create the application's roles on it",
-            f"permafrost restore {best.id} --target-db {database} "
-            "--target-url postgresql://USER:PASSWORD@NEW-HOST:5432/postgres",
-            "point the application at the new server (DB_HOST) and take a fresh backup: "
-            "permafrost backup",
-        ]
+        return _disaster_steps(parts, wal)
+    part = parts[0]
+    database, best = part.name, part.best
     if scenario == "compliance":
-        oldest = usable_backups_or_none(ctx, database, "compliance")
-        pick = oldest[0].id if oldest else best.id
+        tier = "standard" if part.no_compliance else "compliance"
         return [
-            "list the compliance backups and pick the one for the date asked for: "
-            f"permafrost list --database {database} --tier compliance",
-            f"permafrost restore {pick} --target-db {database}_audit",
-            f"permafrost show {pick}  (its manifest, hashes and row counts are the evidence)",
+            "list the backups and pick the one for the date asked for: "
+            f"permafrost list --database {database} --tier {tier}",
+            f"permafrost restore {best.id} --target-db {database}_audit",
+            f"permafrost show {best.id}  (its manifest, hashes and row counts are the evidence)",
         ]
+    side = f"{database}_recovered"
     what = "damaged" if scenario == "corruption" else "deleted"
     return [
         f"find the newest backup taken before the rows were {what}: "
@@ -87,17 +170,39 @@ def _steps(ctx: Context, scenario: str, database: str, best: BackupRecord) -> li
     ]
 
 
-def usable_backups_or_none(ctx: Context, database: str, tier: str) -> list[BackupRecord]:
-    try:
-        return usable_backups(ctx, database, tier)
-    except BackupNotFound:
-        return []
+def _disaster_steps(parts: list[Database], wal: PitrPlan | None) -> list[str]:
+    steps = []
+    if wal is not None:
+        steps += [
+            "provision a new server with the same PostgreSQL major version and an empty data "
+            "directory",
+            f"recover the whole server (roles included) from base backup {wal.base.id} and the "
+            f"WAL archive: permafrost pitr --latest --target-dir /var/lib/postgresql/data",
+            "if the WAL archive cannot be used, rebuild from the logical backups instead:",
+        ]
+    else:
+        steps.append("provision a new PostgreSQL server")
+    best = max((p.best for p in parts), key=lambda r: r.started_at)
+    steps.append(
+        "create the server's roles, memberships and tablespaces first: "
+        f"permafrost restore --globals {best.id} --target-url {NEW_SERVER}"
+    )
+    steps += [
+        f"permafrost restore {p.best.id} --target-db {p.name} --target-url {NEW_SERVER}"
+        for p in parts
+    ]
+    steps.append(
+        "point the application at the new server (DB_HOST) and take a fresh backup: "
+        "permafrost backup"
+    )
+    return steps
 
 
-def _checks(database: str) -> list[str]:
+def _checks(databases: list[str]) -> list[str]:
+    backups = "; ".join(f"permafrost backup --database {d}" for d in databases)
     return [
         "compare the row counts the restore printed with what the application expects",
         "run the application's smoke tests against the restored database",
-        f"permafrost backup --database {database}  (a fresh backup of the recovered state)",
+        f"{backups}  (a fresh backup of the recovered state)",
         "permafrost verify latest --test-restore",
     ]

@@ -4,38 +4,66 @@ from __future__ import annotations
 
 import argparse
 
-from permafrost.backup.recovery import database_for, estimate
+from permafrost.backup.recovery import Estimate, database_for, databases_with_backups, estimate
 from permafrost.context import Context
-from permafrost.text import clock, human_bytes, print_json
+from permafrost.text import human_bytes, plain_duration, print_json
 from restore.runbook import SCENARIOS, render
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("plan", help="print a recovery runbook with this deployment's facts")
     p.add_argument("scenario", choices=SCENARIOS)
-    p.add_argument("--database", help="the database to recover (default: the only one)")
+    p.add_argument(
+        "--database",
+        help="the database to recover (default: the only one; for disaster, every database)",
+    )
     p.set_defaults(handler=plan)
 
     p = commands.add_parser("recovery-time", help="how long restoring the newest backup takes")
-    p.add_argument("--database")
+    p.add_argument("--database", help="only this database (default: every database with backups)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=recovery_time)
 
 
 def plan(ctx: Context, args: argparse.Namespace) -> int:
-    print(render(ctx, args.scenario, database_for(ctx, args.database)))
+    if args.scenario == "disaster" and not args.database:
+        databases = databases_with_backups(ctx)  # the server is lost: all of it comes back
+    else:
+        databases = [database_for(ctx, args.database)]
+    print(render(ctx, args.scenario, databases))
     return 0
 
 
 def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
-    est = estimate(ctx, database_for(ctx, args.database))
+    if args.database:
+        return _one(ctx, args.database, args.json)
+    estimates = [estimate(ctx, name) for name in databases_with_backups(ctx)]
+    total = sum(e.seconds for e in estimates)
     if args.json:
-        print_json(est.as_json())
+        print_json(
+            {"estimates": [e.as_json() for e in estimates], "total_seconds": round(total, 1)}
+        )
         return 0
+    for est in estimates:
+        print(_line(est))
+    if len(estimates) > 1:
+        print(f"all {len(estimates)} databases: about {plain_duration(total)}")
+    return 0
+
+
+def _one(ctx: Context, database: str, as_json: bool) -> int:
+    est = estimate(ctx, database)
+    if as_json:
+        print_json(est.as_json())
+    else:
+        print(_line(est))
+    return 0
+
+
+def _line(est: Estimate) -> str:
     basis = f"measured by {est.samples} test restores" if est.measured else "assumed"
-    print(
-        f"{est.database}: about {clock(est.seconds)} to restore backup "
+    return (
+        f"{est.database}: about {plain_duration(est.seconds)} to restore backup "
         f"{est.backup_id} ({human_bytes(est.dump_bytes)} at "
         f"{human_bytes(est.bytes_per_second)}/s, {basis})"
     )
-    return 0

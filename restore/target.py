@@ -1,8 +1,9 @@
 """The database a restore writes into: where it is, whether it may be written, and DDL on it.
 
 A target is a server (the source server by default, or `--target-url`) and a database name.
-It is never the metadata store, and never the backed-up database itself unless the operator
-named it with --target-url and asked for --drop-existing.
+It is never the metadata store, and never the backed-up database itself while it exists, unless
+the operator named its server with --target-url and asked for --drop-existing. When the backed-up
+database is gone (dropped), it may be recreated in place, after a confirmation (restore/cli.py).
 """
 
 from __future__ import annotations
@@ -48,8 +49,12 @@ def resolve_target(settings: Settings, database: str, url: str | None) -> Target
     return Target(server, database, explicit=True)
 
 
-def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> None:
+def refuse_unsafe(
+    target: Target, backup_database: str, drop_existing: bool, target_exists: bool
+) -> None:
     """The rules that keep a restore from overwriting what it must not."""
+    if not target_exists:
+        return  # recreating a dropped database: nothing to overwrite (confirmed by the CLI)
     if target.database == backup_database and not (target.explicit and drop_existing):
         raise UsageError(
             f"refusing to restore over {target.database}, the database this backup was taken "
@@ -60,12 +65,29 @@ def refuse_unsafe(target: Target, backup_database: str, drop_existing: bool) -> 
 
 def maintenance(target: Target) -> AbstractContextManager[Connection]:
     """A connection to the target server's maintenance database, for CREATE and DROP."""
-    return _connected(target, _maintenance_db(target))
+    return _connected(target, maintenance_database(target))
 
 
-def _maintenance_db(target: Target) -> str:
-    # --target-url's own database, if it names one, else the usual maintenance database
-    return target.server.databases[0] if target.server.databases else MAINTENANCE_DB
+def server_target(settings: Settings, url: str | None) -> Target:
+    """A whole server as a target (restore --globals): --target-url, else the source server."""
+    if url is None:  # DB_NAME's database may not exist yet on a rebuilt server: postgres then
+        return Target(replace(settings.source, databases=()), MAINTENANCE_DB, explicit=False)
+    server = source_from_url(url, "--target-url")
+    return Target(server, MAINTENANCE_DB, explicit=True)
+
+
+def maintenance_database(target: Target) -> str:
+    # --target-url's own database (or the source's), if it names one and it is not the target
+    # itself (a dropped database being recreated), else the usual maintenance database
+    named = target.server.databases[0] if target.server.databases else MAINTENANCE_DB
+    return MAINTENANCE_DB if named == target.database else named
+
+
+def recreates_source(target: Target, backup_database: str, target_exists: bool) -> bool:
+    """Whether this restore recreates, on the source server, the dropped database the backup
+    was taken from (asked to confirm). On a server named by --target-url, that is simply a new
+    database, as on the new server of a disaster plan."""
+    return target.database == backup_database and not target_exists and not target.explicit
 
 
 def is_metadata_store(target: Target) -> bool:

@@ -56,7 +56,8 @@ def test_the_stored_object_shows_none_of_the_plaintext(
 ) -> None:
     record = loads(run(env, "backup", "--json").stdout)
     stored = b"".join(get_object(s3, bucket, k) for k in objects(s3, bucket) if k.endswith(".pfe"))
-    assert record["size_bytes"] == len(stored)
+    data = get_object(s3, bucket, record["manifest_key"].replace("manifest.json", "data.pfe"))
+    assert record["size_bytes"] == len(data) and data in stored  # and the globals beside it
     for plaintext in (b"secret-note-", b"example.com", b"customer ", b"PGDMP", b"CREATE TABLE"):
         assert plaintext not in stored
 

@@ -27,7 +27,7 @@ def test_a_test_restore_verifies_and_measures(env, pg, source_db) -> None:
     shown = loads(run(env, "show", "latest", "--json").stdout)
     assert shown["verification"] == "verified"
     assert shown["verifications"][0]["kind"] == "test_restore"
-    estimate = loads(run(env, "recovery-time", "--json").stdout)
+    [estimate] = loads(run(env, "recovery-time", "--json").stdout)["estimates"]
     assert estimate["measured"] is True and estimate["samples"] == 1
 
 

@@ -7,7 +7,8 @@ if and only if its manifest does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,10 +40,20 @@ class Made:
 
 
 @dataclass(frozen=True)
+class Beside:
+    """Objects stored beside the data object just before the commit (the server's globals)."""
+
+    objects: dict[str, str] = field(default_factory=dict)
+    globals: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Destination:
     repository: Repository
     storage: StorageSettings  # part size and upload concurrency
     compression: CompressionSettings
+    # Called once the dump is complete, before the manifest: what it stored beside the dump.
+    before_commit: Callable[[Destination, BackupRequest], Beside] | None = None
 
     @classmethod
     def of(cls, ctx: Context) -> Destination:
@@ -50,6 +61,9 @@ class Destination:
         s = ctx.settings
         repository = ctx.repository(create=True)
         return cls(repository, s.storage, s.compression)
+
+    def storing_beside(self, store: Callable[[Destination, BackupRequest], Beside]) -> Destination:
+        return replace(self, before_commit=store)
 
     def data_key(self, tier: str, database: str, backup_id: str) -> str:
         return layout.data_key(self.repository.prefix, tier, database, backup_id)
@@ -71,14 +85,15 @@ class Destination:
 
     def commit(self, request: BackupRequest, made: Made) -> Manifest:
         """Write the manifest, last: from now on the backup exists."""
-        manifest = self._manifest(request, made)
+        beside = self.before_commit(self, request) if self.before_commit else Beside()
+        manifest = self._manifest(request, made, beside)
         key = layout.manifest_key(
             self.repository.prefix, made.tier, request.database, request.backup_id
         )
         self.repository.storage.put(key, manifest.to_json(self.repository.key))
         return manifest
 
-    def _manifest(self, request: BackupRequest, made: Made) -> Manifest:
+    def _manifest(self, request: BackupRequest, made: Made, beside: Beside) -> Manifest:
         stats = made.stats
         return Manifest(
             id=request.backup_id,
@@ -97,10 +112,11 @@ class Destination:
             key_id=self.repository.key.key_id,
             compression={"algorithm": "zstd", "level": self.compression.level},
             encryption={"algorithm": "aes-256-gcm-stream", "chunk_size": crypto.CHUNK_SIZE},
-            objects={"data": made.data_key},
+            objects={"data": made.data_key, **beside.objects},
             row_counts=made.row_counts,
             description=request.description,
             tags=list(request.tags),
             permafrost_version=__version__,
             physical=made.physical,
+            globals=beside.globals,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING
 
 from permafrost import layout
 from permafrost.audit import actor
+from permafrost.backup import globals as server_globals
 from permafrost.backup import logical, physical
-from permafrost.backup.destination import Destination
+from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
 from permafrost.catalog.sync import sync_catalog
+from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
 from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
 from permafrost.repo.manifest import Kind, Manifest
@@ -137,22 +140,57 @@ def _run(
         ),
         LATER,
     )
+    warnings: list[str] = []
     try:
-        manifest = _take(ctx, request, on_progress)
+        manifest = _take(ctx, request, on_progress, warnings)
     except BaseException as exc:
         _record_failure(ctx, request.backup_id, run, exc)
         raise
-    _record_success(ctx, manifest, run)
+    _record_success(ctx, manifest, run, warnings)
     return manifest
 
 
 def _take(
-    ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
+    ctx: Context,
+    request: BackupRequest,
+    on_progress: Callable[[int], None] | None,
+    warnings: list[str],
 ) -> Manifest:
     """The dump itself: from request.source (a safety backup's target) or the configured one."""
-    take = physical.backup if request.kind == Kind.BASE else logical.dump
     source = request.source or ctx.settings.source
-    return take(Destination.of(ctx), source, ctx.settings.pg_bin_dir, request, on_progress)
+    destination = Destination.of(ctx)
+    if request.kind == Kind.BASE:  # a base backup holds the globals already
+        return physical.backup(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+    destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r, warnings))
+    return logical.dump(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+
+
+def _globals(
+    ctx: Context,
+    destination: Destination,
+    source: SourceSettings,
+    request: BackupRequest,
+    warnings: list[str],
+) -> Beside:
+    """The server's roles and tablespaces stored beside the dump; a warning (logged, and kept
+    for the job run's details) when they cannot be."""
+    try:
+        stored = server_globals.take(
+            destination,
+            source,
+            ctx.settings.pg_bin_dir,
+            request,
+            ctx.settings.backup_role_passwords,
+        )
+    except (PermafrostError, OSError, subprocess.SubprocessError) as exc:
+        warning = (
+            f"the server's globals (roles, tablespaces) were not stored: "
+            f"{server_globals.why_not(exc)}; the database backup goes on without them"
+        )
+        log.warning("backup %s of %s: %s", request.backup_id, request.database, warning)
+        warnings.append(warning)
+        return Beside()
+    return Beside({"globals": stored.key}, stored.facts)
 
 
 def _record_failure(ctx: Context, backup_id: str, run: RecordedRun, exc: BaseException) -> None:
@@ -161,7 +199,9 @@ def _record_failure(ctx: Context, backup_id: str, run: RecordedRun, exc: BaseExc
     run.ended_by(exc, reason)
 
 
-def _record_success(ctx: Context, manifest: Manifest, run: RecordedRun) -> None:
+def _record_success(
+    ctx: Context, manifest: Manifest, run: RecordedRun, warnings: list[str]
+) -> None:
     repo = ctx.repository()
     key = layout.manifest_key(repo.prefix, manifest.tier, manifest.database, manifest.id)
     ctx.record(lambda c: c.upsert_manifest(manifest, key), LATER)
@@ -170,6 +210,8 @@ def _record_success(ctx: Context, manifest: Manifest, run: RecordedRun) -> None:
             "size_bytes": manifest.stored_bytes,
             "dump_bytes": manifest.dump_bytes,
             "duration_seconds": manifest.duration_seconds,
+            "globals_stored": "globals" in manifest.objects,
+            **({"warnings": warnings} if warnings else {}),
         }
     )
     # Catch up on backups taken while the metadata store was down.

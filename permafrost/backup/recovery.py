@@ -57,19 +57,45 @@ def database_for(ctx: Context, database: str | None) -> str:
     )
 
 
+def databases_with_backups(ctx: Context) -> list[str]:
+    """Every database with a completed logical backup: what a whole-server recovery restores."""
+    names = sorted(
+        {r.database for r in find_backups(ctx, status="completed") if r.kind == Kind.LOGICAL}
+    )
+    if not names:
+        raise BackupNotFound(
+            "no completed backup of any database: take one with `permafrost backup`"
+        )
+    return names
+
+
 def usable_backups(ctx: Context, database: str, tier: str | None = None) -> list[BackupRecord]:
-    """Completed backups, verified ones first, each group newest first."""
+    """Completed backups: verified ones first, then those never verified, then those whose
+    verification failed (never the first choice); each group newest first."""
     records = [
         r
         for r in find_backups(ctx, database=database, tier=tier, status="completed")
         if r.kind == Kind.LOGICAL  # a base backup of a cluster of the same name is not one
     ]
     if not records:
+        where = f" {tier}" if tier else ""
         raise BackupNotFound(
-            f"no completed backup of {database}: take one with `permafrost backup`"
+            f"no completed{where} backup of {database}: take one with `permafrost backup`"
+            + (f" --tier {tier}" if tier else "")
         )
     verified = [r for r in records if r.verification_status == "verified"]
-    return verified + [r for r in records if r.verification_status != "verified"]
+    failed = [r for r in records if r.verification_status == "failed"]
+    return verified + [r for r in records if r not in verified and r not in failed] + failed
+
+
+def recovery_point(backups: list[BackupRecord]) -> BackupRecord | None:
+    """The newest backup a recovery can trust: verified, else not (yet) failed; never a backup
+    whose verification failed, however new."""
+    for state in ("verified", None):
+        trusted = [r for r in backups if r.verification_status == state]
+        if trusted:
+            return max(trusted, key=lambda r: r.started_at)
+    return None
 
 
 def estimate(ctx: Context, database: str, record: BackupRecord | None = None) -> Estimate:

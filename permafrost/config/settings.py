@@ -133,6 +133,7 @@ class Settings:
     old_encryption_keys: tuple[Secret, ...]
     cluster_name: str = "main"
     pg_bin_dir: str | None = None
+    backup_role_passwords: bool = False  # the globals beside each backup include role passwords
     log_level: str = "WARNING"
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     wal: WalSettings = field(default_factory=WalSettings)
@@ -157,6 +158,7 @@ def _parse(env: Env) -> Settings:
         cluster_name=env.name("CLUSTER_NAME", "main"),
         compression=_compression(env),
         pg_bin_dir=env.text("PG_BIN_DIR"),
+        backup_role_passwords=env.flag("BACKUP_ROLE_PASSWORDS", False),
         restore=_restore(env),
         log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),
         wal=_wal(env),

@@ -102,3 +102,12 @@ def _qualified(table: TableCount) -> str:
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def role_names(conn: psycopg.Connection) -> set[str]:
+    """The roles that exist on the server (a globals restore skips them)."""
+    return {row[0] for row in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+
+def tablespace_names(conn: psycopg.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT spcname FROM pg_tablespace").fetchall()}

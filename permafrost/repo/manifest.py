@@ -57,6 +57,9 @@ class Manifest:
     permafrost_version: str = ""
     # Base backups only: LSNs, timeline, system identifier, the WAL they need (physical.py).
     physical: dict[str, Any] = field(default_factory=dict)
+    # Logical backups: the server's globals stored beside the dump (objects["globals"]):
+    # plain_bytes, plain_sha256, stored_bytes, stored_sha256, tool_version, role_passwords.
+    globals: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
     @property
@@ -66,8 +69,9 @@ class Manifest:
 
     def body(self) -> dict[str, Any]:
         body = asdict(self)
-        if not body["physical"]:
-            del body["physical"]  # logical manifests stay as format 1 first wrote them
+        for optional in ("physical", "globals"):
+            if not body[optional]:
+                del body[optional]  # manifests without them stay as format 1 first wrote them
         return body
 
     def to_json(self, key: crypto.MasterKey) -> bytes:
