@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import KEY, PERMAFROST, run
@@ -307,3 +308,48 @@ def test_a_stale_stream_of_ours_is_named_and_ended_and_the_new_one_takes_the_slo
     held = f"replication slot permafrost_main is held by PID {stale_backend} ({stale_name}"
     assert held in err, err
     assert f"ended the stale stream (PID {stale_backend})" in err, err
+
+
+def test_wal_receive_records_the_archive_again_after_a_metadata_store_restart(
+    managed: Cluster, pg: Cluster, s3: S3Server, tmp_path: Path
+) -> None:
+    store = Cluster("recv-store").start()
+    meta = store.create_database("meta")
+    env = {**_receive_env(managed, pg, s3, tmp_path), "METADATA_DATABASE_URL": store.url(meta)}
+    receiver = subprocess.Popen(
+        [PERMAFROST, "wal-receive"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    managed.execute("CREATE TABLE IF NOT EXISTS t (v int)")
+
+    def recorded() -> str | None:
+        try:
+            rows = store.execute("SELECT last_segment FROM permafrost.wal_archive", meta)
+        except psycopg.errors.UndefinedTable:
+            return None  # wal-receive has not connected yet
+        return rows[0][0] if rows else None
+
+    def archived_past(segment: str | None) -> bool:
+        managed.execute("INSERT INTO t VALUES (1)")
+        managed.execute("SELECT pg_switch_wal()")
+        time.sleep(1)
+        now = recorded()
+        return now is not None and (segment is None or now > segment)
+
+    try:
+        deadline = time.monotonic() + 60
+        while not archived_past(None):
+            assert time.monotonic() < deadline, "no segment recorded"
+        before = recorded()
+        store.stop()  # the metadata store restarts, as `pg_ctl restart` does
+        time.sleep(2)
+        store.start()
+        deadline = time.monotonic() + 90
+        while not archived_past(before):
+            assert time.monotonic() < deadline, f"nothing recorded after {before}"
+        assert receiver.poll() is None
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        err = receiver.communicate(timeout=60)[1]
+        store.destroy()
+    assert receiver.returncode == 0, err
+    assert b"Traceback" not in err, err

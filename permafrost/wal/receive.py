@@ -110,6 +110,7 @@ class Receiver:
         self.spool = spool_dir(ctx.settings.wal.spool_dir, cluster)
         self.slot = slot_name(ctx.settings.wal.slot, cluster)
         self.position = Position()
+        self._store_pause, self._store_retry_at = 1.0, 0.0
         self.source = ctx.settings.source
         database = pgtools.cluster_database(self.source)
         self.application = pgslots.stream_application(socket.gethostname(), os.getpid())
@@ -237,6 +238,7 @@ class Receiver:
         next_check = 0.0
         try:
             while proc.poll() is None and not self.stop.is_set():
+                self._store_back()
                 self._drain()
                 now = time.monotonic()
                 if now >= next_check:
@@ -254,6 +256,19 @@ class Receiver:
                     proc.kill()
                     proc.wait()
         return proc.returncode, errors.summary()
+
+    def _store_back(self) -> None:
+        """After a lost metadata store (a restart), connect again now and then (1 s doubling to
+        30 s), so archive positions are recorded again instead of never: a silent catalog would
+        raise a false wal_lag alert while every segment reaches the bucket."""
+        if not self.ctx.catalog_lost:
+            self._store_pause = 1.0
+            return
+        now = time.monotonic()
+        if now >= self._store_retry_at:
+            self.ctx.forget_catalog()  # the next record connects afresh
+            self._store_retry_at = now + self._store_pause
+            self._store_pause = min(self._store_pause * 2, 30.0)
 
     def _drain(self) -> None:
         try:
