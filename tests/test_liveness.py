@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -241,3 +242,24 @@ def test_the_monitors_alert_loop_evaluates_again_after_a_metadata_store_restart(
         assert evaluator.alive
     finally:
         evaluator.stop()
+
+
+def test_status_shows_the_workers_and_the_monitor_from_their_heartbeats(
+    env: dict[str, str], pg: Cluster, metadata_db: str
+) -> None:
+    settings = make_settings(env, None)
+    prepare(settings)
+    assert Evaluator(settings).run_once() is not None
+    taker = worker(env)
+    try:
+        until(lambda: worker_rows(pg, metadata_db), what="the worker's heartbeat")
+        text = run(env, "status").stdout
+        assert f"restore workers: alive; {socket.gethostname()}:{taker.pid} (" in text, text
+    finally:
+        taker.send_signal(signal.SIGTERM)
+        taker.communicate(timeout=30)
+    text = run(env, "status").stdout
+    assert f"restore workers: none running; {socket.gethostname()}:{taker.pid} stopped" in text
+    assert f"monitor: alerts last evaluated by {socket.gethostname()}:{os.getpid()} " in text
+    shown = loads(run(env, "status", "--json").stdout)["services"]
+    assert {s["service"] for s in shown} == {"worker", "monitor"}
