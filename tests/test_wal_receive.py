@@ -353,3 +353,52 @@ def test_wal_receive_records_the_archive_again_after_a_metadata_store_restart(
         store.destroy()
     assert receiver.returncode == 0, err
     assert b"Traceback" not in err, err
+
+
+def test_a_slot_held_by_someone_else_is_named_and_left_alone(
+    managed: Cluster, pg: Cluster, s3: S3Server, tmp_path: Path
+) -> None:
+    env = _receive_env(managed, pg, s3, tmp_path)
+    tool = str(managed.bin / "pg_receivewal")
+    subprocess.run(
+        [tool, "--create-slot", "--slot=permafrost_main", f"--dbname={managed.url('postgres')}"],
+        check=True,
+        capture_output=True,
+    )
+    (tmp_path / "other").mkdir()
+    other = subprocess.Popen(
+        [
+            tool,
+            f"--directory={tmp_path / 'other'}",
+            "--slot=permafrost_main",
+            "--no-loop",
+            f"--dbname={managed.url('postgres')}?application_name=someone-else",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    receiver = None
+    log = tmp_path / "receiver.log"
+    try:
+        deadline = time.monotonic() + 30
+        while not managed.execute("SELECT 1 FROM pg_replication_slots WHERE active"):
+            assert time.monotonic() < deadline, "the other client did not take the slot"
+            time.sleep(0.2)
+        ((holder,),) = managed.execute("SELECT active_pid FROM pg_replication_slots")
+        with log.open("wb") as handle:
+            receiver = subprocess.Popen(
+                [PERMAFROST, "wal-receive"], env=env, stdout=subprocess.DEVNULL, stderr=handle
+            )
+        deadline = time.monotonic() + 60
+        while "not a stale stream of ours" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert other.poll() is None, "the other client's stream was ended"
+        assert managed.execute("SELECT active_pid FROM pg_replication_slots") == [(holder,)]
+    finally:
+        other.kill()
+        if receiver is not None:
+            receiver.send_signal(signal.SIGTERM)
+            receiver.wait(timeout=60)
+    err = log.read_text()
+    assert f"replication slot permafrost_main is held by PID {holder} (someone-else" in err, err

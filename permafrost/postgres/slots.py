@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from permafrost.config.settings import SourceSettings
+from permafrost.errors import SourceError
 from permafrost.postgres import tools as pgtools
+from permafrost.text import first_line
 
 STREAM_APPLICATION = "permafrost-wal-receive"  # + "/host:pid" of the wal-receive process
 
@@ -59,8 +61,13 @@ def stream_conninfo(source: SourceSettings, database: str, application: str) -> 
 
 def slot_holder(source: SourceSettings, slot: str) -> SlotHolder | None:
     """The backend holding `slot` active, or None when the slot is free (or absent)."""
+    import psycopg  # imported here: wal-push imports this module and never needs it
+
     with pgtools.connect(source, pgtools.cluster_database(source), autocommit=True) as conn:
-        row = conn.execute(_HOLDER, (slot,)).fetchone()
+        try:
+            row = conn.execute(_HOLDER, (slot,)).fetchone()
+        except psycopg.Error as exc:
+            raise SourceError(f"cannot read pg_replication_slots: {first_line(exc)}") from None
     if row is None or row[0] is None:
         return None
     return SlotHolder(int(row[0]), row[1] or "", row[2], row[3])
@@ -68,8 +75,13 @@ def slot_holder(source: SourceSettings, slot: str) -> SlotHolder | None:
 
 def end_stream(source: SourceSettings, slot: str, holder: SlotHolder, wait: float = 10) -> bool:
     """Terminate the holder's backend and wait for the slot to be free; whether it is."""
+    import psycopg  # imported here, as in slot_holder
+
     with pgtools.connect(source, pgtools.cluster_database(source), autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(%s)", (holder.pid,))
+        try:
+            conn.execute("SELECT pg_terminate_backend(%s)", (holder.pid,))
+        except psycopg.Error as exc:  # another role's backend needs pg_signal_backend
+            raise SourceError(f"pg_terminate_backend({holder.pid}): {first_line(exc)}") from None
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         current = slot_holder(source, slot)
