@@ -144,6 +144,16 @@ def test_a_task_queued_too_long_pages_saying_which_and_since_when(
     outcome = evaluator.run_once()
     assert outcome is not None and outcome.applied.resolved == ["task_stuck"]
 
+    # A `backup` task is the scheduler's to take: said so, as a warning (scheduler_dead pages).
+    catalog.conn.execute(
+        "INSERT INTO tasks (kind, payload, created_at)"
+        " VALUES ('backup', '{}', now() - interval '40 minutes')"
+    )
+    outcome = evaluator.run_once()
+    assert outcome is not None
+    [finding] = [f for f in outcome.findings if f.key == "task_stuck"]
+    assert finding.severity == "warning" and "taken by the leading scheduler" in finding.summary
+
 
 def test_the_monitor_records_its_own_heartbeat(
     env: dict[str, str], pg: Cluster, metadata_db: str

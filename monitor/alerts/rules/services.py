@@ -4,7 +4,8 @@ No false alarm: a worker never deployed has no heartbeat row and raises no servi
 stopped cleanly (SIGTERM) marked its row stopped and raises none either. Workers that were seen
 and all went silent for WORKER_MAX_SILENCE do. Whatever the workers do, a task still queued
 TASK_MAX_WAIT after it was queued raises task_stuck, naming the tasks and since when: critical
-when no worker is alive to take them, a warning when one is (it is busy, or cannot keep up).
+when no worker is alive to take them, a warning when one is (it is busy, or cannot keep up) or
+when they are `backup` tasks, which the scheduler takes (scheduler_dead covers a dead one).
 
 The monitor that evaluates also records its own heartbeat here (service `monitor`), so a
 second monitor, or an operator, can see which one last evaluated and when.
@@ -22,6 +23,8 @@ from permafrost.catalog.heartbeats import Service
 from permafrost.text import iso, spoken_duration, when
 
 WORKER_RUNBOOK = "permafrost status\ndocker compose up -d restore   # or: permafrost restore-worker"
+SCHEDULER_KINDS = ("backup",)  # taken by the leading scheduler, not by a restore worker
+SCHEDULER_TAKES = "backup tasks are taken by the leading scheduler: see permafrost status"
 TASK_RUNBOOK = (
     "SELECT id, kind, payload, created_at FROM permafrost.tasks WHERE status = 'queued'\n"
     "docker compose up -d restore   # or: permafrost restore-worker"
@@ -64,7 +67,8 @@ def task_stuck(run: Run) -> list[Finding]:
     oldest = stuck[0]
     named = ", ".join(_task(t) for t in stuck[:3])
     more = f" and {oldest['total'] - 3} more" if oldest["total"] > 3 else ""
-    who = _who(run, alive)
+    for_workers = any(t["kind"] not in SCHEDULER_KINDS for t in stuck)
+    who = _who(run, alive) if for_workers else SCHEDULER_TAKES
     text = (
         f"{oldest['total']} task(s) queued for over {spoken_duration(limit)}: {named}{more}, "
         f"the oldest since {when(oldest['created_at'])}; {who}"
@@ -83,7 +87,7 @@ def task_stuck(run: Run) -> list[Finding]:
         "oldest_since": iso(oldest["created_at"]),
         "workers_alive": alive,
     }
-    severity = Severity.WARNING if alive else Severity.CRITICAL
+    severity = Severity.CRITICAL if for_workers and not alive else Severity.WARNING
     return [Finding("task_stuck", severity, summary(text), facts, TASK_RUNBOOK)]
 
 
