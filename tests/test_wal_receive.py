@@ -226,10 +226,14 @@ def test_kill_9_of_the_scheduler_takes_its_wal_receive_and_pg_receivewal_with_it
         while not managed.execute("SELECT 1 FROM pg_stat_replication"):
             assert time.monotonic() < deadline, f"wal-receive did not connect: {log.read_text()}"
             time.sleep(0.3)
-        children = _pids(f"pg_receivewal --directory={tmp_path}") + _pids(
-            f"{PERMAFROST.rsplit('/', 1)[0]}.*permafrost wal-receive"
-        )
-        assert len(children) >= 2, children
+        # pg_stat_replication also shows the short-lived `--create-slot` connection.
+        deadline = time.monotonic() + 30
+        while len(children) < 2:
+            assert time.monotonic() < deadline, f"no stream: {children} {log.read_text()}"
+            time.sleep(0.3)
+            children = _pids(f"pg_receivewal --directory={tmp_path}") + _pids(
+                f"{PERMAFROST.rsplit('/', 1)[0]}.*permafrost wal-receive"
+            )
         scheduler.send_signal(signal.SIGKILL)
         scheduler.wait(timeout=30)
         assert _gone(children, 60) == [], log.read_text()
@@ -238,6 +242,9 @@ def test_kill_9_of_the_scheduler_takes_its_wal_receive_and_pg_receivewal_with_it
             assert time.monotonic() < deadline, "the slot is still active"
             time.sleep(0.3)
     finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -80,6 +80,7 @@ def test_kill_9_of_a_streaming_scheduler_leaves_the_slot_to_the_next_one(
 ) -> None:
     managed = Cluster("fault-managed", {"wal_level": "replica", "archive_mode": "off"}).start()
     children: list[int] = []
+    first = None
     try:
         env = _receive_env(managed, pg, s3, tmp_path)
         bucket = env["STORAGE_URL"].removeprefix("s3://")
@@ -102,6 +103,9 @@ def test_kill_9_of_a_streaming_scheduler_leaves_the_slot_to_the_next_one(
         assert second.returncode == 0
         assert "disconnected" not in (tmp_path / "second.log").read_text()
     finally:
+        if first is not None and first.poll() is None:
+            first.kill()
+            first.wait()
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
