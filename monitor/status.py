@@ -23,6 +23,7 @@ def status_json(catalog: Catalog, settings: Settings, now: datetime) -> dict[str
     return {
         "generated_at": now.isoformat(),
         "scheduler": state["scheduler"],
+        "services": state["services"],
         "databases": per_db,
         "jobs": state["jobs"],
         "wal": [_wal_json(w) for w in catalog.wal_status()],

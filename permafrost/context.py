@@ -83,6 +83,11 @@ class Context:
             self._warn(exc, purpose)
             return None
 
+    @property
+    def catalog_lost(self) -> bool:
+        """Whether the catalog failed and is remembered as unavailable (see forget_catalog)."""
+        return self._catalog_error is not None
+
     def forget_catalog(self) -> None:
         """Drop the catalog and any remembered outage, so the next use connects afresh
         (a long-running service that has waited out an outage)."""

@@ -5,6 +5,10 @@ LOCKED, so two workers never take the same task), sleeps on LISTEN until one is 
 and records the outcome. A failing task fails alone; the worker goes on. On SIGTERM it puts the
 task in hand back in the queue and exits; a task whose worker died is requeued by the next
 worker that looks (the dead worker's advisory lock on it is gone).
+
+It writes a heartbeat (service_heartbeats, service `worker`) every BEAT_SECONDS (or as often as
+it polls) from a thread of its own, so a test restore that runs for hours is still alive to the
+monitor; a clean stop (SIGTERM) marks its row stopped, so only a worker that vanished alerts.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from permafrost.backup.lookup import resolve
+from permafrost.catalog.heartbeats import Beating, Service
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 
 KINDS = ["verify", "test_restore", "restore"]
 RECONNECT_MAX = 30.0  # seconds between attempts to reach a lost metadata store, at most
+BEAT_SECONDS = 30.0
 Say = Callable[[str], None]
 
 
@@ -78,6 +84,7 @@ class Worker:
         self.ctx, self.say, self.poll_seconds = ctx, say, poll_seconds
         self.name = worker_name()
         self.done = 0
+        self.current: int | None = None  # the task in hand, for the heartbeat
 
     def run(self, *, once: bool = False) -> int:
         """Work until SIGTERM (or, with once, until the queue is empty).
@@ -89,24 +96,49 @@ class Worker:
         if self.ctx.settings.metadata_url is None:
             self.ctx.catalog()  # not configured is a mistake to report, not an outage to wait out
         self.say(f"restore worker {self.name} waiting for {', '.join(KINDS)} tasks")
-        pause = 1.0
+        beating = self._beating(once)
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    return self._serve(once)
-                except CatalogUnavailable as exc:
-                    if once:
-                        raise
-                    if time.monotonic() - started > RECONNECT_MAX:
-                        pause = 1.0  # it had been working: a new outage starts from 1 s
-                    self.say(f"{exc}; connecting again in {pause:.0f} s")
-                    self.ctx.forget_catalog()
-                    time.sleep(pause)
-                    pause = min(pause * 2, RECONNECT_MAX)
+            return self._work(once)
         except KeyboardInterrupt:
             self.say(f"restore worker {self.name} stopping")
+            if beating is not None:
+                beating.stop(clean=True)
+                beating = None
             return 0
+        finally:
+            if beating is not None:
+                beating.stop(clean=False)
+
+    def _beating(self, once: bool) -> Beating | None:
+        """The heartbeat thread, started (not for `--once`, a command rather than a service)."""
+        if once or self.ctx.settings.metadata_url is None:
+            return None
+        return Beating(
+            self.ctx.settings.metadata_url,
+            Service.WORKER,
+            self.name,
+            self._details,
+            every=min(BEAT_SECONDS, self.poll_seconds),
+        ).start()
+
+    def _details(self) -> dict[str, Any]:
+        return {"kinds": KINDS, "task": self.current, "done": self.done}
+
+    def _work(self, once: bool) -> int:
+        pause = 1.0
+        while True:
+            started = time.monotonic()
+            try:
+                return self._serve(once)
+            except CatalogUnavailable as exc:
+                if once:
+                    raise
+                if time.monotonic() - started > RECONNECT_MAX:
+                    pause = 1.0  # it had been working: a new outage starts from 1 s
+                self.say(f"{exc}; connecting again in {pause:.0f} s")
+                self.ctx.forget_catalog()
+                time.sleep(pause)
+                pause = min(pause * 2, RECONNECT_MAX)
 
     def _serve(self, once: bool) -> int:
         """Claim and run tasks on one metadata connection until the queue is empty (once)."""
@@ -131,6 +163,7 @@ class Worker:
         catalog = self.ctx.catalog()
         self.say(f"task {task.id}: {task.kind} {task.payload.get('backup_id')} started")
         started = time.monotonic()
+        self.current = task.id
         try:
             result = run_task(self.ctx, task, self.say)
         except KeyboardInterrupt:
@@ -147,6 +180,8 @@ class Worker:
             catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
             self.say(f"task {task.id}: failed unexpectedly: {type(exc).__name__}: {exc}")
             return
+        finally:
+            self.current = None
         catalog.finish_task(task.id, None, result)
         self.done += 1
         self.say(f"task {task.id}: succeeded in {time.monotonic() - started:.1f} s")

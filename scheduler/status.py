@@ -35,6 +35,8 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         print(f"standby: {s['standbys'][0]['instance']} (takes over within a minute)")
     if s["running"]:
         print(f"running now: {', '.join(s['running'])}")
+    for line in _services(data["services"]):
+        print(line)
     rows, errors = [], []
     for db, jobs in data["databases"].items():
         for job, info in jobs.items():
@@ -61,6 +63,37 @@ def _error(what: str, info: dict[str, Any]) -> list[str]:
     if last is None or not last["error"]:
         return []
     return [f"{what} {last['status']}: {one_line(last['error'], None)}"]
+
+
+def _services(rows: list[dict[str, Any]]) -> list[str]:
+    """The restore workers (alive, else the last one seen and how it ended) and the monitor
+    that evaluated the alerts last."""
+    workers = [r for r in rows if r["service"] == "worker"]
+    alive = [
+        f"{r['instance']} ({r['heartbeat_age_seconds']:.0f} s ago)" for r in workers if r["alive"]
+    ]
+    lines = []
+    if alive:
+        lines.append(f"restore workers: alive; {', '.join(alive)}")
+    elif workers and workers[0]["stopped_at"]:
+        last = workers[0]
+        lines.append(
+            f"restore workers: none running; {last['instance']} stopped cleanly at "
+            f"{_utc(last['stopped_at'])}"
+        )
+    elif workers:
+        last = workers[0]
+        lines.append(
+            f"restore workers: NOT RUNNING; {last['instance']} was last heard from "
+            f"{last['heartbeat_age_seconds']:.0f} s ago"
+        )
+    monitor = next((r for r in rows if r["service"] == "monitor"), None)
+    if monitor is not None:
+        lines.append(
+            f"monitor: alerts last evaluated by {monitor['instance']} "
+            f"{monitor['heartbeat_age_seconds']:.0f} s ago"
+        )
+    return lines
 
 
 def _cells(info: dict[str, Any]) -> list[str]:

@@ -13,6 +13,7 @@ import time
 from permafrost.catalog.jobs import JobName, RecordedRun
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.postgres.process import die_with_parent
 from permafrost.wal import receive as walreceive
 from scheduler.jobs import Jobs, JobSpec, Say
 
@@ -51,7 +52,9 @@ def supervise_receiver(
     while not term.is_set():
         say("starting wal-receive")
         started = time.monotonic()
-        child = subprocess.Popen(command, env=env)
+        # It dies with this thread (kill -9 of the scheduler too), so no old wal-receive
+        # holds the slot against the next leader's.
+        child = subprocess.Popen(command, env=env, preexec_fn=die_with_parent())
         while child.poll() is None and not term.is_set():
             term.wait(1)
         if child.poll() is None:

@@ -17,6 +17,8 @@ FAMILIES = (
     "backup_failed",
     "backup_stale",
     "scheduler_dead",
+    "service_dead",
+    "task_stuck",
     "verification_failed",
     "wal_lag",
     "wal_gap",

@@ -60,6 +60,7 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
                 if b["role"] == "standby" and b["age_seconds"] < ALIVE_SECONDS
             ],
         },
+        "services": services(catalog),
         "databases": per_database,
         "jobs": jobs,
         "alerts": [
@@ -92,6 +93,21 @@ def _still_running(
         if ended is None or ended < leader["beat_at"]:
             running.append(job_id)
     return running
+
+
+def services(catalog: Catalog) -> list[dict[str, Any]]:
+    """Restore workers and monitors seen in the last week, from their heartbeats, newest first."""
+    return [
+        {
+            "service": b["service"],
+            "instance": b["instance"],
+            "alive": b["stopped_at"] is None and b["age_seconds"] < ALIVE_SECONDS,
+            "last_heartbeat": b["beat_at"].isoformat(),
+            "heartbeat_age_seconds": round(b["age_seconds"], 1),
+            "stopped_at": b["stopped_at"].isoformat() if b["stopped_at"] else None,
+        }
+        for b in catalog.service_beats()
+    ]
 
 
 def _is_database_job(last: dict[tuple[str, str | None], dict[str, Any]], db: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg.rows import class_row
+from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from permafrost.catalog.db import Rows, db_errors
@@ -107,6 +107,19 @@ class TaskRows(Rows):
                 (list(kinds), backup_id),
             ).fetchall()
         return [int(row[0]) for row in rows]
+
+    def queued_longer_than(self, seconds: float, limit: int = 20) -> list[dict[str, Any]]:
+        """Tasks still queued `seconds` after they were queued, oldest first (at most `limit`),
+        each with its age on the server's clock and how many such tasks there are in all."""
+        with self._errors("read the task queue"), self.conn.cursor(row_factory=dict_row) as cur:
+            return cur.execute(
+                "SELECT id, kind, payload->>'backup_id' AS backup_id, created_at,"
+                " extract(epoch FROM now() - created_at)::float AS age_seconds,"
+                " count(*) OVER () AS total FROM tasks"
+                " WHERE status = 'queued' AND created_at < now() - make_interval(secs => %s)"
+                " ORDER BY id LIMIT %s",
+                (seconds, limit),
+            ).fetchall()
 
     def task(self, task_id: int) -> TaskRecord | None:
         with (

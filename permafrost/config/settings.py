@@ -81,6 +81,8 @@ class MonitorSettings:
     max_backup_age: int = 26 * 3600
     wal_max_lag: int = 900
     scheduler_max_silence: int = 300  # the dead-man's switch
+    worker_max_silence: int = 300  # service_dead:worker
+    task_max_wait: int = 1800  # task_stuck
     alert_repeat_hours: int = 24
     alert_emails: tuple[str, ...] = ()
     smtp_host: str | None = None
@@ -278,6 +280,8 @@ def _monitor(env: Env) -> MonitorSettings:
         max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
         wal_max_lag=env.duration("WAL_MAX_LAG", 900),
         scheduler_max_silence=env.duration("SCHEDULER_MAX_SILENCE", 300),
+        worker_max_silence=env.duration("WORKER_MAX_SILENCE", 300),
+        task_max_wait=env.duration("TASK_MAX_WAIT", 1800),
         alert_repeat_hours=env.integer("ALERT_REPEAT_HOURS", 24),
         alert_emails=emails,
         smtp_host=env.text("SMTP_HOST"),

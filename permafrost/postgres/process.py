@@ -3,14 +3,20 @@
 pg_dump and pg_basebackup write to a pipe that the pipeline reads; pg_receivewal writes files.
 Each gets the password in its environment (see tools.libpq_env), a wide pipe, and a thread
 that keeps the last lines of its stderr, so a failure is reported with the program's own words
-and, where one is known, a hint for the fix.
+and, where one is known, a hint for the fix. Every child dies with its parent (`die_with_parent`):
+a parent killed with -9 leaves no pg_receivewal holding a replication slot, no pg_dump running on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fcntl
+import os
+import signal
 import subprocess
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -24,6 +30,38 @@ from permafrost.postgres import tools as pgtools
 
 PIPE_SIZE = 1024 * 1024
 F_SETPIPE_SZ = 1031
+PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+_PRCTL = _prctl()  # loaded before any fork: the child only calls it
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn: the child gets `sig` when the thread that started it dies (kill -9 too).
+
+    PR_SET_PDEATHSIG is Linux's; elsewhere the child outlives a killed parent as before. A
+    parent that died between the fork and the prctl is caught by comparing the parent's pid.
+    """
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, int(sig))
+            if os.getppid() != parent:
+                os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def widen_pipe(stream: IO[bytes]) -> None:
@@ -90,7 +128,11 @@ class Child:
 def reading(command: list[str], source: SourceSettings) -> Iterator[Child]:
     """Run a program whose stdout is read as it is written; killed if the reading fails."""
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=pgtools.libpq_env(source)
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pgtools.libpq_env(source),
+        preexec_fn=die_with_parent(),
     )
     assert proc.stdout is not None and proc.stderr is not None
     widen_pipe(proc.stdout)

@@ -6,6 +6,11 @@ timeline history file) is pushed to the bucket exactly as wal-push does, then re
 spool; the segment being written stays as `.partial` until it completes. When pg_receivewal
 dies it is restarted, with a growing pause, and the spool is drained either way.
 
+Before each start the slot's holder is read (postgres/slots.py): a stale stream of ours (one
+whose wal-receive is gone, for instance after kill -9 of an old leader) is ended and the log says
+whose it was; any other holder is named in the log and in wal_archive.last_error. pg_receivewal
+dies with this process (process.die_with_parent), so a killed wal-receive leaves no stream.
+
 The recovery point: a quiet server may take hours to fill a 16 MiB segment. When none has
 completed for WAL_MAX_SEGMENT_AGE seconds and the server has written WAL since, the switch
 check calls pg_switch_wal(), which completes the segment, so a commit reaches the bucket within
@@ -15,6 +20,8 @@ that bound (plus one upload).
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
 import threading
 import time
@@ -23,8 +30,10 @@ from pathlib import Path
 
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, SourceError, StorageError
+from permafrost.postgres import slots as pgslots
 from permafrost.postgres import tools as pgtools
-from permafrost.postgres.process import StderrTail
+from permafrost.postgres.process import StderrTail, die_with_parent
+from permafrost.text import when
 from permafrost.wal import names as walnames
 from permafrost.wal import segment as wal
 
@@ -101,9 +110,11 @@ class Receiver:
         self.spool = spool_dir(ctx.settings.wal.spool_dir, cluster)
         self.slot = slot_name(ctx.settings.wal.slot, cluster)
         self.position = Position()
+        self._store_pause, self._store_retry_at = 1.0, 0.0
         self.source = ctx.settings.source
         database = pgtools.cluster_database(self.source)
-        self.conninfo = pgtools.conninfo(self.source, database)
+        self.application = pgslots.stream_application(socket.gethostname(), os.getpid())
+        self.conninfo = pgslots.stream_conninfo(self.source, database, self.application)
         with pgtools.connect(self.source, database) as conn:
             row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
         major = int(row[0]) // 10000 if row else 0
@@ -142,6 +153,7 @@ class Receiver:
         pause = 1.0
         while not self.stop.is_set():
             started = time.monotonic()
+            self._free_slot()
             code, error = self._one_run()
             self._drain()
             if self.stop.is_set():
@@ -160,6 +172,52 @@ class Receiver:
         if self.ctx.settings.metadata_url is not None:
             self.ctx.record(lambda c: c.wal_error(self.cluster, error), LATER)
 
+    def _free_slot(self) -> None:
+        """End a stale stream of ours holding the slot; name any other holder."""
+        try:
+            holder = pgslots.slot_holder(self.source, self.slot)
+        except PermafrostError as exc:
+            log.warning("cannot read who holds replication slot %s: %s", self.slot, exc)
+            return
+        if holder is None:
+            return
+        held = f"replication slot {self.slot} is held by {describe_holder(holder)}"
+        if not holder.ours or self._live_elsewhere_here(holder):
+            message = (
+                f"{held}: not a stale stream of ours; stop that client or set WAL_SLOT to a "
+                "slot of this receiver's own"
+            )
+            log.warning("%s", message)
+            self._record_error(message)
+            return
+        log.warning("%s, a stale stream of ours: ending it", held)
+        try:
+            ended = pgslots.end_stream(self.source, self.slot, holder)
+        except PermafrostError as exc:
+            log.warning("cannot end PID %s: %s", holder.pid, exc)
+            return
+        if ended:
+            log.warning("ended the stale stream (PID %s): slot %s is free", holder.pid, self.slot)
+        else:
+            log.warning(
+                "PID %s still holds slot %s after pg_terminate_backend", holder.pid, self.slot
+            )
+
+    @staticmethod
+    def _live_elsewhere_here(holder: pgslots.SlotHolder) -> bool:
+        """Whether the stream belongs to another wal-receive still alive on this host (then
+        two receivers share a slot by mistake, and ending one would only start a tug of war)."""
+        owner = holder.owner
+        if owner is None or owner[0] != socket.gethostname()[:40] or owner[1] == os.getpid():
+            return False
+        try:
+            os.kill(owner[1], 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
     def _one_run(self) -> tuple[int | None, str]:
         proc = subprocess.Popen(
             [
@@ -173,12 +231,14 @@ class Receiver:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=pgtools.libpq_env(self.source),
+            preexec_fn=die_with_parent(),
         )
         assert proc.stderr is not None
         errors = StderrTail(proc.stderr, "pg_receivewal: ")
         next_check = 0.0
         try:
             while proc.poll() is None and not self.stop.is_set():
+                self._store_back()
                 self._drain()
                 now = time.monotonic()
                 if now >= next_check:
@@ -197,6 +257,19 @@ class Receiver:
                     proc.wait()
         return proc.returncode, errors.summary()
 
+    def _store_back(self) -> None:
+        """After a lost metadata store (a restart), connect again now and then (1 s doubling to
+        30 s), so archive positions are recorded again instead of never: a silent catalog would
+        raise a false wal_lag alert while every segment reaches the bucket."""
+        if not self.ctx.catalog_lost:
+            self._store_pause = 1.0
+            return
+        now = time.monotonic()
+        if now >= self._store_retry_at:
+            self.ctx.forget_catalog()  # the next record connects afresh
+            self._store_retry_at = now + self._store_pause
+            self._store_pause = min(self._store_pause * 2, 30.0)
+
     def _drain(self) -> None:
         try:
             upload_completed(self.ctx, self.cluster, self.spool, self.position)
@@ -208,6 +281,16 @@ class Receiver:
             switch_if_idle(self.ctx, self.cluster, self.position)
         except PermafrostError as exc:
             log.warning("WAL switch check: %s", exc)
+
+
+def describe_holder(holder: pgslots.SlotHolder) -> str:
+    """`PID 4242 (permafrost-wal-receive/host:17, from 10.0.0.5, since 2026-…)`."""
+    parts = [holder.application or "no application name"]
+    if holder.client:
+        parts.append(f"from {holder.client}")
+    if holder.since:
+        parts.append(f"since {when(holder.since)}")
+    return f"PID {holder.pid} ({', '.join(parts)})"
 
 
 def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None) -> str | None:

@@ -20,6 +20,7 @@ from monitor.alerts.rules.backups import (
 )
 from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle_drift
 from monitor.alerts.rules.scheduler import scheduler_dead
+from monitor.alerts.rules.services import service_dead, task_stuck
 from monitor.alerts.rules.wal import wal_gap, wal_lag
 from monitor.alerts.run import Run, aware
 from permafrost.context import Context
@@ -32,6 +33,8 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("backup_failed", backup_failed),
     ("backup_stale", backup_stale),
     ("scheduler_dead", scheduler_dead),
+    ("service_dead", service_dead),
+    ("task_stuck", task_stuck),
     ("verification_failed", verification_failed),
     ("wal_lag", wal_lag),
     ("backup_size", backup_size),
