@@ -289,14 +289,12 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     if own_source:
         values["DATABASE_URL"] = f"{local}/shop"
         values["DB_NAME"] = "shop"
-        values.pop("DB_PASSWORD", None)
+        for name in ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"):
+            values.pop(name, None)  # DATABASE_URL says them: no second opinion
     if own_metadata:
         values["METADATA_DATABASE_URL"] = f"{local}/permafrost"
     if not (values.get("STORAGE_URL") or values.get("DO_SPACES_BUCKET") or values.get("S3_BUCKET")):
         values["STORAGE_URL"] = f"file://{HOME / 'bucket'}"
-    values.setdefault(
-        "MONITOR_PUBLIC_URL", f"http://localhost:{values.get('MONITOR_PORT', '8090')}"
-    )
     values.setdefault("RESTORE_TMPDIR", str(HOME / "tmp"))
     values.setdefault("WAL_SPOOL_DIR", str(HOME / "wal-spool"))
     return values, own_source, own_metadata

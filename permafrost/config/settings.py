@@ -7,7 +7,8 @@ is `config.envfile`.
 
 The reference deployment's names (`DB_*`, `DO_SPACES_*`, `SMTP_*`, `ALERT_EMAIL`,
 `BACKUP_ENCRYPTION_KEY`) are read as they are; generic names (`DATABASE_URL`, `STORAGE_URL`,
-`S3_*`) stand beside them and win when both are set.
+`S3_*`) stand beside them; where both are set they must agree (`env.refuse_conflict`), since
+a name that quietly wins backs up, or stores into, something the operator did not name.
 """
 
 from __future__ import annotations
