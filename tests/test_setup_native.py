@@ -232,6 +232,44 @@ def test_a_malformed_env_line_is_refused_with_its_number(stack: Stack) -> None:
     assert {name: stack.state(name)["pid"] for name in pids} == pids
 
 
+def test_the_backup_page_offers_the_native_command_and_a_free_target(stack: Stack) -> None:
+    import base64
+
+    import psycopg
+
+    settings_file = stack.home / "permafrost.env"
+    values = dict(line.split("=", 1) for line in settings_file.read_text().splitlines())
+    dotenv = dict(
+        line.split("=", 1) for line in stack.dotenv.read_text().splitlines() if "=" in line
+    )
+    env = {**os.environ, "PERMAFROST_ENV_FILE": str(settings_file)}
+    listed = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "permafrost"), "list", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    backup = json.loads(listed.stdout)[0]["id"]
+    server = values["DATABASE_URL"].rsplit("/", 1)[0]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        conn.execute("CREATE DATABASE shop_restored")
+    login = base64.b64encode(
+        f"{dotenv['DASHBOARD_USER']}:{dotenv['DASHBOARD_PASSWORD']}".encode()
+    ).decode()
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{stack.port}/backup/{backup}",
+        headers={"Accept": "text/html", "Authorization": f"Basic {login}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        page = response.read().decode()
+    assert "docker compose" not in page
+    assert (
+        f"PERMAFROST_ENV_FILE={settings_file} .venv/bin/permafrost restore {backup} "
+        "--target-db shop_restored_2"
+    ) in page
+
+
 def test_an_alert_email_lands_in_the_mail_directory(stack: Stack) -> None:
     env = {**os.environ, "PERMAFROST_ENV_FILE": str(stack.home / "permafrost.env")}
     permafrost = [str(ROOT / ".venv" / "bin" / "permafrost")]

@@ -92,6 +92,8 @@ class MonitorSettings:
     smtp_tls: str = "starttls"
     webhook_url: Secret | None = None
     healthcheck_ping_url: Secret | None = None
+    mode: str = "compose"  # how the stack runs (compose, native): which commands pages offer
+    env_file: str | None = None  # the settings file the services read (native mode)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,8 @@ def _monitor(env: Env) -> MonitorSettings:
         smtp_tls=env.choice("SMTP_TLS", ("starttls", "ssl", "none"), "starttls"),
         webhook_url=env.secret("ALERT_WEBHOOK_URL"),
         healthcheck_ping_url=env.secret("HEALTHCHECK_PING_URL"),
+        mode=env.choice("PERMAFROST_MODE", ("compose", "native"), "compose"),
+        env_file=env.text("PERMAFROST_ENV_FILE"),
     )
 
 
