@@ -256,3 +256,31 @@ def test_every_entry_point_refuses_a_conflict_in_one_line(tmp_path: Path) -> Non
         assert result.stderr.count("\n") == 1, result.stderr
         assert "DATABASE_URL says database 'nosuchdb' but DB_NAME says 'shop'" in result.stderr
         assert "hunter2" not in result.stderr
+
+
+def test_the_monitors_gunicorn_entry_refuses_a_conflict_with_the_same_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.services import free_port
+
+    gunicorn = str(Path(sys.executable).parent / "gunicorn")
+    result = subprocess.run(
+        [gunicorn, "--bind", f"127.0.0.1:{free_port()}", "--workers", "1", "monitor.wsgi:app"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "DATABASE_URL": "postgresql://backup@127.0.0.1:1/nosuchdb",
+            "DB_NAME": "shop",
+        },
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 4, result.stderr[-2000:]  # gunicorn: "App failed to load."
+    assert (
+        "permafrost: error: conflicting settings: DATABASE_URL says database 'nosuchdb' but "
+        "DB_NAME says 'shop'"
+    ) in result.stderr
+    assert "Traceback" not in result.stderr
