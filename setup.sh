@@ -111,7 +111,7 @@ docker_up() {
   compose up -d --build --wait
   compose exec -T scheduler permafrost backup
   compose exec -T restore permafrost verify latest --test-restore
-  port=$(grep -E '^MONITOR_PORT=' .env | cut -d= -f2); port=${port:-8090}
+  port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
   dashboard   http://localhost:$port/   (DASHBOARD_USER / DASHBOARD_PASSWORD in .env)

@@ -345,3 +345,39 @@ def test_the_supervisor_gives_up_on_a_service_that_keeps_crashing(tmp_path: Path
     finally:
         supervisor.terminate()
         supervisor.wait(timeout=60)
+
+
+FAKE_COMPOSE = """#!/bin/sh
+echo "$@" >> "$DOCKER_CALLS"
+exit 0
+"""
+
+
+@pytest.mark.parametrize("dotenv_ok", [True, False])
+def test_with_compose_it_says_changed_settings_are_applied_and_refuses_a_bad_env_line(
+    tmp_path: Path, dotenv_ok: bool
+) -> None:
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "docker").write_text(FAKE_COMPOSE)
+    (tmp_path / "bin" / "docker").chmod(0o755)
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("MONITOR_PORT=8090\n" + ("" if dotenv_ok else "oops no equals sign\n"))
+    env = {
+        "PATH": f"{tmp_path / 'bin'}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PERMAFROST_DOTENV": str(dotenv),
+        "PERMAFROST_HOME": str(tmp_path / "home"),
+        "DOCKER_CALLS": str(tmp_path / "calls"),
+    }
+    result = setup(env)
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    if dotenv_ok:
+        assert result.returncode == 0, result.stderr
+        assert "docker compose recreates the services whose settings in .env changed" in (
+            result.stderr
+        )
+        assert "up -d --build --wait" in calls
+    else:
+        assert result.returncode == 2, result.stderr
+        assert f"{dotenv}, line 2: expected NAME=value" in result.stderr.splitlines()[-1]
+        assert "up -d" not in calls  # nothing was started or recreated
