@@ -49,7 +49,6 @@ system_packages() {
     wanted+=(postgresql postgresql-client)
   fi
   command -v zstd >/dev/null || wanted+=(zstd)
-  command -v runuser >/dev/null || wanted+=(util-linux)
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3-venv)
   # The dashboard's browser test drives Debian's headless Chromium (nothing is downloaded).
   if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then wanted+=(chromium); fi
@@ -57,7 +56,8 @@ system_packages() {
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
     # Test clusters run as this user: initdb refuses to run as root.
-    useradd --system --home-dir /var/lib/postgresql --create-home postgres
+    "$(command -v useradd || echo /usr/sbin/useradd)" --system --home-dir /var/lib/postgresql \
+      --create-home postgres
   fi
 }
 
@@ -90,19 +90,28 @@ run_tests() {
   exec "$VENV/bin/pytest" "$@"
 }
 
-have_docker() {
-  command -v docker >/dev/null && docker info >/dev/null 2>&1 && docker compose version >/dev/null 2>&1
+# What of Docker is here: compose (all of it), no-compose (an engine but no Compose plugin),
+# no-engine (a client that no engine answers) or none.
+docker_state() {
+  if ! command -v docker >/dev/null; then echo none
+  elif ! docker info >/dev/null 2>&1; then echo no-engine
+  elif ! docker compose version >/dev/null 2>&1; then echo no-compose
+  else echo compose; fi
 }
+have_docker() { [ "$(docker_state)" = compose ]; }
 
 compose() { docker compose --profile "${PERMAFROST_PROFILE:-local}" "$@"; }
 
 docker_up() {
   "$PYTHON" scripts/stack.py env --docker-local
   say "building the image and starting the stack with Docker Compose"
+  # Compose recreates each service whose configuration (.env included) changed since it started,
+  # and leaves the others running.
+  say "docker compose recreates the services whose settings in .env changed; the others keep running"
   compose up -d --build --wait
   compose exec -T scheduler permafrost backup
   compose exec -T restore permafrost verify latest --test-restore
-  port=$(grep -E '^MONITOR_PORT=' .env | cut -d= -f2); port=${port:-8090}
+  port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
   dashboard   http://localhost:$port/   (DASHBOARD_USER / DASHBOARD_PASSWORD in .env)
@@ -125,10 +134,18 @@ native_up() {
 case "${1:-}" in
   test) shift; run_tests "$@" ;;
   "")
-    if have_docker; then docker_up; else
-      say "no Docker engine answers here: running the services as local processes"
-      native_up
-    fi ;;
+    case "$(docker_state)" in
+      compose) docker_up ;;
+      no-compose)
+        say "a Docker engine answers but Docker Compose is missing (install the docker-compose-plugin package, then run ./setup.sh again to use Docker): running the services as local processes"
+        native_up ;;
+      no-engine)
+        say "the docker client is here but no Docker engine answers (start it, or check that you may use its socket): running the services as local processes"
+        native_up ;;
+      *)
+        say "no Docker here: running the services as local processes"
+        native_up ;;
+    esac ;;
   stop)
     if have_docker && [ ! -f "${PERMAFROST_HOME:-.permafrost}/permafrost.env" ]; then compose stop
     elif [ -x "$VENV/bin/python" ]; then "$VENV/bin/python" scripts/stack.py stop

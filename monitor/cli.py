@@ -39,6 +39,10 @@ def monitor(ctx: Context, args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-")
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 20)
+            if "control_socket_disable" in self.cfg.settings:
+                # gunicorn's control socket defaults to one path per user (~/.gunicorn/
+                # gunicorn.ctl), which every monitor on the host would share; nothing uses it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             return create_app(settings)

@@ -3,28 +3,49 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import render_template, url_for
 
 from monitor.api_alerts import SILENCE_CHOICES
 from monitor.notify.messages import runbook_of
-from permafrost import layout
+from monitor.stores import settings
+from permafrost import errors, layout
 from permafrost.catalog.records import BackupRecord, VerificationRecord
+from permafrost.config.settings import MonitorSettings, SourceSettings
+from permafrost.postgres import ddl, tools
 
 
 def restore_command(record: BackupRecord) -> str:
-    """The command that restores this backup (a base backup: recovers its cluster)."""
+    """The command that restores this backup (a base backup: recovers its cluster), for the
+    way the stack runs, into a database the target server does not have yet."""
+    current = settings()
+    command = _permafrost(current.monitor)
     if record.kind == "base":
-        return (
-            "docker compose exec restore permafrost pitr --latest "
-            f"--base {record.id} --target-db {record.database}_recovered"
-        )
-    return (
-        f"docker compose exec restore permafrost restore {record.id} "
-        f"--target-db {record.database}_restored"
-    )
+        target = free_target(current.source, f"{record.database}_recovered")
+        return f"{command} pitr --latest --base {record.id} --target-db {target}"
+    target = free_target(current.source, f"{record.database}_restored")
+    return f"{command} restore {record.id} --target-db {target}"
+
+
+def _permafrost(monitor: MonitorSettings) -> str:
+    if monitor.mode != "native":
+        return "docker compose exec restore permafrost"
+    env_file = f"PERMAFROST_ENV_FILE={monitor.env_file} " if monitor.env_file else ""
+    return f"{env_file}.venv/bin/permafrost"
+
+
+def free_target(source: SourceSettings, wanted: str) -> str:
+    """`wanted`, or `wanted_2`, … : the first the server lacks; a dated name when its
+    databases cannot be read (the command must not name one that may exist)."""
+    try:
+        with tools.connect(source, tools.cluster_database(source), autocommit=True) as conn:
+            taken = ddl.database_names(conn)
+    except errors.PermafrostError:
+        return f"{wanted}_{datetime.now(UTC):%Y%m%d}"
+    candidates = (wanted, *(f"{wanted}_{n}" for n in range(2, 1000)))
+    return next(name for name in candidates if name not in taken)
 
 
 def backups_page(

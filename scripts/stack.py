@@ -5,17 +5,22 @@
                                       metadata store, a local bucket, the three services,
                                       a first backup and a test restore
     python scripts/stack.py stop      stop the services and the throwaway PostgreSQL
-    python scripts/stack.py status    what runs, and `permafrost status`
+    python scripts/stack.py status    what runs, since when, restarts, and `permafrost status`
+    python scripts/stack.py supervise the supervisor `up` starts (scripts/stack_supervisor.py)
 
 Everything lives under PERMAFROST_HOME (default .permafrost/): the cluster (pg/), the bucket
-(bucket/), logs (logs/), pid files (run/) and the resolved settings the services read
-(permafrost.env). Running `up` twice changes nothing: what runs is left running, what exists is
-reused, and the first backup and test restore are taken only once.
+(bucket/), logs (logs/), pid and state files (run/), caught mail (mail/) and the resolved
+settings the services read (permafrost.env). Running `up` twice changes nothing: what runs is
+left running, what exists is reused, and the first backup and test restore are taken only once;
+what changed in .env is applied by restarting the services that read it.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import hashlib
+import json
 import os
 import pwd
 import re
@@ -30,6 +35,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the env-file reader, also when run by a Python without the venv
+
+import stack_supervisor as supervisor  # noqa: E402  (beside this file)
+
+from permafrost.config.envfile import load_env_file  # noqa: E402
+from permafrost.errors import ConfigError  # noqa: E402
+
 HOME = Path(os.environ.get("PERMAFROST_HOME", ROOT / ".permafrost")).resolve()
 ENV_FILE = Path(os.environ.get("PERMAFROST_DOTENV", ROOT / ".env"))
 VENV_BIN = Path(sys.executable).parent
@@ -52,23 +64,23 @@ def say(text: str) -> None:
     print(f"setup: {text}", file=sys.stderr, flush=True)
 
 
-def die(text: str) -> None:
+def die(text: str, code: int = 1) -> None:
     print(f"setup: error: {text}", file=sys.stderr)
-    sys.exit(1)
+    sys.exit(code)
 
 
 # --- .env ---------------------------------------------------------------------------------------
 
 
 def read_env(path: Path) -> dict[str, str]:
-    values: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                name, _, value = line.partition("=")
-                values[name.strip()] = value.strip().strip("'\"")
-    return values
+    """.env as `--env-file` reads it: a malformed line stops set-up (exit 2, as a bad setting)."""
+    if not path.exists():
+        return {}
+    try:
+        return load_env_file(str(path))
+    except ConfigError as exc:
+        die(f"{exc}; fix or remove that line and run ./setup.sh again", 2)
+        raise
 
 
 def set_env_values(path: Path, values: dict[str, str]) -> None:
@@ -152,8 +164,13 @@ def pg_bin() -> Path:
     return found[0] / "bin"
 
 
-def as_owner() -> list[str]:
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+def as_owner() -> dict[str, object]:
+    """subprocess's arguments that run a PostgreSQL program as postgres when we are root (initdb
+    and postgres refuse root); no runuser, which is not on every PATH."""
+    if os.geteuid() != 0:
+        return {}
+    owner = pwd.getpwnam("postgres")
+    return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
 
 
 def cluster_port(env: dict[str, str]) -> int:
@@ -175,7 +192,6 @@ def start_cluster(env: dict[str, str]) -> None:
         say(f"creating a throwaway PostgreSQL cluster in {data}")
         initdb = subprocess.run(
             [
-                *as_owner(),
                 str(pg_bin() / "initdb"),
                 "-D",
                 str(data),
@@ -190,6 +206,8 @@ def start_cluster(env: dict[str, str]) -> None:
             ],
             capture_output=True,
             text=True,
+            cwd="/",
+            **as_owner(),
         )
         if initdb.returncode != 0:
             last = (initdb.stderr.strip().splitlines() or ["no output"])[-1]
@@ -212,9 +230,11 @@ def start_cluster(env: dict[str, str]) -> None:
         shutil.chown(log, "postgres")
         shutil.chown(log.parent, "postgres")
     subprocess.run(
-        [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"],
+        [str(pg_bin() / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "start"],
         check=True,
         capture_output=True,
+        cwd="/",
+        **as_owner(),
     )
     say(f"PostgreSQL is running on 127.0.0.1:{port}")
 
@@ -223,8 +243,10 @@ def running_cluster(data: Path) -> bool:
     if not (data / "PG_VERSION").exists():
         return False
     result = subprocess.run(
-        [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "status"],
+        [str(pg_bin() / "pg_ctl"), "-D", str(data), "status"],
         capture_output=True,
+        cwd="/",
+        **as_owner(),
     )
     return result.returncode == 0
 
@@ -233,9 +255,11 @@ def stop_cluster() -> None:
     data = HOME / "pg" / "data"
     if running_cluster(data):
         subprocess.run(
-            [*as_owner(), str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            [str(pg_bin() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
             check=False,
             capture_output=True,
+            cwd="/",
+            **as_owner(),
         )
         say("PostgreSQL stopped")
 
@@ -282,6 +306,7 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     # As with docker compose, a variable set in the shell wins over .env.
     values = {k: os.environ.get(k, v) for k, v in env.items()}
     values = {k: v for k, v in values.items() if v}
+    values.pop("PERMAFROST_ENV_FILE", None)  # the services read this file: it is theirs
     port = cluster_port(values)
     local = f"postgresql://postgres:{env['METADATA_PASSWORD']}@127.0.0.1:{port}"
     own_source = not (values.get("DATABASE_URL") or values.get("DB_HOST"))
@@ -289,25 +314,74 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     if own_source:
         values["DATABASE_URL"] = f"{local}/shop"
         values["DB_NAME"] = "shop"
-        values.pop("DB_PASSWORD", None)
+        for name in ("DB_HOST", "DB_PORT", "DB_USER", "DB_PASSWORD"):
+            values.pop(name, None)  # DATABASE_URL says them: no second opinion
     if own_metadata:
         values["METADATA_DATABASE_URL"] = f"{local}/permafrost"
     if not (values.get("STORAGE_URL") or values.get("DO_SPACES_BUCKET") or values.get("S3_BUCKET")):
         values["STORAGE_URL"] = f"file://{HOME / 'bucket'}"
-    values.setdefault(
-        "MONITOR_PUBLIC_URL", f"http://localhost:{values.get('MONITOR_PORT', '8090')}"
-    )
+    if not values.get("SMTP_HOST"):  # the local catcher, so that alert emails can be read
+        values.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(mail_port()), SMTP_TLS="none")
+        values.setdefault("ALERT_EMAIL", "oncall@localhost")
+        for name in ("SMTP_USER", "SMTP_PASSWORD"):
+            values.pop(name, None)
+    values["PERMAFROST_MODE"] = "native"  # the monitor's pages give native commands
     values.setdefault("RESTORE_TMPDIR", str(HOME / "tmp"))
     values.setdefault("WAL_SPOOL_DIR", str(HOME / "wal-spool"))
     values.setdefault("MONITOR_STATE_DIR", str(HOME / "monitor-state"))
     return values, own_source, own_metadata
 
 
-def write_settings(values: dict[str, str]) -> Path:
+def mail_port() -> int:
+    """The catcher's port: chosen free once, then kept (a new one would restart every service)."""
+    path = HOME / "run" / "mail.port"
+    if path.exists():
+        return int(path.read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port
+
+
+def write_settings(values: dict[str, str]) -> tuple[Path, list[str]]:
+    """permafrost.env, and the names of the variables that differ from what it held."""
     path = HOME / "permafrost.env"
+    before = load_env_file(str(path)) if path.exists() else {}
     path.write_text("".join(f"{k}={v}\n" for k, v in sorted(values.items())))
     path.chmod(0o600)
-    return path
+    changed = sorted(k for k in {*before, *values} if before.get(k) != values.get(k))
+    return path, changed if before else []
+
+
+def service_env(settings_file: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "HOME": os.environ.get("HOME", str(HOME)),
+        "PERMAFROST_ENV_FILE": str(settings_file),
+        "PERMAFROST_STACK": str(HOME),  # marks every process of this stack, children included
+        "LANG": "C.UTF-8",
+    }
+
+
+def service_specs(settings_file: Path, values: dict[str, str]) -> dict[str, dict[str, object]]:
+    """What the supervisor runs; `digest` changes when what a service reads changes."""
+    settings_digest = hashlib.sha256(settings_file.read_bytes()).hexdigest()
+    env = service_env(settings_file)
+    specs: dict[str, dict[str, object]] = {
+        name: {"argv": [PERMAFROST, *args], "env": env, "cwd": str(HOME), "digest": settings_digest}
+        for name, args in SERVICES.items()
+    }
+    if values.get("SMTP_HOST") == "127.0.0.1" and (HOME / "run" / "mail.port").exists():
+        argv = [sys.executable, str(ROOT / "scripts" / "mailcatcher.py")]
+        argv += [values["SMTP_PORT"], str(HOME / "mail")]
+        specs["mail"] = {"argv": argv, "env": env, "cwd": str(HOME), "digest": " ".join(argv)}
+    return specs
+
+
+def supervisor_pid() -> int | None:
+    return pid_of("supervisor")
 
 
 def pid_of(name: str) -> int | None:
@@ -320,35 +394,67 @@ def pid_of(name: str) -> int | None:
         return None
 
 
-def service_env(settings_file: Path) -> dict[str, str]:
-    return {
-        "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "HOME": os.environ.get("HOME", str(HOME)),
-        "PERMAFROST_ENV_FILE": str(settings_file),
-        "LANG": "C.UTF-8",
-    }
+def service_state(name: str) -> dict[str, object]:
+    try:
+        state: dict[str, object] = json.loads((HOME / "run" / f"{name}.state").read_text())
+    except (OSError, ValueError):
+        return {}
+    return state
 
 
-def start_services(settings_file: Path) -> None:
-    (HOME / "run").mkdir(parents=True, exist_ok=True)
-    (HOME / "logs").mkdir(parents=True, exist_ok=True)
-    (HOME / "tmp").mkdir(parents=True, exist_ok=True)
-    for name, args in SERVICES.items():
-        if pid_of(name):
+def start_services(settings_file: Path, values: dict[str, str], changed: list[str]) -> None:
+    for directory in ("run", "logs", "tmp", "mail"):
+        (HOME / directory).mkdir(parents=True, exist_ok=True)
+    specs = service_specs(settings_file, values)
+    before = {name: service_state(name) for name in specs}
+    spec_file = HOME / "run" / "services.json"
+    spec_file.with_suffix(".tmp").write_text(json.dumps(specs, indent=1))
+    spec_file.with_suffix(".tmp").rename(spec_file)
+    pid = supervisor_pid()
+    if pid is None:
+        start_supervisor()
+    else:
+        stale = [n for n in specs if before[n].get("digest") != specs[n]["digest"]]
+        failed = [n for n in specs if before[n].get("state") == "failed"]
+        if changed and stale:
+            say(f".env changed ({', '.join(changed)}): restarting {', '.join(stale)}")
+        for name in failed:
+            say(f"{name} had been given up on: starting it again")
+        for name in [n for n in specs if n not in stale + failed]:
             say(f"{name} is already running (pid {pid_of(name)})")
-            continue
-        log = (HOME / "logs" / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [PERMAFROST, *args],
-            env=service_env(settings_file),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=HOME,
-        )
-        (HOME / "run" / f"{name}.pid").write_text(f"{proc.pid}\n")
-        say(f"started {name} (pid {proc.pid}, log {HOME / 'logs' / (name + '.log')})")
+        os.kill(pid, signal.SIGHUP)
+    wait_for_services(specs)
+
+
+def start_supervisor() -> None:
+    log = (HOME / "logs" / "supervisor.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "supervise"],
+        env={**os.environ, "PERMAFROST_HOME": str(HOME), "PERMAFROST_STACK": str(HOME)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=HOME,
+    )
+    say(f"started the supervisor (pid {proc.pid}, log {HOME / 'logs' / 'supervisor.log'})")
+
+
+def wait_for_services(specs: dict[str, dict[str, object]]) -> None:
+    """Until the supervisor runs each service as its spec says, or says it gave up."""
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        states = {name: service_state(name) for name in specs}
+        if all(s.get("digest") == specs[n]["digest"] and s.get("pid") for n, s in states.items()):
+            for name, state in states.items():
+                if state.get("restarts") == 0 and state.get("state") == "running":
+                    say(f"{name} is running (pid {state['pid']}, log {HOME / 'logs' / name}.log)")
+            return
+        for name, state in states.items():
+            if state.get("state") == "failed":
+                die(f"{name} does not stay up: {state.get('note')}")
+        time.sleep(0.3)
+    die(f"the services did not start: see {HOME / 'logs' / 'supervisor.log'}")
 
 
 def permafrost(
@@ -358,12 +464,15 @@ def permafrost(
         [PERMAFROST, *args], env=service_env(settings_file), capture_output=True, text=True
     )
     if check and result.returncode != 0:
-        die(f"permafrost {' '.join(args)} failed: {result.stderr.strip()}")
+        die(
+            f"permafrost {' '.join(args)} failed: {result.stderr.strip()}",
+            2 if result.returncode == 2 else 1,
+        )
     return result
 
 
 def wait_for_monitor(port: str) -> None:
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=3) as r:
@@ -371,8 +480,8 @@ def wait_for_monitor(port: str) -> None:
                     return
         except OSError:
             pass
-        if not pid_of("monitor"):
-            die(f"the monitor exited: see {HOME / 'logs' / 'monitor.log'}")
+        if service_state("monitor").get("state") == "failed":
+            die(f"the monitor does not stay up: see {HOME / 'logs' / 'monitor.log'}")
         time.sleep(0.5)
     die(f"the monitor did not answer on port {port}: see {HOME / 'logs' / 'monitor.log'}")
 
@@ -384,9 +493,9 @@ def up() -> None:
     if own_source or own_metadata:
         start_cluster(env)
         prepare_databases(env, own_source, own_metadata)
-    settings_file = write_settings(values)
+    settings_file, changed = write_settings(values)
     permafrost(settings_file, "init")
-    start_services(settings_file)
+    start_services(settings_file, values, changed)
     port = values.get("MONITOR_PORT", "8090")
     wait_for_monitor(port)
     first = HOME / "first-backup.done"
@@ -399,12 +508,18 @@ def up() -> None:
         )
         first.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     user = values.get("DASHBOARD_USER", "")
+    mail = (
+        f"{HOME / 'mail'}/ (one .eml file per email: SMTP_HOST is not set)"
+        if "mail" in service_specs(settings_file, values)
+        else f"sent through {values.get('SMTP_HOST')}"
+    )
     print(
         f"""
 Permafrost is running (native mode: no Docker engine here).
   dashboard   http://localhost:{port}/   (user {user or "-"}, password: DASHBOARD_PASSWORD in .env)
+  alert mail  {mail}
   settings    {settings_file}
-  logs        {HOME / "logs"}/scheduler.log, monitor.log, restore.log
+  logs        {HOME / "logs"}/scheduler.log, monitor.log, restore.log, supervisor.log
 
 Next:
   export PERMAFROST_ENV_FILE={settings_file}
@@ -418,30 +533,87 @@ Next:
 
 
 def stop() -> None:
-    for name in SERVICES:
-        pid = pid_of(name)
-        if pid is None:
-            continue
-        os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 60
-        while pid_of(name) and time.monotonic() < deadline:
+    """The supervisor stops each service's process group; then whatever is left is stopped."""
+    names = [*SERVICES, "mail"]
+    ran = [name for name in names if (HOME / "run" / f"{name}.pid").exists()]
+    pid = supervisor_pid()
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 150
+        while pid_of("supervisor") and time.monotonic() < deadline:
             time.sleep(0.3)
-        if pid_of(name):
-            os.killpg(pid, signal.SIGKILL)
-        (HOME / "run" / f"{name}.pid").unlink(missing_ok=True)
+        if pid_of("supervisor"):
+            os.kill(pid, signal.SIGKILL)
+        (HOME / "run" / "supervisor.pid").unlink(missing_ok=True)
+        say("stopped the supervisor")
+    for name in names:  # a service's group, even when its leader is gone (kill -9)
+        path = HOME / "run" / f"{name}.pid"
+        try:
+            pgid = int(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if supervisor.group_alive(pgid):
+            supervisor.stop_group(pgid)
+        path.unlink(missing_ok=True)
+        (HOME / "run" / f"{name}.state").unlink(missing_ok=True)
+    for name in ran:
         say(f"stopped {name}")
+    for stray, command in strays():
+        say(f"killed a left-over process of this stack: pid {stray} ({command})")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stray, signal.SIGKILL)
     stop_cluster()
 
 
+def strays() -> list[tuple[int, str]]:
+    """Processes that carry this stack's mark (PERMAFROST_STACK) but left their group."""
+    mark = f"PERMAFROST_STACK={HOME}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                found.append((int(entry.name), command.strip()[:80]))
+        except OSError:
+            continue
+    return found
+
+
 def status() -> int:
-    for name in SERVICES:
-        pid = pid_of(name)
-        print(f"{name:10} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    ok = True
+    pid = supervisor_pid()
+    print(
+        f"{'supervisor':10} running (pid {pid}): restarts a service that exits"
+        if pid
+        else f"{'supervisor':10} stopped: nothing restarts a service that exits (run ./setup.sh)"
+    )
+    for name in [*SERVICES, "mail"]:
+        state = service_state(name)
+        if name == "mail" and not state:
+            continue
+        alive = bool(state.get("pid")) and pid_of(name) is not None
+        ok = ok and alive and state.get("state") == "running"
+        print(f"{name:10} {describe(state, alive)}")
     settings_file = HOME / "permafrost.env"
     if settings_file.exists():
         result = permafrost(settings_file, "status", check=False)
         print(result.stdout.strip() or result.stderr.strip())
-    return 0 if all(pid_of(n) for n in SERVICES) else 1
+    return 0 if ok and pid else 1
+
+
+def describe(state: dict[str, object], alive: bool) -> str:
+    restarts = int(str(state.get("restarts") or 0))
+    count = f"{restarts} restart{'s' if restarts != 1 else ''}"
+    if state.get("state") == "failed":
+        return f"failed: {state.get('note')}"
+    if state.get("state") == "restarting":
+        return f"restarting ({state.get('note')}; {count})"
+    if not alive:
+        return "stopped"
+    last = f"; last: {state.get('note')}" if state.get("note") else ""
+    return f"running (pid {state.get('pid')}) since {state.get('since')}, {count}{last}"
 
 
 def main() -> int:
@@ -457,6 +629,8 @@ def main() -> int:
         stop()
     elif command == "status":
         return status()
+    elif command == "supervise":
+        return supervisor.Supervisor(HOME).run()
     else:
         die(f"unknown command {command!r}")
     return 0

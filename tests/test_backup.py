@@ -85,7 +85,7 @@ def test_it_backs_up_every_configured_database(
     env: dict[str, str], pg: Cluster, source_db: str
 ) -> None:
     second = make_sample_database(pg)
-    env = {**env, "DB_NAME": f"{source_db},{second}"}
+    env = {**env, "DATABASE_URL": pg.url(""), "DB_NAME": f"{source_db},{second}"}
     records = loads(run(env, "backup", "--json", "--tier", "compliance").stdout)
     assert sorted(r["database"] for r in records) == sorted([source_db, second])
     assert {r["tier"] for r in records} == {"compliance"}

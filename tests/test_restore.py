@@ -68,7 +68,7 @@ def test_drop_existing_replaces_after_a_safety_backup_that_restores(
     assert len(safety) == 1 and safety[0]["tags"] == ["safety-backup"]
     assert f"safety backup {safety[0]['id']}" in result.stdout
 
-    env_target = {**env, "DB_NAME": target}
+    env_target = {**env, "DATABASE_URL": pg.url(target), "DB_NAME": target}
     run(env_target, "restore", safety[0]["id"], "--target-db", f"{target}_undo")
     assert pg.execute("SELECT v FROM keep_me", f"{target}_undo") == [("precious",)]
     pg.drop_database(f"{target}_undo")

@@ -85,7 +85,12 @@ def test_a_run_missed_many_times_is_found_once() -> None:
 
 
 def test_scheduler_check_prints_the_schedules_and_refuses_a_bad_one(env: dict[str, str]) -> None:
-    result = run({**env, "DB_NAME": "shop,crm", "WAL_ARCHIVING": "push"}, "scheduler", "--check")
+    server = env["DATABASE_URL"].rsplit("/", 1)[0]  # DB_NAME lists the databases
+    result = run(
+        {**env, "DATABASE_URL": server, "DB_NAME": "shop,crm", "WAL_ARCHIVING": "push"},
+        "scheduler",
+        "--check",
+    )
     lines = result.stdout.splitlines()
     assert "backup:shop: 0 2 * * * (BACKUP_SCHEDULE)" in lines
     assert "compliance_backup:crm: 0 1 1 * * (COMPLIANCE_SCHEDULE)" in lines

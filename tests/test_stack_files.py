@@ -154,3 +154,14 @@ def test_setup_fills_env_so_the_local_profile_has_everything_it_requires(tmp_pat
         capture_output=True,
     )
     assert dotenv.read_text() == before  # twice changes nothing
+
+
+def test_links_in_emails_follow_monitor_port_when_env_example_is_copied(tmp_path: Path) -> None:
+    from permafrost.config.envfile import load_env_file
+    from permafrost.config.settings import Settings
+
+    values = load_env_file(str(ROOT / ".env.example"))
+    settings = Settings.from_env({**values, "MONITOR_PORT": "9123"})
+    assert settings.monitor.public_url == "http://localhost:9123"
+    chosen = Settings.from_env({**values, "MONITOR_PUBLIC_URL": "https://backups.example.com/"})
+    assert chosen.monitor.public_url == "https://backups.example.com"

@@ -132,6 +132,26 @@ def parse_duration(text: str) -> int | None:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def refuse_conflict(
+    what: str, first: tuple[str, object | None], second: tuple[str, object | None], *, secret: bool
+) -> None:
+    """Refuse two variables that both say `what` and disagree: neither may quietly win.
+
+    `first` and `second` are (variable, value); a value of None is unset and agrees with all.
+    """
+    (first_name, first_value), (second_name, second_value) = first, second
+    if first_value is None or second_value is None or first_value == second_value:
+        return
+
+    def shown(value: object) -> str:
+        return "'********'" if secret else repr(value)
+
+    raise ConfigError(
+        f"conflicting settings: {first_name} says {what} {shown(first_value)} but {second_name} "
+        f"says {shown(second_value)}; remove one of them or make them agree"
+    )
+
+
 def checked_name(variable: str, name: str) -> str:
     """`name`, unless it is not a usable name; then a refusal naming `variable`."""
     if not valid_name(name):

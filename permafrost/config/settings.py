@@ -7,7 +7,8 @@ is `config.envfile`.
 
 The reference deployment's names (`DB_*`, `DO_SPACES_*`, `SMTP_*`, `ALERT_EMAIL`,
 `BACKUP_ENCRYPTION_KEY`) are read as they are; generic names (`DATABASE_URL`, `STORAGE_URL`,
-`S3_*`) stand beside them and win when both are set.
+`S3_*`) stand beside them; where both are set they must agree (`env.refuse_conflict`), since
+a name that quietly wins backs up, or stores into, something the operator did not name.
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class MonitorSettings:
     webhook_url: Secret | None = None
     healthcheck_ping_url: Secret | None = None
     state_dir: str = "~/.permafrost/monitor-state"  # what it sent without the metadata store
+    mode: str = "compose"  # how the stack runs (compose, native): which commands pages offer
+    env_file: str | None = None  # the settings file the services read (native mode)
 
 
 @dataclass(frozen=True)
@@ -293,6 +296,8 @@ def _monitor(env: Env) -> MonitorSettings:
         webhook_url=env.secret("ALERT_WEBHOOK_URL"),
         healthcheck_ping_url=env.secret("HEALTHCHECK_PING_URL"),
         state_dir=env.text("MONITOR_STATE_DIR") or "~/.permafrost/monitor-state",
+        mode=env.choice("PERMAFROST_MODE", ("compose", "native"), "compose"),
+        env_file=env.text("PERMAFROST_ENV_FILE"),
     )
 
 

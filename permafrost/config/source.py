@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from urllib.parse import unquote, urlsplit
 
-from permafrost.config.env import Env, Secret, checked_name
+from permafrost.config.env import Env, Secret, checked_name, refuse_conflict
 from permafrost.errors import ConfigError
 
 
@@ -34,13 +34,14 @@ class SourceSettings:
 
 
 def source_settings(env: Env) -> SourceSettings:
-    """The source server: `DATABASE_URL` first, the `DB_*` names filling what it leaves out."""
+    """The source server: `DATABASE_URL`, or the `DB_*` names; with both, the `DB_*` names fill
+    what the URL leaves out and must agree with what it says."""
     url = env.secret("DATABASE_URL")
     if url is not None:
         return _source_from_url(env, url.reveal())
     return SourceSettings(
         host=env.text("DB_HOST"),
-        port=env.integer("DB_PORT", 5432, minimum=1) if env.text("DB_PORT") else None,
+        port=_db_port(env),
         user=env.text("DB_USER"),
         password=env.secret("DB_PASSWORD"),
         databases=_databases(env.text("DB_NAME")),
@@ -49,12 +50,45 @@ def source_settings(env: Env) -> SourceSettings:
 
 def _source_from_url(env: Env, url: str) -> SourceSettings:
     source = source_from_url(url, "DATABASE_URL")
+    _refuse_conflicts(env, source)
     return replace(
         source,
+        host=source.host or env.text("DB_HOST"),
+        port=source.port or _db_port(env),
         user=source.user or env.text("DB_USER"),
         password=source.password or env.secret("DB_PASSWORD"),
-        databases=_databases(env.text("DB_NAME")) or source.databases,
+        databases=source.databases or _databases(env.text("DB_NAME")),
     )
+
+
+def _refuse_conflicts(env: Env, url: SourceSettings) -> None:
+    """DATABASE_URL and a `DB_*` name that says otherwise: refused, whichever would have won."""
+    checks = (
+        ("database", ",".join(url.databases) or None, "DB_NAME", _names(env)),
+        ("host", url.host, "DB_HOST", env.text("DB_HOST")),
+        ("port", url.port, "DB_PORT", _db_port(env)),
+        ("user", url.user, "DB_USER", env.text("DB_USER")),
+    )
+    for what, ours, name, theirs in checks:
+        refuse_conflict(what, ("DATABASE_URL", ours), (name, theirs), secret=False)
+    refuse_conflict(
+        "password",
+        ("DATABASE_URL", url.password.reveal() if url.password else None),
+        ("DB_PASSWORD", _revealed(env.secret("DB_PASSWORD"))),
+        secret=True,
+    )
+
+
+def _names(env: Env) -> str | None:
+    return ",".join(_databases(env.text("DB_NAME"))) or None
+
+
+def _db_port(env: Env) -> int | None:
+    return env.integer("DB_PORT", 5432, minimum=1) if env.text("DB_PORT") else None
+
+
+def _revealed(secret: Secret | None) -> str | None:
+    return secret.reveal() if secret is not None else None
 
 
 def source_from_url(url: str, name: str) -> SourceSettings:

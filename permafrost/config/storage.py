@@ -1,7 +1,7 @@
 """Where the backups go: `STORAGE_URL` (s3:// or file://) and how to speak to the bucket.
 
 The reference deployment's `DO_SPACES_*` names are read as they are; the generic `S3_*` names
-stand beside them and win when both are set.
+stand beside them. Set both and they must agree: neither quietly wins.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from permafrost.config.env import Env, Secret
+from permafrost.config.env import Env, Secret, refuse_conflict
 from permafrost.errors import ConfigError
 
 PROVIDERS = ("aws", "spaces", "minio", "generic")
@@ -52,6 +52,7 @@ class StorageSettings:
 
 
 def storage_settings(env: Env) -> StorageSettings:
+    _refuse_conflicts(env)
     url = _storage_url(env)
     provider = env.choice("S3_PROVIDER", PROVIDERS, _default_provider(env))
     return StorageSettings(
@@ -69,6 +70,42 @@ def storage_settings(env: Env) -> StorageSettings:
         part_size=_part_size(env),
         concurrency=env.integer("UPLOAD_CONCURRENCY", 4, minimum=1),
     )
+
+
+def _refuse_conflicts(env: Env) -> None:
+    url = env.text("STORAGE_URL")
+    said = urlsplit(url).netloc if url and urlsplit(url).scheme == "s3" else url
+    for name in ("DO_SPACES_BUCKET", "S3_BUCKET"):
+        refuse_conflict("bucket", ("STORAGE_URL", said), (name, env.text(name)), secret=False)
+    for generic, reference, secret in (
+        ("S3_BUCKET", "DO_SPACES_BUCKET", False),
+        ("S3_REGION", "DO_SPACES_REGION", False),
+        ("S3_ACCESS_KEY_ID", "DO_SPACES_KEY", True),
+        ("S3_SECRET_ACCESS_KEY", "DO_SPACES_SECRET", True),
+    ):
+        refuse_conflict(
+            generic.removeprefix("S3_").lower().replace("_", " "),
+            (generic, _value(env, generic, secret)),
+            (reference, _value(env, reference, secret)),
+            secret=secret,
+        )
+    endpoints = [
+        (n, _normal_endpoint(env.text(n))) for n in ("S3_ENDPOINT_URL", "DO_SPACES_ENDPOINT")
+    ]
+    refuse_conflict("endpoint", endpoints[0], endpoints[1], secret=False)
+
+
+def _value(env: Env, name: str, secret: bool) -> str | None:
+    if not secret:
+        return env.text(name)
+    value = env.secret(name)
+    return value.reveal() if value is not None else None
+
+
+def _normal_endpoint(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    return (endpoint if "://" in endpoint else "https://" + endpoint).rstrip("/")
 
 
 def _storage_url(env: Env) -> str:

@@ -29,6 +29,16 @@ def database_exists(conn: psycopg.Connection, database: str) -> bool:
     return row is not None
 
 
+def database_names(conn: psycopg.Connection) -> set[str]:
+    """Every database on the server (a name a restore should not take)."""
+    import psycopg  # imported here: commands that never connect start faster without it
+
+    try:
+        return {row[0] for row in conn.execute("SELECT datname FROM pg_database").fetchall()}
+    except psycopg.Error as exc:
+        raise TargetError(f"cannot list the databases: {first_line(exc)}") from None
+
+
 def relation_exists(conn: psycopg.Connection, name: str) -> bool:
     found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
     return bool(found and found[0])
