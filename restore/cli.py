@@ -27,7 +27,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
-    p.add_argument("--status", choices=("running", "completed", "failed"))
+    p.add_argument("--status", choices=("running", "completed", "failed", "interrupted"))
     p.add_argument("--limit", type=_positive, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=list_backups)

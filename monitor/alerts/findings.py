@@ -18,6 +18,7 @@ FAMILIES = (
     "backup_stale",
     "scheduler_dead",
     "verification_failed",
+    "verify_config",
     "wal_lag",
     "wal_gap",
     "backup_size",

@@ -25,6 +25,7 @@ def page_of_backups(
     catalog: Catalog, filters: dict[str, str], page: int, per_page: int
 ) -> tuple[list[BackupRecord], int]:
     """One page of backups, newest first, and how many match in all."""
+    catalog.settle_interrupted()
     where = [f"{name} = %s" for name in FILTERS if filters.get(name)]
     params: list[Any] = [filters[name] for name in FILTERS if filters.get(name)]
     if not filters.get("status"):
@@ -63,19 +64,21 @@ SELECT d.database, k.kind,
             FROM pairs d JOIN LATERAL (SELECT d.kind) k ON true
             LEFT JOIN LATERAL (
                 SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
-                  AND b.status = 'completed'
+                  AND b.status = 'completed' AND b.purpose = 'backup'
                 ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) ok ON true
             LEFT JOIN LATERAL (
                 SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
-                  AND b.status = 'failed'
-                ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) bad ON true
+                  AND b.status IN ('failed', 'interrupted') AND b.purpose = 'backup'
+                ORDER BY b.started_at DESC LIMIT 1) bad ON true
             WHERE ok.id IS NOT NULL OR bad.id IS NOT NULL
             ORDER BY k.kind DESC, d.database
             """
 
 
 def databases(catalog: Catalog) -> list[dict[str, Any]]:
-    """Per database and kind: the newest completed and failed backup, and verification state."""
+    """Per database and kind: the newest completed and failed (or interrupted) backup, and
+    verification state. Safety backups are not a database's own: they make no card."""
+    catalog.settle_interrupted()
     with db_errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(DATABASES_SQL).fetchall()
 
