@@ -69,6 +69,7 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
         "verified_at": record.verified_at.isoformat() if record.verified_at else None,
         "manifest_key": record.manifest_key,
         "error": record.error,
+        "purpose": "safety" if record.is_safety else "backup",
     }
     physical = (record.manifest or {}).get("physical")
     if physical:

@@ -176,6 +176,14 @@ class BackupRows(Rows):
             )
             return {row[0] for row in rows}
 
+    def safety_ids(self) -> frozenset[str]:
+        """The safety backups (taken by restores) that the bucket still holds."""
+        with self._errors("list safety backups"):
+            rows = self.conn.execute(
+                "SELECT id FROM backups WHERE purpose = 'safety' AND status = 'completed'"
+            )
+            return frozenset(row[0] for row in rows)
+
     def mark_deleted(self, backup_id: str) -> None:
         with self._errors("record deletion"):
             self.conn.execute(

@@ -89,7 +89,7 @@ def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
         return cur.execute(
             "SELECT database, kind, started_at, size_bytes,"
             " extract(epoch FROM finished_at - started_at)::float AS seconds"
-            " FROM backups WHERE status = 'completed' AND started_at >= %s"
+            " FROM backups WHERE status = 'completed' AND purpose = 'backup' AND started_at >= %s"
             " ORDER BY started_at LIMIT 5000",
             (since,),
         ).fetchall()
@@ -111,7 +111,8 @@ def newest_completed(
     ):
         return cur.execute(
             "SELECT * FROM backups WHERE status = 'completed' AND kind = 'logical'"
-            f"{check} AND (%s::text IS NULL OR database = %s) ORDER BY started_at DESC LIMIT 1",
+            f" AND purpose = 'backup'{check} AND (%s::text IS NULL OR database = %s)"
+            " ORDER BY started_at DESC LIMIT 1",
             (database, database),
         ).fetchone()
 
