@@ -96,6 +96,7 @@ def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
 
 
 def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
+    catalog.settle_interrupted()  # a killed backup's run is aborted, not "running now"
     with db_errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
 
