@@ -74,6 +74,10 @@ def test_another_storage_url_is_could_not_verify_too(env: dict[str, str]) -> Non
     shown = state(env, record["id"])
     assert shown["status"] == "completed" and shown["verification"] is None
     assert [v["setting"] for v in shown["verifications"]] == ["STORAGE_URL"]
+    every = run(elsewhere, "verify", "--all-unverified", check=False)
+    assert every.returncode == 3, "a setting, not a corrupt backup (exit 5)"
+    assert "FAILED" not in every.stdout and "STORAGE_URL" in every.stderr
+    assert state(env, record["id"])["verification"] is None
 
 
 def test_the_restore_workers_verification_with_a_wrong_key_leaves_the_backup_as_it_was(

@@ -27,7 +27,7 @@ SELECT database, tier,
        min(started_at) FILTER (WHERE status = 'completed') AS oldest,
        max(started_at) FILTER (WHERE status = 'completed') AS newest,
        max(verified_at) FILTER (WHERE verification_status = 'verified') AS last_verified,
-       count(*) FILTER (WHERE status = 'failed') AS failed
+       count(*) FILTER (WHERE status IN ('failed', 'interrupted')) AS failed
 FROM backups WHERE status <> 'deleted'
 GROUP BY database, tier ORDER BY database, tier
 """
