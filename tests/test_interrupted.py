@@ -68,6 +68,12 @@ def test_it_shows_a_killed_backup_as_interrupted_and_verify_says_it_never_comple
     # The dashboard's reads say so first (nothing else has looked since the kill).
     settings = Settings.from_env({**env, "DB_NAME": source_db})
     client = create_app(settings, evaluate=False).test_client()
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert (
+        f'permafrost_backups{{database="{source_db}",status="interrupted",tier="standard"}} 1.0'
+        in metrics
+    )
+    assert f'permafrost_backup_last_failure_timestamp_seconds{{database="{source_db}"' in metrics
     [served] = client.get("/backups").json["backups"]
     assert served["id"] == alive["id"] and served["status"] == "interrupted"
     page = client.get("/backups", headers={"Accept": "text/html"}).get_data(as_text=True)

@@ -90,6 +90,7 @@ WHERE n_database <= %(n)s OR n_all <= %(n)s
 def backup_groups(catalog: Catalog) -> list[tuple[Any, ...]]:
     """Per database, kind, tier and status: the count, the newest finish, and for completed
     groups the newest backup's and the newest verified backup's facts (see _BACKUPS)."""
+    catalog.settle_interrupted()
     with db_errors("read the metrics"):
         return catalog.conn.execute(_BACKUPS).fetchall()
 
