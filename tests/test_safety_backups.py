@@ -27,14 +27,24 @@ def denv(env: dict[str, str], source_db: str) -> dict[str, str]:
     return {**env, "DB_NAME": source_db, "MONITOR_API_TOKEN": TOKEN}
 
 
-def safety_backup(denv: dict[str, str], pg: Cluster, source_db: str) -> tuple[str, dict[str, Any]]:
+def safety_backup(
+    denv: dict[str, str], source_db: str, *, own_backup: bool = False
+) -> tuple[str, dict[str, Any]]:
     """A restore over an existing database, which takes a safety backup of it first."""
     target = f"{source_db}_restored"
     run(denv, "backup")
     run(denv, "restore", "latest", "--target-db", target)
+    own: dict[str, Any] = {"id": None}
+    if own_backup:
+        both = {**denv, "DB_NAME": f"{source_db},{target}"}
+        own = loads(run(both, "backup", "--database", target, "--json").stdout)
     run(denv, "restore", "latest", "--database", source_db, "--target-db", target,
         "--drop-existing", "--yes")  # fmt: skip
-    [safety] = [r for r in loads(run(denv, "list", "--json").stdout) if r["database"] == target]
+    [safety] = [
+        r
+        for r in loads(run(denv, "list", "--json").stdout)
+        if r["database"] == target and r["id"] != own["id"]
+    ]
     return target, safety
 
 
@@ -42,7 +52,7 @@ def test_it_marks_safety_backups_and_gives_them_no_card_and_no_staleness_alert(
     denv: dict[str, str], pg: Cluster, source_db: str
 ) -> None:
     try:
-        target, safety = safety_backup(denv, pg, source_db)
+        target, safety = safety_backup(denv, source_db)
         assert safety["purpose"] == "safety"
         listed = run(denv, "list").stdout
         [line] = [row for row in listed.splitlines() if row.startswith(safety["id"])]
@@ -64,6 +74,17 @@ def test_it_marks_safety_backups_and_gives_them_no_card_and_no_staleness_alert(
         retention = loads(run(denv, "retention", "--json").stdout)
         [kept] = [d for d in retention["backups"] if d["id"] == safety["id"]]
         assert kept["reasons"] == ["safety backup: 0 days old, under SAFETY_RETENTION_DAYS=14"]
+    finally:
+        pg.drop_database(f"{source_db}_restored")
+
+
+def test_latest_is_a_databases_own_backup_not_the_newer_safety_backup(
+    denv: dict[str, str], pg: Cluster, source_db: str
+) -> None:
+    try:
+        target, safety = safety_backup(denv, source_db, own_backup=True)
+        latest = loads(run(denv, "show", "latest", "--database", target, "--json").stdout)
+        assert latest["id"] != safety["id"] and latest["purpose"] == "backup"
     finally:
         pg.drop_database(f"{source_db}_restored")
 
