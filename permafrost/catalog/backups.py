@@ -50,20 +50,16 @@ _UPSERT = (
 # `list`, `show`, the dashboard and the alerts say so at once. Rows written before the session
 # was recorded (backend_pid NULL) count as alive while anyone holds the lock.
 _SETTLE_INTERRUPTED = """
-WITH gone AS (
-    UPDATE backups b SET status = 'interrupted', finished_at = now(),
-           error = coalesce(b.error, %(reason)s)
-    WHERE b.status = 'running' AND NOT EXISTS (
-        SELECT 1 FROM pg_locks l
-        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND l.classid = %(space)s::oid
-          AND l.objid = hashtext(b.kind || ':' || b.database)::oid
-          AND (b.backend_pid IS NULL OR l.pid = b.backend_pid))
-    RETURNING b.id
-)
-UPDATE job_runs j SET status = 'aborted', finished_at = now(), error = %(reason)s
-FROM gone WHERE j.backup_id = gone.id AND j.status = 'running'
+UPDATE backups b SET status = 'interrupted', finished_at = now(),
+       error = coalesce(b.error, %(reason)s)
+WHERE b.status = 'running' AND NOT EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = %(space)s::oid
+      AND l.objid = hashtext(b.kind || ':' || b.database)::oid
+      AND (b.backend_pid IS NULL OR l.pid = b.backend_pid))
+RETURNING b.id
 """
 
 
@@ -94,7 +90,14 @@ class BackupRows(Rows):
     def settle_interrupted(self) -> None:
         """Record as `interrupted` every `running` backup whose process is gone."""
         with self._errors("settle interrupted backups"):
-            self.conn.execute(_SETTLE_INTERRUPTED, {"reason": INTERRUPTED, "space": BACKUP_LOCK})
+            params = {"reason": INTERRUPTED, "space": BACKUP_LOCK}
+            gone = [row[0] for row in self.conn.execute(_SETTLE_INTERRUPTED, params)]
+            if gone:  # their runs are aborted (job_runs is only read when there are any)
+                self.conn.execute(
+                    "UPDATE job_runs SET status = 'aborted', finished_at = now(), error = %s"
+                    " WHERE backup_id = ANY(%s) AND status = 'running'",
+                    (INTERRUPTED, gone),
+                )
 
     def backup_failed(self, backup_id: str, error: str) -> None:
         with self._errors("record backup failure"):
