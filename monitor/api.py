@@ -24,10 +24,11 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
 from permafrost.backup.recovery import ASSUMED_RATE
+from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.catalog.schedulers import collect
-from permafrost.errors import CatalogUnavailable, StorageError
+from permafrost.errors import CatalogUnavailable, StorageError, UsageError
 
 blueprint = Blueprint("api", __name__)
 PER_PAGE = 50
@@ -251,6 +252,9 @@ def run_now() -> Any:
     if database is not None:
         if not isinstance(database, str) or not layout.valid_name(database):
             abort(400, "database must be a valid database name")
+        refused = _unconfigured(kind, database)
+        if refused is not None:
+            return refused
         payload["database" if kind == "logical" else "cluster"] = database
     tier = body.get("tier", "standard")
     if tier not in ("standard", "compliance"):
@@ -259,6 +263,26 @@ def run_now() -> Any:
         payload["tier"] = tier
     catalog().audit(actor(), "queue-backup", database or "all", {"by": _api_actor(), **payload})
     return queue("backup", payload, _api_actor())
+
+
+def _unconfigured(kind: str, name: str) -> Any:
+    """400 with the configured names for a database (or cluster) no backup is configured for."""
+    settings = stores().settings
+    try:
+        if kind == "logical":
+            refuse_unconfigured(settings.source, name)
+        elif name != settings.cluster_name:
+            raise UsageError(
+                f"cluster {name!r} is not configured: CLUSTER_NAME is {settings.cluster_name}"
+            )
+    except UsageError as exc:
+        configured = (
+            list(settings.source.databases) if kind == "logical" else [settings.cluster_name]
+        )
+        response = jsonify({"error": str(exc), "status": 400, "configured": configured})
+        response.status_code = 400
+        return response
+    return None
 
 
 def task_json(task: TaskRecord) -> dict[str, Any]:

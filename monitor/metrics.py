@@ -83,7 +83,7 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     newest: dict[tuple[str, str], list[_Newest]] = defaultdict(list)
     for db, kind, tier, status, count, last_at, *picked in store_metrics.backup_groups(catalog):
         snap.counts[(db, tier, status)] = snap.counts.get((db, tier, status), 0) + count
-        if status == "failed":
+        if status in ("failed", "interrupted"):  # interrupted: its process died mid-way
             snap.failures[(db, kind)] = max(last_at, snap.failures.get((db, kind), last_at))
         if picked[0] is not None:
             newest[(db, kind)].append(_Newest(*picked))
@@ -231,7 +231,8 @@ def _count_families(snap: _Snapshot) -> Iterator[Metric]:
 
     backups = GaugeMetricFamily(
         "permafrost_backups",
-        "Catalogued backups by database, tier and status (running, completed, failed, and "
+        "Catalogued backups by database, tier and status (running, completed, failed, "
+        "interrupted, and "
         "deleted: rows kept after retention or an operator removed the objects; only "
         'status="completed" exist in the bucket).',
         labels=["database", "tier", "status"],

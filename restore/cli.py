@@ -28,7 +28,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
-    p.add_argument("--status", choices=("running", "completed", "failed"))
+    p.add_argument("--status", choices=("running", "completed", "failed", "interrupted"))
     p.add_argument("--limit", type=_positive, default=None)
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=list_backups)
@@ -138,7 +138,7 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
             when(r.started_at),
             human_bytes(r.size_bytes) if r.size_bytes is not None else "-",
             r.verification_status or "-",
-            one_line(r.description, 40),
+            _described(r),
         ]
         for r in records
     ]
@@ -148,6 +148,13 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _described(record: BackupRecord) -> str:
+    """A backup's description, shortened; a safety backup's says whose it is, in full."""
+    if record.is_safety:
+        return f"safety backup of {record.database}"
+    return one_line(record.description, 40)
 
 
 def show(ctx: Context, args: argparse.Namespace) -> int:
@@ -189,6 +196,7 @@ def _print_record(record: BackupRecord) -> None:
         ("database", record.database),
         ("kind", record.kind),
         ("tier", record.tier),
+        ("purpose", f"safety backup of {record.database}" if record.is_safety else "backup"),
         ("status", record.status),
         ("started", when(record.started_at)),
         ("finished", when(record.finished_at)),

@@ -25,7 +25,7 @@ from permafrost.audit import actor
 from permafrost.backup.job import run_backup
 from permafrost.backup.lookup import load_manifest
 from permafrost.backup.request import BackupRequest
-from permafrost.catalog.records import BackupRecord
+from permafrost.catalog.records import SAFETY_TAG, BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, UsageError
 from permafrost.postgres import ddl
@@ -208,7 +208,7 @@ def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
     request = BackupRequest(
         database=plan.target.database,
         description=f"safety backup before restoring {plan.manifest.id} over it",
-        tags=("safety-backup",),
+        tags=(SAFETY_TAG,),  # a safety backup: no card, no staleness alert, its own retention
         source=plan.target.server,
     )
     manifest = run_backup(ctx, request)

@@ -18,7 +18,7 @@ from permafrost.errors import PermafrostError
 from permafrost.postgres import ddl
 from restore import target as targets
 from restore.engine import RestoreOptions, Say, execute, plan_restore
-from restore.verify import record_verification
+from restore.verify import record_failure, record_verification, refuse_unfinished
 
 SCRATCH_PREFIX = "permafrost_verify_"
 
@@ -43,13 +43,14 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
         jobs=ctx.settings.restore.jobs,
         record_checks=False,
     )
+    refuse_unfinished(record)
     started, clock = datetime.now(UTC), time.monotonic()
     plan = None
     try:
         plan = plan_restore(ctx, record, options)
         result = execute(ctx, plan, say)
     except PermafrostError as exc:
-        record_verification(ctx, record.id, "test_restore", started, str(exc), {})
+        record_failure(ctx, record.id, "test_restore", started, exc)
         raise
     finally:
         if plan is not None:

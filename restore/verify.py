@@ -21,13 +21,45 @@ from permafrost.backup.lookup import load_manifest
 from permafrost.catalog.records import BackupRecord
 from permafrost.config.settings import StorageSettings
 from permafrost.context import Context
-from permafrost.errors import IntegrityError, PermafrostError
+from permafrost.errors import (
+    BackupNotFound,
+    CatalogUnavailable,
+    EncryptionKeyError,
+    InsufficientSpace,
+    IntegrityError,
+    PermafrostError,
+    SourceError,
+    StorageError,
+    TargetError,
+    TargetExists,
+    ToolMissing,
+)
 from permafrost.postgres import tools as pgtools
 from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
 from permafrost.repo.config import Repository
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.reader import read_back
+
+# What a verification that could not run names as the setting to check: a configuration
+# problem is not an integrity result, and must not mark a good backup as corrupt.
+_SETTINGS: tuple[tuple[type[PermafrostError], str], ...] = (
+    (EncryptionKeyError, "BACKUP_ENCRYPTION_KEY"),
+    (StorageError, "STORAGE_URL"),  # no permafrost.json there, another bucket, unreachable
+    (ToolMissing, "PG_BIN_DIR"),
+    (InsufficientSpace, "RESTORE_TMPDIR"),
+    (TargetError, "VERIFY_DATABASE_URL"),
+    (TargetExists, "VERIFY_DATABASE_URL"),
+    (SourceError, "VERIFY_DATABASE_URL"),
+    (CatalogUnavailable, "METADATA_DATABASE_URL"),
+)
+
+
+def blocking_setting(exc: PermafrostError) -> str | None:
+    """The setting to check when `exc` stopped a verification; None for an integrity result."""
+    if isinstance(exc, IntegrityError):
+        return None
+    return next((name for kind, name in _SETTINGS if isinstance(exc, kind)), "configuration")
 
 
 def record_verification(
@@ -37,14 +69,37 @@ def record_verification(
     started: datetime,
     error: str | None,
     details: dict[str, object],
+    setting: str | None = None,
 ) -> None:
     """Record a verification's outcome in the catalog if it answers (warn otherwise)."""
     ctx.record(
         lambda c: c.record_verification(
-            backup_id, kind, started, datetime.now(UTC), error, details
+            backup_id, kind, started, datetime.now(UTC), error, details, setting=setting
         ),
         f"the {kind} verification of {backup_id} is not recorded",
     )
+
+
+def record_failure(
+    ctx: Context, backup_id: str, kind: str, started: datetime, exc: PermafrostError
+) -> None:
+    """A verification that raised: failed if the backup is damaged, otherwise "could not
+    verify" with the setting to check, and the backup's state left as it was."""
+    setting = blocking_setting(exc)
+    error = str(exc) if setting is None else f"could not verify: {exc}"
+    record_verification(ctx, backup_id, kind, started, error, {}, setting)
+
+
+def refuse_unfinished(record: BackupRecord) -> None:
+    """A backup that never completed has nothing to verify: say so, record nothing."""
+    if record.status == "running":
+        raise BackupNotFound(f"backup {record.id} is still running: verify it once it completes")
+    if record.status in ("failed", "interrupted"):
+        how = "was interrupted" if record.status == "interrupted" else "failed"
+        raise BackupNotFound(
+            f"backup {record.id} never completed (it {how}: "
+            f"{record.error or 'no reason recorded'}): there is nothing to verify"
+        )
 
 
 @dataclass(frozen=True)
@@ -59,11 +114,12 @@ class Verified:
 def verify_backup(
     ctx: Context, record: BackupRecord, on_progress: Callable[[int], None] | None = None
 ) -> Verified:
+    refuse_unfinished(record)
     started, clock = datetime.now(UTC), time.monotonic()
     try:
         result = _verify(ctx, record, clock, on_progress)
     except PermafrostError as exc:
-        record_verification(ctx, record.id, "integrity", started, str(exc), {})
+        record_failure(ctx, record.id, "integrity", started, exc)
         raise
     record_verification(
         ctx,

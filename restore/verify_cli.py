@@ -13,7 +13,7 @@ from permafrost.progress import Progress
 from permafrost.text import human_bytes, print_json
 from restore.engine import refuse_base
 from restore.trial import test_restore
-from restore.verify import verify_backup
+from restore.verify import blocking_setting, verify_backup
 from restore.worker import Worker
 
 
@@ -68,8 +68,8 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
         try:
             results.append(_verify_one(ctx, record, args))
         except PermafrostError as exc:
-            if not args.all_unverified:
-                raise
+            if not args.all_unverified or blocking_setting(exc) is not None:
+                raise  # a setting that stops one verification stops them all: not "FAILED"
             failures += 1
             print(f"backup {record.id} FAILED: {exc}")
     if args.json:

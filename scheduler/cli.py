@@ -9,7 +9,7 @@ import sys
 from permafrost import layout
 from permafrost.backup.job import run_backup
 from permafrost.backup.lookup import record_from_manifest, record_json
-from permafrost.backup.request import BackupRequest
+from permafrost.backup.request import BackupRequest, refuse_unconfigured
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.progress import Progress
@@ -80,6 +80,8 @@ def _say(text: str) -> None:
 def backup(ctx: Context, args: argparse.Namespace) -> int:
     if args.kind == "base":
         return _base_backup(ctx, args)
+    if args.database:
+        refuse_unconfigured(ctx.settings.source, args.database)
     databases = [args.database] if args.database else list(ctx.settings.source.databases)
     if not databases:
         raise UsageError(

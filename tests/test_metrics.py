@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import CONTENT_TYPE, render
 from permafrost.backup.recovery import ASSUMED_RATE, estimate
+from permafrost.catalog.jobs import BACKUP_LOCK
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Secret, Settings
 from permafrost.context import Context
@@ -150,6 +151,7 @@ def populated(catalog: Catalog) -> dict[str, Any]:
     s.backup("shop", T0 - timedelta(days=20), tier="compliance", size=999)
     s.backup("shop", T0 - timedelta(days=40), status="deleted")
     s.backup("shop", T0, status="running")
+    assert catalog.try_lock(BACKUP_LOCK, "logical:shop"), "its process is alive: it holds the lock"
     facts.update(shop_done=newest_done, shop_dump=5 * 10**9)
     # Six test restores of shop: the newest five count. A failed one and an integrity check
     # carry rates that must not count.

@@ -20,6 +20,7 @@ FAMILIES = (
     "service_dead",
     "task_stuck",
     "verification_failed",
+    "verify_config",
     "wal_lag",
     "wal_gap",
     "backup_size",

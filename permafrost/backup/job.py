@@ -22,7 +22,7 @@ from permafrost.backup import globals as server_globals
 from permafrost.backup import logical, physical
 from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
-from permafrost.catalog.jobs import Aborted, JobName, RecordedRun
+from permafrost.catalog.jobs import BACKUP_LOCK, Aborted, JobName, RecordedRun, backup_lock_name
 from permafrost.catalog.sync import sync_catalog
 from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
 
 log = logging.getLogger("permafrost")
-BACKUP_LOCK = 0x6261636B  # 'back': one backup of a database at a time
 LATER = (
     "the backup goes to the bucket and the next backup or `permafrost catalog sync` catalogues it"
 )
@@ -69,7 +68,7 @@ def job_name(request: BackupRequest) -> JobName:
 
 
 def _lock_name(request: BackupRequest) -> str:
-    return f"{request.kind}:{request.database}"
+    return backup_lock_name(request.kind, request.database)
 
 
 def _lock(

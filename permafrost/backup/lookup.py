@@ -69,6 +69,7 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
         "verified_at": record.verified_at.isoformat() if record.verified_at else None,
         "manifest_key": record.manifest_key,
         "error": record.error,
+        "purpose": "safety" if record.is_safety else "backup",
     }
     physical = (record.manifest or {}).get("physical")
     if physical:
@@ -153,6 +154,8 @@ def _latest(ctx: Context, database: str | None) -> BackupRecord:
     completed = [
         r for r in find_backups(ctx, database=database, status="completed") if r.kind != Kind.BASE
     ]
+    # A restore's safety backup is `latest` only of a database that has no backup of its own.
+    completed = [r for r in completed if not r.is_safety] or completed
     if not completed:
         where = f" of {database}" if database else ""
         raise BackupNotFound(f"no completed backup{where}: take one with `permafrost backup`")

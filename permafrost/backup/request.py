@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from permafrost import layout
 from permafrost.config.settings import SourceSettings
+from permafrost.errors import UsageError
 from permafrost.repo.manifest import Kind
 
 
@@ -21,3 +22,14 @@ class BackupRequest:
     # The server to back up when it is not the configured source: a restore's safety backup
     # of the target it is about to replace.
     source: SourceSettings | None = None
+
+
+def refuse_unconfigured(source: SourceSettings, database: str) -> None:
+    """A backup asked for by name must be of a configured database (DB_NAME, or DATABASE_URL's):
+    a typo is refused here, not left to fail, and alert, on every later run."""
+    configured = source.databases
+    if configured and database not in configured:
+        raise UsageError(
+            f"database {database!r} is not configured for backups; the configured ones are "
+            f"{', '.join(configured)} (DB_NAME): name one of them, or add it to DB_NAME"
+        )

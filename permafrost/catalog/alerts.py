@@ -297,11 +297,13 @@ class AlertRows:
         return found
 
     def newest_backup_outcomes(self) -> list[dict[str, Any]]:
-        """Per database and kind, the newest backup that finished (completed, failed, deleted)."""
+        """Per database and kind, the newest backup that finished (completed, failed,
+        interrupted, deleted); safety backups are not a database's own."""
         return self._rows(
             "SELECT DISTINCT ON (database, kind) id, database, kind, tier, status, started_at,"
             " finished_at, error, description FROM backups"
-            " WHERE status IN ('completed', 'failed', 'deleted')"
+            " WHERE status IN ('completed', 'failed', 'interrupted', 'deleted')"
+            " AND purpose = 'backup'"
             " ORDER BY database, kind, started_at DESC, id DESC"
         )
 
@@ -309,7 +311,7 @@ class AlertRows:
         """The newest completed backup of a database and kind: its id and when it finished."""
         rows = self._rows(
             "SELECT id, coalesce(finished_at, started_at) AS at FROM backups"
-            " WHERE database = %s AND kind = %s AND status = 'completed'"
+            " WHERE database = %s AND kind = %s AND status = 'completed' AND purpose = 'backup'"
             " ORDER BY started_at DESC LIMIT 1",
             (database, kind),
         )
@@ -323,7 +325,8 @@ class AlertRows:
             "   FILTER (WHERE status = 'completed'))[1] AS newest_id,"
             " max(coalesce(finished_at, started_at)) FILTER (WHERE status = 'completed')"
             " AS newest"
-            " FROM backups WHERE kind = 'logical' AND status <> 'deleted' GROUP BY database"
+            " FROM backups WHERE kind = 'logical' AND status <> 'deleted' AND purpose = 'backup'"
+            " GROUP BY database"
         )
 
     def heartbeats_newest_first(self) -> list[dict[str, Any]]:
@@ -336,7 +339,20 @@ class AlertRows:
         return self._rows(
             "SELECT DISTINCT ON (b.database) b.database, v.backup_id, v.kind, v.status, v.error,"
             " v.finished_at FROM verifications v JOIN backups b ON b.id = v.backup_id"
+            " WHERE v.status <> 'unverified'"
             " ORDER BY b.database, v.finished_at DESC, v.id DESC"
+        )
+
+    def newest_unverifiable(self) -> list[dict[str, Any]]:
+        """Per setting, the newest verification that could not run because of it, if no
+        verification has run since (a fixed setting lets the next one run)."""
+        return self._rows(
+            "SELECT DISTINCT ON (u.setting) u.setting, u.backup_id, u.kind, u.error,"
+            " u.finished_at, b.database FROM verifications u"
+            " LEFT JOIN backups b ON b.id = u.backup_id"
+            " WHERE u.status = 'unverified' AND NOT EXISTS (SELECT 1 FROM verifications v"
+            "  WHERE v.status <> 'unverified' AND v.finished_at > u.finished_at)"
+            " ORDER BY u.setting, u.finished_at DESC, u.id DESC"
         )
 
     def wal_progress(self, cluster: str) -> dict[str, Any] | None:
@@ -354,7 +370,7 @@ class AlertRows:
             " SELECT database, id, status, size_bytes, started_at, row_number() OVER"
             "  (PARTITION BY database ORDER BY started_at DESC, id DESC) AS n"
             " FROM backups WHERE kind = 'logical' AND status IN ('completed', 'deleted')"
-            " AND size_bytes IS NOT NULL) t"
+            " AND size_bytes IS NOT NULL AND purpose = 'backup') t"
             " WHERE n <= %s ORDER BY database, n",
             (per_database,),
         )

@@ -9,7 +9,14 @@ from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
 from permafrost.catalog.db import Rows, filters
-from permafrost.catalog.records import BackupRecord, TierStats, VerificationRecord
+from permafrost.catalog.jobs import BACKUP_LOCK, INTERRUPTED
+from permafrost.catalog.records import (
+    BackupRecord,
+    Purpose,
+    TierStats,
+    VerificationRecord,
+    VerificationStatus,
+)
 from permafrost.repo.manifest import Manifest
 
 _STATS = """
@@ -20,7 +27,7 @@ SELECT database, tier,
        min(started_at) FILTER (WHERE status = 'completed') AS oldest,
        max(started_at) FILTER (WHERE status = 'completed') AS newest,
        max(verified_at) FILTER (WHERE verification_status = 'verified') AS last_verified,
-       count(*) FILTER (WHERE status = 'failed') AS failed
+       count(*) FILTER (WHERE status IN ('failed', 'interrupted')) AS failed
 FROM backups WHERE status <> 'deleted'
 GROUP BY database, tier ORDER BY database, tier
 """
@@ -38,6 +45,23 @@ _UPSERT = (
     " error = NULL, deleted_at = NULL"
 )
 
+# A `running` backup whose catalog session no longer holds its backup lock: its process is gone.
+# Settled as `interrupted` (with its job run aborted) on every read and write that shows it, so
+# `list`, `show`, the dashboard and the alerts say so at once. Rows written before the session
+# was recorded (backend_pid NULL) count as alive while anyone holds the lock.
+_SETTLE_INTERRUPTED = """
+UPDATE backups b SET status = 'interrupted', finished_at = now(),
+       error = coalesce(b.error, %(reason)s)
+WHERE b.status = 'running' AND NOT EXISTS (
+    SELECT 1 FROM pg_locks l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = %(space)s::oid
+      AND l.objid = hashtext(b.kind || ':' || b.database)::oid
+      AND (b.backend_pid IS NULL OR l.pid = b.backend_pid))
+RETURNING b.id
+"""
+
 
 class BackupRows(Rows):
     def backup_started(
@@ -50,12 +74,30 @@ class BackupRows(Rows):
         description: str,
         tags: list[str],
     ) -> None:
+        self.settle_interrupted()
         with self._errors("record backup start"):
             self.conn.execute(
                 "INSERT INTO backups (id, database, kind, tier, status, started_at, description,"
                 " tags) VALUES (%s, %s, %s, %s, 'running', %s, %s, %s)",
                 (backup_id, database, kind, tier, started_at, description, tags),
             )
+            # This session holds the backup's lock while it runs (backup/job.py).
+            self.conn.execute(
+                "UPDATE backups SET backend_pid = pg_backend_pid(), purpose = %s WHERE id = %s",
+                (Purpose.of_tags(tags), backup_id),
+            )
+
+    def settle_interrupted(self) -> None:
+        """Record as `interrupted` every `running` backup whose process is gone."""
+        with self._errors("settle interrupted backups"):
+            params = {"reason": INTERRUPTED, "space": BACKUP_LOCK}
+            gone = [row[0] for row in self.conn.execute(_SETTLE_INTERRUPTED, params)]
+            if gone:  # their runs are aborted (job_runs is only read when there are any)
+                self.conn.execute(
+                    "UPDATE job_runs SET status = 'aborted', finished_at = now(), error = %s"
+                    " WHERE backup_id = ANY(%s) AND status = 'running'",
+                    (INTERRUPTED, gone),
+                )
 
     def backup_failed(self, backup_id: str, error: str) -> None:
         with self._errors("record backup failure"):
@@ -82,10 +124,14 @@ class BackupRows(Rows):
             manifest_key,
             Jsonb(m.body()),
         )
-        with self._errors("record backup"):
+        with self._errors("record backup"), self.conn.transaction():
             self.conn.execute(_UPSERT, row)
+            self.conn.execute(
+                "UPDATE backups SET purpose = %s WHERE id = %s", (Purpose.of_tags(m.tags), m.id)
+            )
 
     def get(self, backup_id: str) -> BackupRecord | None:
+        self.settle_interrupted()
         with (
             self._errors("read backup"),
             self.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
@@ -102,6 +148,7 @@ class BackupRows(Rows):
         include_deleted: bool = False,
     ) -> list[BackupRecord]:
         """Backups, newest first."""
+        self.settle_interrupted()
         where, params = filters(database=database, tier=tier, status=status)
         if not include_deleted and status is None:
             where.append("status <> 'deleted'")
@@ -132,6 +179,14 @@ class BackupRows(Rows):
             )
             return {row[0] for row in rows}
 
+    def safety_ids(self) -> frozenset[str]:
+        """The safety backups (taken by restores) that the bucket still holds."""
+        with self._errors("list safety backups"):
+            rows = self.conn.execute(
+                "SELECT id FROM backups WHERE purpose = 'safety' AND status = 'completed'"
+            )
+            return frozenset(row[0] for row in rows)
+
     def mark_deleted(self, backup_id: str) -> None:
         with self._errors("record deletion"):
             self.conn.execute(
@@ -161,14 +216,20 @@ class BackupRows(Rows):
         finished_at: datetime,
         error: str | None,
         details: dict[str, Any],
+        *,
+        setting: str | None = None,
     ) -> None:
-        status = "failed" if error else "verified"
+        """A verification's outcome. With `setting`, it could not run (that setting is wrong):
+        recorded as `unverified`, and the backup's own verification state stays as it was."""
+        status = VerificationStatus.of(error, setting)
         with self._errors("record verification"), self.conn.transaction():
             self.conn.execute(
                 "INSERT INTO verifications (backup_id, kind, started_at, finished_at, status,"
-                " error, details) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (backup_id, kind, started_at, finished_at, status, error, Jsonb(details)),
+                " error, details, setting) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                (backup_id, kind, started_at, finished_at, status, error, Jsonb(details), setting),
             )
+            if status == VerificationStatus.UNVERIFIED:
+                return
             self.conn.execute(
                 "UPDATE backups SET verified_at = %s, verification_status = %s WHERE id = %s",
                 (finished_at, status, backup_id),

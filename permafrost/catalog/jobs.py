@@ -18,6 +18,20 @@ from permafrost.catalog.db import Rows, filters
 
 T = TypeVar("T")
 
+# 'back': one backup of a database (or cluster) at a time, a session advisory lock on
+# (BACKUP_LOCK, hashtext(backup_lock_name(kind, database))) held by the backup's own catalog
+# session. Its absence is how a reader knows a `running` backup's process is gone.
+BACKUP_LOCK = 0x6261636B
+INTERRUPTED = (
+    "the process taking this backup ended before it finished "
+    "(killed, or its metadata session was lost)"
+)
+
+
+def backup_lock_name(kind: str, database: str) -> str:
+    return f"{kind}:{database}"
+
+
 # The newest run of each (job, database): a skip scan over job_runs_latest, so the cost grows
 # with the number of jobs, not of runs.
 _LAST_RUNS = """
@@ -144,7 +158,7 @@ class JobRows(Rows):
             ).fetchall()
 
     def abandon_run(self, run_id: int, backup_id: str | None, reason: str) -> None:
-        """A run whose process died: aborted, and its backup (never committed) failed."""
+        """A run whose process died: aborted, and its backup (never committed) interrupted."""
         with self._errors("record an abandoned run"), self.conn.transaction():
             self.conn.execute(
                 "UPDATE job_runs SET status = 'aborted', finished_at = now(), error = %s"
@@ -153,7 +167,7 @@ class JobRows(Rows):
             )
             if backup_id:
                 self.conn.execute(
-                    "UPDATE backups SET status = 'failed', error = %s, finished_at = now()"
+                    "UPDATE backups SET status = 'interrupted', error = %s, finished_at = now()"
                     " WHERE id = %s AND status = 'running'",
                     (reason, backup_id),
                 )

@@ -17,13 +17,14 @@ from permafrost.catalog.store import Catalog
 # non-C collation). Its groups give the counts and the newest failure; each completed group then
 # looks up its newest backup (n) and its newest verified one (v) by an index probe on
 # (database, [kind, status,] started_at). The newest of a database and kind is its tiers' newest.
+# Safety backups (taken by restores) are no database's own, so they make no series.
 _BACKUPS = """
 WITH g AS MATERIALIZED (
     SELECT database, kind, tier, status, count(*) AS backups,
            max(coalesce(finished_at, started_at)) AS last_at,
            max(started_at) AS newest,
            max(started_at) FILTER (WHERE verification_status = 'verified') AS newest_verified
-    FROM backups GROUP BY database, kind, tier, status
+    FROM backups WHERE purpose = 'backup' GROUP BY database, kind, tier, status
 )
 SELECT g.database, g.kind, g.tier, g.status, g.backups,
        extract(epoch FROM g.last_at)::float8,
@@ -89,6 +90,7 @@ WHERE n_database <= %(n)s OR n_all <= %(n)s
 def backup_groups(catalog: Catalog) -> list[tuple[Any, ...]]:
     """Per database, kind, tier and status: the count, the newest finish, and for completed
     groups the newest backup's and the newest verified backup's facts (see _BACKUPS)."""
+    catalog.settle_interrupted()
     with db_errors("read the metrics"):
         return catalog.conn.execute(_BACKUPS).fetchall()
 

@@ -28,6 +28,7 @@ def page_of_backups(
     catalog: Catalog, filters: dict[str, str], page: int, per_page: int
 ) -> tuple[list[BackupRecord], int]:
     """One page of backups, newest first, and how many match in all."""
+    catalog.settle_interrupted()
     where = [f"{name} = %s" for name in FILTERS if filters.get(name)]
     params: list[Any] = [filters[name] for name in FILTERS if filters.get(name)]
     if not filters.get("status"):
@@ -66,19 +67,21 @@ SELECT d.database, k.kind,
             FROM pairs d JOIN LATERAL (SELECT d.kind) k ON true
             LEFT JOIN LATERAL (
                 SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
-                  AND b.status = 'completed'
+                  AND b.status = 'completed' AND b.purpose = 'backup'
                 ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) ok ON true
             LEFT JOIN LATERAL (
                 SELECT * FROM backups b WHERE b.database = d.database AND b.kind = k.kind
-                  AND b.status = 'failed'
-                ORDER BY b.database, b.kind, b.status, b.started_at DESC LIMIT 1) bad ON true
+                  AND b.status IN ('failed', 'interrupted') AND b.purpose = 'backup'
+                ORDER BY b.started_at DESC LIMIT 1) bad ON true
             WHERE ok.id IS NOT NULL OR bad.id IS NOT NULL
             ORDER BY k.kind DESC, d.database
             """
 
 
 def databases(catalog: Catalog) -> list[dict[str, Any]]:
-    """Per database and kind: the newest completed and failed backup, and verification state."""
+    """Per database and kind: the newest completed and failed (or interrupted) backup, and
+    verification state. Safety backups are not a database's own: they make no card."""
+    catalog.settle_interrupted()
     with db_errors("summarise backups"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(DATABASES_SQL).fetchall()
 
@@ -89,7 +92,7 @@ def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
         return cur.execute(
             "SELECT database, kind, started_at, size_bytes,"
             " extract(epoch FROM finished_at - started_at)::float AS seconds"
-            " FROM backups WHERE status = 'completed' AND started_at >= %s"
+            " FROM backups WHERE status = 'completed' AND purpose = 'backup' AND started_at >= %s"
             " ORDER BY started_at LIMIT 5000",
             (since,),
         ).fetchall()
@@ -105,6 +108,7 @@ def stored_by_tier(catalog: Catalog) -> list[dict[str, Any]]:
 
 
 def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
+    catalog.settle_interrupted()  # a killed backup's run is aborted, not "running now"
     with db_errors("read job runs"), catalog.conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM job_runs ORDER BY id DESC LIMIT %s", (limit,)).fetchall()
 
@@ -120,7 +124,8 @@ def newest_completed(
     ):
         return cur.execute(
             "SELECT * FROM backups WHERE status = 'completed' AND kind = 'logical'"
-            f"{check} AND (%s::text IS NULL OR database = %s) ORDER BY started_at DESC LIMIT 1",
+            f" AND purpose = 'backup'{check} AND (%s::text IS NULL OR database = %s)"
+            " ORDER BY started_at DESC LIMIT 1",
             (database, database),
         ).fetchone()
 

@@ -2,9 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
+
+# The tag a restore gives the safety backup it takes of a database it is about to replace: the
+# manifest's mark of a safety backup (docs/FORMAT.md), which format-1 readers read unchanged.
+SAFETY_TAG = "safety-backup"
+
+
+class Purpose(StrEnum):
+    """What a backup is for, as stored in backups.purpose."""
+
+    BACKUP = "backup"  # a database's own backup: its card, its staleness alert, its retention
+    SAFETY = "safety"  # taken by a restore before it replaced the database: SAFETY_RETENTION_DAYS
+
+    @classmethod
+    def of_tags(cls, tags: Iterable[str]) -> Purpose:
+        return cls.SAFETY if SAFETY_TAG in tags else cls.BACKUP
+
+
+class VerificationStatus(StrEnum):
+    """A verification's outcome, as stored in verifications.status."""
+
+    VERIFIED = "verified"
+    FAILED = "failed"  # the stored bytes are not what was written: an integrity result
+    UNVERIFIED = "unverified"  # it could not run (a setting is wrong): says nothing of the backup
+
+    @classmethod
+    def of(cls, error: str | None, setting: str | None) -> VerificationStatus:
+        if setting is not None:
+            return cls.UNVERIFIED
+        return cls.FAILED if error else cls.VERIFIED
 
 
 @dataclass
@@ -27,6 +58,12 @@ class BackupRecord:
     verification_status: str | None
     deleted_at: datetime | None
     catalogued_at: datetime
+    purpose: str = Purpose.BACKUP
+    backend_pid: int | None = None
+
+    @property
+    def is_safety(self) -> bool:
+        return self.purpose == Purpose.SAFETY or SAFETY_TAG in (self.tags or [])
 
 
 @dataclass
@@ -39,6 +76,7 @@ class VerificationRecord:
     status: str
     error: str | None
     details: dict[str, Any]
+    setting: str | None = None
 
 
 @dataclass

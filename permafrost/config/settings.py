@@ -67,6 +67,7 @@ class RetentionSettings:
     pitr_window_days: int = 14
     cold_storage_class: str = "GLACIER_IR"
     cold_after_days: int = 7
+    safety_days: int = 14  # safety backups taken by a restore: kept this long, then deleted
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,7 @@ def _retention(env: Env) -> RetentionSettings:
         pitr_window_days=env.integer("PITR_WINDOW_DAYS", 14, minimum=0),
         cold_storage_class=cold,
         cold_after_days=env.integer("COLD_AFTER_DAYS", 7, minimum=0),
+        safety_days=env.integer("SAFETY_RETENTION_DAYS", 14, minimum=1),
     )
 
 

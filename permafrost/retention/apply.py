@@ -120,7 +120,9 @@ class Outcome:
         }
 
 
-def inventory(storage: Storage, prefix: str, verified: set[str]) -> Inventory:
+def inventory(
+    storage: Storage, prefix: str, verified: set[str], safety: frozenset[str] = frozenset()
+) -> Inventory:
     """Everything in the bucket that retention decides about, from one listing per tier."""
     inv = Inventory()
     folders: dict[tuple[str, str, str], list[ObjectInfo]] = defaultdict(list)
@@ -152,6 +154,7 @@ def inventory(storage: Storage, prefix: str, verified: set[str]) -> Inventory:
                 verified=backup_id in verified,
                 pin=pin,
                 objects=objects,
+                safety=backup_id in safety,
             )
         )
     wal_root = layout.join(prefix, "wal") + "/"
@@ -217,7 +220,10 @@ def _plan(
 ) -> Outcome:
     prefix = settings.storage.prefix
     verified = catalog.verified_ids() if catalog is not None else set()
-    inv = inventory(storage, prefix, verified)
+    # Safety backups are told apart by the catalog (their manifests' tag, catalogued): without
+    # it they are planned as the database's own backups, which keeps more, never less.
+    safety = catalog.safety_ids() if catalog is not None else frozenset()
+    inv = inventory(storage, prefix, verified, safety)
     items = [i for i in inv.items if database is None or i.database == database]
     _base_finish_times(repo, items)
     decisions = plan(items, settings.retention, now, settings.schedules.timezone)

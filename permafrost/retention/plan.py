@@ -13,6 +13,9 @@ daily job carry it out. The rules, per database (per cluster for base backups):
 - **min-keep**: the newest RETENTION_MIN_KEEP backups of each database, and its newest verified
   one, whatever their age, so a run of failed backups never leaves a database with nothing;
 - **pinned**: a backup in keep/ pinned by an operator is never deleted.
+- **safety**: a safety backup (taken by a restore before it replaced a database) is kept for
+  SAFETY_RETENTION_DAYS and then deleted; no other rule counts it, nor does it take a min-keep
+  place from the database's own backups.
 
 Calendar rules are bounded in time (the lifecycle check proves the bucket's expiry rules are
 longer); min-keep, newest-verified and the monthly count are not, so a backup kept only by them
@@ -86,6 +89,7 @@ class Item:
     verified: bool = False
     pin: Pin | None = None
     objects: list[ObjectInfo] = field(default_factory=list)
+    safety: bool = False  # a restore's safety backup: SAFETY_RETENTION_DAYS, no other rule
 
     @property
     def origin(self) -> str:
@@ -146,8 +150,9 @@ def plan(
     """A decision for every backup, newest first within each database."""
     zone = ZoneInfo(timezone)
     groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
+    safety: list[Item] = []
     for item in items:
-        groups[(item.kind, item.database)].append(item)
+        (safety if item.safety else groups[(item.kind, item.database)]).append(item)
     decisions: list[Decision] = []
     for (kind, _), group in sorted(groups.items()):
         group.sort(key=lambda i: (i.started_at, i.id), reverse=True)
@@ -170,7 +175,23 @@ def plan(
                 by = item.pin.by if item.pin else "unknown"
                 reasons[item.id].insert(0, f"pinned by {by}: {why}")
             decisions.append(_decide(item, reasons[item.id], policy, now))
+    safety.sort(key=lambda i: (i.database, -i.started_at.timestamp(), i.id))
+    decisions += [_safety_decision(item, policy, now) for item in safety]
     return decisions
+
+
+def _safety_decision(item: Item, policy: RetentionSettings, now: datetime) -> Decision:
+    """A safety backup: kept for SAFETY_RETENTION_DAYS (or while pinned), then deleted."""
+    age = (now - item.started_at).days
+    if item.pinned:
+        by = item.pin.by if item.pin else "unknown"
+        why = item.pin.reason if item.pin and item.pin.reason else "no reason given"
+        return Decision(item, Action.KEEP, [f"pinned by {by}: {why}"])
+    if now - item.started_at < timedelta(days=policy.safety_days):
+        why = f"safety backup: {age} days old, under SAFETY_RETENTION_DAYS={policy.safety_days}"
+        return Decision(item, Action.KEEP, [why])
+    why = f"expired: safety backup {age} days old, over SAFETY_RETENTION_DAYS={policy.safety_days}"
+    return Decision(item, Action.RELEASE if item.held else Action.DELETE, [why])
 
 
 def _decide(item: Item, reasons: list[str], policy: RetentionSettings, now: datetime) -> Decision:

@@ -16,6 +16,7 @@ from monitor.alerts.rules.backups import (
     backup_failed,
     backup_size,
     backup_stale,
+    verification_blocked,
     verification_failed,
 )
 from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle_drift
@@ -36,6 +37,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("service_dead", service_dead),
     ("task_stuck", task_stuck),
     ("verification_failed", verification_failed),
+    ("verify_config", verification_blocked),
     ("wal_lag", wal_lag),
     ("backup_size", backup_size),
     ("bucket_unreachable", bucket_unreachable),  # before the rules that need the bucket

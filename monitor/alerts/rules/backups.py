@@ -19,20 +19,23 @@ SIZE_MIN_HISTORY = 3  # fewer than this: no judgement
 SIZE_LOW, SIZE_HIGH = 0.5, 2.0
 
 Row = dict[str, Any]
+FAILED = ("failed", "interrupted")  # an interrupted backup is a failed one, for the alerts
 
 
 # --- backup_failed:{db} ----------------------------------------------------------------------
 
 
 def backup_failed(run: Run) -> list[Finding]:
-    """The newest backup of a database (per kind) failed, and no job alert says so already."""
+    """The newest backup of a database (per kind) failed or was interrupted (its process died),
+    and no job alert says so already."""
+    run.catalog.settle_interrupted()
     rows = run.catalog.newest_backup_outcomes()
     # A scheduled backup that failed has its alert already (job_failed:JOB:DB, raised by the
     # scheduler): one problem, one alert, one email.
     scheduled = set(run.catalog.active_alert_keys("job_failed:"))
     out = []
     for row in rows:
-        if row["status"] != "failed" or _job_alert_covers(row, scheduled):
+        if row["status"] not in FAILED or _job_alert_covers(row, scheduled):
             continue
         good = run.catalog.last_good_backup(row["database"], row["kind"])
         out.append(failed_backup_finding(row, good))
@@ -50,7 +53,7 @@ def failed_backup_finding(row: Row, good: Row | None) -> Finding:
     logical = kind == "logical"
     error = one_line(row["error"] or "no error recorded", 120)
     what = "backup" if logical else f"{kind} backup"
-    runbook = f"permafrost list --database {name} --status failed\n" + (
+    runbook = f"permafrost list --database {name} --status {row['status']}\n" + (
         f"permafrost backup --database {name}"
         if logical
         else f"permafrost backup --kind base --cluster {name}"
@@ -192,3 +195,31 @@ def unusual_size(db: str, history: list[Row]) -> list[Finding]:
     }
     runbook = f"permafrost show {newest['id']}\npermafrost list --database {db} --limit 8"
     return [Finding(f"backup_size:{db}", Severity.WARNING, summary(text), facts, runbook)]
+
+
+# --- verify_config:{SETTING} -----------------------------------------------------------------
+
+
+def verification_blocked(run: Run) -> list[Finding]:
+    """A verification could not run because a setting is wrong (the key, STORAGE_URL): a
+    configuration problem, not a verdict on the backup, until a verification runs again."""
+    return [blocked_verification_finding(row) for row in run.catalog.newest_unverifiable()]
+
+
+def blocked_verification_finding(row: Row) -> Finding:
+    setting, backup_id = row["setting"], row["backup_id"]
+    error = one_line(row["error"] or "no reason recorded", 120)
+    return Finding(
+        f"verify_config:{setting}",
+        Severity.WARNING,
+        summary(f"backups cannot be verified: check {setting}: {error}"),
+        {
+            "setting": setting,
+            "backup_id": backup_id,
+            "database": row["database"],
+            "kind": row["kind"],
+            "finished_at": iso(row["finished_at"]),
+            "error": one_line(row["error"] or "", 1000),
+        },
+        f"permafrost status\npermafrost verify {backup_id}",
+    )
