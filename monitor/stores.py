@@ -32,6 +32,7 @@ class Stores:
         catalog: Catalog | None = getattr(self._local, "catalog", None)
         if catalog is None or catalog.conn.closed:
             catalog = connect(self.settings.metadata_url)
+            self.context.scope(catalog)  # the configured repository's backups only
             self._local.catalog = catalog
         return catalog
 

@@ -27,6 +27,7 @@ class BackupRecord:
     verification_status: str | None
     deleted_at: datetime | None
     catalogued_at: datetime
+    repository_id: str = ""  # permafrost.json's id ('': recorded before repositories had ids)
 
 
 @dataclass
