@@ -60,11 +60,11 @@ class Context:
 
     def _refuse_another(self) -> None:
         """A backup never makes a new repository where the catalog knows another one."""
-        catalog = self.catalog_or_none("creating the repository without knowing of any other")
         try:
-            known = catalog.known_repository() if catalog is not None else None
+            known = self.catalog().known_repository()
         except CatalogUnavailable as exc:
-            self._warn(exc, "creating the repository without knowing of any other")
+            # Said here, and the work's own warning about the store still follows.
+            log.warning("%s; making the repository without asking the catalog for another", exc)
             return
         if known is None:
             return  # a new deployment: its first backup makes its repository

@@ -95,7 +95,7 @@ def test_init_makes_another_repository_and_each_lookup_sees_only_the_configured_
     in_a = loads(run(env_a, "backup", "--json").stdout)
     created = run(env_b, "init").stdout
     id_b = _config(s3, bucket, "other")["id"]
-    assert f"repository {id_b} initialised at s3://{bucket}/other" in created
+    assert f"repository initialised at s3://{bucket}/other at {s3.url} (id {id_b}," in created
     in_b = loads(run(env_b, "backup", "--json").stdout)  # newer than in_a
 
     assert [r["id"] for r in loads(run(env_a, "list", "--json").stdout)] == [in_a["id"]]
@@ -157,5 +157,7 @@ def test_init_is_idempotent_and_says_so(env: dict[str, str], tmp_path: Path) -> 
     first = run(local, "init").stdout
     again = run(local, "init").stdout
     repository_id = json.loads((tmp_path / "bucket" / "permafrost.json").read_text())["id"]
-    assert f"repository {repository_id} initialised" in first
-    assert f"repository {repository_id} already initialised" in again
+    assert f"repository initialised at file://{tmp_path}/bucket (id {repository_id}," in first
+    assert (
+        f"repository already initialised at file://{tmp_path}/bucket (id {repository_id}," in again
+    )

@@ -35,6 +35,8 @@ class RepositoryRows(Rows):
 
     def scope(self, repository_id: str | None) -> None:
         """See (and record into) only this repository's rows, and those from before ids."""
+        if self.scoped and self.scoped_to == repository_id:
+            return
         with self._errors("scope the catalog to the repository"), self.conn.transaction():
             for table in SCOPED_TABLES:
                 self.conn.execute(_drop_view(table))

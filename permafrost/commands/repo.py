@@ -70,7 +70,7 @@ def init(ctx: Context, args: argparse.Namespace) -> int:
     existed = read_config(ctx.storage, ctx.settings.storage.prefix) is not None
     repo = ctx.repository(init=True)
     state = "already initialised" if existed else "initialised"
-    print(f"repository {repo.id} {state} at {ctx.location} (key id {repo.key.key_id})")
+    print(f"repository {state} at {ctx.location} (id {repo.id}, key id {repo.key.key_id})")
     return 0
 
 
