@@ -105,7 +105,12 @@ class Context:
                 from permafrost.catalog.store import connect  # psycopg only when needed
 
                 catalog = connect(self.settings.metadata_url)
-                self.scope(catalog)
+                try:
+                    self.scope(catalog)
+                except CatalogUnavailable:
+                    with contextlib.suppress(Exception):  # a connection lost already
+                        catalog.close()
+                    raise
             except CatalogUnavailable as exc:
                 self._catalog_error = exc
                 raise

@@ -104,6 +104,9 @@ def test_init_makes_another_repository_and_each_lookup_sees_only_the_configured_
     unknown = run(env_a, "show", in_b["id"], check=False)
     assert unknown.returncode == 3 and f"no backup {in_b['id']}" in unknown.stderr
 
+    kept = loads(run(env_b, "retention", "--json").stdout)["backups"]
+    assert [d["id"] for d in kept] == [in_b["id"]]
+
     app = create_app(Settings.from_env(env_a), evaluate=False)
     with app.test_client() as client:
         status = client.get("/status").json
