@@ -126,6 +126,11 @@ def test_init_makes_another_repository_and_each_lookup_sees_only_the_configured_
     )
     assert wal == {id_a: segment_a.name, id_b: segment_b.name}
 
+    run(env_b, "retention", "--apply")  # measures the storage of its own repository only
+    run(env_a, "retention", "--apply")
+    usage = _rows(pg, metadata_db, "SELECT repository_id, database FROM permafrost.storage_usage")
+    assert {repository for repository, _ in usage} == {id_a, id_b}
+
 
 def test_an_upgraded_repository_gets_its_id_and_keeps_its_catalogued_backups(
     env: dict[str, str], s3: S3Server, bucket: str, pg: Cluster, metadata_db: str

@@ -1,12 +1,13 @@
 """The repositories table, and the scope that makes every lookup see one repository's rows.
 
-A repository's id is in its permafrost.json; `backups` and `wal_archive` record it on each row
-(migration 0014). A connection is scoped with `scope(id)`: temporary views named like those two
-tables then stand in front of them on this session alone (PostgreSQL searches `pg_temp` first),
-showing only the rows of that repository and of none ('' : recorded before repositories had ids,
-adopted by the first write that gives the repository its id), and inserting with its id. So every
-statement of every table family, the monitor's and the alerts' included, is scoped without each
-one repeating a condition. An unscoped connection sees every row, as before.
+A repository's id is in its permafrost.json; `backups`, `wal_archive` and `storage_usage` record
+it on each row (migration 0014). A connection is scoped with `scope(id)`: temporary views named
+like those tables then stand in front of them on this session alone (PostgreSQL searches
+`pg_temp` first), showing only the rows of that repository and of none ('': recorded before
+repositories had ids, adopted by the first write that gives the repository its id), and
+inserting with its id. So every statement of every table family, the monitor's and the alerts'
+included, is scoped without each one repeating a condition. An unscoped connection sees every
+row, as before.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from psycopg import sql
 
 from permafrost.catalog.db import SCHEMA, Rows
 
-SCOPED_TABLES = ("backups", "wal_archive")
+SCOPED_TABLES = ("backups", "wal_archive", "storage_usage")
 LEGACY = ""  # the repository_id of rows recorded before repositories had ids
 
 
@@ -79,12 +80,8 @@ class RepositoryRows(Rows):
                 f"UPDATE {SCHEMA}.backups SET repository_id = %s WHERE repository_id = %s",
                 (repository_id, LEGACY),
             )
-            self.conn.execute(
-                f"UPDATE {SCHEMA}.wal_archive w SET repository_id = %s WHERE repository_id = %s"
-                f" AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.wal_archive o"
-                "  WHERE o.repository_id = %s AND o.cluster = w.cluster)",
-                (repository_id, LEGACY, repository_id),
-            )
+            for table, key in (("wal_archive", "cluster"), ("storage_usage", "tier, database")):
+                self.conn.execute(_adopt_rows(table, key), (repository_id, LEGACY, repository_id))
             return cur.rowcount
 
     def known_repository(self) -> KnownRepository | None:
@@ -100,6 +97,15 @@ class RepositoryRows(Rows):
                 f" OR EXISTS (SELECT 1 FROM {SCHEMA}.wal_archive)"
             ).fetchone()
         return KnownRepository(LEGACY, None) if old and old[0] else None
+
+
+def _adopt_rows(table: str, key: str) -> sql.Composed:
+    """Old rows of a table keyed per repository, adopted unless the repository has its own."""
+    return sql.SQL(
+        "UPDATE {schema}.{table} t SET repository_id = %s WHERE repository_id = %s"
+        " AND NOT EXISTS (SELECT 1 FROM {schema}.{table} o WHERE o.repository_id = %s"
+        " AND (o.{key}) = (t.{key}))"
+    ).format(schema=sql.Identifier(SCHEMA), table=sql.Identifier(table), key=sql.SQL(key))
 
 
 def _drop_view(table: str) -> sql.Composed:

@@ -1,4 +1,5 @@
--- Which repository (permafrost.json's id) holds each backup and each cluster's WAL, so that every
+-- Which repository (permafrost.json's id) holds each backup, each cluster's WAL and the storage
+-- measured by retention, so that every
 -- lookup is scoped to the repository the configured STORAGE_URL opens (catalog/repositories.py).
 --   repositories: every repository this deployment has opened, and where it was last seen.
 --   repository_id '' marks rows recorded before repositories had ids; the first write that gives
@@ -18,3 +19,7 @@ CREATE INDEX backups_repository_started ON backups (repository_id, started_at DE
 ALTER TABLE wal_archive ADD COLUMN repository_id text NOT NULL DEFAULT '';
 ALTER TABLE wal_archive DROP CONSTRAINT wal_archive_pkey;
 ALTER TABLE wal_archive ADD PRIMARY KEY (repository_id, cluster);
+
+ALTER TABLE storage_usage ADD COLUMN repository_id text NOT NULL DEFAULT '';
+ALTER TABLE storage_usage DROP CONSTRAINT storage_usage_pkey;
+ALTER TABLE storage_usage ADD PRIMARY KEY (repository_id, tier, database);
