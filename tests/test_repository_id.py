@@ -38,7 +38,7 @@ def test_it_refuses_a_mistyped_file_url_where_the_catalog_knows_the_repository(
     repository (and, as root, /nonexistent); `latest` then resolved to its backup."""
     real = {**env, "STORAGE_URL": f"file://{tmp_path}/bucket"}
     first = loads(run(real, "backup", "--json").stdout)
-    missing = Path(f"/nonexistent-{uuid.uuid4().hex[:8]}")
+    missing = tmp_path / "nonexistent"  # as /nonexistent, without writing to / before the fix
     typo = {**env, "STORAGE_URL": f"file://{missing}/dir/bucket"}
 
     refused = run(typo, "backup", check=False)
