@@ -169,3 +169,14 @@ def test_init_is_idempotent_and_says_so(env: dict[str, str], tmp_path: Path) -> 
     assert (
         f"repository already initialised at file://{tmp_path}/bucket (id {repository_id}," in again
     )
+
+
+def test_the_monitor_connected_before_the_first_backup_shows_it(
+    env: dict[str, str], source_db: str
+) -> None:
+    """A long-lived connection, scoped before the repository existed, follows it once made."""
+    app = create_app(Settings.from_env({**env, "DB_NAME": source_db}), evaluate=False)
+    with app.test_client() as client:  # one thread: the same metadata connection throughout
+        assert client.get("/backups").json["backups"] == []
+        made = loads(run(env, "backup", "--json").stdout)
+        assert [b["id"] for b in client.get("/backups").json["backups"]] == [made["id"]]

@@ -33,27 +33,42 @@ class KnownRepository:
 class RepositoryRows(Rows):
     scoped_to: str | None = None  # the repository id this session's lookups see
     scoped: bool = False
+    _scope: sql.Composable | None = None
 
     def scope(self, repository_id: str | None) -> None:
         """See (and record into) only this repository's rows, and those from before ids."""
-        if self.scoped and self.scoped_to == repository_id:
+        if self.scoped and self._scope is not None and self.scoped_to == repository_id:
             return
+        self._apply(sql.Literal(repository_id) if repository_id is not None else None)
+        self.scoped_to = repository_id
+
+    def scope_to_location(self, location: str) -> None:
+        """Scope to the repository last seen at this location, looked up at each query (so a
+        repository made later is followed); none known there: only the rows from before ids."""
+        self._apply(
+            sql.SQL("coalesce({}.repository_at({}), {})").format(
+                sql.Identifier(SCHEMA), sql.Literal(location), sql.Literal(LEGACY)
+            )
+        )
+        self.scoped_to = None
+
+    def rescope(self) -> None:
+        """Apply the last scope again (after the tables changed: a migration)."""
+        self._apply(self._scope)
+
+    def _apply(self, repository: sql.Composable | None) -> None:
         with self._errors("scope the catalog to the repository"), self.conn.transaction():
             for table in SCOPED_TABLES:
                 self.conn.execute(_drop_view(table))
-                for statement in _scoped_view(table, repository_id):
+                for statement in _scoped_view(table, repository):
                     self.conn.execute(statement)
-        self.scoped_to, self.scoped = repository_id, True
+        self._scope, self.scoped = repository, True
 
     def unscope(self) -> None:
         with self._errors("unscope the catalog"):
             for table in SCOPED_TABLES:
                 self.conn.execute(_drop_view(table))
         self.scoped = False
-
-    def scope_to_location(self, location: str) -> None:
-        """Scope to the repository last seen at this location (none known: only old rows)."""
-        self.scope(self.repository_at(location))
 
     def repository_at(self, location: str) -> str | None:
         with self._errors("read the repositories"):
@@ -112,22 +127,19 @@ def _drop_view(table: str) -> sql.Composed:
     return sql.SQL("DROP VIEW IF EXISTS pg_temp.{}").format(sql.Identifier(table))
 
 
-def _scoped_view(table: str, repository_id: str | None) -> list[sql.Composed]:
+def _scoped_view(table: str, repository: sql.Composable | None) -> list[sql.Composed]:
     """The view of one repository's rows (None: of none, only the old ones), inserting its id."""
-    ids = [LEGACY] if repository_id is None else [repository_id, LEGACY]
+    ids = [sql.Literal(LEGACY)] if repository is None else [repository, sql.Literal(LEGACY)]
     view = sql.Identifier(table)
     statements = [
         sql.SQL("CREATE TEMP VIEW {} AS SELECT * FROM {}.{} WHERE repository_id IN ({})").format(
-            view,
-            sql.Identifier(SCHEMA),
-            view,
-            sql.SQL(", ").join(sql.Literal(i) for i in ids),
+            view, sql.Identifier(SCHEMA), view, sql.SQL(", ").join(ids)
         )
     ]
-    if repository_id is not None:
+    if repository is not None:
         statements.append(
             sql.SQL("ALTER VIEW pg_temp.{} ALTER COLUMN repository_id SET DEFAULT {}").format(
-                view, sql.Literal(repository_id)
+                view, repository
             )
         )
     return statements

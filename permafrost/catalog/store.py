@@ -64,10 +64,10 @@ class Catalog(
         """Apply the migrations this database has not seen; return their names.
 
         A scoped session steps out of its scope for them: they are about the tables."""
-        scoped, scope = self.scoped, self.scoped_to
+        scoped = self.scoped
         if scoped:
             self.unscope()
         applied = db.migrate(self.conn)
         if scoped:
-            self.scope(scope)
+            self.rescope()
         return applied

@@ -23,3 +23,9 @@ ALTER TABLE wal_archive ADD PRIMARY KEY (repository_id, cluster);
 ALTER TABLE storage_usage ADD COLUMN repository_id text NOT NULL DEFAULT '';
 ALTER TABLE storage_usage DROP CONSTRAINT storage_usage_pkey;
 ALTER TABLE storage_usage ADD PRIMARY KEY (repository_id, tier, database);
+
+-- The repository last seen at a location: what a session scoped by location sees, at each query,
+-- so a long-lived connection follows a repository made after it connected.
+CREATE FUNCTION repository_at(place text) RETURNS text LANGUAGE sql STABLE AS $$
+    SELECT id FROM permafrost.repositories WHERE location = place ORDER BY seen_at DESC LIMIT 1
+$$;
