@@ -64,6 +64,7 @@ class Stores:
             except CatalogUnavailable:
                 self.down_since = self.down_since or datetime.now(UTC)
                 raise
+            self.context.scope(catalog)  # the configured repository's backups only
             self._local.catalog = catalog
         self.down_since = None
         return catalog

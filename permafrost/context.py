@@ -1,7 +1,8 @@
 """What a command works with: settings, the bucket, the repository keys, the catalog.
 
 Each is opened on first use, so `permafrost keygen` touches nothing and `permafrost list`
-never proves a key it does not need.
+never proves a key it does not need. The catalog is scoped to the configured repository (the one
+STORAGE_URL opens): its lookups see only that repository's backups and WAL.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
 from permafrost.config.settings import Settings
-from permafrost.errors import CatalogUnavailable
+from permafrost.errors import CatalogUnavailable, NotFound
 from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
 
@@ -36,10 +37,64 @@ class Context:
     def storage(self) -> Storage:
         return open_storage(self.settings.storage)
 
-    def repository(self, *, create: bool = False) -> Repository:
+    @cached_property
+    def location(self) -> str:
+        """Where STORAGE_URL points, as the catalog remembers where each repository is."""
+        storage = self.settings.storage
+        if storage.scheme == "file":
+            return f"file://{storage.local_path}"
+        where = f"s3://{storage.bucket}/{storage.prefix}".rstrip("/")
+        return f"{where} at {storage.endpoint_url or 'AWS S3'}"
+
+    def repository(self, *, create: bool = False, init: bool = False) -> Repository:
+        """The repository at STORAGE_URL. create: a write's opening, which makes one where there
+        is none unless the catalog knows another for this deployment (init: make it anyway)."""
         if self._repository is None:
-            self._repository = open_repository(self.storage, self.settings, create=create)
+            guard = None if init or not create else self._refuse_another
+            self._repository = open_repository(
+                self.storage, self.settings, create=create or init, before_create=guard
+            )
+            if create or init or self._catalog is not None:
+                self._remember(self._repository, adopt_first=not init)
         return self._repository
+
+    def _refuse_another(self) -> None:
+        """A backup never makes a new repository where the catalog knows another one."""
+        try:
+            known = self.catalog().known_repository()
+        except CatalogUnavailable as exc:
+            # Said here, and the work's own warning about the store still follows.
+            log.warning("%s; making the repository without asking the catalog for another", exc)
+            return
+        if known is None:
+            return  # a new deployment: its first backup makes its repository
+        other = (
+            f"repository {known.id} at {known.location}"
+            if known.id
+            else "the backups of another repository"
+        )
+        raise NotFound(
+            f"no Permafrost repository at {self.location}, but this deployment's catalog knows "
+            f"{other}: check STORAGE_URL, or run `permafrost init` to create a new repository "
+            "there"
+        )
+
+    def _remember(self, repo: Repository, *, adopt_first: bool) -> None:
+        """Tell the catalog where this repository is, adopt the rows recorded before it had an
+        id, and scope the catalog to it."""
+        if not repo.id:
+            return  # made before ids and opened by a read: its rows are the old ones
+
+        def note(catalog: Catalog) -> None:
+            known = catalog.known_repository()
+            first = known is None or not known.id
+            catalog.register_repository(repo.id, self.location)
+            if repo.id_assigned or (adopt_first and first):
+                adopted = catalog.adopt(repo.id)
+                log.info("repository %s adopted %d catalogued backups", repo.id, adopted)
+            catalog.scope(repo.id)
+
+        self.record(note, "the catalog learns of this repository with the next write")
 
     def catalog(self) -> Catalog:
         """The catalog, or CatalogUnavailable (remembered, so one outage is one attempt)."""
@@ -49,11 +104,26 @@ class Context:
             try:
                 from permafrost.catalog.store import connect  # psycopg only when needed
 
-                self._catalog = connect(self.settings.metadata_url)
+                catalog = connect(self.settings.metadata_url)
+                try:
+                    self.scope(catalog)
+                except CatalogUnavailable:
+                    with contextlib.suppress(Exception):  # a connection lost already
+                        catalog.close()
+                    raise
             except CatalogUnavailable as exc:
                 self._catalog_error = exc
                 raise
+            self._catalog = catalog
         return self._catalog
+
+    def scope(self, catalog: Catalog) -> None:
+        """Lookups see the configured repository: the one opened, else the one last seen at
+        STORAGE_URL's location (none: only rows from before repository ids)."""
+        if self._repository is not None:
+            catalog.scope(self._repository.id or None)
+        else:
+            catalog.scope_to_location(self.location)
 
     def catalog_or_none(self, purpose: str) -> Catalog | None:
         """The catalog, or None after a warning saying what goes without it."""

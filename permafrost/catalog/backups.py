@@ -42,7 +42,8 @@ _UPSERT = (
     " size_bytes = EXCLUDED.size_bytes, dump_bytes = EXCLUDED.dump_bytes,"
     " description = EXCLUDED.description, tags = EXCLUDED.tags,"
     " manifest_key = EXCLUDED.manifest_key, manifest = EXCLUDED.manifest,"
-    " error = NULL, deleted_at = NULL"
+    " error = NULL, deleted_at = NULL,"
+    " repository_id = EXCLUDED.repository_id"  # the repository whose manifest it is
 )
 
 # A `running` backup whose catalog session no longer holds its backup lock: its process is gone.

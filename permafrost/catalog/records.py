@@ -60,6 +60,7 @@ class BackupRecord:
     catalogued_at: datetime
     purpose: str = Purpose.BACKUP
     backend_pid: int | None = None
+    repository_id: str = ""  # permafrost.json's id ('': recorded before repositories had ids)
 
     @property
     def is_safety(self) -> bool:

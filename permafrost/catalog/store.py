@@ -16,6 +16,7 @@ from permafrost.catalog.backups import BackupRows
 from permafrost.catalog.db import Locks
 from permafrost.catalog.heartbeats import HeartbeatRows
 from permafrost.catalog.jobs import JobRows
+from permafrost.catalog.repositories import RepositoryRows
 from permafrost.catalog.tasks import TASK_CHANNEL, TaskRows
 from permafrost.catalog.wal import WalRows
 from permafrost.config.settings import Secret
@@ -42,7 +43,17 @@ def connect_leader(url: Secret, application_name: str) -> Catalog:
     return catalog
 
 
-class Catalog(BackupRows, JobRows, TaskRows, WalRows, HeartbeatRows, AuditRows, AlertRows, Locks):
+class Catalog(
+    BackupRows,
+    JobRows,
+    TaskRows,
+    WalRows,
+    HeartbeatRows,
+    AuditRows,
+    AlertRows,
+    RepositoryRows,
+    Locks,
+):
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
 
@@ -50,5 +61,13 @@ class Catalog(BackupRows, JobRows, TaskRows, WalRows, HeartbeatRows, AuditRows, 
         self.conn.close()
 
     def migrate(self) -> list[str]:
-        """Apply the migrations this database has not seen; return their names."""
-        return db.migrate(self.conn)
+        """Apply the migrations this database has not seen; return their names.
+
+        A scoped session steps out of its scope for them: they are about the tables."""
+        scoped = self.scoped
+        if scoped:
+            self.unscope()
+        applied = db.migrate(self.conn)
+        if scoped:
+            self.rescope()
+        return applied

@@ -1,4 +1,7 @@
-"""The wal_archive table: each cluster's archive position, last error and last WAL switch."""
+"""The wal_archive table: each cluster's archive position, last error and last WAL switch.
+
+One row per repository and cluster: a scoped catalog (catalog/repositories.py) sees and writes
+the configured repository's rows, with its id."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ class WalRows(Rows):
             self.conn.execute(
                 "INSERT INTO wal_archive AS w (cluster, last_segment, last_archived_at, segments,"
                 " bytes, method) VALUES (%s, %s, now(), 1, %s, %s)"
-                " ON CONFLICT (cluster) DO UPDATE SET"
+                " ON CONFLICT (repository_id, cluster) DO UPDATE SET"
                 " last_segment = greatest(w.last_segment, EXCLUDED.last_segment),"
                 " last_archived_at = CASE WHEN EXCLUDED.last_segment >= w.last_segment"
                 "   THEN now() ELSE w.last_archived_at END,"

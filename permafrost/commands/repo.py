@@ -29,7 +29,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser("keygen", help="print a new encryption key")
     p.set_defaults(handler=keygen, needs_settings=False)
 
-    p = commands.add_parser("init", help="create the repository in the bucket (idempotent)")
+    p = commands.add_parser(
+        "init",
+        help="create the repository at STORAGE_URL (idempotent)",
+        description="Create a Permafrost repository at STORAGE_URL, even where this "
+        "deployment's catalog knows another one (a backup refuses that, to catch a mistyped "
+        "STORAGE_URL). A file:// bucket's parent directory must exist.",
+    )
     p.set_defaults(handler=init)
 
     p = commands.add_parser(
@@ -64,9 +70,9 @@ def keygen(ctx: Context | None, args: argparse.Namespace) -> int:
 
 def init(ctx: Context, args: argparse.Namespace) -> int:
     existed = read_config(ctx.storage, ctx.settings.storage.prefix) is not None
-    repo = ctx.repository(create=True)
+    repo = ctx.repository(init=True)
     state = "already initialised" if existed else "initialised"
-    print(f"repository {state} at {ctx.storage.url} (key id {repo.key.key_id})")
+    print(f"repository {state} at {ctx.location} (id {repo.id}, key id {repo.key.key_id})")
     return 0
 
 

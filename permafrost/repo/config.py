@@ -2,6 +2,8 @@
 
 Opening a repository proves the configured key before any work: the key's id must be one the
 repository knows and its check value must open, so a wrong key fails at once with one line.
+Every repository has an id (a random UUID, written once), which the catalog records on the rows
+of what the repository holds; one made before ids gets its id the first time a write opens it.
 Key rotation: put the new key in BACKUP_ENCRYPTION_KEY and the old one in
 BACKUP_ENCRYPTION_OLD_KEYS; the first command run with both registers the new key here.
 """
@@ -11,6 +13,8 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,14 +43,29 @@ class Repository:
     prefix: str
     config: dict[str, Any]
     keyring: crypto.Keyring
+    id_assigned: bool = False  # made before ids, it got its id just now (by this opening)
 
     @property
     def key(self) -> crypto.MasterKey:
         return self.keyring.current
 
+    @property
+    def id(self) -> str:
+        """The repository's id ('' for one made before ids, until a write opens it)."""
+        return str(self.config.get("id") or "")
 
-def open_repository(storage: Storage, settings: Settings, *, create: bool) -> Repository:
-    """Read (or, with create, write) permafrost.json and prove the configured key against it."""
+
+def open_repository(
+    storage: Storage,
+    settings: Settings,
+    *,
+    create: bool,
+    before_create: Callable[[], None] | None = None,
+) -> Repository:
+    """Read (or, with create, write) permafrost.json and prove the configured key against it.
+
+    create is a write's opening: it makes a repository where there is none (after
+    before_create, which may refuse) and gives one made before ids its id."""
     prefix = settings.storage.prefix
     config = read_config(storage, prefix)
     if config is None:
@@ -55,10 +74,15 @@ def open_repository(storage: Storage, settings: Settings, *, create: bool) -> Re
                 f"no Permafrost repository at {storage.url}: run `permafrost init` "
                 "or take a backup, or check STORAGE_URL"
             )
+        if before_create is not None:
+            before_create()
         config = _create(storage, prefix, settings)
     keyring = _keyring(settings, config)
     _prove(storage, prefix, config, keyring)
-    return Repository(storage, prefix, config, keyring)
+    assigned = False
+    if create and not config.get("id"):
+        config, assigned = _assign_id(storage, prefix, config)
+    return Repository(storage, prefix, config, keyring, assigned)
 
 
 def read_config(storage: Storage, prefix: str) -> dict[str, Any] | None:
@@ -98,6 +122,7 @@ def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]
     config = {
         "format": "permafrost",
         "version": FORMAT_VERSION,
+        "id": str(uuid.uuid4()),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kdf": {
             "name": "scrypt",
@@ -118,6 +143,16 @@ def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]
             raise
         return existing
     return config
+
+
+def _assign_id(
+    storage: Storage, prefix: str, config: dict[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """Give a repository made before ids its id; (the config as stored, whether ours is it)."""
+    mine = str(uuid.uuid4())
+    storage.put(layout.repository_config_key(prefix), _dump({**config, "id": mine}))
+    stored = read_config(storage, prefix) or {**config, "id": mine}
+    return stored, stored.get("id") == mine  # another process may have written its own
 
 
 def _keyring(settings: Settings, config: dict[str, Any]) -> crypto.Keyring:

@@ -2,7 +2,8 @@
 
 Writes are made durable before they become visible: a temporary file in the same directory is
 written, checked for length, fsynced, and renamed into place, then the directory is fsynced.
-Multipart uploads are staged under `.multipart/` and joined on completion.
+Multipart uploads are staged under `.multipart/` and joined on completion. The bucket's own
+directory is made by the first write, but never its missing parents: a mistyped path fails.
 """
 
 from __future__ import annotations
@@ -30,17 +31,35 @@ class LocalStorage:
         return f"file://{self.root}"
 
     def check(self) -> None:
+        """The bucket can be written: its directory, or (before the first write) its parent."""
+        folder = self.root if self.root.is_dir() else self.root.parent
+        if not folder.is_dir():
+            raise self._no_parent()
+        if not os.access(folder, os.W_OK):
+            raise StorageUnavailable(f"cannot write to {folder}: permission denied")
+
+    def _ensure_root(self) -> None:
+        """Make the bucket's directory, but not its parents: a mistyped path must fail."""
+        if self.root.is_dir():
+            return
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise self._no_parent() from None
         except OSError as exc:
             raise StorageUnavailable(
                 f"cannot use {self.root} as the bucket: {exc.strerror}"
             ) from None
-        if not os.access(self.root, os.W_OK):
-            raise StorageUnavailable(f"cannot write to {self.root}: permission denied")
+
+    def _no_parent(self) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"cannot use {self.root} as the bucket: {self.root.parent} does not exist; "
+            "check STORAGE_URL, or create the parent directory"
+        )
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         path = self._path(key)
+        self._ensure_root()
         tmp = self._write_temp(path.parent, [data])
         self._publish(tmp, path, if_absent=if_absent, key=key)
 
@@ -81,6 +100,7 @@ class LocalStorage:
     def copy(self, source: str, target: str) -> None:
         src = self._path(source)
         path = self._path(target)
+        self._ensure_root()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
@@ -97,6 +117,7 @@ class LocalStorage:
 
     def create_multipart(self, key: str) -> str:
         self._path(key)
+        self._ensure_root()
         upload_id = secrets.token_hex(12)
         folder = self.root / STAGING / upload_id
         folder.mkdir(parents=True)
