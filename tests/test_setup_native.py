@@ -302,9 +302,9 @@ def test_stop_stops_whole_process_groups_even_without_their_leaders(stack: Stack
     os.kill(supervisor, signal.SIGKILL)  # nothing restarts the scheduler now
     scheduler = stack.state("scheduler")["pid"]
     assert isinstance(scheduler, int)
-    os.kill(scheduler, signal.SIGKILL)  # its wal-receive and pg_receivewal live on in its group
-    time.sleep(1)
-    assert receivers(stack), "pg_receivewal should have outlived its scheduler"
+    os.kill(scheduler, signal.SIGKILL)
+    # Its wal-receive and pg_receivewal die with it (PR_SET_PDEATHSIG), supervisor or not.
+    wait_until("pg_receivewal gone with its scheduler", lambda: not receivers(stack))
     stopped = stack.setup("stop")
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped scheduler" in stopped.stderr and "PostgreSQL stopped" in stopped.stderr
