@@ -18,8 +18,10 @@ from monitor.stores import catalog, stores
 from monitor.web import wants_html
 from permafrost import layout
 from permafrost.audit import actor
+from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
 from permafrost.catalog.schedulers import collect
+from permafrost.errors import UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 
 blueprint = Blueprint("dashboard", __name__)
@@ -241,6 +243,10 @@ def ui_run_now() -> Any:
     database = request.form.get("database", "")
     if not layout.valid_name(database):
         abort(400, "database is not a valid database name")
+    try:
+        refuse_unconfigured(stores().settings.source, database)  # as the API and the CLI do
+    except UsageError as exc:
+        abort(400, str(exc))
     payload = {"kind": "logical", "database": database, "tier": "standard"}
     task_id = catalog().enqueue("backup", payload, _who())
     catalog().audit(actor(), "queue-backup", database, {"by": _who()})

@@ -5,6 +5,9 @@ database that is not configured is refused, by the API (400 and the configured n
 
 from __future__ import annotations
 
+import base64
+import html
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -128,6 +131,18 @@ def test_it_refuses_a_backup_of_a_database_that_is_not_configured(
     line = refused.json["error"]
     assert line.startswith("database 'nosuch' is not configured for backups") and source_db in line
     assert client.get("/tasks/1").status_code == 404, "nothing was queued"
+
+    # The dashboard's "back up now" form refuses it the same way.
+    guarded = {**denv, "DASHBOARD_USER": "oncall", "DASHBOARD_PASSWORD": "pw-123456"}
+    dashboard = create_app(Settings.from_env(guarded), evaluate=False).test_client()
+    login = {"Authorization": "Basic " + base64.b64encode(b"oncall:pw-123456").decode()}
+    page = dashboard.get("/", headers=login).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert token is not None, "the overview offers its forms"
+    form = {"database": "nosuch", "csrf_token": token.group(1)}
+    answer = dashboard.post("/ui/run-now", data=form, headers=login)
+    assert answer.status_code == 400 and line in html.unescape(answer.get_data(as_text=True))
+    assert client.get("/tasks/1").status_code == 404, "nothing was queued from the form"
 
     cli = run(denv, "backup", "--database", "nosuch", check=False)
     assert cli.returncode == 2
