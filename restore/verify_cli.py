@@ -80,6 +80,7 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _unverified(ctx: Context) -> list[BackupRecord]:
+    ctx.repository()  # no repository at STORAGE_URL is an error, not "0 verified, 0 failed"
     catalog = ctx.catalog()
     return [r for r in catalog.find(status="completed") if r.verification_status is None]
 

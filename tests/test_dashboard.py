@@ -66,7 +66,8 @@ def test_the_dashboard_shows_a_failure_and_queues_a_verification(
     good = loads(run(menv, "backup", "--json", "--description", hostile).stdout)
     failing = pg.create_database(f"{source_db}_gone")
     pg.drop_database(failing)  # its backup fails: the database no longer exists
-    configured = {**menv, "DB_NAME": f"{source_db},{failing}"}  # an unknown one is refused
+    # An unknown database is refused; DB_NAME names both over a URL that names neither.
+    configured = {**menv, "DATABASE_URL": pg.url(""), "DB_NAME": f"{source_db},{failing}"}
     failed = run(configured, "backup", "--database", failing, check=False)
     assert failed.returncode != 0
     ARTIFACTS.mkdir(exist_ok=True)

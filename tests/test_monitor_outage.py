@@ -158,10 +158,15 @@ def test_it_shows_what_is_down_since_when_and_what_still_works(
     assert line.startswith("the metadata store (127.0.0.1:") and " since 20" in line
     assert "the bucket answers" in line and "`permafrost list`" in line and "\n" not in line
     assert [d["alerted"] for d in api.json["down"]] == [True, True]
-    no_bucket = replace(settings, storage=replace(settings.storage, url="file:///proc/pf-bucket"))
+    no_bucket = replace(
+        settings, storage=replace(settings.storage, url="file:///nonexistent-pf/bucket")
+    )
     both = create_app(no_bucket, evaluate=False).test_client().get("/status")
     assert both.status_code == 503 and both.json["bucket"] == "unreachable"
-    assert "the bucket does not answer either (cannot use /proc/pf-bucket" in both.json["error"]
+    assert (
+        "the bucket does not answer either (cannot use /nonexistent-pf/bucket"
+        in (both.json["error"])
+    )
     store.start()
     assert client.get("/status").status_code == 200
 

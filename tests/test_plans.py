@@ -39,13 +39,19 @@ def test_durations_carry_units() -> None:
     ]
 
 
+def configured(env: dict[str, str], *databases: str) -> dict[str, str]:
+    """env with DB_NAME naming these databases, over a server URL that names none."""
+    server = env["DATABASE_URL"].rsplit("/", 1)[0] + "/"
+    return {**env, "DATABASE_URL": server, "DB_NAME": ",".join(databases)}
+
+
 def _line(text: str, start: str) -> str:
     return next(line for line in text.splitlines() if line.strip().startswith(start))
 
 
 def test_disaster_and_recovery_time_cover_every_database(env, source_db, other_db) -> None:
     first = loads(run(env, "backup", "--json").stdout)
-    second = loads(run(env, "backup", "--database", other_db, "--json").stdout)
+    second = loads(run(configured(env, other_db), "backup", "--json").stdout)
 
     text = run(env, "plan", "disaster").stdout
     steps = [line.strip() for line in text.split("Steps:")[1].splitlines() if line.strip()]
@@ -124,7 +130,7 @@ def test_disaster_with_a_wal_archive_recovers_with_pitr_latest(
 
 def test_a_restore_test_with_no_body_follows_db_name(env, source_db, other_db) -> None:
     mine = loads(run(env, "backup", "--json").stdout)
-    run(env, "backup", "--database", other_db)  # newer, of a database DB_NAME does not name
+    run(configured(env, other_db), "backup")  # newer, of a database DB_NAME does not name
     settings = Settings.from_env({**env, "DB_NAME": source_db, "MONITOR_API_TOKEN": TOKEN})
     app = create_app(settings, evaluate=False)
     app.testing = True

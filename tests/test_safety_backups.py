@@ -39,7 +39,8 @@ def safety_backup(
     run(denv, "restore", "latest", "--target-db", target)
     own: dict[str, Any] = {"id": None}
     if own_backup:
-        both = {**denv, "DB_NAME": f"{source_db},{target}"}
+        server = denv["DATABASE_URL"].rsplit("/", 1)[0] + "/"  # DB_NAME then names both
+        both = {**denv, "DATABASE_URL": server, "DB_NAME": f"{source_db},{target}"}
         own = loads(run(both, "backup", "--database", target, "--json").stdout)
     run(denv, "restore", "latest", "--database", source_db, "--target-db", target,
         "--drop-existing", "--yes")  # fmt: skip

@@ -128,8 +128,25 @@ def resolve(ctx: Context, ref: str, database: str | None = None) -> BackupRecord
     layout.check_backup_id(ref)
     record = _by_id(ctx, ref)
     if record is None or record.status == "deleted":
-        raise BackupNotFound(f"no backup {ref}: run `permafrost list` to see the backups")
+        raise BackupNotFound(
+            f"no backup {ref}{_elsewhere(ctx)}: run `permafrost list` to see the backups"
+        )
     return record
+
+
+def _elsewhere(ctx: Context) -> str:
+    """Why an id may be missing: STORAGE_URL opens no repository while the catalog knows one."""
+    if not _no_repository(ctx):
+        return ""
+    known = ctx.catalog().known_repository()
+    if known is None:
+        return ""  # a new deployment, before its first backup
+    if known.location is None:
+        return f" (there is no repository at {ctx.location}: check STORAGE_URL)"
+    return (
+        f" (there is no repository at {ctx.location}, and the catalog knows {known.id} at"
+        f" {known.location}: check STORAGE_URL)"
+    )
 
 
 def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
