@@ -129,7 +129,13 @@ def _drop_view(table: str) -> sql.Composed:
 
 def _scoped_view(table: str, repository: sql.Composable | None) -> list[sql.Composed]:
     """The view of one repository's rows (None: of none, only the old ones), inserting its id."""
-    ids = [sql.Literal(LEGACY)] if repository is None else [repository, sql.Literal(LEGACY)]
+    # The repository as a scalar subquery: an InitPlan, worked out once per statement, not once
+    # per row (a location's scope calls repository_at, a query of its own).
+    ids = (
+        [sql.Literal(LEGACY)]
+        if repository is None
+        else [sql.SQL("(SELECT {})").format(repository), sql.Literal(LEGACY)]
+    )
     view = sql.Identifier(table)
     statements = [
         sql.SQL("CREATE TEMP VIEW {} AS SELECT * FROM {}.{} WHERE repository_id IN ({})").format(
