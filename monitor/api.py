@@ -19,7 +19,7 @@ from monitor.openapi import document
 from monitor.pages import alerts_page, backup_page, backups_page, restore_command
 from monitor.status import status_json
 from monitor.stores import catalog, stores
-from monitor.web import wants_html
+from monitor.web import api_actor, json_body, wants_html
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
@@ -185,36 +185,20 @@ def queue(kind: str, payload: dict[str, Any], by: str) -> Response:
     return response
 
 
-def _api_actor() -> str:
-    return f"api:{request.remote_addr or 'unknown'}"
-
-
 @blueprint.post("/verify/<name>")
 @token_required
 def verify(name: str) -> Any:
     record = find_backup(name)
     if record.status != "completed":
         abort(409, f"backup {record.id} is {record.status}: only a completed backup is verified")
-    catalog().audit(actor(), "queue-verify", record.id, {"by": _api_actor()})
-    return queue("verify", {"backup_id": record.id}, _api_actor())
-
-
-def _json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not request.data:
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "the request body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
-    return body
+    catalog().audit(actor(), "queue-verify", record.id, {"by": api_actor()})
+    return queue("verify", {"backup_id": record.id}, api_actor())
 
 
 @blueprint.post("/restore-test")
 @token_required
 def restore_test() -> Any:
-    body = _json_body(("backup_id", "database"))
+    body = json_body(("backup_id", "database"))
     name = body.get("backup_id")
     database = body.get("database")
     if name is not None:
@@ -235,14 +219,14 @@ def restore_test() -> Any:
         if found is None:
             abort(404, f"no completed backup{' of ' + database if database else ''} to test")
         record = found
-    catalog().audit(actor(), "queue-test-restore", record.id, {"by": _api_actor()})
-    return queue("test_restore", {"backup_id": record.id}, _api_actor())
+    catalog().audit(actor(), "queue-test-restore", record.id, {"by": api_actor()})
+    return queue("test_restore", {"backup_id": record.id}, api_actor())
 
 
 @blueprint.post("/backup/run-now")
 @token_required
 def run_now() -> Any:
-    body = _json_body(("database", "kind", "tier"))
+    body = json_body(("database", "kind", "tier"))
     payload: dict[str, Any] = {}
     kind = body.get("kind", "logical")
     if kind not in BACKUP_KINDS:
@@ -261,8 +245,8 @@ def run_now() -> Any:
         abort(400, "tier must be standard or compliance")
     if kind == "logical":
         payload["tier"] = tier
-    catalog().audit(actor(), "queue-backup", database or "all", {"by": _api_actor(), **payload})
-    return queue("backup", payload, _api_actor())
+    catalog().audit(actor(), "queue-backup", database or "all", {"by": api_actor(), **payload})
+    return queue("backup", payload, api_actor())
 
 
 def _unconfigured(kind: str, name: str) -> Any:

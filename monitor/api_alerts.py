@@ -19,6 +19,7 @@ from flask import Blueprint, abort, flash, jsonify, redirect, request, url_for
 
 from monitor.auth import check_csrf, dashboard_protected, token_required
 from monitor.stores import catalog
+from monitor.web import api_actor, json_body
 from permafrost.audit import actor
 from permafrost.config.env import parse_duration
 from permafrost.text import iso, one_line, when
@@ -85,18 +86,6 @@ def _moment(value: Any) -> datetime:
     return moment
 
 
-def _body(allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not request.data:
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "the request body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
-    return body
-
-
 def _missing(key: str) -> Any:
     abort(404, f"no active alert {key} (GET /alerts lists them)")
 
@@ -108,16 +97,12 @@ def alert_json(row: dict[str, Any]) -> dict[str, Any]:
 # --- the API --------------------------------------------------------------------------------------
 
 
-def _api_by() -> str:
-    return f"api:{request.remote_addr or 'unknown'}"
-
-
 @blueprint.post("/alerts/<name>/acknowledge")
 @token_required
 def acknowledge(name: str) -> Any:
     key = _checked_key(name)
-    body = _body(("reason", "by"))
-    reason, by = _reason(body.get("reason")), _by(body.get("by"), _api_by())
+    body = json_body(("reason", "by"))
+    reason, by = _reason(body.get("reason")), _by(body.get("by"), api_actor())
     row = catalog().acknowledge_alert(key, by, reason, actor())
     return jsonify(alert_json(row)) if row is not None else _missing(key)
 
@@ -126,9 +111,9 @@ def acknowledge(name: str) -> Any:
 @token_required
 def silence(name: str) -> Any:
     key = _checked_key(name)
-    body = _body(("for", "until", "reason", "by"))
+    body = json_body(("for", "until", "reason", "by"))
     until = silence_end(body, datetime.now(UTC))
-    reason, by = _reason(body.get("reason")), _by(body.get("by"), _api_by())
+    reason, by = _reason(body.get("reason")), _by(body.get("by"), api_actor())
     row = catalog().silence_alert(key, until, by, reason, actor())
     return jsonify(alert_json(row)) if row is not None else _missing(key)
 
@@ -137,7 +122,7 @@ def silence(name: str) -> Any:
 @token_required
 def unsilence(name: str) -> Any:
     key = _checked_key(name)
-    by = _by(_body(("by",)).get("by"), _api_by())
+    by = _by(json_body(("by",)).get("by"), api_actor())
     row = catalog().lift_silence(key, by, actor())
     if row is None:
         abort(404, f"no active alert {key} is silenced (GET /alerts lists them)")

@@ -12,12 +12,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, abort, jsonify
 
 from monitor import api
 from monitor.auth import token_required
 from monitor.status import status_json
 from monitor.stores import catalog, settings, stores
+from monitor.web import api_actor, json_body
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog import reads
@@ -32,22 +33,6 @@ blueprint = Blueprint("api_backup", __name__)
 MAX_TAGS = 20
 MAX_TEXT = 500
 BUSY_KINDS = ("verify", "test_restore", "restore")  # tasks that read a backup's objects
-
-
-def _by() -> str:
-    return f"api:{request.remote_addr or 'unknown'}"
-
-
-def _json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
-    if not request.data:
-        return {}
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "the request body must be a JSON object")
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
-    return body
 
 
 @blueprint.get("/backup/list")
@@ -65,7 +50,7 @@ def backup_status() -> Any:
 @blueprint.post("/backup/create")
 @token_required
 def create() -> Any:
-    body = _json_body(("database", "tier", "name", "description", "tags"))
+    body = json_body(("database", "tier", "name", "description", "tags"))
     database = _configured_database(body.get("database"))
     tier = body.get("tier", "standard")
     if tier not in ("standard", "compliance"):
@@ -82,8 +67,8 @@ def create() -> Any:
         "description": description,
         "tags": tags,
     }
-    catalog().audit(actor(), "queue-backup", database, {"by": _by(), **payload})
-    return api.queue("backup", payload, _by())
+    catalog().audit(actor(), "queue-backup", database, {"by": api_actor(), **payload})
+    return api.queue("backup", payload, api_actor())
 
 
 def _configured_database(value: Any) -> str:
@@ -121,7 +106,7 @@ def _tags(value: Any) -> list[str]:
 @blueprint.post("/backup/cleanup")
 @token_required
 def cleanup() -> Any:
-    body = _json_body(("apply", "database"))
+    body = json_body(("apply", "database"))
     apply = body.get("apply", False)
     if not isinstance(apply, bool):
         abort(400, "apply must be true or false")
@@ -152,7 +137,7 @@ def cleanup() -> Any:
             actor(),
             "cleanup",
             database or "all",
-            {"by": _by(), "deleted": [d["id"] for d in gone]},
+            {"by": api_actor(), "deleted": [d["id"] for d in gone]},
         )
     return jsonify(answer)
 
@@ -175,7 +160,7 @@ def delete(name: str) -> Any:
     cat = catalog()
     cat.mark_deleted(record.id)
     details = {"database": record.database, "tier": record.tier, "objects": keys}
-    cat.audit(actor(), "delete", record.id, {"by": _by(), **details})
+    cat.audit(actor(), "delete", record.id, {"by": api_actor(), **details})
     return jsonify({"id": record.id, "status": "deleted", **details})
 
 
@@ -203,7 +188,7 @@ def _refuse_if_kept(record: BackupRecord) -> None:
 @blueprint.post("/backup/restore")
 @token_required
 def restore() -> Any:
-    body = _json_body(("backup_id", "database", "target_db"))
+    body = json_body(("backup_id", "database", "target_db"))
     target = body.get("target_db")
     if not isinstance(target, str) or not layout.valid_name(target):
         abort(400, "target_db is required: the name of a database that does not exist yet")
@@ -215,8 +200,8 @@ def restore() -> Any:
             "restores only into a new database; choose another target_db",
         )
     payload = {"backup_id": record.id, "target_db": target}
-    catalog().audit(actor(), "queue-restore", record.id, {"by": _by(), **payload})
-    return api.queue("restore", payload, _by())
+    catalog().audit(actor(), "queue-restore", record.id, {"by": api_actor(), **payload})
+    return api.queue("restore", payload, api_actor())
 
 
 def _restorable(name: Any, database: Any) -> BackupRecord:

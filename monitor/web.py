@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import jsonify, render_template, request
+from flask import abort, jsonify, render_template, request
 
 from monitor.alerts.outage import Outage, current
 from monitor.stores import stores
@@ -91,3 +91,21 @@ def _outage_json(outage: Outage) -> dict[str, Any]:
         "error": outage.error,
         "alerted": outage.announced,
     }
+
+
+def json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
+    """A write's JSON object (empty when there is no body), refusing unknown fields by name."""
+    if not request.data:
+        return {}
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        abort(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
+    return body
+
+
+def api_actor() -> str:
+    """Who made an API write, for the audit log and requested_by."""
+    return f"api:{request.remote_addr or 'unknown'}"
