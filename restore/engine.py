@@ -28,7 +28,7 @@ from permafrost.backup.request import BackupRequest
 from permafrost.catalog.records import SAFETY_TAG, BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, UsageError
-from permafrost.postgres import ddl
+from permafrost.postgres import ddl, installations
 from permafrost.postgres import tools as pgtools
 from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind, Manifest, TableCount
@@ -182,6 +182,7 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
     started, clock = datetime.now(UTC), time.monotonic()
     dump: Path | None = None
     try:
+        pg_restore = _pick_pg_restore(ctx, plan, say)  # before anything starts: it may not fit
         directory = temp_dir(ctx.settings.restore.tmpdir)
         check_space(directory, plan.manifest)
         progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
@@ -190,7 +191,7 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
         dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
         progress.close()
         safety = _safety_backup(ctx, plan, say)
-        counts = _restore(ctx, plan, dump, say)
+        counts = _restore(ctx, plan, pg_restore, dump, say)
     except BaseException as exc:
         _audit(ctx, plan, started, exc)
         raise
@@ -220,12 +221,30 @@ def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
     return manifest.id
 
 
-def _restore(
-    ctx: Context, plan: RestorePlan, dump: Path, say: Say
-) -> dict[tuple[str, str], int | None]:
-    pg_restore = pgtools.find_tool(
-        "pg_restore", ctx.settings.pg_bin_dir, _major(plan.manifest.tool_version)
+def _pick_pg_restore(ctx: Context, plan: RestorePlan, say: Say) -> str:
+    """pg_restore of the target server's major when it reads the dump (postgres/installations)."""
+    with targets.maintenance(plan.target) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    target_major = int(row[0]) // 10000 if row else 0
+    choice = installations.for_restore(
+        installations.installed(ctx.settings.pg_bin_dirs),
+        target_major,
+        _major(plan.manifest.tool_version),
+        _major(plan.manifest.server_version),
     )
+    if choice.warning:
+        say(f"warning: {choice.warning}")
+    say(
+        f"pg_restore {choice.version} ({choice.path}) into PostgreSQL {target_major}; "
+        f"the dump is of PostgreSQL {plan.manifest.server_version.split()[0]}, "
+        f"written by pg_dump {plan.manifest.tool_version}"
+    )
+    return choice.path
+
+
+def _restore(
+    ctx: Context, plan: RestorePlan, pg_restore: str, dump: Path, say: Say
+) -> dict[tuple[str, str], int | None]:
     if plan.options.data_only:
         say(f"restore {_what(plan)} into {plan.target.where} in one transaction")
         pgrestore.run(

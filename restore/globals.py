@@ -60,7 +60,7 @@ def fetch(repository: Repository, manifest: Manifest) -> bytes:
 def apply(
     sql: bytes,
     target: Target,
-    bin_dir: str | None,
+    bin_dirs: tuple[str, ...],
     say: Callable[[str], None],
     *,
     dry_run: bool = False,
@@ -75,7 +75,7 @@ def apply(
     for name in applied.skipped_tablespaces:
         say(f"tablespace {name} exists on {pgtools.where(target.server)}: skipped")
     if not dry_run:
-        _psql(pgtools.find_tool("psql", bin_dir), target, "\n".join(kept) + "\n")
+        _psql(pgtools.find_tool(bin_dirs, "psql").path, target, "\n".join(kept) + "\n")
     return applied
 
 

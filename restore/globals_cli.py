@@ -45,7 +45,7 @@ def restore_globals(ctx: Context, args: argparse.Namespace) -> int:
     applied = globals_restore.apply(
         sql,
         target,
-        ctx.settings.pg_bin_dir,
+        ctx.settings.pg_bin_dirs,
         lambda line: print(f"- {line}", flush=True),
         dry_run=args.dry_run,
     )

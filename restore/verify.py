@@ -145,7 +145,10 @@ def _verify(
     check_data_object(repo.storage, manifest)
     if manifest.kind == Kind.BASE:
         return _verify_base(repo, transfer, manifest, clock, on_progress)
-    pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir)
+    # it reads what pg_dump of tool_version wrote: that major or newer
+    pg_restore = pgtools.find_tool(
+        ctx.settings.pg_bin_dirs, "pg_restore", pgtools.major_of(manifest.tool_version)
+    ).path
     return _verify_dump(repo, transfer, pg_restore, manifest, clock, on_progress)
 
 

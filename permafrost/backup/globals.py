@@ -31,12 +31,12 @@ class StoredGlobals:
 def take(
     destination: Destination,
     source: SourceSettings,
-    bin_dir: str | None,
+    bin_dirs: tuple[str, ...],
     request: BackupRequest,
     role_passwords: bool,
 ) -> StoredGlobals:
     """Dump the globals of the server `source` names and store them beside the backup."""
-    pg_dumpall = pgtools.find_tool("pg_dumpall", bin_dir)
+    pg_dumpall = pgtools.find_tool(bin_dirs, "pg_dumpall").path  # the newest reads any server
     sql = _dump(pg_dumpall, source, request.database, role_passwords)
     key = layout.globals_key(
         destination.repository.prefix, request.tier, request.database, request.backup_id

@@ -159,9 +159,9 @@ def _take(
     source = request.source or ctx.settings.source
     destination = Destination.of(ctx)
     if request.kind == Kind.BASE:  # a base backup holds the globals already
-        return physical.backup(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+        return physical.backup(destination, source, ctx.settings.pg_bin_dirs, request, on_progress)
     destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r, warnings))
-    return logical.dump(destination, source, ctx.settings.pg_bin_dir, request, on_progress)
+    return logical.dump(destination, source, ctx.settings.pg_bin_dirs, request, on_progress)
 
 
 def _globals(
@@ -177,7 +177,7 @@ def _globals(
         stored = server_globals.take(
             destination,
             source,
-            ctx.settings.pg_bin_dir,
+            ctx.settings.pg_bin_dirs,
             request,
             ctx.settings.backup_role_passwords,
         )

@@ -61,14 +61,15 @@ def server_facts(source: SourceSettings) -> dict[str, Any]:
 def backup(
     destination: Destination,
     source: SourceSettings,
-    bin_dir: str | None,
+    bin_dirs: tuple[str, ...],
     request: BackupRequest,
     on_progress: OnProgress = None,
 ) -> Manifest:
     data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
     facts = server_facts(source)
-    tool = pgtools.find_tool("pg_basebackup", bin_dir, facts["server_version_num"] // 10000)
+    major = facts["server_version_num"] // 10000
+    tool = pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
     sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
     command = _command(tool, source, request.backup_id)

@@ -138,7 +138,7 @@ class Settings:
     encryption_key: Secret | None
     old_encryption_keys: tuple[Secret, ...]
     cluster_name: str = "main"
-    pg_bin_dir: str | None = None
+    pg_bin_dirs: tuple[str, ...] = ()  # PG_BIN_DIRS, then PG_BIN_DIR (postgres/installations.py)
     backup_role_passwords: bool = False  # the globals beside each backup include role passwords
     log_level: str = "WARNING"
     compression: CompressionSettings = field(default_factory=CompressionSettings)
@@ -153,6 +153,14 @@ class Settings:
         return _parse(Env(os.environ if env is None else env))
 
 
+def _bin_dirs(env: Env) -> tuple[str, ...]:
+    """PG_BIN_DIRS (colon-separated), then PG_BIN_DIR (the older setting, a list of one)."""
+    listed = env.text("PG_BIN_DIRS") or ""
+    single = env.text("PG_BIN_DIR") or ""
+    parts = [*listed.split(":"), single]
+    return tuple(dict.fromkeys(part.strip() for part in parts if part.strip()))
+
+
 def _parse(env: Env) -> Settings:
     # The order of the look-ups decides which of several bad values is refused first.
     return Settings(
@@ -163,7 +171,7 @@ def _parse(env: Env) -> Settings:
         old_encryption_keys=_old_keys(env),
         cluster_name=env.name("CLUSTER_NAME", "main"),
         compression=_compression(env),
-        pg_bin_dir=env.text("PG_BIN_DIR"),
+        pg_bin_dirs=_bin_dirs(env),
         backup_role_passwords=env.flag("BACKUP_ROLE_PASSWORDS", False),
         restore=_restore(env),
         log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),

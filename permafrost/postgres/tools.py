@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from permafrost.config.settings import SourceSettings
-from permafrost.errors import SourceError, ToolMissing
+from permafrost.errors import SourceError
+from permafrost.postgres import installations
 from permafrost.repo.manifest import TableCount
 from permafrost.text import first_line
 
@@ -27,37 +26,17 @@ if TYPE_CHECKING:
 
     Connection = psycopg.Connection  # for modules that hold a connection but never import psycopg
 
-DEBIAN_BIN = Path("/usr/lib/postgresql")
+
+def find_tool(bin_dirs: tuple[str, ...], name: str, minimum_major: int = 0) -> installations.Choice:
+    """`name` of the server's major, else the newest newer one (pg_dump, pg_dumpall, psql)."""
+    return installations.at_least(installations.installed(bin_dirs), name, minimum_major)
 
 
-def find_tool(name: str, bin_dir: str | None = None, minimum_major: int = 0) -> str:
-    """The newest installed PostgreSQL program `name` whose major version can read the server."""
-    candidates = [Path(bin_dir) / name] if bin_dir else []
-    if DEBIAN_BIN.is_dir():
-        majors = sorted(
-            (p for p in DEBIAN_BIN.iterdir() if p.name.isdigit()),
-            key=lambda p: int(p.name),
-            reverse=True,
-        )
-        candidates += [p / "bin" / name for p in majors]
-    on_path = shutil.which(name)
-    if on_path:
-        candidates.append(Path(on_path))
-    found = [str(c) for c in candidates if c.is_file() and os.access(c, os.X_OK)]
-    if not found:
-        raise ToolMissing(
-            f"{name} is not installed: install the PostgreSQL client "
-            "(apt-get install postgresql-client) or set PG_BIN_DIR"
-        )
-    if bin_dir and found[0] != str(Path(bin_dir) / name):
-        raise ToolMissing(f"{name} is not in PG_BIN_DIR={bin_dir}")
-    for tool in found:
-        if tool_major(tool) >= minimum_major:
-            return tool
-    raise ToolMissing(
-        f"{name} {tool_major(found[0])} cannot read a PostgreSQL {minimum_major} server: "
-        f"install postgresql-client-{minimum_major} or set PG_BIN_DIR"
-    )
+def cluster_tool(
+    bin_dirs: tuple[str, ...], name: str, major: int, why: str
+) -> installations.Choice:
+    """`name` of exactly the cluster's major (pg_basebackup, pg_receivewal, postgres...)."""
+    return installations.exact(installations.installed(bin_dirs), name, major, why)
 
 
 def tool_version(tool: str) -> str:
@@ -67,8 +46,13 @@ def tool_version(tool: str) -> str:
 
 
 def tool_major(tool: str) -> int:
-    version = tool_version(tool)
-    return int(version.split(".")[0]) if version[0].isdigit() else 0
+    return major_of(tool_version(tool))
+
+
+def major_of(version: str) -> int:
+    """15 of "15.18", "15.18 (Debian 15.18-0+deb12u1)" or "15"; 0 when it has no number."""
+    head = version.split(".")[0].split()[0] if version.strip() else ""
+    return int(head) if head.isdigit() else 0
 
 
 def conninfo(source: SourceSettings, database: str) -> str:

@@ -118,7 +118,9 @@ class Receiver:
         with pgtools.connect(self.source, database) as conn:
             row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
         major = int(row[0]) // 10000 if row else 0
-        self.tool = pgtools.find_tool("pg_receivewal", ctx.settings.pg_bin_dir, major)
+        self.tool = pgtools.cluster_tool(
+            ctx.settings.pg_bin_dirs, "pg_receivewal", major, "streaming WAL"
+        ).path
 
     def create_slot(self) -> None:
         result = subprocess.run(

@@ -130,7 +130,11 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         created = osuser.prepare_dir(data, user, "--target-dir" if args.target_dir else "data dir")
         osuser.check_runnable(user, run)
         major = int(base.manifest.physical.get("server_version_num", 0)) // 10000
-        bin_dir = Path(pgtools.find_tool("postgres", ctx.settings.pg_bin_dir, major)).parent
+        bin_dir = Path(
+            pgtools.cluster_tool(
+                ctx.settings.pg_bin_dirs, "postgres", major, "point-in-time recovery"
+            ).path
+        ).parent
         pitr.restore_base(ctx, plan, data, user, say)
         pitr.verify_files(ctx, plan, data, user, say)
         recovery = None if target.kind == "latest" else target

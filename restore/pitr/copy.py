@@ -47,8 +47,10 @@ def copy_database(
     with pgtools.exported_snapshot(source, database) as snapshot:
         info = snapshot.export()
         counts = snapshot.row_counts()
-        pg_dump = pgtools.find_tool("pg_dump", ctx.settings.pg_bin_dir, info.server_major)
-        pg_restore = pgtools.find_tool("pg_restore", ctx.settings.pg_bin_dir, info.server_major)
+        dumper = pgtools.find_tool(ctx.settings.pg_bin_dirs, "pg_dump", info.server_major)
+        pg_dump = dumper.path
+        # it reads what that pg_dump writes: its major or newer
+        pg_restore = pgtools.find_tool(ctx.settings.pg_bin_dirs, "pg_restore", dumper.major).path
         staging = target.with_database(targets.staging_name(target.database))
         with targets.maintenance(target) as conn:
             ddl.create_database(conn, staging.database)

@@ -183,7 +183,9 @@ def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, 
 
 def verify_files(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
     major = int(plan.base.manifest.physical.get("server_version_num", 0)) // 10000
-    tool = pgtools.find_tool("pg_verifybackup", ctx.settings.pg_bin_dir, major)
+    tool = pgtools.cluster_tool(
+        ctx.settings.pg_bin_dirs, "pg_verifybackup", major, "checking a base backup"
+    ).path
     result = subprocess.run(
         [tool, "--no-parse-wal", "--quiet", str(data)],
         capture_output=True,
