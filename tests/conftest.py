@@ -4,6 +4,7 @@
 is left out when it uses the `pg` or `s3` fixture (directly or through another fixture, such as
 `env`) or is marked slow; one that starts a cluster or an S3 server of its own is skipped when
 it tries. Those left out carry the `services` marker, so `-m "not services"` says the same.
+The container test (`containers` marker) runs only under `-m containers`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The container test (tests/containers/) runs only when asked for: `-m containers`, as
+    # `./setup.sh test containers` does; it needs a Docker engine and builds images.
+    if "containers" not in (config.getoption("markexpr") or ""):
+        in_containers = [item for item in items if item.get_closest_marker("containers")]
+        config.hook.pytest_deselected(items=in_containers)
+        items[:] = [item for item in items if not item.get_closest_marker("containers")]
     for item in items:
         if _needs_services(item):
             item.add_marker(pytest.mark.services)

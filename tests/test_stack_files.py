@@ -116,7 +116,12 @@ def test_the_dockerfile_builds_one_non_root_image_with_the_postgresql_binaries()
     text = (ROOT / "Dockerfile").read_text()
     stages = re.findall(r"^FROM (\S+) AS (\w+)", text, re.MULTILINE)
     assert [stage for _, stage in stages] == ["build", "runtime"]
-    assert all("slim" in image for image, _ in stages)
+    # Both stages start from BASE_IMAGE (debian:bookworm-slim for an offline build), a slim one.
+    assert all(image == "${BASE_IMAGE}" for image, _ in stages)
+    assert re.search(r"^ARG BASE_IMAGE=\S*slim\S*$", text, re.MULTILINE)
+    assert re.search(r"^ARG PG_SOURCE=pgdg$", text, re.MULTILINE)
+    assert "--no-index --find-links /wheelhouse" in text  # the air-gapped wheelhouse
+    assert "org.opencontainers.image.revision" in text and "HEALTHCHECK" in text
     assert re.search(r'^ARG PG_MAJORS="13 14 15 16 17 18"$', text, re.MULTILINE)
     assert "postgresql-${major} postgresql-client-${major}" in text
     assert "PG_BIN_DIR" not in text  # every major's bin directory is searched, none is pinned
