@@ -40,12 +40,6 @@ FROM ${BASE_IMAGE} AS runtime
 # the programs of each server's own major (README: "Supported PostgreSQL versions").
 ARG PG_MAJORS="13 14 15 16 17 18"
 ARG PG_SOURCE=pgdg
-ARG VERSION=0.1.0
-ARG REVISION=unknown
-LABEL org.opencontainers.image.title="permafrost" \
-      org.opencontainers.image.description="PostgreSQL backups to S3-compatible storage" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}"
 ENV PG_MAJORS=${PG_MAJORS} \
     PATH=/opt/permafrost/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -95,3 +89,10 @@ HEALTHCHECK --interval=60s --timeout=20s --start-period=60s --retries=3 \
     CMD ["permafrost", "status"]
 ENTRYPOINT []
 CMD ["permafrost", "--help"]
+# Last, so that a new revision rebuilds no layer above.
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="permafrost" \
+      org.opencontainers.image.description="PostgreSQL backups to S3-compatible storage" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}"

@@ -8,6 +8,8 @@
 #                       and run ruff, mypy, the import contracts and the test suite; extra arguments go to pytest
 #   ./setup.sh test --quick   the same, with only the tests that need no PostgreSQL, S3 server
 #                       or browser (under a minute, for the edit-test loop; see tests/conftest.py)
+#   ./setup.sh test containers   the container test alone: a Docker engine (started if none
+#                       runs), the image, the compose file (tests/containers/test_compose.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -90,17 +92,57 @@ run_tests() {
   exec "$VENV/bin/pytest" "$@"
 }
 
-# What of Docker is here: compose (all of it), no-compose (an engine but no Compose plugin),
-# no-engine (a client that no engine answers) or none.
+# What of Docker is here: compose (all of it), no-compose (an engine but neither Compose v2, the
+# docker compose plugin, nor v1, docker-compose), no-engine (a client no engine answers) or none.
 docker_state() {
   if ! command -v docker >/dev/null; then echo none
   elif ! docker info >/dev/null 2>&1; then echo no-engine
-  elif ! docker compose version >/dev/null 2>&1; then echo no-compose
+  elif [ -z "$(compose_command)" ]; then echo no-compose
   else echo compose; fi
 }
 have_docker() { [ "$(docker_state)" = compose ]; }
 
-compose() { docker compose --profile "${PERMAFROST_PROFILE:-local}" "$@"; }
+# Compose v2 (`docker compose`) where present, else v1 (`docker-compose`, Debian's 1.29).
+compose_command() {
+  if docker compose version >/dev/null 2>&1; then echo "docker compose"
+  elif command -v docker-compose >/dev/null && docker-compose version >/dev/null 2>&1; then
+    echo docker-compose
+  fi
+}
+
+compose() {
+  local command; command=$(compose_command)
+  $command --profile "${PERMAFROST_PROFILE:-local}" "$@"
+}
+
+# Every pinned image docker-compose.yml names (the project's own is built) that is not here is
+# pulled first; the first that cannot be is named in one line, and the caller carries on natively.
+# Read from the file itself: .env is written only once Docker is known to work.
+images_available() {
+  local image reason
+  for image in $(awk '/^ *image:/ && !/\$\{/ {print $2}' docker-compose.yml | sort -u); do
+    docker image inspect "$image" >/dev/null 2>&1 && continue
+    if ! reason=$(docker pull -q "$image" 2>&1 >/dev/null); then
+      say "the image $image cannot be pulled ($(tail -n 1 <<<"$reason")): running the services as local processes"
+      return 1
+    fi
+  done
+}
+
+# Compose v1 has no `up --wait`: wait for every service with a healthcheck to report healthy.
+wait_healthy() {
+  local deadline=$((SECONDS + ${1:-300})) id state waiting
+  while :; do
+    waiting=""
+    for id in $(compose ps -q); do
+      state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id")
+      [ -z "$state" ] || [ "$state" = healthy ] || waiting="$waiting $(docker inspect -f '{{.Name}}' "$id")=$state"
+    done
+    [ -z "$waiting" ] && return 0
+    [ "$SECONDS" -lt "$deadline" ] || die "not healthy after ${1:-300} s:$waiting (docker compose logs says why)"
+    sleep 2
+  done
+}
 
 docker_up() {
   "$PYTHON" scripts/stack.py env --docker-local
@@ -108,7 +150,8 @@ docker_up() {
   # Compose recreates each service whose configuration (.env included) changed since it started,
   # and leaves the others running.
   say "docker compose recreates the services whose settings in .env changed; the others keep running"
-  compose up -d --build --wait
+  if [ "$(compose_command)" = "docker compose" ]; then compose up -d --build --wait
+  else compose up -d --build; wait_healthy; fi
   compose exec -T scheduler permafrost backup
   compose exec -T restore permafrost verify latest --test-restore
   port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
@@ -125,6 +168,27 @@ Next:
 MSG
 }
 
+# The image is built before anything starts, so that a build that cannot work here (no base
+# image, no package source) is one line and the native mode, not a half-started stack.
+build_image() {
+  local log majors image="permafrost:${PERMAFROST_VERSION:-0.1.0}"
+  majors=$( (grep -E '^PG_MAJORS=' "${PERMAFROST_DOTENV:-.env}" 2>/dev/null || true) | cut -d= -f2-)
+  log=$(mktemp)
+  if docker build --build-arg PG_MAJORS="${majors:-13 14 15 16 17 18}" -t "$image" . >"$log" 2>&1
+  then rm -f "$log"; return 0; fi
+  say "the image $image cannot be built ($(grep -v '^ *$' "$log" | tail -n 1)): running the services as local processes"
+  rm -f "$log"
+  return 1
+}
+
+# The container test (tests/containers/): a Docker engine (started when none answers, stopped
+# after), the images, and the stack with docker-compose.test.yml; not part of ./setup.sh test yet.
+run_container_tests() {
+  python_env test
+  say "container test (scripts/containers.py prepares the engine and the images)"
+  exec "$VENV/bin/pytest" -m containers -s -p no:cacheprovider tests/containers "$@"
+}
+
 native_up() {
   system_packages
   python_env test
@@ -132,12 +196,15 @@ native_up() {
 }
 
 case "${1:-}" in
-  test) shift; run_tests "$@" ;;
+  test)
+    shift
+    if [ "${1:-}" = containers ]; then shift; run_container_tests "$@"; else run_tests "$@"; fi ;;
   "")
     case "$(docker_state)" in
-      compose) docker_up ;;
+      compose)
+        if images_available && build_image; then docker_up; else native_up; fi ;;
       no-compose)
-        say "a Docker engine answers but Docker Compose is missing (install the docker-compose-plugin package, then run ./setup.sh again to use Docker): running the services as local processes"
+        say "a Docker engine answers but Docker Compose is missing (install the docker-compose-plugin package, or docker-compose, then run ./setup.sh again to use Docker): running the services as local processes"
         native_up ;;
       no-engine)
         say "the docker client is here but no Docker engine answers (start it, or check that you may use its socket): running the services as local processes"

@@ -21,12 +21,14 @@ builds the image from the default base image and PyPI.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -93,8 +95,16 @@ def packages() -> str:
         die(f"missing {' '.join(wanted)} and no apt-get here: install them by hand")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     run("apt-get", "update", "-qq", env=env)
-    run("apt-get", "install", "-y", "-qq", "--no-install-recommends", *wanted, env=env,
-        stdout=subprocess.DEVNULL)
+    run(
+        "apt-get",
+        "install",
+        "-y",
+        "-qq",
+        "--no-install-recommends",
+        *wanted,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     return f"installed {' '.join(wanted)}"
 
 
@@ -106,8 +116,9 @@ def engine() -> str:
     CACHE.mkdir(parents=True, exist_ok=True)
     log = (CACHE / "dockerd.log").open("ab")
     command = ["dockerd", "--data-root", str(CACHE / "data"), "--pidfile", str(PIDFILE)]
-    subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                     start_new_session=True)
+    subprocess.Popen(
+        command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 60
     while not answers("docker", "info"):
         if time.monotonic() > deadline:
@@ -151,8 +162,10 @@ def base_image() -> str:
 
 
 def wheelhouse_key() -> str:
-    pyproject = (ROOT / "pyproject.toml").read_bytes()
-    return hashlib.sha256(pyproject + STANDINS.encode()).hexdigest()[:16]
+    """What the wheels depend on: the dependencies and the build backend, not the whole file."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*pyproject["project"]["dependencies"], *pyproject["build-system"]["requires"]]
+    return hashlib.sha256(json.dumps([wanted, STANDINS]).encode()).hexdigest()[:16]
 
 
 def wheelhouse() -> str:
@@ -162,9 +175,23 @@ def wheelhouse() -> str:
         if wheels.exists():
             shutil.rmtree(wheels)
         wheels.mkdir(parents=True)
-        pip = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-        run(*pip, "--wheel-dir", str(wheels), str(ROOT), "setuptools>=68", "wheel",
-            *STANDINS.split())
+        pip = [sys.executable, "-m", "pip", "wheel", "--disable-pip-version-check"]
+        with (CACHE / "wheelhouse.log").open("w") as log:
+            result = subprocess.run(
+                [
+                    *pip,
+                    "--wheel-dir",
+                    str(wheels),
+                    str(ROOT),
+                    "setuptools>=68",
+                    "wheel",
+                    *STANDINS.split(),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if result.returncode != 0:
+            die(f"pip wheel failed: see {CACHE / 'wheelhouse.log'}")
         for own in wheels.glob("permafrost-*.whl"):
             own.unlink()  # the image builds the project from its source
         stamp.touch()
@@ -180,8 +207,9 @@ def wheelhouse() -> str:
 
 
 def revision() -> str:
-    result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
     return result.stdout.strip() or "unknown"
 
 
@@ -190,8 +218,9 @@ def project_image() -> str:
     args.append(f"--build-arg=REVISION={revision()}")
     log = CACHE / "build.log"
     with log.open("w") as out:
-        result = subprocess.run(["docker", "build", *args, "-t", IMAGE, str(ROOT)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        result = subprocess.run(
+            ["docker", "build", *args, "-t", IMAGE, str(ROOT)], stdout=out, stderr=subprocess.STDOUT
+        )
     if result.returncode != 0:
         die(f"docker build failed: see {log}")
     size = run("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE, capture_output=True)

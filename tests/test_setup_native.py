@@ -27,7 +27,7 @@ from tests.services import free_port
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-# A docker client whose engine answers but that has no Compose plugin.
+# A docker client whose engine answers but that has no Compose plugin (v2).
 FAKE_DOCKER = """#!/bin/sh
 case "$1" in
   info) exit 0 ;;
@@ -100,6 +100,9 @@ def stack() -> Iterator[Stack]:
     (root / "bin").mkdir()
     (root / "bin" / "docker").write_text(FAKE_DOCKER)
     (root / "bin" / "docker").chmod(0o755)
+    # ... and no Compose v1 either (Debian's docker-compose may be installed on this machine).
+    (root / "bin" / "docker-compose").write_text("#!/bin/sh\nexit 127\n")
+    (root / "bin" / "docker-compose").chmod(0o755)
     (root / "user").mkdir()
     home = root / "home"
     port = free_port()

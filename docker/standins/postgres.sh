@@ -3,6 +3,8 @@
 # the project's own image (no registry to pull postgres from). Like the official image it reads
 # POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB, initialises PGDATA once, runs
 # /docker-entrypoint-initdb.d/*.sh, then runs the server: `postgres [-c name=value ...]`.
+# UTF8, as the official image (LANG=en_US.utf8): an initdb with no locale makes SQL_ASCII
+# databases, where psycopg returns text as bytes.
 set -eu
 export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -13,7 +15,7 @@ install -d -o postgres -g postgres /var/run/postgresql
 as_postgres() { runuser -u postgres -- "$@"; }
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   password=$(mktemp); printf '%s\n' "$POSTGRES_PASSWORD" > "$password"; chown postgres "$password"
-  as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password" \
+  as_postgres initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$password" -E UTF8 --locale=C.UTF-8 \
     --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   rm -f "$password"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"

@@ -1,0 +1,170 @@
+"""The stack as users run it: the image, docker-compose.yml, and the .env that setup.sh writes.
+
+Run alone, as `./setup.sh test containers` does: `pytest -m containers -s tests/containers`.
+scripts/containers.py starts a Docker engine when none answers (and stops it at the end), builds
+the base image and the project's image (cached under .cache/docker), then the test brings the
+stack up with docker-compose.test.yml, whose stand-ins replace the images no registry serves here.
+Each step prints its time in one line: `containers: <step> 3.2s`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.services import free_port
+
+pytestmark = pytest.mark.containers
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import containers  # noqa: E402
+
+SERVICES = ("scheduler", "monitor", "restore", "metadata", "db", "minio", "mailpit")
+
+
+@contextmanager
+def step(name: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    print(f"containers: {name} {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+
+
+class Stack:
+    """One compose project in a directory of its own, so the checkout's .env is never touched."""
+
+    def __init__(self, directory: Path, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.env = {**os.environ, "MONITOR_PORT": str(port)}
+        files = ["-f", "docker-compose.yml", "-f", "docker-compose.test.yml"]
+        project = ["-p", f"permafrost-test-{os.getpid()}"]
+        self.base = [*containers.compose_command(), *project, *files, "--profile", "local"]
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*self.base, *args], cwd=self.directory, env=self.env, capture_output=True, text=True
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"compose {' '.join(args)}: {result.stdout}{result.stderr}")
+        return result
+
+    def exec(self, service: str, *command: str) -> str:
+        return self.compose("exec", "-T", service, *command).stdout
+
+    def health(self, service: str) -> str:
+        container = self.compose("ps", "-q", service).stdout.strip()
+        inspect = subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "-f",
+                "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}",
+                container,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return inspect.stdout.strip()
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            states = {name: self.health(name) for name in SERVICES}
+            if all(state == "healthy" for state in states.values()):
+                return
+            if time.monotonic() > deadline or "unhealthy" in states.values():
+                logs = self.compose("logs", "--tail=20", check=False).stdout
+                raise AssertionError(f"not healthy: {states}\n{logs}")
+            time.sleep(2)
+
+    def dotenv(self) -> dict[str, str]:
+        lines = (self.directory / ".env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+
+    def get(self, path: str) -> tuple[int, str]:
+        values = self.dotenv()
+        login = f"{values['DASHBOARD_USER']}:{values['DASHBOARD_PASSWORD']}".encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}")
+        request.add_header("Authorization", f"Basic {base64.b64encode(login).decode()}")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+
+    def rows(self, database: str) -> str:
+        query = "SELECT count(*), sum(total) FROM orders; SELECT count(*) FROM customers"
+        return self.exec("db", "psql", "-U", "backup", "-d", database, "-tAc", query)
+
+
+def project_directory(directory: Path) -> Path:
+    for name in ("docker-compose.yml", "docker-compose.test.yml"):
+        shutil.copy(ROOT / name, directory / name)
+    shutil.copytree(ROOT / "docker", directory / "docker")
+    env = {"PATH": "/usr/bin:/bin", "PERMAFROST_DOTENV": str(directory / ".env")}
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stack.py"), "env", "--docker-local"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return directory
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    engine_was_running = containers.answers("docker", "info")
+    with step("prepare (packages, engine, base image, wheelhouse, image)"):
+        containers.prepare()
+    stack = Stack(project_directory(tmp_path_factory.mktemp("compose")), free_port())
+    try:
+        with step("compose up"):
+            stack.compose("up", "-d")
+        with step("all services healthy"):
+            stack.wait_healthy()
+        yield stack
+    finally:
+        with step("compose down"):
+            stack.compose("down", "-v", "--remove-orphans", check=False)
+        if not engine_was_running:
+            containers.timed("engine stop", containers.stop)
+
+
+def test_it_accepts_the_compose_file_with_the_env_setup_writes(stack: Stack) -> None:
+    stack.compose("config", "-q")
+    without_override = [*containers.compose_command(), "-f", "docker-compose.yml", "config", "-q"]
+    subprocess.run(without_override, cwd=stack.directory, env=stack.env, check=True)
+
+
+def test_it_answers_health_on_the_published_port(stack: Stack) -> None:
+    status, body = stack.get("/health")
+    assert status == 200, body
+
+
+def test_it_backs_up_lists_and_restores_the_same_rows(stack: Stack) -> None:
+    with step("exec backup"):
+        assert "completed" in stack.exec("scheduler", "permafrost", "backup")
+    listing = stack.exec("restore", "permafrost", "list")
+    assert "shop" in listing and "completed" in listing
+    with step("exec restore latest"):
+        stack.exec("restore", "permafrost", "restore", "latest", "--target-db", "shop_restored")
+    assert stack.rows("shop_restored") == stack.rows("shop")
+    assert stack.rows("shop").startswith("20000|")
+
+
+def test_it_shows_the_backup_on_the_dashboard(stack: Stack) -> None:
+    backup_id = stack.exec("restore", "permafrost", "list").splitlines()[1].split()[0]
+    status, page = stack.get("/")
+    assert status == 200 and backup_id in page
+    status, body = stack.get("/backups")
+    assert status == 200 and backup_id in json.dumps(json.loads(body))
