@@ -73,7 +73,7 @@ RUN set -eu; \
         packages="$packages postgresql-${major} postgresql-client-${major}"; done; \
     apt-get install -y --no-install-recommends $packages; \
     if [ "${PG_SOURCE}" = pgdg ]; then apt-get purge -y gnupg; apt-get autoremove -y; fi; \
-    rm -rf /var/lib/apt/lists/*
+    apt-get clean; rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/permafrost /opt/permafrost
 # pitr runs the recovery server as PITR_OS_USER: here that is the image's own user.
 RUN useradd --system --uid 10001 --create-home --home-dir /var/lib/permafrost permafrost \

@@ -149,16 +149,57 @@ def base_image() -> str:
     if rootfs.exists():
         shutil.rmtree(rootfs)  # a debootstrap that did not finish
     run("debootstrap", "--variant=minbase", "bookworm", str(rootfs), stdout=subprocess.DEVNULL)
-    for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
-        for path in (rootfs / leftover).glob("*"):
-            if path.is_file():
-                path.unlink()
+    slim(rootfs)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     run("docker", "import", "-", BASE_IMAGE, stdin=tar.stdout, stdout=subprocess.DEVNULL)
     if tar.wait() != 0:
         die("tar of the debootstrap root file system failed")
     shutil.rmtree(rootfs)
     return f"debootstrap and import as {BASE_IMAGE}"
+
+
+# What makes the official image "slim" (debuerreotype's slimify and its apt settings): dpkg
+# leaves out documentation, manuals and translations; apt keeps no downloaded package or cache.
+SLIM_FILES = {
+    "etc/dpkg/dpkg.cfg.d/docker": (
+        "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n"
+        "path-exclude /usr/share/info/*\npath-exclude /usr/share/man/*\n"
+        "path-exclude /usr/share/groff/*\npath-exclude /usr/share/linda/*\n"
+        "path-exclude /usr/share/lintian/overrides/*\npath-exclude /usr/share/locale/*\n"
+    ),
+    "etc/apt/apt.conf.d/docker-clean": (
+        'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+        '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
+        'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb '
+        '/var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\n'
+        'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
+    ),
+    "etc/apt/apt.conf.d/docker-no-languages": 'Acquire::Languages "none";\n',
+    "etc/apt/apt.conf.d/docker-gzip-indexes": 'Acquire::GzipIndexes "true";\n',
+    "etc/apt/apt.conf.d/docker-autoremove-suggests": (
+        'Apt::AutoRemove::SuggestsImportant "false";\n'
+    ),
+}
+
+
+def slim(rootfs: Path) -> None:
+    for name, text in SLIM_FILES.items():
+        (rootfs / name).write_text(text)
+    for pattern in (
+        "usr/share/info/*",
+        "usr/share/man/*",
+        "usr/share/locale/*",
+        "usr/share/groff/*",
+        "usr/share/lintian/overrides/*",
+        "var/cache/apt/archives/*.deb",
+        "var/cache/apt/*.bin",
+        "var/lib/apt/lists/*",
+    ):
+        for path in rootfs.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in (rootfs / "usr/share/doc").glob("*/*"):
+        if path.name != "copyright":
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def wheelhouse_key() -> str:

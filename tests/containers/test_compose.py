@@ -102,6 +102,11 @@ class Stack:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
 
+    def mail_subjects(self) -> list[str]:
+        url = "http://localhost:8025/api/v1/messages"
+        body = json.loads(self.exec("mailpit", "curl", "-fsS", url))
+        return [message["Subject"] for message in body["messages"]]
+
     def rows(self, database: str) -> str:
         query = "SELECT count(*), sum(total) FROM orders; SELECT count(*) FROM customers"
         return self.exec("db", "psql", "-U", "backup", "-d", database, "-tAc", query)
@@ -118,6 +123,8 @@ def project_directory(directory: Path) -> Path:
         check=True,
         capture_output=True,
     )
+    with (directory / ".env").open("a") as dotenv:  # the dead-man's switch within seconds
+        dotenv.write("ALERT_CHECK_INTERVAL=3s\nSCHEDULER_MAX_SILENCE=15s\n")
     return directory
 
 
@@ -168,3 +175,28 @@ def test_it_shows_the_backup_on_the_dashboard(stack: Stack) -> None:
     assert status == 200 and backup_id in page
     status, body = stack.get("/backups")
     assert status == 200 and backup_id in json.dumps(json.loads(body))
+
+
+def test_it_emails_when_the_scheduler_is_stopped(stack: Stack) -> None:
+    stack.compose("stop", "scheduler")
+    try:
+        with step("dead-man's switch email"):
+            deadline = time.monotonic() + 90
+            while not any("scheduler" in s for s in stack.mail_subjects()):
+                assert time.monotonic() < deadline, stack.mail_subjects()
+                time.sleep(2)
+    finally:
+        stack.compose("start", "scheduler")
+    assert any("CRITICAL" in s and "scheduler" in s for s in stack.mail_subjects())
+
+
+def test_its_volumes_survive_down_and_up(stack: Stack) -> None:
+    before = stack.exec("restore", "permafrost", "list")
+    with step("down and up"):
+        stack.compose("down")
+        stack.compose("up", "-d")
+        stack.wait_healthy()
+    # The catalog (metadata-data) and the databases (db-data) are still there. The bucket is not
+    # checked: moto's server, MinIO's stand-in, keeps its objects in memory.
+    assert stack.exec("restore", "permafrost", "list") == before
+    assert stack.rows("shop_restored") == stack.rows("shop")
