@@ -83,13 +83,17 @@ def read_env(path: Path) -> dict[str, str]:
         raise
 
 
-def set_env_values(path: Path, values: dict[str, str]) -> None:
-    """Fill NAME= lines in place (or append them), keeping every comment and order."""
+def set_env_values(
+    path: Path, values: dict[str, str], overwrite: frozenset[str] = frozenset()
+) -> None:
+    """Fill NAME= lines in place (or append them), keeping every comment and order; a name in
+    `overwrite` replaces the value its line has."""
     lines = path.read_text().splitlines()
     done = set()
     for i, line in enumerate(lines):
         match = re.match(r"^([A-Z_][A-Z0-9_]*)=(.*)$", line)
-        if match and match.group(1) in values and not match.group(2).strip():
+        name = match.group(1) if match else ""
+        if match and name in values and (name in overwrite or not match.group(2).strip()):
             lines[i] = f"{match.group(1)}={values[match.group(1)]}"
             done.add(match.group(1))
     lines += [f"{k}={v}" for k, v in values.items() if k not in done and k not in read_env(path)]
@@ -122,9 +126,13 @@ def docker_local_env() -> None:
     if current.get("DATABASE_URL") or current.get("DB_HOST"):
         return  # the operator's own database: leave .env alone
     values = {k: v for k, v in DOCKER_LOCAL.items() if not current.get(k)}
+    if "SMTP_HOST" in values:
+        # .env.example's SMTP_PORT=587 and SMTP_TLS=starttls are for a real relay; Mailpit
+        # listens on 1025 without TLS, so with them no alert email reached it.
+        values["SMTP_PORT"], values["SMTP_TLS"] = DOCKER_LOCAL["SMTP_PORT"], "none"
     if not current.get("S3_SECRET_ACCESS_KEY"):
         values["S3_SECRET_ACCESS_KEY"] = secrets.token_urlsafe(24)
-    set_env_values(ENV_FILE, values)
+    set_env_values(ENV_FILE, values, overwrite=frozenset({"SMTP_PORT", "SMTP_TLS"}))
     say("pointed .env at the local profile's sample database, MinIO and Mailpit")
 
 

@@ -151,6 +151,8 @@ def test_setup_fills_env_so_the_local_profile_has_everything_it_requires(tmp_pat
     assert required and all(values.get(name) for name in required), required
     assert values["DB_HOST"] == "db" and values["S3_ENDPOINT_URL"] == "http://minio:9000"
     assert values["SMTP_HOST"] == "mailpit" and values["MONITOR_API_TOKEN"]
+    # Mailpit's port, not .env.example's 587 for a relay (the alert emails never arrived).
+    assert values["SMTP_PORT"] == "1025" and values["SMTP_TLS"] == "none"
     assert oct(dotenv.stat().st_mode & 0o777) == "0o600"
     before = dotenv.read_text()
     subprocess.run(
