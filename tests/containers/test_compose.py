@@ -178,16 +178,22 @@ def test_it_shows_the_backup_on_the_dashboard(stack: Stack) -> None:
 
 
 def test_it_emails_when_the_scheduler_is_stopped(stack: Stack) -> None:
+    seen = len(stack.mail_subjects())
     stack.compose("stop", "scheduler")
     try:
         with step("dead-man's switch email"):
             deadline = time.monotonic() + 90
-            while not any("scheduler" in s for s in stack.mail_subjects()):
+            while not any("scheduler stopped" in s for s in new_mail(stack, seen)):
                 assert time.monotonic() < deadline, stack.mail_subjects()
                 time.sleep(2)
     finally:
         stack.compose("start", "scheduler")
-    assert any("CRITICAL" in s and "scheduler" in s for s in stack.mail_subjects())
+    assert any("CRITICAL" in s for s in new_mail(stack, seen))
+
+
+def new_mail(stack: Stack, seen: int) -> list[str]:
+    subjects = stack.mail_subjects()  # newest first
+    return subjects[: len(subjects) - seen]
 
 
 def test_its_volumes_survive_down_and_up(stack: Stack) -> None:
@@ -200,3 +206,50 @@ def test_its_volumes_survive_down_and_up(stack: Stack) -> None:
     # checked: moto's server, MinIO's stand-in, keeps its objects in memory.
     assert stack.exec("restore", "permafrost", "list") == before
     assert stack.rows("shop_restored") == stack.rows("shop")
+
+
+def test_a_scheduler_killed_mid_backup_leaves_an_interrupted_backup(stack: Stack) -> None:
+    # About 300 MB of rows, so that pg_dump is still running when the container is killed.
+    filler = "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g + 1)::text) AS t"
+    stack.exec(
+        "db",
+        "psql",
+        "-U",
+        "backup",
+        "-d",
+        "shop",
+        "-c",
+        f"{filler} FROM generate_series(1, 3000000) g",
+    )
+    try:
+        backup = subprocess.Popen(
+            [*stack.base, "exec", "-T", "scheduler", "permafrost", "backup"],
+            cwd=stack.directory,
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with step("kill -s KILL mid-backup"):
+            wait_for_pg_dump(stack)
+            stack.compose("kill", "-s", "KILL", "scheduler")
+            backup.communicate(timeout=60)
+            stack.compose("start", "scheduler")
+        interrupted = stack.exec("restore", "permafrost", "list", "--status", "interrupted")
+        assert len(interrupted.splitlines()) == 2, interrupted  # the header and that backup
+        backup_id = interrupted.splitlines()[1].split()[0]
+        verify = stack.compose(
+            "exec", "-T", "restore", "permafrost", "verify", backup_id, check=False
+        )
+        assert verify.returncode == 3, verify.stdout + verify.stderr
+    finally:
+        stack.exec("db", "psql", "-U", "backup", "-d", "shop", "-c", "DROP TABLE filler")
+    assert "completed" in stack.exec("scheduler", "permafrost", "backup")
+
+
+def wait_for_pg_dump(stack: Stack) -> None:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'"
+    deadline = time.monotonic() + 60
+    while stack.exec("db", "psql", "-U", "backup", "-d", "shop", "-tAc", query).strip() == "0":
+        assert time.monotonic() < deadline, "pg_dump never started"
+        time.sleep(0.2)
