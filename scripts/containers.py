@@ -254,18 +254,20 @@ def revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def project_image() -> str:
+def project_image(tag: str = IMAGE, version: str | None = None) -> str:
+    """Build the image as `tag`; `version` sets its version label (the upgrade test's next one)."""
     args = [f"--build-arg={name}={value}" for name, value in BUILD_ARGS.items()]
     args.append(f"--build-arg=REVISION={revision()}")
+    if version:
+        args.append(f"--build-arg=VERSION={version}")
     log = CACHE / "build.log"
     with log.open("w") as out:
-        result = subprocess.run(
-            ["docker", "build", *args, "-t", IMAGE, str(ROOT)], stdout=out, stderr=subprocess.STDOUT
-        )
+        command = ["docker", "build", *args, "-t", tag, str(ROOT)]
+        result = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         die(f"docker build failed: see {log}")
-    size = run("docker", "image", "inspect", "-f", "{{.Size}}", IMAGE, capture_output=True)
-    return f"{IMAGE}, {int(size.stdout) / 1e6:.0f} MB, log {log}"
+    size = run("docker", "image", "inspect", "-f", "{{.Size}}", tag, capture_output=True)
+    return f"{tag}, {int(size.stdout) / 1e6:.0f} MB, log {log}"
 
 
 def prepare() -> None:

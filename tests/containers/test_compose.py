@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import containers  # noqa: E402
 
 SERVICES = ("scheduler", "monitor", "restore", "metadata", "db", "minio", "mailpit")
+NEXT = "permafrost:test-next"  # the upgrade test's image: the same code, version 0.1.1
 
 
 @contextmanager
@@ -196,18 +197,6 @@ def new_mail(stack: Stack, seen: int) -> list[str]:
     return subjects[: len(subjects) - seen]
 
 
-def test_its_volumes_survive_down_and_up(stack: Stack) -> None:
-    before = stack.exec("restore", "permafrost", "list")
-    with step("down and up"):
-        stack.compose("down")
-        stack.compose("up", "-d")
-        stack.wait_healthy()
-    # The catalog (metadata-data) and the databases (db-data) are still there. The bucket is not
-    # checked: moto's server, MinIO's stand-in, keeps its objects in memory.
-    assert stack.exec("restore", "permafrost", "list") == before
-    assert stack.rows("shop_restored") == stack.rows("shop")
-
-
 def test_a_scheduler_killed_mid_backup_leaves_an_interrupted_backup(stack: Stack) -> None:
     # About 300 MB of rows, so that pg_dump is still running when the container is killed.
     filler = "CREATE TABLE filler AS SELECT g, md5(g::text) || md5((g + 1)::text) AS t"
@@ -227,11 +216,11 @@ def test_a_scheduler_killed_mid_backup_leaves_an_interrupted_backup(stack: Stack
             cwd=stack.directory,
             env=stack.env,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
         )
         with step("kill -s KILL mid-backup"):
-            wait_for_pg_dump(stack)
+            wait_for_pg_dump(stack, backup)
             stack.compose("kill", "-s", "KILL", "scheduler")
             backup.communicate(timeout=60)
             stack.compose("start", "scheduler")
@@ -247,9 +236,43 @@ def test_a_scheduler_killed_mid_backup_leaves_an_interrupted_backup(stack: Stack
     assert "completed" in stack.exec("scheduler", "permafrost", "backup")
 
 
-def wait_for_pg_dump(stack: Stack) -> None:
+def wait_for_pg_dump(stack: Stack, backup: subprocess.Popen[str]) -> None:
     query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'"
     deadline = time.monotonic() + 60
     while stack.exec("db", "psql", "-U", "backup", "-d", "shop", "-tAc", query).strip() == "0":
+        if backup.poll() is not None:
+            raise AssertionError(
+                f"the backup ended before pg_dump was seen: {backup.communicate()}"
+            )
         assert time.monotonic() < deadline, "pg_dump never started"
         time.sleep(0.2)
+
+
+def test_an_upgrade_keeps_the_backups_and_runs_the_new_image(stack: Stack) -> None:
+    before = stack.exec("restore", "permafrost", "list")
+    with step("upgrade (a new image, up -d)"):
+        containers.timed("next image", lambda: containers.project_image(NEXT, version="0.1.1"))
+        stack.env["PERMAFROST_TEST_IMAGE"] = NEXT
+        stack.compose("up", "-d")
+        stack.wait_healthy()
+    container = stack.compose("ps", "-q", "scheduler").stdout.strip()
+    label = '{{index .Config.Labels "org.opencontainers.image.version"}}'
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", label, container], capture_output=True, text=True, check=True
+    )
+    assert inspect.stdout.strip() == "0.1.1"
+    assert stack.exec("restore", "permafrost", "list") == before
+    assert "completed" in stack.exec("scheduler", "permafrost", "backup")
+
+
+def test_its_volumes_survive_down_and_up(stack: Stack) -> None:
+    before = stack.exec("restore", "permafrost", "list")
+    with step("down and up"):
+        stack.compose("down")
+        stack.compose("up", "-d")
+        stack.wait_healthy()
+    # The catalog (metadata-data) and the databases (db-data) are still there. The bucket is not
+    # checked: moto's server, MinIO's stand-in, keeps its objects in memory, so this test is the
+    # last (a backup after it finds the catalog's repository gone from the bucket).
+    assert stack.exec("restore", "permafrost", "list") == before
+    assert stack.rows("shop_restored") == stack.rows("shop")
