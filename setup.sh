@@ -152,8 +152,13 @@ docker_up() {
   say "docker compose recreates the services whose settings in .env changed; the others keep running"
   if [ "$(compose_command)" = "docker compose" ]; then compose up -d --build --wait
   else compose up -d --build; wait_healthy; fi
-  compose exec -T scheduler permafrost backup
-  compose exec -T restore permafrost verify latest --test-restore
+  # The first backup, proved by a test restore; a second run, with a backup there, takes none.
+  if compose exec -T restore permafrost list --status completed 2>/dev/null | grep -q completed; then
+    say "a completed backup is there already: no first backup taken"
+  else
+    compose exec -T scheduler permafrost backup
+    compose exec -T restore permafrost verify latest --test-restore
+  fi
   port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
