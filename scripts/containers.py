@@ -137,9 +137,20 @@ def stop() -> str:
         PIDFILE.unlink(missing_ok=True)
         return "was not running"
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+    while time.monotonic() < deadline and alive(pid):
         time.sleep(0.2)
+    if alive(pid):
+        die(f"dockerd (pid {pid}) still runs 30 s after SIGTERM: see {CACHE / 'dockerd.log'}")
     return f"stopped pid {pid}"
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie: a dockerd this process started stays one until it is reaped."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def base_image() -> str:
