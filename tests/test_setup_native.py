@@ -377,6 +377,7 @@ def test_with_compose_it_says_changed_settings_are_applied_and_refuses_a_bad_env
             result.stderr
         )
         assert "up -d --build --wait" in calls
+        assert "exec -T scheduler permafrost doctor" in calls  # its findings never stop setup
     else:
         assert result.returncode == 2, result.stderr
         assert f"{dotenv}, line 2: expected NAME=value" in result.stderr.splitlines()[-1]
