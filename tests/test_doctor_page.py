@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from flask.testing import FlaskClient
 
@@ -35,3 +37,18 @@ def test_the_doctor_page_shows_the_server_version_and_the_overview_links_to_it(
     assert report["ok"] is True
     assert report["source"]["databases"][0]["name"] == source_db
     assert report["source"]["settings"]["archive_command"] == "(hidden)"
+
+
+def test_an_unreachable_source_is_a_line_on_the_page_not_a_hung_dashboard(
+    env: dict[str, str], refused: int
+) -> None:
+    url = f"postgresql://backup:pw@127.0.0.1:{refused}/shop"
+    app = create_app(Settings.from_env({**env, "DATABASE_URL": url}), evaluate=False)
+    client = app.test_client()
+    started = time.monotonic()
+    text = client.get("/doctor", headers=HTML).get_data(as_text=True)
+    assert time.monotonic() - started < 15
+    assert f"127.0.0.1:{refused} does not answer" in text
+    report = client.get("/doctor").json  # the same report, from the cache
+    assert report["ok"] is False and report["tools"] == []
+    assert report["problems"][0].startswith(f"the source at 127.0.0.1:{refused} does not answer")

@@ -88,3 +88,8 @@ def test_incrementals_on_17_need_summarize_wal_and_pg_combinebackup() -> None:
         "summarize_wal is off: ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()",
         "install postgresql-17",
     )
+
+
+def test_a_role_name_sql_must_quote_is_quoted_in_the_fix() -> None:
+    base = report(server(replication=False, user="Backup Robot"), "off").feature(FeatureName.BASE)
+    assert 'ALTER ROLE "Backup Robot" REPLICATION' in base.missing[0]

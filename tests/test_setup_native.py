@@ -142,6 +142,8 @@ def test_it_runs_the_stack_and_says_that_compose_is_what_is_missing(stack: Stack
     assert f"http://localhost:{stack.port}/" in first.stdout
     assert f"{stack.home / 'mail'}/" in first.stdout
     assert "verified by restoring 2 tables" in first.stderr
+    assert "permafrost doctor" in first.stderr  # at the end: its report, then whatever it found
+    assert "logical backups: ready" in first.stdout
     assert healthy(stack.port)
 
 

@@ -10,6 +10,7 @@ otherwise base backups not ready is a warning, and incremental backups are only 
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -144,7 +145,7 @@ def _logical(source: Server, tools: tuple[Tool, ...], has_databases: bool) -> Fe
     if not source.superuser and source.reads_all_data is False:
         notes.append(
             f"the role {source.user} is neither superuser nor in pg_read_all_data: pg_dump fails "
-            f"on any table it may not read (GRANT pg_read_all_data TO {source.user})"
+            f"on any table it may not read (GRANT pg_read_all_data TO {_ident(source.user)})"
         )
     return _feature(FeatureName.LOGICAL, missing, notes)
 
@@ -169,7 +170,8 @@ def _base(source: Server, tools: tuple[Tool, ...], wal_archiving: str) -> Featur
         )
     if not (source.superuser or source.replication):
         missing.append(
-            f"the role {source.user} lacks REPLICATION: ALTER ROLE {source.user} REPLICATION"
+            f"the role {source.user} lacks REPLICATION: "
+            f"ALTER ROLE {_ident(source.user)} REPLICATION"
         )
     missing += _tool_errors(tools, ("pg_basebackup", "pg_verifybackup", "postgres"))
     missing += _archiving_missing(source, tools, wal_archiving)
@@ -203,7 +205,7 @@ def _archiver_notes(source: Server, wal_archiving: str) -> list[str]:
     if "archive_command" in source.settings and source.settings["archive_command"] is None:
         notes.append(
             f"the role {source.user} may not read archive_command "
-            f"(GRANT pg_read_all_settings TO {source.user})"
+            f"(GRANT pg_read_all_settings TO {_ident(source.user)})"
         )
     if source.archiver_failed and (wal_archiving == "push" or archive_mode in ("on", "always")):
         notes.append(
@@ -246,6 +248,14 @@ def _archiving(source: Server, wal_archiving: str) -> bool:
     return wal_archiving != "off" or (
         mode in ("on", "always") and calls_wal_push(source.settings.get("archive_command"))
     )
+
+
+def _ident(name: str | None) -> str:
+    """A role name as SQL spells it: bare when it may be, else double-quoted."""
+    text = name or "CURRENT_USER"
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", text) or text == "CURRENT_USER":
+        return text
+    return '"' + text.replace('"', '""') + '"'
 
 
 def _int(value: str | None) -> int | None:
