@@ -27,6 +27,8 @@ from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.pipeline import READ_SIZE, SealedStats, Sealer
 from permafrost.wal import names as walnames
+from permafrost.wal.guard import Guard
+from permafrost.wal.identity import System
 
 OnProgress = Callable[[int], None] | None
 
@@ -68,6 +70,7 @@ def backup(
     data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
     facts = server_facts(source)
+    _check_system(destination, request.database, facts)
     tool = pgtools.find_tool("pg_basebackup", bin_dir, facts["server_version_num"] // 10000)
     sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
@@ -88,6 +91,13 @@ def backup(
         physical=physical,
     )
     return destination.commit(request, made)
+
+
+def _check_system(destination: Destination, cluster: str, facts: dict[str, Any]) -> None:
+    """Refuse, before anything is stored, a server that is not the WAL archive's system: its
+    base backup could not be recovered with the archive's WAL (SystemMismatch)."""
+    server = System(facts["system_identifier"], facts["server_version_num"] // 10000)
+    Guard(destination.repository, cluster, "base backup").check(server)
 
 
 def _command(tool: str, source: SourceSettings, backup_id: str) -> list[str]:
