@@ -146,6 +146,8 @@ def test_it_refuses_a_new_system_under_the_same_cluster_name_until_the_archive_i
         sys_a = system_of(a)
         a.stop()
         old_wal = objects(s3, bucket, "backups/wal/main/")
+        # As an archive from before identities were kept: the base backup's system is taken.
+        s3.client().delete_object(Bucket=bucket, Key="backups/clusters/main.json")
 
         # The upgrade: a new initdb under the same CLUSTER_NAME, the same archive_command.
         b = archiving_cluster("sysid-b", storage)
@@ -175,7 +177,9 @@ def test_it_refuses_a_new_system_under_the_same_cluster_name_until_the_archive_i
             timeout=60,
         )
         assert receive.returncode == 13 and receive.stderr.splitlines()[-1] == line
-        assert objects(s3, bucket) == before  # nothing of B's reached the bucket
+        recorded = json.loads(get_object(s3, bucket, "backups/clusters/main.json"))
+        assert recorded["system_identifier"] == sys_a  # from A's base backup's manifest
+        assert objects(s3, bucket) == sorted([*before, "backups/clusters/main.json"])  # no B
         error = pg.execute(
             "SELECT last_error FROM permafrost.wal_archive WHERE cluster = 'main'",
             storage["METADATA_DATABASE_URL"].rsplit("/", 1)[1],
@@ -208,6 +212,8 @@ def test_it_refuses_a_new_system_under_the_same_cluster_name_until_the_archive_i
         )
         assert ("wal-reset", "main") in audit
         assert "nothing to reset" in run(env_b, "wal", "reset").stdout
+        status = json.loads(run(env_b, "wal", "status", "--json").stdout)
+        assert (status["system_identifier"], status["major"]) == (sys_b, 15)
 
         # The new system archives (the refused segment first) and backs up, and recovers to
         # its latest commit.

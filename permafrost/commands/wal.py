@@ -33,6 +33,7 @@ from permafrost.errors import (
 from permafrost.postgres import tools as pgtools
 from permafrost.text import iso, print_json
 from permafrost.wal import archive as walarchive
+from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
 from permafrost.wal import prefetch as walprefetch
 from permafrost.wal import receive as walreceive
@@ -220,6 +221,9 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
     else:
         status.update(last_segment=None, last_archived_at=None, lag_seconds=None)
     status["segments"] = sum(len(numbers) for numbers in archive.segments.values())
+    recorded = walidentity.read(repo, cluster)
+    status["system_identifier"] = recorded.system.identifier if recorded else None
+    status["major"] = recorded.system.major if recorded else None
     catalog = ctx.catalog_or_none("showing the bucket's view only")
     if catalog is not None:
         rows = catalog.wal_status(cluster)
@@ -241,6 +245,8 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
             f"{status['segments']} segments on timeline(s) "
             f"{', '.join(str(t) for t in archive.timelines)}"
         )
+    if recorded is not None:
+        print(f"the archive belongs to {recorded.system.describe()}, since {recorded.since}")
     if "server_segment" in status:
         print(f"server is writing {status['server_segment']}: {_behind(status)}")
     if status.get("archiver_failed"):
