@@ -264,3 +264,25 @@ def test_it_alerts_that_the_server_was_replaced_and_what_to_run() -> None:
 
 def datetime_at(seconds: int) -> datetime:
     return datetime(2026, 12, 3, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def test_it_takes_the_system_of_an_archive_from_before_identities_from_its_newest_segment(
+    env: dict[str, str], pg: Cluster, s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    name = switch(pg)
+    run(env, "wal-push", str(pg.data / "pg_wal" / name))
+    s3.client().delete_object(Bucket=bucket, Key="backups/clusters/main.json")
+    before = objects(s3, bucket)
+    # Another system's segment: the same bytes with another xlp_sysid (byte 24 of the header).
+    data = bytearray((pg.data / "pg_wal" / name).read_bytes())
+    data[24:32] = (12345).to_bytes(8, "little")
+    other = tmp_path / (name[:8] + f"{int(name[8:16], 16) + 1:08X}" + name[16:])
+    other.write_bytes(bytes(data))
+
+    push = run(env, "wal-push", str(other), check=False)
+    assert push.returncode == 13, push.stderr
+    assert f"belongs to system {system_of(pg)} (PostgreSQL 15), this server is system 12345" in (
+        push.stderr
+    )
+    assert objects(s3, bucket) == sorted([*before, "backups/clusters/main.json"])
+    run(env, "wal-push", str(pg.data / "pg_wal" / name))  # its own system's still goes in

@@ -90,7 +90,12 @@ def of_segment(path: Path) -> System | None:
     """The system that wrote a WAL segment (or .partial), from its first page; None for a file
     without a long page header (a timeline history file, a .backup file)."""
     with path.open("rb") as handle:
-        header = handle.read(LONG_HEADER.size)
+        return of_header(handle.read(LONG_HEADER.size))
+
+
+def of_header(header: bytes) -> System | None:
+    """The system named by a WAL file's first bytes, as `of_segment`."""
+    header = header[: LONG_HEADER.size]
     if len(header) < LONG_HEADER.size:
         return None
     magic, info, _tli, _addr, _rem, sysid, _seg, _blck = LONG_HEADER.unpack(header)
