@@ -36,6 +36,7 @@ EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.InsufficientSpace, 10),
     (errors.Busy, 11),
     (errors.CheckFailed, 12),
+    (errors.SystemMismatch, 13),
 ]
 EXIT_INTERRUPTED = 130
 
