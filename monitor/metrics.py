@@ -65,6 +65,8 @@ class _Snapshot:
     """What one scrape read from the store, already shaped by labels."""
 
     newest: list[tuple[str, str, float, int | None, float | None]] = field(default_factory=list)
+    # database, kind, the source server's version, the client's
+    versions: list[tuple[str, str, str, str]] = field(default_factory=list)
     counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
     failures: dict[tuple[str, str], float] = field(default_factory=dict)
     runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
@@ -90,6 +92,8 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     for (db, kind), tiers in sorted(newest.items()):
         n = max(tiers, key=lambda t: (t.started_at, t.id))
         snap.newest.append((db, kind, n.finished_at, n.size_bytes, n.duration))
+        if n.server_version:
+            snap.versions.append((db, kind, n.server_version, n.tool_version or ""))
     snap.runs = _run_counts(
         store_metrics.finished_run_counts(catalog, settings.cluster_name, list(RUN_KINDS))
     )
@@ -126,6 +130,8 @@ class _Newest:
     verified_started_at: datetime | None
     verified_id: str | None
     verified_dump_bytes: int
+    server_version: str | None = None  # the source server's, as that backup saw it
+    tool_version: str | None = None  # of the pg_dump or pg_basebackup that took it
 
 
 def _recovery_backups(newest: dict[tuple[str, str], list[_Newest]]) -> list[tuple[str, int]]:
@@ -216,6 +222,22 @@ def _newest_families(snap: _Snapshot) -> Iterator[Metric]:
         if duration is not None:
             last_duration.add_metric([db, kind], duration)
     yield from (last_success, last_size, last_duration)
+    yield _version_family(snap)
+
+
+def _version_family(snap: _Snapshot) -> Metric:
+    """An info metric: the source server's version and the client's, as the newest backup saw."""
+    family = GaugeMetricFamily(
+        "permafrost_source_server_version",
+        "Always 1: the labels are the source server's PostgreSQL version (and major) and the "
+        "version of the pg_dump or pg_basebackup that took the newest completed backup of each "
+        "database (or, for base backups, cluster).",
+        labels=[*PER_BACKUP, "version", "major", "client_version"],
+    )
+    for db, kind, server, tool in snap.versions:
+        version = server.split()[0] if server.strip() else server
+        family.add_metric([db, kind, version, version.split(".")[0], tool], 1)
+    return family
 
 
 def _count_families(snap: _Snapshot) -> Iterator[Metric]:

@@ -189,6 +189,11 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _client(kind: str) -> str:
+    """The program whose version the manifest's tool_version is."""
+    return "pg_basebackup" if kind == "base" else "pg_dump"
+
+
 def _print_record(record: BackupRecord) -> None:
     manifest = record.manifest or {}
     fields = [
@@ -203,7 +208,7 @@ def _print_record(record: BackupRecord) -> None:
         ("dump size", _size(record.dump_bytes)),
         ("stored size", _size(record.size_bytes)),
         ("server version", manifest.get("server_version", "-")),
-        ("pg_dump version", manifest.get("tool_version", "-")),
+        (f"{_client(record.kind)} version", manifest.get("tool_version", "-")),
         ("key id", manifest.get("key_id", "-")),
         ("dump sha256", manifest.get("dump_sha256", "-")),
         ("stored sha256", manifest.get("stored_sha256", "-")),

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -100,7 +101,11 @@ def test_the_dashboard_shows_a_failure_and_queues_a_verification(
         flash.wait_for()
         assert f"Verification of {good['id']} queued as task" in flash.inner_text()
         page.screenshot(path=str(ARTIFACTS / "dashboard-verify.png"), full_page=True)
-        assert hostile in page.locator("table.facts").inner_text()
+        facts = page.locator("table.facts").inner_text()
+        assert hostile in facts
+        # the source server's version and the client's that took the backup (Debian's 15)
+        assert re.search(r"PostgreSQL server\s+15\.\d+", facts), facts
+        assert re.search(r"pg_dump \(client\)\s+15\.\d+", facts), facts
         browser.close()
     assert dialogs == []  # no script ran
     with psycopg.connect(pg.url(metadata_db)) as conn:

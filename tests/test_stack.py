@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -178,6 +179,12 @@ def test_an_operators_day_with_the_three_services(
         assert (
             f'permafrost_backup_last_size_bytes{{database="{source_db}",kind="logical"}}' in metrics
         )
+        # the source server's version and the pg_dump's that took it (Debian's 15 here)
+        assert re.search(
+            r'permafrost_source_server_version{client_version="15\.\d+",'
+            rf'database="{source_db}",kind="logical",major="15",version="15\.\d+"}} 1\.0',
+            metrics,
+        ), metrics
 
         # A test restore, done by the restore worker.
         status, queued = http("POST", base + "/restore-test", {"database": source_db})

@@ -117,8 +117,9 @@ def test_the_dockerfile_builds_one_non_root_image_with_the_postgresql_binaries()
     stages = re.findall(r"^FROM (\S+) AS (\w+)", text, re.MULTILINE)
     assert [stage for _, stage in stages] == ["build", "runtime"]
     assert all("slim" in image for image, _ in stages)
-    assert re.search(r"^ARG PG_MAJOR=16$", text, re.MULTILINE)
-    assert '"postgresql-${PG_MAJOR}"' in text and '"postgresql-client-${PG_MAJOR}"' in text
+    assert re.search(r'^ARG PG_MAJORS="13 14 15 16 17 18"$', text, re.MULTILINE)
+    assert "postgresql-${major} postgresql-client-${major}" in text
+    assert "PG_BIN_DIR" not in text  # every major's bin directory is searched, none is pinned
     assert re.search(r"^USER permafrost$", text, re.MULTILINE)
     assert "curl" in text  # the monitor's healthcheck uses it
 

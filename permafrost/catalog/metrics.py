@@ -31,7 +31,8 @@ SELECT g.database, g.kind, g.tier, g.status, g.backups,
        n.started_at, n.id, extract(epoch FROM coalesce(n.finished_at, n.started_at))::float8,
        n.size_bytes, extract(epoch FROM n.finished_at - n.started_at)::float8,
        coalesce(n.dump_bytes, 0),
-       v.started_at, v.id, coalesce(v.dump_bytes, 0)
+       v.started_at, v.id, coalesce(v.dump_bytes, 0),
+       n.manifest->>'server_version', n.manifest->>'tool_version'
 FROM g
 LEFT JOIN LATERAL (
     SELECT * FROM backups

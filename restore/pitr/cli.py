@@ -19,6 +19,7 @@ from permafrost.errors import (
     TargetError,
     UsageError,
 )
+from permafrost.postgres import installations
 from permafrost.postgres import tools as pgtools
 from restore import target as targets
 from restore.pitr import copy as pitr_copy
@@ -136,6 +137,13 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
             ).path
         ).parent
         pitr.restore_base(ctx, plan, data, user, say)
+        unpacked = installations.major_of_data_dir(data)
+        if unpacked is not None and unpacked != major:  # a manifest that says otherwise
+            raise TargetError(
+                f"base backup {base.id} unpacked a PostgreSQL {unpacked} data directory, but its "
+                f"manifest says {major}: run it with the PostgreSQL {unpacked} server "
+                f"(permafrost verify {base.id} checks the backup)"
+            )
         pitr.verify_files(ctx, plan, data, user, say)
         recovery = None if target.kind == "latest" else target
         pitr.configure(ctx, plan, data, run, recovery)
