@@ -66,6 +66,7 @@ def list_toc(pg_restore: str, dump: Path) -> str:
 # pg_restore 17 and newer begin every session with SET transaction_timeout = 0, which a server
 # older than 17 refuses (the setting does not exist there); that error changes nothing restored.
 _NEWER_SETTING = 'unrecognized configuration parameter "transaction_timeout"'
+_IGNORED = "errors ignored on restore"  # pg_restore went on to the end
 
 
 def run(
@@ -81,14 +82,16 @@ def run(
 
     When --exit-on-error stopped it at the first statement of its session, a newer pg_restore's
     SET transaction_timeout on an older server, it runs again without --exit-on-error and
-    fails when any other error is reported."""
+    fails when any other error is reported. --single-transaction stops at any error whatever
+    the options: that restore fails (_hint says what to do instead)."""
     result = _pg_restore(pg_restore, target, dump, args, toc, stop_on_error)
-    if result.returncode != 0 and stop_on_error and _NEWER_SETTING in result.stderr:
+    lenient = stop_on_error and "--single-transaction" not in args
+    if result.returncode != 0 and lenient and _NEWER_SETTING in result.stderr:
         result = _pg_restore(pg_restore, target, dump, args, toc, False)
         other = _errors(result.stderr)
-        if not other:
+        if not other and (result.returncode == 0 or _IGNORED in result.stderr):
             return ""
-        result.stderr = "\n".join(other)
+        result.stderr = "\n".join(other) or result.stderr
     if result.returncode != 0 and stop_on_error:
         raise TargetError(
             f"pg_restore failed on {target.where}: {_summary(result.stderr)}" + _hint(result.stderr)
@@ -150,6 +153,11 @@ def _hint(stderr: str) -> str:
         return " (the backup's roles are missing on the target: create them, or add --no-owner)"
     if "No space left on device" in stderr or "could not extend file" in stderr:
         return " (the target server is out of disk space)"
+    if _NEWER_SETTING in stderr:
+        return (
+            " (a pg_restore of 17 or newer into a server older than 17 cannot run in one "
+            "transaction: restore into a new database instead of --data-only)"
+        )
     return ""
 
 
