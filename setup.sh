@@ -117,6 +117,9 @@ docker_up() {
   compose up -d --build --wait
   compose exec -T scheduler permafrost backup
   compose exec -T restore permafrost verify latest --test-restore
+  say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
+  compose exec -T scheduler permafrost doctor \
+    || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
   port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
@@ -135,6 +138,9 @@ native_up() {
   system_packages
   python_env test
   "$VENV/bin/python" scripts/stack.py up
+  say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
+  "$VENV/bin/permafrost" --env-file "${PERMAFROST_HOME:-.permafrost}/permafrost.env" doctor \
+    || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
 }
 
 case "${1:-}" in

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The composition root: imported here, not at the top, so that `permafrost.cli`'s helpers
     # (EXIT_CODES, exit_code) load without every service's command-line module.
     from monitor import cli as monitor_cli
+    from permafrost.commands import doctor as doctor_cli
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli
     from restore import cli as restore_cli
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     pitr_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
+    doctor_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)

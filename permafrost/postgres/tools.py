@@ -72,14 +72,17 @@ def libpq_env(source: SourceSettings) -> dict[str, str]:
 
 
 def connect(
-    source: SourceSettings, database: str, *, autocommit: bool = False
+    source: SourceSettings, database: str, *, autocommit: bool = False, timeout: int = 10
 ) -> psycopg.Connection:
     import psycopg  # imported here: commands that never connect start faster without it
 
     password = source.password.reveal() if source.password else None
     try:
         return psycopg.connect(
-            conninfo(source, database), password=password, connect_timeout=10, autocommit=autocommit
+            conninfo(source, database),
+            password=password,
+            connect_timeout=timeout,
+            autocommit=autocommit,
         )
     except psycopg.OperationalError as exc:
         raise SourceError(
