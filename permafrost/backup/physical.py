@@ -63,15 +63,13 @@ def server_facts(source: SourceSettings) -> dict[str, Any]:
 def backup(
     destination: Destination,
     source: SourceSettings,
-    bin_dirs: tuple[str, ...],
+    tool: str,
     request: BackupRequest,
     on_progress: OnProgress = None,
 ) -> Manifest:
     data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
     facts = server_facts(source)
-    major = facts["server_version_num"] // 10000
-    tool = pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
     _check_system(destination, request.database, facts)
     sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)

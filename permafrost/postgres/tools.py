@@ -90,6 +90,13 @@ def connect(
         ) from None
 
 
+def server_major(source: SourceSettings, database: str) -> int:
+    """The server's major version, asked before a backup writes anything (its tools must fit)."""
+    with connect(source, database, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    return int(row[0]) // 10000 if row else 0
+
+
 def cluster_database(source: SourceSettings) -> str:
     """The database a cluster-level command connects to: the first DB_NAME, else postgres."""
     return source.databases[0] if source.databases else "postgres"
