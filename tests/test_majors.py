@@ -259,3 +259,36 @@ def test_a_base_backup_without_its_majors_binaries_is_refused(
     )
     assert "PG_BIN_DIRS" in line and "postgresql-client-17" in line
     assert objects(s3, bucket) == []
+
+
+@pytest.mark.parametrize("server_major", MAJORS, ids=lambda m: f"pg{m}")
+def test_doctor_names_each_majors_version_programs_and_what_is_missing(
+    server_major: int, servers: Servers, storage: dict[str, str]
+) -> None:
+    server = servers(server_major)
+    env = on(storage, server, "postgres", client_bin(18))
+    result = run(env, "doctor", "--json", check=False)
+    report = loads(result.stdout)
+    assert report["source"]["major"] == server_major, report["source"]
+    tools = {t["program"]: t for t in report["tools"]}
+    assert major(tools["pg_dump"]["version"]) == pg_dump_major(server_major)
+    features = {f["feature"]: f for f in report["features"]}
+    assert features["logical"]["status"] == "ready"
+    base = features["base"]
+    if server_major in WITH_CLIENTS:  # its own pg_basebackup and server are installed
+        assert major(tools["pg_basebackup"]["version"]) == server_major
+        assert not any("pg_basebackup" in line for line in base["missing"]), base
+    else:
+        assert tools["pg_basebackup"]["path"] is None
+        assert (
+            f"pg_basebackup of PostgreSQL {server_major} exactly" in tools["pg_basebackup"]["error"]
+        )
+        assert base["status"] == "not ready"
+        assert any(f"postgresql-client-{server_major}" in line for line in base["missing"]), base
+    incremental = features["incremental"]
+    if server_major < 17:
+        assert incremental["status"] == "not applicable"
+    else:  # summarize_wal is off on these servers: doctor says how to turn it on
+        assert any("summarize_wal" in line for line in incremental["missing"]), incremental
+    # logical backups are ready everywhere: doctor passes (base backups are not configured)
+    assert result.returncode == 0, result.stderr
