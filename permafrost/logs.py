@@ -54,7 +54,9 @@ def sayer(logger: str) -> Say:
     log = logging.getLogger(logger)
 
     def say(text: str, /, *, level: int = logging.INFO, **fields: Any) -> None:
-        log.log(level, "%s", text, extra=fields)
+        # A field named like a LogRecord attribute (`message`, `args`) would make logging raise.
+        extra = {f"{k}_" if k in _RESERVED else k: v for k, v in fields.items()}
+        log.log(level, "%s", text, extra=extra)
 
     return say
 

@@ -122,6 +122,21 @@ def test_json_is_one_object_per_line_with_stable_keys_and_unicode() -> None:
     assert parse_logfmt(logs.LogfmtFormatter("cli").format(record("é ✓ \x00")))["msg"] == "é ✓ \x00"
 
 
+def test_a_field_named_like_a_record_attribute_is_kept_not_raised(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    logs.configure("scheduler", "json", "WARNING")
+    try:
+        logs.sayer("scheduler")("retention finished", event="job_succeeded", message="x", keep=3)
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    line = json.loads(capsys.readouterr().out)
+    assert line["msg"] == "retention finished" and line["message_"] == "x" and line["keep"] == 3
+
+
 def test_text_keeps_todays_lines() -> None:
     cli = logs.TextFormatter("cli").format(record("cannot reach %s", "x"))
     assert cli == "permafrost: warning: cannot reach x"
