@@ -13,10 +13,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from permafrost import __version__, errors
+from permafrost import __version__, errors, logs
 from permafrost.config.envfile import environment
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.logs import LogFormat
 from permafrost.text import error_line
 
 # Most specific first: the first class an error is an instance of decides its code.
@@ -88,20 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    service = logs.service_of(args.command)
+    detail = logging.DEBUG if args.verbose else logging.WARNING
+    logs.configure(service, LogFormat.TEXT, detail)
     ctx: Context | None = None
     try:
         if getattr(args, "needs_settings", True):
             ctx = Context(Settings.from_env(environment(args.env_file)))
-            if not args.verbose:
-                logging.getLogger().setLevel(ctx.settings.log_level)
+            level = detail if args.verbose else ctx.settings.log_level
+            logs.configure(service, ctx.settings.log_format, level)
         return int(args.handler(ctx, args))
     except errors.PermafrostError as exc:
-        print(f"permafrost: error: {error_line(exc)}", file=sys.stderr)
-        return exit_code(exc)
+        return _ended(f"error: {error_line(exc)}", exit_code(exc))
     except KeyboardInterrupt:
-        print("permafrost: interrupted; nothing partial was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _ended("interrupted; nothing partial was kept", EXIT_INTERRUPTED)
     except BrokenPipeError:
         _silence_stdout()
         return 0
@@ -110,21 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.close()
 
 
+def _ended(text: str, code: int) -> int:
+    """The one last line: plain on stderr, or a record where a service logs logfmt or JSON."""
+    if logs.structured() and logs.configured_service() != logs.CLI:
+        logging.getLogger("permafrost").error(
+            "%s", text.removeprefix("error: "), extra={"event": "exit", "exit_code": code}
+        )
+    else:
+        print(f"permafrost: {text}", file=sys.stderr)
+    return code
+
+
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so uploads are aborted and failures recorded on the way out.
     raise KeyboardInterrupt
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        format="permafrost: %(levelname)s: %(message)s",
-        level=logging.DEBUG if verbose else logging.WARNING,
-    )
-    logging.addLevelName(logging.WARNING, "warning")
-    logging.addLevelName(logging.INFO, "info")
-    logging.addLevelName(logging.DEBUG, "debug")
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _silence_stdout() -> None:

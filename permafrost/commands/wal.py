@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -190,7 +191,9 @@ def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     walreceive.Receiver(ctx, cluster, stop).run()
-    print("wal-receive: stopped; every completed segment is archived", flush=True)
+    logging.getLogger("wal.receive").info(
+        "stopped; every completed segment is archived", extra={"event": "wal_receive_stopped"}
+    )
     return 0
 
 

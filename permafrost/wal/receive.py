@@ -40,6 +40,7 @@ from permafrost.wal.guard import Guard
 from permafrost.wal.identity import System
 
 log = logging.getLogger("permafrost")
+events = logging.getLogger("wal.receive")  # the service's own lines, always written
 DEFAULT_SPOOL = "/var/lib/permafrost/wal-spool"
 LATER = "the archive position is recorded once the metadata store is back"
 
@@ -94,7 +95,7 @@ def upload_completed(
             position.segment, position.at = name, time.time()
         path.unlink()
         pushed += 1
-        log.info("archived %s", name)
+        log.info("archived %s", name, extra={"event": "wal_archived", "segment": name})
     return pushed
 
 
@@ -177,10 +178,12 @@ class Receiver:
 
     def run(self) -> None:
         self.create_slot()
-        print(
-            f"wal-receive: streaming cluster {self.cluster} through slot {self.slot} "
-            f"into {self.spool}",
-            flush=True,
+        events.info(
+            "streaming cluster %s through slot %s into %s",
+            self.cluster,
+            self.slot,
+            self.spool,
+            extra={"event": "wal_receive_started", "cluster": self.cluster, "slot": self.slot},
         )
         pause = 1.0
         while not self.stop.is_set():
