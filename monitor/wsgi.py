@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from monitor.app import create_app
+from permafrost import logs
 from permafrost.config.envfile import environment
 from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
@@ -23,4 +24,5 @@ except ConfigError as exc:
     print(f"permafrost: error: {error_line(exc)}", file=sys.stderr, flush=True)
     sys.exit(APP_LOAD_ERROR)
 
+logs.configure("monitor", settings.log_format, settings.log_level)
 app = create_app(settings)

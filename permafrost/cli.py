@@ -13,10 +13,11 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from permafrost import __version__, errors
+from permafrost import __version__, errors, logs
 from permafrost.config.envfile import environment
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.logs import LogFormat
 from permafrost.text import error_line
 
 # Most specific first: the first class an error is an instance of decides its code.
@@ -36,6 +37,7 @@ EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.InsufficientSpace, 10),
     (errors.Busy, 11),
     (errors.CheckFailed, 12),
+    (errors.SystemMismatch, 13),
 ]
 EXIT_INTERRUPTED = 130
 
@@ -51,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The composition root: imported here, not at the top, so that `permafrost.cli`'s helpers
     # (EXIT_CODES, exit_code) load without every service's command-line module.
     from monitor import cli as monitor_cli
+    from permafrost.commands import doctor as doctor_cli
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli
     from restore import cli as restore_cli
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     pitr_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
+    doctor_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)
@@ -85,20 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     parser = build_parser()
     args = parser.parse_args(argv)
-    _configure_logging(args.verbose)
+    service = logs.service_of(args.command)
+    detail = logging.DEBUG if args.verbose else logging.WARNING
+    logs.configure(service, LogFormat.TEXT, detail)
     ctx: Context | None = None
     try:
         if getattr(args, "needs_settings", True):
             ctx = Context(Settings.from_env(environment(args.env_file)))
-            if not args.verbose:
-                logging.getLogger().setLevel(ctx.settings.log_level)
+            level = detail if args.verbose else ctx.settings.log_level
+            logs.configure(service, ctx.settings.log_format, level)
         return int(args.handler(ctx, args))
     except errors.PermafrostError as exc:
-        print(f"permafrost: error: {error_line(exc)}", file=sys.stderr)
-        return exit_code(exc)
+        return _ended(f"error: {error_line(exc)}", exit_code(exc))
     except KeyboardInterrupt:
-        print("permafrost: interrupted; nothing partial was kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _ended("interrupted; nothing partial was kept", EXIT_INTERRUPTED)
     except BrokenPipeError:
         _silence_stdout()
         return 0
@@ -107,21 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             ctx.close()
 
 
+def _ended(text: str, code: int) -> int:
+    """The one last line: plain on stderr, or a record where a service logs logfmt or JSON."""
+    if logs.structured() and logs.configured_service() != logs.CLI:
+        logging.getLogger("permafrost").error(
+            "%s", text.removeprefix("error: "), extra={"event": "exit", "exit_code": code}
+        )
+    else:
+        print(f"permafrost: {text}", file=sys.stderr)
+    return code
+
+
 def _terminate(signum: int, frame: object) -> None:
     # SIGTERM unwinds like Ctrl-C, so uploads are aborted and failures recorded on the way out.
     raise KeyboardInterrupt
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        format="permafrost: %(levelname)s: %(message)s",
-        level=logging.DEBUG if verbose else logging.WARNING,
-    )
-    logging.addLevelName(logging.WARNING, "warning")
-    logging.addLevelName(logging.INFO, "info")
-    logging.addLevelName(logging.DEBUG, "debug")
-    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _silence_stdout() -> None:

@@ -79,6 +79,11 @@ class CheckFailed(PermafrostError):
     """A safety check found a problem (a lifecycle rule that would expire kept backups)."""
 
 
+class SystemMismatch(PermafrostError):
+    """The server is another PostgreSQL system (a new system identifier: upgraded or replaced)
+    than the one the cluster's WAL archive belongs to; mixing the two would break recovery."""
+
+
 # --- encryption and integrity --------------------------------------------------------------
 
 

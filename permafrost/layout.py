@@ -5,6 +5,8 @@
     {prefix}/{tier}/{database}/{backup_id}/manifest.json
     {prefix}/base/{cluster}/{backup_id}/data.pfe            a base backup (pg_basebackup tar)
     {prefix}/wal/{cluster}/{timeline}/{name}.pfe            archived WAL
+    {prefix}/wal/{cluster}.{system}/{timeline}/{name}.pfe   a replaced system's WAL (wal reset)
+    {prefix}/clusters/{cluster}.json                        the system the cluster's WAL is of
     {prefix}/keep/{database}/{backup_id}/...                a pinned backup, with pin.json
 
 The tier comes first so that one lifecycle rule per tier covers every database. Names that reach
@@ -115,6 +117,22 @@ def wal_key(prefix: str, cluster: str, timeline: int, name: str) -> str:
 
 def wal_folder(prefix: str, cluster: str) -> str:
     return join(prefix, "wal", check_name(cluster, "cluster")) + "/"
+
+
+def identity_key(prefix: str, cluster: str) -> str:
+    """{prefix}/clusters/{cluster}.json: outside wal/ and every tier, so no lifecycle rule
+    expires it and no listing of WAL or backups meets it."""
+    return join(prefix, "clusters", check_name(cluster, "cluster") + ".json")
+
+
+def retired_wal_cluster(cluster: str, system_identifier: str) -> str:
+    """The name under wal/ that a replaced system's WAL moves to: `{cluster}.{system}`, itself a
+    valid cluster name (so wal-fetch, wal status and wal verify take it as --cluster); a long
+    cluster name is shortened to keep it within 63 characters."""
+    if not system_identifier.isdigit():
+        raise UsageError(f"{system_identifier!r} is not a system identifier")
+    room = 63 - len(system_identifier) - 1
+    return check_name(f"{cluster[:room]}.{system_identifier}", "cluster")
 
 
 def tier_folder(prefix: str, tier: str) -> str:

@@ -63,6 +63,12 @@ def list_toc(pg_restore: str, dump: Path) -> str:
     return result.stdout
 
 
+# pg_restore 17 and newer begin every session with SET transaction_timeout = 0, which a server
+# older than 17 refuses (the setting does not exist there); that error changes nothing restored.
+_NEWER_SETTING = 'unrecognized configuration parameter "transaction_timeout"'
+_IGNORED = "errors ignored on restore"  # pg_restore went on to the end
+
+
 def run(
     pg_restore: str,
     target: Target,
@@ -72,7 +78,35 @@ def run(
     *,
     stop_on_error: bool = True,
 ) -> str:
-    """Run pg_restore into the target; return its error output (empty when clean)."""
+    """Run pg_restore into the target; return its error output (empty when clean).
+
+    When --exit-on-error stopped it at the first statement of its session, a newer pg_restore's
+    SET transaction_timeout on an older server, it runs again without --exit-on-error and
+    fails when any other error is reported. --single-transaction stops at any error whatever
+    the options: that restore fails (_hint says what to do instead)."""
+    result = _pg_restore(pg_restore, target, dump, args, toc, stop_on_error)
+    lenient = stop_on_error and "--single-transaction" not in args
+    if result.returncode != 0 and lenient and _NEWER_SETTING in result.stderr:
+        result = _pg_restore(pg_restore, target, dump, args, toc, False)
+        other = _errors(result.stderr)
+        if not other and (result.returncode == 0 or _IGNORED in result.stderr):
+            return ""
+        result.stderr = "\n".join(other) or result.stderr
+    if result.returncode != 0 and stop_on_error:
+        raise TargetError(
+            f"pg_restore failed on {target.where}: {_summary(result.stderr)}" + _hint(result.stderr)
+        )
+    return result.stderr
+
+
+def _pg_restore(
+    pg_restore: str,
+    target: Target,
+    dump: Path,
+    args: list[str],
+    toc: str | None,
+    stop_on_error: bool,
+) -> subprocess.CompletedProcess[str]:
     with tempfile.NamedTemporaryFile("w", suffix=".toc") as listing:
         extra = []
         if toc is not None:
@@ -89,18 +123,22 @@ def run(
         ]
         if stop_on_error:
             command.insert(1, "--exit-on-error")
-        result = subprocess.run(
+        return subprocess.run(
             command,
             capture_output=True,
             text=True,
             check=False,
             env=pgtools.libpq_env(target.server),
         )
-    if result.returncode != 0 and stop_on_error:
-        raise TargetError(
-            f"pg_restore failed on {target.where}: {_summary(result.stderr)}" + _hint(result.stderr)
-        )
-    return result.stderr
+
+
+def _errors(stderr: str) -> list[str]:
+    """pg_restore's error lines but the older server's refusal of transaction_timeout."""
+    return [
+        line
+        for line in stderr.splitlines()
+        if line.startswith("pg_restore: error:") and _NEWER_SETTING not in line
+    ]
 
 
 def _summary(stderr: str) -> str:
@@ -115,8 +153,13 @@ def _hint(stderr: str) -> str:
         return " (the backup's roles are missing on the target: create them, or add --no-owner)"
     if "No space left on device" in stderr or "could not extend file" in stderr:
         return " (the target server is out of disk space)"
+    if _NEWER_SETTING in stderr:
+        return (
+            " (a pg_restore of 17 or newer into a server older than 17 cannot run in one "
+            "transaction: restore into a new database instead of --data-only)"
+        )
     return ""
 
 
 def error_count(stderr: str) -> int:
-    return sum(1 for line in stderr.splitlines() if line.startswith("pg_restore: error:"))
+    return len(_errors(stderr))

@@ -9,6 +9,7 @@ from permafrost.backup.lookup import resolve
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, UsageError
+from permafrost.logs import sayer
 from permafrost.progress import Progress
 from permafrost.text import human_bytes, print_json
 from restore.engine import refuse_base
@@ -144,7 +145,7 @@ def _queue(ctx: Context, records: list[BackupRecord], args: argparse.Namespace) 
 
 
 def restore_worker(ctx: Context, args: argparse.Namespace) -> int:
-    worker = Worker(ctx, say=lambda line: print(line, flush=True), poll_seconds=args.poll)
+    worker = Worker(ctx, say=sayer("restore.worker"), poll_seconds=args.poll)
     return worker.run(once=args.once)
 
 

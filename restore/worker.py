@@ -14,10 +14,10 @@ monitor; a clean stop (SIGTERM) marks its row stopped, so only a worker that van
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from permafrost.backup.lookup import resolve
@@ -25,6 +25,7 @@ from permafrost.catalog.heartbeats import Beating, Service
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
+from permafrost.logs import Say
 from restore.engine import RestoreOptions, execute, plan_restore, refuse_base
 from restore.trial import test_restore
 from restore.verify import verify_backup
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 KINDS = ["verify", "test_restore", "restore"]
 RECONNECT_MAX = 30.0  # seconds between attempts to reach a lost metadata store, at most
 BEAT_SECONDS = 30.0
-Say = Callable[[str], None]
 
 
 def worker_name() -> str:
@@ -161,30 +161,59 @@ class Worker:
 
     def _run(self, task: TaskRecord) -> None:
         catalog = self.ctx.catalog()
-        self.say(f"task {task.id}: {task.kind} {task.payload.get('backup_id')} started")
+        fields: dict[str, Any] = {
+            "task_id": task.id,
+            "kind": task.kind,
+            "backup_id": task.payload.get("backup_id"),
+        }
+        self.say(
+            f"task {task.id}: {task.kind} {task.payload.get('backup_id')} started",
+            event="task_taken",
+            **fields,
+        )
         started = time.monotonic()
         self.current = task.id
         try:
             result = run_task(self.ctx, task, self.say)
         except KeyboardInterrupt:
             catalog.requeue(task.id)
-            self.say(f"task {task.id}: interrupted, back in the queue")
+            self.say(
+                f"task {task.id}: interrupted, back in the queue", event="task_requeued", **fields
+            )
             raise
         except CatalogUnavailable:
             raise
         except PermafrostError as exc:
             catalog.finish_task(task.id, str(exc), {})
-            self.say(f"task {task.id}: failed: {exc}")
+            self._finished(f"task {task.id}: failed: {exc}", started, "failed", fields, str(exc))
             return
         except Exception as exc:  # a bug in one task must not stop the worker
-            catalog.finish_task(task.id, f"{type(exc).__name__}: {exc}", {})
-            self.say(f"task {task.id}: failed unexpectedly: {type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            catalog.finish_task(task.id, error, {})
+            self._finished(
+                f"task {task.id}: failed unexpectedly: {error}", started, "failed", fields, error
+            )
             return
         finally:
             self.current = None
         catalog.finish_task(task.id, None, result)
         self.done += 1
-        self.say(f"task {task.id}: succeeded in {time.monotonic() - started:.1f} s")
+        took = f"{time.monotonic() - started:.1f} s"
+        self._finished(f"task {task.id}: succeeded in {took}", started, "succeeded", fields)
+
+    def _finished(
+        self,
+        text: str,
+        started: float,
+        status: str,
+        fields: dict[str, Any],
+        error: str | None = None,
+    ) -> None:
+        level = logging.INFO if error is None else logging.ERROR
+        extra = {**fields, "status": status, "duration_s": round(time.monotonic() - started, 3)}
+        if error is not None:
+            extra["error"] = error
+        self.say(text, level=level, event="task_finished", **extra)
 
     def _listen(self) -> TaskListener:
         # Imported here for start-up cost: `permafrost verify` imports this module, and the

@@ -21,8 +21,8 @@ from permafrost.catalog.heartbeats import Role
 from permafrost.catalog.store import Catalog, connect_leader
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable
+from permafrost.logs import Say
 from permafrost.text import first_line
-from scheduler.jobs import Say
 
 SCHEDULER_LOCK = 0x73636864  # 'schd'
 Lead = Callable[[Catalog], None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,13 +31,13 @@ from permafrost.catalog.jobs import (
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
+from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
 from scheduler.pings import ping
 
 log = logging.getLogger("permafrost.scheduler")
-Say = Callable[[str], None]
 UNRECORDED = "not recorded"  # what the warning says goes without a metadata store
 
 
@@ -106,11 +106,22 @@ class Jobs:
             details = work(ctx)
         except Exception as exc:
             error = _reason(exc)
-            self.say(f"{spec.job} failed: {error}")
+            self.say(
+                f"{spec.job} failed: {error}",
+                level=logging.ERROR,
+                event="job_failed",
+                job=str(spec.job),
+                error=error,
+            )
             run.ended_by(exc, error)
             self.alert(ctx, spec, error)
         else:
-            self.say(f"{spec.job} finished: {_short(details)}")
+            self.say(
+                f"{spec.job} finished: {_short(details)}",
+                event="job_succeeded",
+                job=str(spec.job),
+                **_plain(details),
+            )
             run.succeeded(details)
             ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
         finally:
@@ -123,7 +134,17 @@ class Jobs:
         assert spec.database is not None
         ctx = Context(self.settings)
         request = replace(_request(spec, trigger), description=description, tags=tags)
-        self.say(f"{spec.job} of {spec.database} started ({request.backup_id})")
+        fields: dict[str, Any] = {
+            "job": str(spec.job),
+            "database": spec.database,
+            "backup_id": request.backup_id,
+        }
+        self.say(
+            f"{spec.job} of {spec.database} started ({request.backup_id})",
+            event="backup_started",
+            **fields,
+            trigger=trigger,
+        )
         rid = str(uuid5(NAMESPACE_URL, request.backup_id))  # pairs this start with its end
         ping(self.settings, "start", run_id=rid)
         try:
@@ -133,7 +154,10 @@ class Jobs:
         except Exception as exc:
             error, status = _reason(exc), outcome_of(exc)
             what = f"{spec.job} of {spec.database} {status}: {error}"
-            self.say(what)
+            level = logging.ERROR if status is RunStatus.FAILED else logging.WARNING
+            self.say(
+                what, level=level, event="backup_failed", **fields, status=str(status), error=error
+            )
             self._record_if_missing(ctx, request, exc, error)
             ping(self.settings, "fail", what, run_id=rid)
             if status is RunStatus.FAILED:
@@ -142,7 +166,13 @@ class Jobs:
             return {"error": error}
         self.say(
             f"{spec.job} of {spec.database} completed: {manifest.id}, "
-            f"{manifest.stored_bytes} bytes stored in {manifest.duration_seconds:.1f} s"
+            f"{manifest.stored_bytes} bytes stored in {manifest.duration_seconds:.1f} s",
+            event="backup_succeeded",
+            **fields,
+            duration_s=round(manifest.duration_seconds, 3),
+            bytes=manifest.stored_bytes,
+            dump_bytes=manifest.dump_bytes,
+            tier=manifest.tier,
         )
         ping(
             self.settings,
@@ -252,6 +282,11 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, PermafrostError | Aborted):
         return " ".join(str(exc).split())
     return f"{type(exc).__name__}: {exc}"
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    """A job's details that fit a log field (numbers and text)."""
+    return {k: v for k, v in details.items() if isinstance(v, int | float | str)}
 
 
 def _short(details: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ upload aborted, the run recorded as aborted).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -29,8 +30,9 @@ from permafrost.catalog.jobs import BACKUP_JOBS, JobName
 from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
 from permafrost.config.settings import Settings
+from permafrost.logs import Say, sayer
 from scheduler.election import Election
-from scheduler.jobs import Jobs, JobSpec, Running, Say
+from scheduler.jobs import Jobs, JobSpec, Running
 from scheduler.tasks import TaskReader
 from scheduler.wal import supervise_receiver, switch_wal
 
@@ -125,7 +127,7 @@ class Service:
     # --- leading ------------------------------------------------------------------------------
 
     def _lead(self, catalog: Catalog) -> None:
-        self.say(f"scheduler {self.instance} is the leader")
+        self.say(f"scheduler {self.instance} is the leader", event="leader", instance=self.instance)
         sched = self._start_jobs()
         term = self._term = threading.Event()  # the end of this leadership (stop or store lost)
         threads = [self._thread(self.tasks.run, "tasks", term)]
@@ -225,7 +227,12 @@ class Service:
             try:
                 self.jobs.run(spec, trigger)
             except BaseException as exc:  # nothing a job does may end the scheduler
-                self.say(f"{spec.id}: unexpected {type(exc).__name__}: {exc}")
+                self.say(
+                    f"{spec.id}: unexpected {type(exc).__name__}: {exc}",
+                    level=logging.ERROR,
+                    event="job_failed",
+                    job=spec.id,
+                )
 
     def _catch_up(self, catalog: Catalog, sched: Any) -> None:
         """Run once each job whose last scheduled time passed with no run (within the grace)."""
@@ -272,6 +279,4 @@ def _next_runs(sched: Any) -> dict[str, str]:
     return out
 
 
-def say(text: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    print(f"{stamp} scheduler: {text}", flush=True)
+say = sayer("scheduler")  # the scheduler's own lines, in LOG_FORMAT on stdout (permafrost/logs.py)

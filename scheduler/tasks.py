@@ -18,8 +18,9 @@ from permafrost.catalog.tasks import TaskListener
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
+from permafrost.logs import Say
 from permafrost.text import first_line
-from scheduler.jobs import Jobs, JobSpec, Running, Say
+from scheduler.jobs import Jobs, JobSpec, Running
 
 
 class TaskReader:
@@ -73,7 +74,13 @@ class TaskReader:
         if not names:
             catalog.finish_task(task.id, "no database to back up: set DB_NAME", {})
             return
-        self.say(f"task {task.id}: {job} of {', '.join(names)} requested by {task.requested_by}")
+        self.say(
+            f"task {task.id}: {job} of {', '.join(names)} requested by {task.requested_by}",
+            event="task_taken",
+            task_id=task.id,
+            job=str(job),
+            database=",".join(names),
+        )
         payload = task.payload or {}
         with self.running.holding(f"task:{task.id}"):
             results, errors = self._back_up(
@@ -81,9 +88,19 @@ class TaskReader:
             )
         if errors and not any("backup_id" in r for r in results) and self.stop.is_set():
             catalog.requeue(task.id)  # nothing was done: the next leader does it all
-            self.say(f"task {task.id}: interrupted by the shutdown, back in the queue")
+            self.say(
+                f"task {task.id}: interrupted by the shutdown, back in the queue",
+                event="task_requeued",
+                task_id=task.id,
+            )
             return
         catalog.finish_task(task.id, "; ".join(errors) or None, {"backups": results})
+        self.say(
+            f"task {task.id}: {'failed' if errors else 'succeeded'}",
+            event="task_finished",
+            task_id=task.id,
+            status="failed" if errors else "succeeded",
+        )
 
     def _targets(self, task: TaskRecord) -> tuple[JobName, list[str]]:
         """The job a task asks for and the databases (or cluster) it names."""

@@ -13,9 +13,10 @@ import time
 from permafrost.catalog.jobs import JobName, RecordedRun
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.logs import Say
 from permafrost.postgres.process import die_with_parent
 from permafrost.wal import receive as walreceive
-from scheduler.jobs import Jobs, JobSpec, Say
+from scheduler.jobs import Jobs, JobSpec
 
 
 def switch_wal(settings: Settings, jobs: Jobs) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from permafrost.repo import crypto
-from tests import services
+from tests import majors, services
 from tests.services import Cluster, S3Server
 
 PERMAFROST = str(Path(sys.executable).parent / "permafrost")
@@ -68,6 +68,23 @@ def pg() -> Iterator[Cluster]:
     cluster = Cluster("source").start()
     yield cluster
     cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def servers(pg: Cluster) -> Iterator[majors.Servers]:
+    """`servers(13)`: a running PostgreSQL 13 (13 to 18), started once per session when first
+    asked for (tests/majors.py says where each major comes from). Needs `pg`: the metadata
+    store of the tests that use these servers lives there."""
+    started = majors.Servers()
+    yield started
+    started.destroy()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if majors.timings:
+        terminalreporter.write_sep("-", "PostgreSQL majors: seconds per backup and restore")
+        for line in majors.summary():
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

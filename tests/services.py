@@ -117,15 +117,17 @@ class Cluster:
         *,
         initdb_args: tuple[str, ...] = (),
         start_prefix: tuple[str, ...] = (),
+        bin_dir: Path | None = None,
     ) -> None:
         # initdb_args: extra initdb options (--wal-segsize=1); start_prefix: a command the
-        # server is started under (prlimit --fsize=… for a target that runs out of space).
+        # server is started under (prlimit --fsize=… for a target that runs out of space);
+        # bin_dir: another major's server (tests/majors.py), else the newest Debian one.
         _may_start("PostgreSQL")
         self.initdb_args, self.start_prefix = initdb_args, start_prefix
         self.root = Path(tempfile.mkdtemp(prefix=f"permafrost-{name}-"))
         self.data = self.root / "data"
         self.port = free_port()
-        self.bin = pg_bin()
+        self.bin = bin_dir or pg_bin()
         self.settings = settings or {}
         if os.geteuid() == 0:
             owner = pwd.getpwnam("postgres")

@@ -30,6 +30,7 @@ from permafrost import layout
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.logs import sayer
 from permafrost.repo import crypto
 from permafrost.repo.manifest import Manifest
 from permafrost.retention import lifecycle
@@ -528,7 +529,7 @@ def test_a_scheduled_backup_pings_start_then_success_and_a_failed_one_pings_fail
 ) -> None:
     settings = make_settings(env, None, HEALTHCHECK_PING_URL=f"{http.url}/ping/abc-secret")
     db = settings.source.databases[0]
-    jobs = Jobs(settings, say=print, abort=threading.Event())
+    jobs = Jobs(settings, say=sayer("scheduler"), abort=threading.Event())
 
     result = jobs.backup(JobSpec(f"backup:{db}", "backup", db, "critical"), "schedule")
     assert "backup_id" in result

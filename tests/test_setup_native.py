@@ -145,6 +145,8 @@ def test_it_runs_the_stack_and_says_that_compose_is_what_is_missing(stack: Stack
     assert f"http://localhost:{stack.port}/" in first.stdout
     assert f"{stack.home / 'mail'}/" in first.stdout
     assert "verified by restoring 2 tables" in first.stderr
+    assert "permafrost doctor" in first.stderr  # at the end: its report, then whatever it found
+    assert "logical backups: ready" in first.stdout
     assert healthy(stack.port)
 
 
@@ -380,6 +382,7 @@ def test_with_compose_it_says_changed_settings_are_applied_and_refuses_a_bad_env
             result.stderr
         )
         assert "up -d --build --wait" in calls
+        assert "exec -T scheduler permafrost doctor" in calls  # its findings never stop setup
     else:
         assert result.returncode == 2, result.stderr
         assert f"{dotenv}, line 2: expected NAME=value" in result.stderr.splitlines()[-1]

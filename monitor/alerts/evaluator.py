@@ -53,9 +53,9 @@ def apply_findings(
         if alert not in seen and owns(alert, owned) and catalog.resolve_alert(alert):
             applied.resolved.append(alert)
     for key in applied.opened:
-        log.warning("alert opened: %s", key)
+        log.warning("alert opened: %s", key, extra={"event": "alert_opened", "alert": key})
     for key in applied.resolved:
-        log.warning("alert resolved: %s", key)
+        log.warning("alert resolved: %s", key, extra={"event": "alert_resolved", "alert": key})
     return applied
 
 

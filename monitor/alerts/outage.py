@@ -29,7 +29,7 @@ from typing import Any
 
 from monitor.alerts.outage_state import State, StateFile
 from monitor.notify.messages import Event, Message
-from monitor.notify.outbox import Outbox
+from monitor.notify.outbox import Outbox, notified
 from monitor.notify.transports import TransportError
 from permafrost.catalog.reads import probe
 from permafrost.config.settings import Settings, source_from_url
@@ -211,7 +211,11 @@ class OutageWatch:
             entry["resolved_at"] = entry.get("resolved_at") or iso(now)
             done, sent = self._deliver(check, entry, Event.RESOLVED, "resolved")
             if done:
-                log.warning("outage resolved: %s", check.key)
+                log.warning(
+                    "outage resolved: %s",
+                    check.key,
+                    extra={"event": "alert_resolved", "alert": check.key},
+                )
                 del entries[check.key]
             return sent
         if entry is None:
@@ -237,7 +241,11 @@ class OutageWatch:
         done, sent = self._deliver(check, entry, event, tag)
         if done:
             if event == Event.OPENED:
-                log.warning("outage alert opened: %s", check.key)
+                log.warning(
+                    "outage alert opened: %s",
+                    check.key,
+                    extra={"event": "alert_opened", "alert": check.key},
+                )
             else:
                 entry["reminded"] = entry.get("reminded", 0) + 1
             entry["notified_at"] = iso(now)
@@ -262,6 +270,7 @@ class OutageWatch:
             else:
                 entry["sent"].append(name)
                 sent.append(f"{name}:{check.key}")
+                notified(check.key, str(event), transport.name)
             finally:
                 transport.close()
         if done:

@@ -39,6 +39,7 @@ from permafrost.config.settings import Secret, Settings
 from permafrost.text import one_line
 
 log = logging.getLogger("permafrost.monitor.notify")
+events = logging.getLogger("monitor.notify")  # the monitor's own lines, always written
 
 LEASE = timedelta(minutes=5)  # a delivery in progress: no one else tries it meanwhile
 FIRST_RETRY = 60
@@ -179,6 +180,7 @@ class Outbox:
             if error is None:
                 done.add(transport.name)
                 delivery.sent.append((key, event, transport.name))
+                notified(key, event, transport.name)
                 self._log(catalog, message, transport.name, "delivered")
             else:
                 errors.append(f"{transport.name}: {error}")
@@ -256,3 +258,14 @@ def scrub(text: str, settings: Settings) -> str:
         if secret:
             text = text.replace(secret.reveal(), "********")
     return one_line(text, 500)
+
+
+def notified(key: str, event: str, channel: str) -> None:
+    """The log line of a notification that reached its channel (`alert_email_sent` for email)."""
+    events.info(
+        "alert %s: %s notification sent by %s",
+        key,
+        event,
+        channel,
+        extra={"event": f"alert_{channel}_sent", "alert": key, "notification": event},
+    )

@@ -26,7 +26,8 @@ from permafrost.catalog.jobs import BACKUP_LOCK, Aborted, JobName, RecordedRun, 
 from permafrost.catalog.sync import sync_catalog
 from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
-from permafrost.errors import Busy, CatalogUnavailable, PermafrostError
+from permafrost.errors import Busy, CatalogUnavailable, PermafrostError, SourceError
+from permafrost.postgres import tools as pgtools
 from permafrost.repo.manifest import Kind, Manifest
 
 if TYPE_CHECKING:
@@ -50,10 +51,11 @@ def run_backup(
     """Take one backup, recorded; one at a time per database (or cluster), across processes."""
     layout.check_name(request.database, "cluster" if request.kind == "base" else "database")
     layout.check_tier(request.tier)
+    program = _program_or_error(ctx, request)  # no program fits the server: nothing is written
     ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
     locked = _lock(ctx, request, wait, say or log.warning, cancelled)
     try:
-        return _run(ctx, request, on_progress)
+        return _run(ctx, request, program, on_progress)
     finally:
         if locked is not None:
             with contextlib.suppress(PermafrostError):
@@ -121,7 +123,10 @@ def _holder(catalog: Catalog, request: BackupRequest) -> str:
 
 
 def _run(
-    ctx: Context, request: BackupRequest, on_progress: Callable[[int], None] | None
+    ctx: Context,
+    request: BackupRequest,
+    program: str | SourceError,
+    on_progress: Callable[[int], None] | None,
 ) -> Manifest:
     details = {"trigger": request.trigger, "by": actor(), "tier": request.tier}
     run = RecordedRun.start(
@@ -141,7 +146,7 @@ def _run(
     )
     warnings: list[str] = []
     try:
-        manifest = _take(ctx, request, on_progress, warnings)
+        manifest = _take(ctx, request, program, on_progress, warnings)
     except BaseException as exc:
         _record_failure(ctx, request.backup_id, run, exc)
         raise
@@ -152,16 +157,37 @@ def _run(
 def _take(
     ctx: Context,
     request: BackupRequest,
+    program: str | SourceError,
     on_progress: Callable[[int], None] | None,
     warnings: list[str],
 ) -> Manifest:
     """The dump itself: from request.source (a safety backup's target) or the configured one."""
+    if isinstance(program, SourceError):
+        raise program  # the server was not reachable: a failure this run records
     source = request.source or ctx.settings.source
     destination = Destination.of(ctx)
     if request.kind == Kind.BASE:  # a base backup holds the globals already
-        return physical.backup(destination, source, ctx.settings.pg_bin_dirs, request, on_progress)
+        return physical.backup(destination, source, program, request, on_progress)
     destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r, warnings))
-    return logical.dump(destination, source, ctx.settings.pg_bin_dirs, request, on_progress)
+    return logical.dump(destination, source, program, request, on_progress)
+
+
+def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError:
+    """pg_basebackup of exactly the cluster's major, or pg_dump of the server's major or newer,
+    picked before the repository is made, so that a ToolMissing leaves the bucket untouched.
+    An unreachable server is not refused here: the recorded run raises (and records) it."""
+    source = request.source or ctx.settings.source
+    base = request.kind == Kind.BASE
+    try:
+        major = pgtools.server_major(
+            source, pgtools.cluster_database(source) if base else request.database
+        )
+    except SourceError as exc:
+        return exc
+    bin_dirs = ctx.settings.pg_bin_dirs
+    if base:
+        return pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
+    return pgtools.find_tool(bin_dirs, "pg_dump", major).path
 
 
 def _globals(

@@ -26,7 +26,7 @@ OnProgress = Callable[[int], None] | None
 def dump(
     destination: Destination,
     source: SourceSettings,
-    bin_dirs: tuple[str, ...],
+    pg_dump: str,
     request: BackupRequest,
     on_progress: OnProgress = None,
 ) -> Manifest:
@@ -35,7 +35,6 @@ def dump(
     started = datetime.now(UTC)
     with pgtools.exported_snapshot(source, database) as snapshot:
         info = snapshot.export()
-        pg_dump = pgtools.find_tool(bin_dirs, "pg_dump", info.server_major).path
         sealer = destination.sealer(data_key)
         command = _command(pg_dump, source, database, info.snapshot_id)
         with ThreadPoolExecutor(1, thread_name_prefix="rowcount") as pool:

@@ -27,6 +27,8 @@ from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.pipeline import READ_SIZE, SealedStats, Sealer
 from permafrost.wal import names as walnames
+from permafrost.wal.guard import Guard
+from permafrost.wal.identity import System
 
 OnProgress = Callable[[int], None] | None
 
@@ -61,15 +63,14 @@ def server_facts(source: SourceSettings) -> dict[str, Any]:
 def backup(
     destination: Destination,
     source: SourceSettings,
-    bin_dirs: tuple[str, ...],
+    tool: str,
     request: BackupRequest,
     on_progress: OnProgress = None,
 ) -> Manifest:
     data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
     facts = server_facts(source)
-    major = facts["server_version_num"] // 10000
-    tool = pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
+    _check_system(destination, request.database, facts)
     sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
     command = _command(tool, source, request.backup_id)
@@ -89,6 +90,13 @@ def backup(
         physical=physical,
     )
     return destination.commit(request, made)
+
+
+def _check_system(destination: Destination, cluster: str, facts: dict[str, Any]) -> None:
+    """Refuse, before anything is stored, a server that is not the WAL archive's system: its
+    base backup could not be recovered with the archive's WAL (SystemMismatch)."""
+    server = System(facts["system_identifier"], facts["server_version_num"] // 10000)
+    Guard(destination.repository, cluster, "base backup").check(server)
 
 
 def _command(tool: str, source: SourceSettings, backup_id: str) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -21,15 +22,25 @@ from pathlib import Path
 from typing import Any
 
 from permafrost import layout
+from permafrost.audit import actor
 from permafrost.context import Context
-from permafrost.errors import IntegrityError, PermafrostError, UsageError
+from permafrost.errors import (
+    CatalogUnavailable,
+    IntegrityError,
+    PermafrostError,
+    SystemMismatch,
+    UsageError,
+)
 from permafrost.postgres import tools as pgtools
 from permafrost.text import iso, print_json
 from permafrost.wal import archive as walarchive
+from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
 from permafrost.wal import prefetch as walprefetch
 from permafrost.wal import receive as walreceive
+from permafrost.wal import reset as walreset
 from permafrost.wal import segment as wal
+from permafrost.wal.guard import Guard
 
 FETCH_MISSING = 1
 FETCH_FATAL = 126
@@ -71,7 +82,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--cluster", help=CLUSTER_HELP)
     p.set_defaults(handler=wal_receive)
 
-    p = commands.add_parser("wal", help="the WAL archive: status, verify, switch")
+    p = commands.add_parser("wal", help="the WAL archive: status, verify, switch, reset")
     sub = p.add_subparsers(dest="wal_command", required=True, metavar="COMMAND")
     s = sub.add_parser("status", help="the newest archived segment and the archive lag")
     s.add_argument("--cluster", help=CLUSTER_HELP)
@@ -89,6 +100,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     s.add_argument("--cluster", help=CLUSTER_HELP)
     s.set_defaults(handler=wal_switch)
+    s = sub.add_parser(
+        "reset",
+        help="give the archive to the server's new system (after an upgrade or replacement)",
+        description="When the server under CLUSTER_NAME has a new system identifier (upgraded "
+        "or replaced), move the old system's WAL to wal/CLUSTER.SYSTEM/ (its base backups stay "
+        "restorable with pitr --base ID) and record the server's system as the archive's. "
+        "A dry run unless --apply; then take a base backup.",
+    )
+    s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--apply", action="store_true", help="do it (audit-logged)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(handler=wal_reset)
 
 
 def _cluster(ctx: Context, args: argparse.Namespace) -> str:
@@ -100,7 +123,13 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"{path} is not a file")
     cluster = _cluster(ctx, args)
-    pushed = wal.push(ctx.repository(create=True), cluster, path)
+    repo = ctx.repository(create=True)
+    try:
+        Guard(repo, cluster, "wal-push").check_segment(path)
+    except SystemMismatch as exc:
+        walreceive.record_error(ctx, cluster, str(exc))  # for wal status and the wal_lag alert
+        raise
+    pushed = wal.push(repo, cluster, path)
     walreceive.record_pushed(ctx, cluster, path.name, pushed.plain_bytes)
     return 0
 
@@ -162,7 +191,9 @@ def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     walreceive.Receiver(ctx, cluster, stop).run()
-    print("wal-receive: stopped; every completed segment is archived", flush=True)
+    logging.getLogger("wal.receive").info(
+        "stopped; every completed segment is archived", extra={"event": "wal_receive_stopped"}
+    )
     return 0
 
 
@@ -193,6 +224,9 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
     else:
         status.update(last_segment=None, last_archived_at=None, lag_seconds=None)
     status["segments"] = sum(len(numbers) for numbers in archive.segments.values())
+    recorded = walidentity.read(repo, cluster)
+    status["system_identifier"] = recorded.system.identifier if recorded else None
+    status["major"] = recorded.system.major if recorded else None
     catalog = ctx.catalog_or_none("showing the bucket's view only")
     if catalog is not None:
         rows = catalog.wal_status(cluster)
@@ -214,6 +248,8 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
             f"{status['segments']} segments on timeline(s) "
             f"{', '.join(str(t) for t in archive.timelines)}"
         )
+    if recorded is not None:
+        print(f"the archive belongs to {recorded.system.describe()}, since {recorded.since}")
     if "server_segment" in status:
         print(f"server is writing {status['server_segment']}: {_behind(status)}")
     if status.get("archiver_failed"):
@@ -273,4 +309,37 @@ def wal_verify(ctx: Context, args: argparse.Namespace) -> int:
             f"the WAL archive of cluster {cluster} has {len(report.problems)} problem(s): "
             f"{report.problems[0]}; point-in-time recovery cannot cross them"
         )
+    return 0
+
+
+def wal_reset(ctx: Context, args: argparse.Namespace) -> int:
+    cluster = _cluster(ctx, args)
+    repo = ctx.repository()
+    reset = walreset.plan(repo, cluster, walreset.server_system(ctx.settings.source))
+    if not reset.needed or not args.apply:
+        if args.json:
+            print_json(reset.to_json())
+        else:
+            for line in reset.lines():
+                print(line)
+            if reset.needed:
+                print(
+                    f"dry run: nothing changed; run `permafrost wal reset --cluster {cluster} "
+                    "--apply` to do it"
+                )
+        return 0
+    try:
+        catalog = ctx.catalog()
+    except CatalogUnavailable as exc:
+        raise CatalogUnavailable(
+            f"{exc}; a WAL reset is written to its audit log, so nothing was changed"
+        ) from None
+    walreset.apply(repo, reset)
+    catalog.audit(actor(), "wal-reset", cluster, reset.to_json())
+    if args.json:
+        print_json(reset.to_json())
+        return 0
+    for line in reset.lines(applied=True):
+        print(line)
+    print(f"now take a base backup: permafrost backup --kind base --cluster {cluster}")
     return 0

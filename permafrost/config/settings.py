@@ -24,6 +24,7 @@ from permafrost.config.env import Env, Secret
 from permafrost.config.source import SourceSettings, source_from_url, source_settings
 from permafrost.config.storage import StorageSettings, storage_settings
 from permafrost.errors import ConfigError
+from permafrost.logs import LogFormat
 
 # The parts of the settings that other modules import from here (each has its own module).
 __all__ = [
@@ -141,6 +142,7 @@ class Settings:
     pg_bin_dirs: tuple[str, ...] = ()  # PG_BIN_DIRS, then PG_BIN_DIR (postgres/installations.py)
     backup_role_passwords: bool = False  # the globals beside each backup include role passwords
     log_level: str = "WARNING"
+    log_format: LogFormat = LogFormat.TEXT
     compression: CompressionSettings = field(default_factory=CompressionSettings)
     wal: WalSettings = field(default_factory=WalSettings)
     restore: RestoreSettings = field(default_factory=RestoreSettings)
@@ -175,6 +177,7 @@ def _parse(env: Env) -> Settings:
         backup_role_passwords=env.flag("BACKUP_ROLE_PASSWORDS", False),
         restore=_restore(env),
         log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), "warning").upper(),
+        log_format=LogFormat(env.choice("LOG_FORMAT", tuple(LogFormat), LogFormat.TEXT)),
         wal=_wal(env),
         schedules=_schedules(env),
         retention=_retention(env),

@@ -100,9 +100,9 @@ def discover(configured: Sequence[str] = ()) -> list[Installation]:
     return found
 
 
-@cache
 def installed(configured: tuple[str, ...] = ()) -> tuple[Installation, ...]:
-    """discover(), once per process for each setting of PG_BIN_DIRS."""
+    """discover() afresh: a long-running scheduler sees a major installed after it started
+    (each program's --version is asked once per process, while its file is unchanged)."""
     return tuple(discover(configured))
 
 
@@ -126,21 +126,25 @@ def _usual_places() -> Iterable[Path]:
             yield real.parent
 
 
-@cache
 def _version_of(real_dir: str) -> str | None:
     for program in _PROBES:
         path = Path(real_dir) / program
         if path.is_file() and os.access(path, os.X_OK):
-            try:
-                out = subprocess.run(
-                    [str(path), "--version"], capture_output=True, text=True, timeout=30
-                ).stdout
-            except (OSError, subprocess.SubprocessError):
-                continue
-            match = re.search(r"\b(\d+(?:\.\d+)*)", out)
-            if match:
-                return match.group(1)
+            version = _asked(str(path), path.stat().st_mtime_ns)
+            if version is not None:
+                return version
     return None
+
+
+@cache
+def _asked(program: str, mtime_ns: int) -> str | None:
+    """What `program --version` says (cached while the file is the same)."""
+    try:
+        out = subprocess.run([program, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"\b(\d+(?:\.\d+)*)", out.stdout)
+    return match.group(1) if match else None
 
 
 def _major(version: str) -> int:

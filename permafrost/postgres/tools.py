@@ -72,19 +72,29 @@ def libpq_env(source: SourceSettings) -> dict[str, str]:
 
 
 def connect(
-    source: SourceSettings, database: str, *, autocommit: bool = False
+    source: SourceSettings, database: str, *, autocommit: bool = False, timeout: int = 10
 ) -> psycopg.Connection:
     import psycopg  # imported here: commands that never connect start faster without it
 
     password = source.password.reveal() if source.password else None
     try:
         return psycopg.connect(
-            conninfo(source, database), password=password, connect_timeout=10, autocommit=autocommit
+            conninfo(source, database),
+            password=password,
+            connect_timeout=timeout,
+            autocommit=autocommit,
         )
     except psycopg.OperationalError as exc:
         raise SourceError(
             f"cannot connect to database {database} at {where(source)}: {first_line(exc)}"
         ) from None
+
+
+def server_major(source: SourceSettings, database: str) -> int:
+    """The server's major version, asked before a backup writes anything (its tools must fit)."""
+    with connect(source, database, autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+    return int(row[0]) // 10000 if row else 0
 
 
 def cluster_database(source: SourceSettings) -> str:

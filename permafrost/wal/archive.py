@@ -16,6 +16,7 @@ from permafrost.errors import PermafrostError
 from permafrost.repo.config import Repository
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.reader import read_manifest
+from permafrost.wal import identity
 from permafrost.wal import names as walnames
 from permafrost.wal import segment as wal
 from permafrost.wal.names import Segment
@@ -85,6 +86,8 @@ class BaseBackup:
     stop_time: datetime
     segment_size: int
     manifest: Manifest
+    system: str | None = None  # the system identifier of the server it was taken from
+    major: int | None = None
 
     @classmethod
     def of(cls, m: Manifest) -> BaseBackup:
@@ -101,6 +104,8 @@ class BaseBackup:
             stop_time=datetime.fromisoformat(p.get("stop_time", m.finished_at)),
             segment_size=size,
             manifest=m,
+            system=str(p["system_identifier"]) if p.get("system_identifier") else None,
+            major=int(p["server_version_num"]) // 10000 if p.get("server_version_num") else None,
         )
 
 
@@ -230,10 +235,18 @@ class Report:
         }
 
 
+def of_system(bases: list[BaseBackup], recorded: identity.Identity | None) -> list[BaseBackup]:
+    """The base backups whose WAL is in the cluster's own folder: those of the archive's system
+    (a replaced system's recover from the folder `wal reset` moved its WAL to)."""
+    if recorded is None:
+        return bases
+    return [b for b in bases if b.system in (None, recorded.system.identifier)]
+
+
 def verify(repo: Repository, cluster: str) -> Report:
     """Every segment from the oldest base backup's start to the newest archived one, per
     timeline, and the history file of every timeline after the first."""
-    bases = base_backups(repo, cluster)
+    bases = of_system(base_backups(repo, cluster), identity.read(repo, cluster))
     size = bases[0].segment_size if bases else walnames.DEFAULT_SEGMENT_SIZE
     archive = list_archive(repo, cluster, size)
     report = Report(cluster, bases=len(bases))

@@ -29,15 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from permafrost.context import Context
-from permafrost.errors import PermafrostError, SourceError, StorageError
+from permafrost.errors import PermafrostError, SourceError, StorageError, SystemMismatch
 from permafrost.postgres import slots as pgslots
 from permafrost.postgres import tools as pgtools
 from permafrost.postgres.process import StderrTail, die_with_parent
 from permafrost.text import when
 from permafrost.wal import names as walnames
 from permafrost.wal import segment as wal
+from permafrost.wal.guard import Guard
+from permafrost.wal.identity import System
 
 log = logging.getLogger("permafrost")
+events = logging.getLogger("wal.receive")  # the service's own lines, always written
 DEFAULT_SPOOL = "/var/lib/permafrost/wal-spool"
 LATER = "the archive position is recorded once the metadata store is back"
 
@@ -72,28 +75,39 @@ class Position:
     at: float = 0.0
 
 
-def upload_completed(ctx: Context, cluster: str, spool: Path, position: Position) -> int:
-    """Push every completed file in the spool, oldest first; remove each once it is stored."""
+def upload_completed(
+    ctx: Context, cluster: str, spool: Path, position: Position, guard: Guard | None = None
+) -> int:
+    """Push every completed file in the spool, oldest first; remove each once it is stored.
+    A segment of another system than the archive's stays in the spool (SystemMismatch)."""
     repo = ctx.repository(create=True)
+    guard = guard or Guard(repo, cluster, "wal-receive")
     pushed = 0
     for path in sorted(spool.iterdir()):
         name = path.name
         segment = walnames.parse_segment(name)
         if segment is None and not walnames.is_history(name):
             continue  # .partial, pg_receivewal's temporary files
+        guard.check_segment(path)
         result = wal.push(repo, cluster, path)
         if segment is not None:
             _record(ctx, cluster, name, result.plain_bytes)
             position.segment, position.at = name, time.time()
         path.unlink()
         pushed += 1
-        log.info("archived %s", name)
+        log.info("archived %s", name, extra={"event": "wal_archived", "segment": name})
     return pushed
 
 
 def _record(ctx: Context, cluster: str, name: str, size: int, method: str = "receive") -> None:
     if ctx.settings.metadata_url is not None:
         ctx.record(lambda c: c.wal_archived(cluster, name, size, method), LATER)
+
+
+def record_error(ctx: Context, cluster: str, error: str) -> None:
+    """An archiving error for `wal status` and the wal_lag alert (best effort)."""
+    if ctx.settings.metadata_url is not None:
+        ctx.record(lambda c: c.wal_error(cluster, error), LATER)
 
 
 def record_pushed(ctx: Context, cluster: str, name: str, size: int) -> None:
@@ -121,6 +135,23 @@ class Receiver:
         self.tool = pgtools.cluster_tool(
             ctx.settings.pg_bin_dirs, "pg_receivewal", major, "streaming WAL"
         ).path
+        self.guard = Guard(ctx.repository(create=True), cluster, "wal-receive")
+        self._refused: str | None = None
+        self._check_server(database)
+
+    def _check_server(self, database: str) -> None:
+        """Refuse to stream from a server that is not the archive's system, before any slot."""
+        with pgtools.connect(self.source, database) as conn:
+            row = conn.execute(
+                "SELECT system_identifier, current_setting('server_version_num')::int"
+                " FROM pg_control_system()"
+            ).fetchone()
+        assert row is not None
+        try:
+            self.guard.check(System(str(row[0]), int(row[1]) // 10000))
+        except SystemMismatch as exc:
+            self._record_error(str(exc))
+            raise
 
     def create_slot(self) -> None:
         result = subprocess.run(
@@ -147,10 +178,12 @@ class Receiver:
 
     def run(self) -> None:
         self.create_slot()
-        print(
-            f"wal-receive: streaming cluster {self.cluster} through slot {self.slot} "
-            f"into {self.spool}",
-            flush=True,
+        events.info(
+            "streaming cluster %s through slot %s into %s",
+            self.cluster,
+            self.slot,
+            self.spool,
+            extra={"event": "wal_receive_started", "cluster": self.cluster, "slot": self.slot},
         )
         pause = 1.0
         while not self.stop.is_set():
@@ -171,8 +204,7 @@ class Receiver:
         self._drain()
 
     def _record_error(self, error: str) -> None:
-        if self.ctx.settings.metadata_url is not None:
-            self.ctx.record(lambda c: c.wal_error(self.cluster, error), LATER)
+        record_error(self.ctx, self.cluster, error)
 
     def _free_slot(self) -> None:
         """End a stale stream of ours holding the slot; name any other holder."""
@@ -274,9 +306,16 @@ class Receiver:
 
     def _drain(self) -> None:
         try:
-            upload_completed(self.ctx, self.cluster, self.spool, self.position)
+            upload_completed(self.ctx, self.cluster, self.spool, self.position, self.guard)
+        except SystemMismatch as exc:
+            if str(exc) != self._refused:  # said once, not every half second
+                self._refused = str(exc)
+                log.error("%s", exc)
+                self._record_error(str(exc))
         except (StorageError, PermafrostError) as exc:
             log.warning("cannot archive from the spool yet: %s; will retry", exc)
+        else:
+            self._refused = None
 
     def _switch_check(self) -> None:
         try:

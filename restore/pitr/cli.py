@@ -218,7 +218,10 @@ def _explain(ctx: Context, plan: pitr_plan.PitrPlan, exc: pitr.RecoveryFailed) -
     if exc.reached.target_missed or "could not restore file" in text:
         if plan.gap is not None:
             key = layout.wal_key(
-                ctx.settings.storage.prefix, plan.cluster, plan.gap.timeline, archive.name(plan.gap)
+                ctx.settings.storage.prefix,
+                plan.wal_cluster,
+                plan.gap.timeline,
+                archive.name(plan.gap),
             )
             return IntegrityError(
                 f"recovery stopped after {exc.last_segment or 'the base backup'}: WAL segment "

@@ -16,6 +16,7 @@ from permafrost.errors import (
     UsageError,
 )
 from permafrost.wal import archive as walarchive
+from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
 from permafrost.wal.archive import Archive, BaseBackup
 from permafrost.wal.names import Segment
@@ -100,35 +101,34 @@ class PitrPlan:
     archive: Archive
     gap: Segment | None  # the first segment missing after the base backup, if any
     later_timelines: bool
+    wal_cluster: str  # where its WAL is: the cluster's folder, or a replaced system's (wal reset)
 
 
 def plan_pitr(
     ctx: Context, cluster: str, target: RecoveryTarget, base_id: str | None = None
 ) -> PitrPlan:
     repo = ctx.repository()
-    bases = walarchive.base_backups(repo, cluster)
-    if not bases:
+    every = walarchive.base_backups(repo, cluster)
+    if not every:
         raise BackupNotFound(
             f"cluster {cluster} has no base backup in {ctx.storage.url}: take one with "
             "`permafrost backup --kind base` (and archive WAL) before point-in-time recovery"
         )
-    size = bases[-1].segment_size
-    archive = walarchive.list_archive(repo, cluster, size)
+    recorded = walidentity.read(repo, cluster)
     if base_id is not None:
-        chosen = [b for b in bases if b.id == base_id]
-        if not chosen:
-            raise BackupNotFound(
-                f"no base backup {base_id} of cluster {cluster}; "
-                f"there are: {', '.join(b.id for b in bases)}"
-            )
-        base = chosen[0]
+        base = _named_base(every, cluster, base_id)
+        bases = [b for b in every if b.system == base.system]
     else:
+        bases = _of_system(every, cluster, recorded)
         base = _choose_base(bases, target)
+    wal_cluster = recorded.wal_cluster_of(base.system) if recorded else cluster
+    size = bases[-1].segment_size
+    archive = walarchive.list_archive(repo, wal_cluster, size)
     missing = walarchive.first_missing(archive, base.start, base.stop)
     if missing is not None:
         raise IntegrityError(
             f"base backup {base.id} cannot be restored: WAL segment {archive.name(missing)} "
-            f"is missing from the bucket ({_wal_key(ctx, cluster, archive, missing)})"
+            f"is missing from the bucket ({_wal_key(ctx, wal_cluster, archive, missing)})"
         )
     newest = archive.newest(base.timeline) or base.stop
     gap = walarchive.first_missing(archive, base.stop.next(), newest)
@@ -138,9 +138,35 @@ def plan_pitr(
         end_time += timedelta(seconds=1)  # object times are whole seconds; the WAL came first
     window = Window(bases[0].stop_time, end_time, bases[0].stop_lsn, last_good)
     later = any(t > base.timeline for t in archive.timelines)
-    plan = PitrPlan(cluster, target, base, window, archive, gap, later)
+    plan = PitrPlan(cluster, target, base, window, archive, gap, later, wal_cluster)
     _check_window(ctx, plan, bases)
     return plan
+
+
+def _named_base(bases: list[BaseBackup], cluster: str, base_id: str) -> BaseBackup:
+    for base in bases:
+        if base.id == base_id:
+            return base
+    raise BackupNotFound(
+        f"no base backup {base_id} of cluster {cluster}; "
+        f"there are: {', '.join(b.id for b in bases)}"
+    )
+
+
+def _of_system(
+    bases: list[BaseBackup], cluster: str, recorded: walidentity.Identity | None
+) -> list[BaseBackup]:
+    """Without --base, the base backups of the archive's system: a replaced system's LSNs
+    and times do not continue into the new one's, so they are only taken when named."""
+    own = walarchive.of_system(bases, recorded)
+    if own or recorded is None:
+        return own
+    raise BackupNotFound(
+        f"cluster {cluster} has no base backup of {recorded.system.describe()}, the archive's "
+        f"system since {recorded.since}: take one with `permafrost backup --kind base "
+        f"--cluster {cluster}`; one of the system before recovers with --base ID "
+        f"({', '.join(b.id for b in bases)})"
+    )
 
 
 def _choose_base(bases: list[BaseBackup], target: RecoveryTarget) -> BaseBackup:
@@ -168,7 +194,7 @@ def _check_window(ctx: Context, plan: PitrPlan, bases: list[BaseBackup]) -> None
     if plan.gap is not None:
         gap_text = (
             f": WAL segment {archive.name(plan.gap)} is missing from the bucket "
-            f"({_wal_key(ctx, plan.cluster, archive, plan.gap)})"
+            f"({_wal_key(ctx, plan.wal_cluster, archive, plan.gap)})"
         )
     if target.kind == "time" and target.time is not None:
         if window.end is None or target.time > window.end:

@@ -228,7 +228,7 @@ def configure(
         str(env_file),
         "wal-fetch",
         "--cluster",
-        plan.cluster,
+        plan.wal_cluster,
     ]
     restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
     settings = {"restore_command": restore_command}

@@ -10,6 +10,7 @@ from monitor.alerts.findings import Finding, Severity, summary
 from monitor.alerts.run import Run
 from permafrost.text import iso, one_line, spoken_duration
 from permafrost.wal import archive as walarchive
+from permafrost.wal import identity as walidentity
 from permafrost.wal.archive import Report as WalReport
 
 WAL_VERIFY_EVERY = timedelta(minutes=15)
@@ -51,6 +52,21 @@ def archive_behind(cluster: str, limit: int, row: dict[str, Any], lag: float) ->
         and row["last_error_at"] > row["last_archived_at"]
     ):
         error = f"; last error: {one_line(row['last_error'], 80)}"
+    runbook = (
+        f"permafrost wal status --cluster {cluster}\npermafrost wal switch --cluster {cluster}"
+    )
+    if error and walidentity.is_mismatch(row["last_error"]):
+        # The server was upgraded or replaced: every segment is refused until the archive is
+        # reset, so the summary says so instead of a truncated line.
+        error = (
+            ": the server is another PostgreSQL system than the archive's (upgraded or "
+            "replaced), and its WAL is refused until `permafrost wal reset`"
+        )
+        runbook = (
+            f"permafrost wal reset --cluster {cluster}\n"
+            f"permafrost wal reset --cluster {cluster} --apply\n"
+            f"permafrost backup --kind base --cluster {cluster}"
+        )
     return [
         Finding(
             f"wal_lag:{cluster}",
@@ -68,7 +84,7 @@ def archive_behind(cluster: str, limit: int, row: dict[str, Any], lag: float) ->
                 "last_error": row["last_error"],
                 "last_error_at": iso(row["last_error_at"]),
             },
-            f"permafrost wal status --cluster {cluster}\npermafrost wal switch --cluster {cluster}",
+            runbook,
         )
     ]
 

@@ -1,0 +1,54 @@
+"""The dashboard's /doctor: the same report as `permafrost doctor`, linked from every page."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from flask.testing import FlaskClient
+
+from monitor.app import create_app
+from permafrost.config.settings import Settings
+from tests.services import Cluster
+
+HTML = {"Accept": "text/html"}
+
+
+@pytest.fixture
+def client(env: dict[str, str], source_db: str) -> FlaskClient:
+    app = create_app(Settings.from_env({**env, "DB_NAME": source_db}), evaluate=False)
+    app.testing = True
+    return app.test_client()
+
+
+def test_the_doctor_page_shows_the_server_version_and_the_overview_links_to_it(
+    client: FlaskClient, pg: Cluster, source_db: str
+) -> None:
+    overview = client.get("/", headers=HTML).get_data(as_text=True)
+    assert '<a href="/doctor">Doctor</a>' in overview
+    page = client.get("/doctor", headers=HTML)
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    version = pg.execute("SHOW server_version")[0][0].split()[0]
+    assert f"127.0.0.1:{pg.port}: PostgreSQL {version}" in text
+    assert '<tr data-feature="logical"><td>logical backups</td><td>ready</td>' in text
+    assert "/usr/lib/postgresql/15/bin/pg_dump" in text
+    report = client.get("/doctor").json
+    assert report["ok"] is True
+    assert report["source"]["databases"][0]["name"] == source_db
+    assert report["source"]["settings"]["archive_command"] == "(hidden)"
+
+
+def test_an_unreachable_source_is_a_line_on_the_page_not_a_hung_dashboard(
+    env: dict[str, str], refused: int
+) -> None:
+    url = f"postgresql://backup:pw@127.0.0.1:{refused}/shop"
+    app = create_app(Settings.from_env({**env, "DATABASE_URL": url}), evaluate=False)
+    client = app.test_client()
+    started = time.monotonic()
+    text = client.get("/doctor", headers=HTML).get_data(as_text=True)
+    assert time.monotonic() - started < 15
+    assert f"127.0.0.1:{refused} does not answer" in text
+    report = client.get("/doctor").json  # the same report, from the cache
+    assert report["ok"] is False and report["tools"] == []
+    assert report["problems"][0].startswith(f"the source at 127.0.0.1:{refused} does not answer")
