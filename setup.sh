@@ -9,8 +9,9 @@
 #                       and run ruff, mypy, the import contracts and the test suite; extra arguments go to pytest
 #   ./setup.sh test --quick   the same, with only the tests that need no PostgreSQL, S3 server
 #                       or browser (under a minute, for the edit-test loop; see tests/conftest.py)
-#   ./setup.sh test containers   the container test alone: a Docker engine (started if none
-#                       runs), the image, the compose file (tests/containers/test_compose.py)
+#   ./setup.sh test containers   the container test alone, also the last stage of ./setup.sh test:
+#                       a Docker engine (started if none runs), the image, the compose file
+#                       (tests/containers/test_compose.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -94,8 +95,17 @@ run_tests() {
   "$VENV/bin/mypy"
   say "import contracts (pyproject.toml [tool.importlinter]; docs/ARCHITECTURE.md draws them)"
   "$VENV/bin/lint-imports" --no-cache
+  local started=$SECONDS status=0
   say "pytest"
-  exec "$VENV/bin/pytest" "$@"
+  "$VENV/bin/pytest" "$@" || status=$?
+  say "pytest: $((SECONDS - started)) s (exit $status)"
+  # The whole run (no pytest arguments) also runs the container stage, in its own time line.
+  if [ $# -eq 0 ] && [ -z "${PERMAFROST_SKIP_CONTAINERS:-}" ]; then
+    started=$SECONDS
+    container_stage || status=$?
+    say "container stage: $((SECONDS - started)) s"
+  fi
+  return "$status"
 }
 
 # What of Docker is here: compose (all of it), no-compose (an engine but neither Compose v2, the
@@ -196,11 +206,16 @@ build_image() {
 }
 
 # The container test (tests/containers/): a Docker engine (started when none answers, stopped
-# after), the images, and the stack with docker-compose.test.yml; not part of ./setup.sh test yet.
+# after), the images, and the stack with docker-compose.test.yml. The last stage of
+# ./setup.sh test (PERMAFROST_SKIP_CONTAINERS=1 leaves it out); ./setup.sh test containers alone.
+container_stage() {
+  say "container test (scripts/containers.py prepares the engine and the images)"
+  "$VENV/bin/pytest" -m containers -s -p no:cacheprovider tests/containers "$@"
+}
+
 run_container_tests() {
   python_env test
-  say "container test (scripts/containers.py prepares the engine and the images)"
-  exec "$VENV/bin/pytest" -m containers -s -p no:cacheprovider tests/containers "$@"
+  container_stage "$@"
 }
 
 native_up() {
