@@ -46,10 +46,19 @@ class db_errors:
             ) from exc
 
 
+# UTF8 on the wire whatever the database's encoding: in a SQL_ASCII database psycopg would
+# otherwise hand back bytes for every text value (and a snapshot id would read b'...').
+CONNECT_OPTIONS: dict[str, Any] = {
+    "autocommit": True,
+    "connect_timeout": 5,
+    "client_encoding": "UTF8",
+}
+
+
 def open_connection(url: Secret, **options: Any) -> psycopg.Connection:
     """An autocommit connection to the metadata store, or CatalogUnavailable saying why not."""
     try:
-        return psycopg.connect(url.reveal(), autocommit=True, connect_timeout=5, **options)
+        return psycopg.connect(url.reveal(), **{**CONNECT_OPTIONS, **options})
     except psycopg.Error as exc:
         raise CatalogUnavailable(f"cannot reach the metadata store: {first_line(exc)}") from None
 

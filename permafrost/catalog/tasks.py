@@ -14,7 +14,7 @@ import psycopg
 from psycopg.rows import class_row, dict_row
 from psycopg.types.json import Jsonb
 
-from permafrost.catalog.db import Rows, db_errors
+from permafrost.catalog.db import CONNECT_OPTIONS, Rows, db_errors
 from permafrost.catalog.records import TaskRecord
 from permafrost.config.settings import Secret
 
@@ -138,7 +138,7 @@ class TaskListener:
 
     def __init__(self, url: Secret) -> None:
         with db_errors("listen for tasks"):
-            self.conn = psycopg.connect(url.reveal(), autocommit=True, connect_timeout=5)
+            self.conn = psycopg.connect(url.reveal(), **CONNECT_OPTIONS)
             self.conn.execute(f"LISTEN {TASK_CHANNEL}")
 
     def wait(self, seconds: float) -> None:

@@ -150,7 +150,9 @@ def probe_store(url: Secret | None, timeout: int = TIMEOUT) -> Store:
     import psycopg  # imported here: start-up cost, as in tools.connect
 
     try:
-        with psycopg.connect(url.reveal(), autocommit=True, connect_timeout=timeout) as conn:
+        with psycopg.connect(
+            url.reveal(), autocommit=True, connect_timeout=timeout, client_encoding="UTF8"
+        ) as conn:
             row = conn.execute(
                 "SELECT current_setting('server_version'),"
                 " to_regclass('permafrost.backups') IS NOT NULL"

@@ -83,6 +83,7 @@ def connect(
             password=password,
             connect_timeout=timeout,
             autocommit=autocommit,
+            client_encoding="UTF8",  # a SQL_ASCII database would otherwise read as bytes
         )
     except psycopg.OperationalError as exc:
         raise SourceError(
