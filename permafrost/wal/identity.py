@@ -99,9 +99,9 @@ def of_header(header: bytes) -> System | None:
     if len(header) < LONG_HEADER.size:
         return None
     magic, info, _tli, _addr, _rem, sysid, _seg, _blck = LONG_HEADER.unpack(header)
-    if not info & XLP_LONG_HEADER or sysid == 0:
-        return None
-    return System(str(sysid), PAGE_MAGIC.get(magic))
+    if magic not in PAGE_MAGIC or not info & XLP_LONG_HEADER or sysid == 0:
+        return None  # not a WAL page PostgreSQL 12 to 18 wrote: nothing to check it by
+    return System(str(sysid), PAGE_MAGIC[magic])
 
 
 def read(repo: Repository, cluster: str) -> Identity | None:
