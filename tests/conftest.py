@@ -146,6 +146,19 @@ def metadata_db(pg: Cluster) -> Iterator[str]:
     pg.drop_database(name)
 
 
+def bucket_env(s3: S3Server, bucket: str) -> dict[str, str]:
+    """The bucket settings an operator would set for the test S3 server, and the key."""
+    return {
+        "STORAGE_URL": f"s3://{bucket}/backups",
+        "S3_ENDPOINT_URL": s3.url,
+        "S3_REGION": "us-east-1",
+        "S3_ACCESS_KEY_ID": "testing",
+        "S3_SECRET_ACCESS_KEY": "testing",
+        "S3_PROVIDER": "generic",
+        "BACKUP_ENCRYPTION_KEY": KEY,
+    }
+
+
 @pytest.fixture
 def env(
     pg: Cluster, s3: S3Server, bucket: str, source_db: str, metadata_db: str, tmp_path: Path
@@ -156,13 +169,7 @@ def env(
         "HOME": str(tmp_path),
         "DATABASE_URL": pg.url(source_db),
         "METADATA_DATABASE_URL": pg.url(metadata_db),
-        "STORAGE_URL": f"s3://{bucket}/backups",
-        "S3_ENDPOINT_URL": s3.url,
-        "S3_REGION": "us-east-1",
-        "S3_ACCESS_KEY_ID": "testing",
-        "S3_SECRET_ACCESS_KEY": "testing",
-        "S3_PROVIDER": "generic",
-        "BACKUP_ENCRYPTION_KEY": KEY,
+        **bucket_env(s3, bucket),
         "UPLOAD_PART_SIZE_MB": "5",
     }
 

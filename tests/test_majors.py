@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import KEY, PERMAFROST, run, unique
+from tests.conftest import PERMAFROST, bucket_env, run, unique
 from tests.helpers import loads, objects
 from tests.majors import MAJORS, WITH_CLIENTS, Servers, client_bin, pg_dump_major, timed
 from tests.services import Cluster, S3Server
@@ -82,13 +82,7 @@ def storage(
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
         "METADATA_DATABASE_URL": pg.url(metadata_db),
-        "STORAGE_URL": f"s3://{bucket}/backups",
-        "S3_ENDPOINT_URL": s3.url,
-        "S3_REGION": "us-east-1",
-        "S3_ACCESS_KEY_ID": "testing",
-        "S3_SECRET_ACCESS_KEY": "testing",
-        "S3_PROVIDER": "generic",
-        "BACKUP_ENCRYPTION_KEY": KEY,
+        **bucket_env(s3, bucket),
     }
 
 

@@ -24,7 +24,7 @@ import pytest
 
 from monitor.alerts.rules.wal import archive_behind
 from permafrost.wal import identity
-from tests.conftest import KEY, PERMAFROST, run
+from tests.conftest import PERMAFROST, bucket_env, run
 from tests.helpers import get_object, objects
 from tests.services import PASSWORD, SUPERUSER, Cluster, S3Server, free_port, pg_bin
 
@@ -105,13 +105,7 @@ def storage(s3: S3Server, pg: Cluster) -> Iterator[dict[str, str]]:
     s3.client().create_bucket(Bucket=bucket)
     metadata = pg.create_database(f"meta_sysid_{uuid.uuid4().hex[:8]}")
     yield {
-        "STORAGE_URL": f"s3://{bucket}/backups",
-        "S3_ENDPOINT_URL": s3.url,
-        "S3_REGION": "us-east-1",
-        "S3_ACCESS_KEY_ID": "testing",
-        "S3_SECRET_ACCESS_KEY": "testing",
-        "S3_PROVIDER": "generic",
-        "BACKUP_ENCRYPTION_KEY": KEY,
+        **bucket_env(s3, bucket),
         "METADATA_DATABASE_URL": pg.url(metadata),
         "BUCKET": bucket,  # for the test; permafrost ignores it
     }
