@@ -48,7 +48,12 @@ MUTED = {  # the gauges beside permafrost_alerts_active, each with its three sev
     "silenced": "silenced now (no email until the silence ends)",
     "acknowledged": "acknowledged (no more reminders)",
 }
-RUN_KINDS = {"backup": "logical", "compliance_backup": "logical", "base_backup": "base"}
+RUN_KINDS = {
+    "backup": "logical",
+    "compliance_backup": "logical",
+    "base_backup": "base",
+    "incremental_backup": "base",
+}
 PER_BACKUP = ["database", "kind"]
 RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.restore_rates)
 
