@@ -17,6 +17,7 @@ import pytest
 
 from monitor.alerts.evaluator import Evaluator
 from permafrost.catalog.jobs import JobName
+from permafrost.catalog.store import connect
 from permafrost.logs import sayer
 from scheduler.jobs import Jobs, JobSpec
 from tests.conftest import bucket_env, run, unique
@@ -186,6 +187,16 @@ def test_it_refuses_an_incremental_before_postgresql_17(
     line = refused_with(env, 7)
     assert "PostgreSQL 15" in line and "17 or newer" in line
     assert objects(s3, bucket, "backups/base/") == []
+
+    settings = make_settings(env, None)  # the scheduled job: nothing to do, and it says why
+    jobs = Jobs(settings, say=sayer("scheduler"), abort=threading.Event())
+    spec = JobSpec("incremental_backup:main", JobName.INCREMENTAL_BACKUP, "main", "critical")
+    assert "PostgreSQL 15" in jobs.backup(spec, "schedule")["skipped"]
+    catalog = connect(settings.metadata_url)
+    [skipped] = catalog.job_runs("incremental_backup")
+    assert skipped["status"] == "succeeded" and "17 or newer" in skipped["details"]["skipped"]
+    assert catalog.alerts(active=True) == [] and objects(s3, bucket, "backups/base/") == []
+    catalog.close()
 
 
 def test_it_refuses_without_a_full_or_with_summarize_wal_off_saying_what_to_do(
