@@ -7,6 +7,7 @@ back on); PostgreSQL 15 (the session's) for the refusal of servers before 17.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -16,8 +17,11 @@ from pathlib import Path
 import pytest
 
 from monitor.alerts.evaluator import Evaluator
+from monitor.app import create_app
 from permafrost.catalog.jobs import JobName
 from permafrost.catalog.store import connect
+from permafrost.config.settings import Settings
+from permafrost.context import Context
 from permafrost.logs import sayer
 from scheduler.jobs import Jobs, JobSpec
 from tests.conftest import bucket_env, run, unique
@@ -25,6 +29,8 @@ from tests.helpers import flip_byte, get_object, loads, objects, put_object
 from tests.majors import SETTINGS, Servers, client_bin, server_bin
 from tests.services import Cluster, S3Server
 from tests.test_alerts import SMTPServer, alert, make_settings, prepare
+from tests.test_metrics import scrape, value
+from tests.test_overview import HTML
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,43 @@ def test_a_chain_of_incrementals_carries_only_the_changes_and_combines_whole(
     listed = {b["id"]: b for b in loads(run(env18, "list", "--json").stdout)}
     assert listed[second["id"]]["parent_id"] == first["id"]
     pg18.drop_database(f"{source18}_new")
+    shows_the_chain(env18, [full, first, second])
+
+
+def shows_the_chain(env: dict[str, str], chain: list[dict]) -> None:
+    """`status`, /metrics and the dashboard show the chain: its full, incrementals, bytes."""
+    full, newest = chain[0], chain[-1]
+    stored = sum(m["size_bytes"] for m in chain)
+    changed = sum(m["physical"]["changed_bytes"] for m in chain)
+    [shown] = loads(run(env, "status", "--json").stdout)["chains"]
+    assert (shown["cluster"], shown["full_id"], shown["newest_id"]) == (
+        "inc",
+        full["id"],
+        newest["id"],
+    )
+    assert (shown["members"], shown["incrementals"]) == (len(chain), len(chain) - 1)
+    assert (shown["stored_bytes"], shown["changed_bytes"]) == (stored, changed)
+    assert re.search(
+        rf"inc +{full['id']} +{len(chain) - 1} +{newest['id']}", run(env, "status").stdout
+    )
+
+    settings = Settings.from_env(env)
+    ctx = Context(settings)
+    samples = scrape(ctx.catalog(), settings)
+    ctx.close()
+    assert value(samples, "permafrost_base_chain_members", cluster="inc") == len(chain)
+    assert value(samples, "permafrost_base_chain_bytes", cluster="inc") == stored
+    assert value(samples, "permafrost_base_chain_changed_bytes", cluster="inc") == changed
+
+    client = create_app(settings, evaluate=False).test_client()
+    page = client.get("/", headers=HTML).get_data(as_text=True)
+    row = re.search(r'<tr data-cluster="inc">(.*?)</tr>', page)
+    assert row is not None and full["id"] in row[1] and newest["id"] in row[1], page
+    assert f"<td>{len(chain) - 1}</td>" in row[1]
+    page = client.get(f"/backup/{newest['id']}", headers=HTML).get_data(as_text=True)
+    assert f'incremental of <a href="/backup/{chain[-2]["id"]}">' in page
+    table = page.split('<table class="chain">')[1].split("</table>")[0]
+    assert [m["id"] for m in chain] == re.findall(r">(\d{8}T\d{6}Z-\w{6})</a>", table)
 
 
 def summarize_wal(cluster: Cluster, value: str) -> None:
