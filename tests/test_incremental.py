@@ -249,10 +249,15 @@ def test_it_refuses_without_a_full_or_with_summarize_wal_off_saying_what_to_do(
     summarize_wal(pg18, "off")
     try:
         line = refused_with(env18, 7)
+        assert objects(s3, bucket, "backups/base/") == []
+        full = base(env18)  # taken while the server summarizes nothing
+        pg18.execute("CHECKPOINT")
     finally:
         summarize_wal(pg18, "on")
     assert "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()" in line
-    assert objects(s3, bucket, "backups/base/") == []
+    line = refused_with(env18, 7)  # on now, but its summaries begin after the full
+    assert f"do not reach back to the parent {full['id']}" in line
+    assert len(manifests(s3, bucket)) == 1
 
 
 @pytest.fixture

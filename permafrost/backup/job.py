@@ -201,6 +201,8 @@ def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError
         )
     except SourceError as exc:
         return exc
+    if request.incremental:  # before the program: a 13 server without 13's binaries included
+        incremental.refuse_before_17(major)
     bin_dirs = ctx.settings.pg_bin_dirs
     if base:
         return pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
