@@ -21,7 +21,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, StorageError
-from permafrost.retention import pins
+from permafrost.retention import keepchain, pins
 from permafrost.retention.plan import ORPHAN_AGE, Action, Decision, Item, Pin, plan
 from permafrost.storage import Storage
 from permafrost.storage.base import ObjectInfo, PendingUpload
@@ -237,7 +237,13 @@ def _plan(
     for cluster, objects in sorted(inv.wal.items()):
         if database is not None and cluster != database:
             continue
-        kept = {d.item.id for d in decisions if d.item.kind == "base" and d.keep}
+        # A broken chain is kept for its operator to delete, but cannot be restored: the WAL
+        # since its start is not kept for it.
+        kept = {
+            d.item.id
+            for d in decisions
+            if d.item.kind == "base" and d.keep and not keepchain.is_broken(d.reasons)
+        }
         if database is not None:  # a filtered plan does not see every base backup
             kept |= {i.id for i in inv.items if i.kind == "base" and i.database == cluster}
         wal_plans.append(_wal_plan(repo, cluster, objects, kept))
@@ -245,12 +251,15 @@ def _plan(
 
 
 def _base_finish_times(repo: Repository, items: list[Item]) -> None:
-    """When each base backup became consistent (its stop time), for the PITR window."""
+    """When each base backup became consistent (its stop time), for the PITR window, and the
+    parent it depends on (an incremental's), from its manifest."""
     for cluster in sorted({i.database for i in items if i.kind == "base"}):
-        stops = {b.id: b.stop_time for b in walarchive.base_backups(repo, cluster)}
+        bases = {b.id: b for b in walarchive.base_backups(repo, cluster)}
         for item in items:
-            if item.kind == "base" and item.database == cluster:
-                item.finished_at = stops.get(item.id)
+            base = bases.get(item.id)
+            if item.kind == "base" and item.database == cluster and base is not None:
+                item.finished_at = base.stop_time
+                item.parent_id = base.manifest.physical.get("parent_id") or None
 
 
 def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: set[str]) -> WalPlan:
@@ -292,18 +301,23 @@ def _apply(
             storage.abort_multipart(upload.key, upload.upload_id)
         except StorageError as exc:
             outcome.errors.append(f"upload {upload.key}: {exc}")
-    for decision in outcome.decisions:
+    spared: set[str] = set()  # parents of a dependant that could not be deleted
+    for decision in outcome.decisions:  # newest first: dependants go before their parents
         item = decision.item
         try:
             if decision.action is Action.HOLD:
                 _hold(storage, prefix, catalog, who, decision, outcome, say)
             elif decision.action in (Action.DELETE, Action.RELEASE):
+                if item.id in spared:
+                    raise StorageError("not deleted: a backup depending on it is still there")
                 _delete(storage, catalog, who, decision, outcome, say)
         except CatalogUnavailable:
             raise  # without the audit log, nothing more is deleted
         except Exception as exc:  # one backup's failure must not stop the others
             outcome.errors.append(f"{item.id}: {exc}")
             log.warning("retention could not %s %s: %s", decision.action, item.id, exc)
+            if item.parent_id is not None:
+                spared.add(item.parent_id)  # never break a chain: its parent stays too
     for wal in outcome.wal:
         if wal.delete:
             catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())
