@@ -112,22 +112,33 @@ def pin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "a pin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        where, changed = pins.pin_backup(
-            ctx.storage, ctx.settings.storage.prefix, args.backup, actor(), args.reason, _say
-        )
-        if not changed:
-            print(f"backup {args.backup} is already pinned")
-            return 0
-        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
-        catalog.move_backup(args.backup, layout.KEEP_TIER, key)
-        catalog.audit(actor(), "pin", args.backup, {"reason": args.reason, "folder": key})
+        moved = pins.pin_chain(ctx.repository(), args.backup, actor(), args.reason, _say)
+        _record(ctx, catalog, "pin", moved, {"reason": args.reason})
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
+    asked = moved[-1]
+    if not any(m.changed for m in moved):
+        print(f"backup {args.backup} is already pinned")
+        return 0
     print(
-        f"pinned backup {args.backup} of {where.database}: it is in keep/ now, where neither "
-        "retention nor lifecycle expiry deletes it"
+        f"pinned backup {args.backup} of {asked.location.database}: it is in keep/ now, where "
+        "neither retention nor lifecycle expiry deletes it"
     )
+    if len(moved) > 1:
+        _pinned_chain(ctx, moved)
     return 0
+
+
+def _pinned_chain(ctx: Context, moved: list[pins.Pinned]) -> None:
+    ids = ", ".join(m.location.backup_id for m in moved[:-1])
+    print(
+        f"pinned its chain too: the {len(moved) - 1} backups it restores from ({ids}), "
+        "which are in keep/ now as well"
+    )
+    print(
+        "note: a base backup restores with the WAL from its start to its end, archived in wal/, "
+        f"which expires after WAL_RETENTION_DAYS={ctx.settings.retention.wal_days} days"
+    )
 
 
 def unpin(ctx: Context, args: argparse.Namespace) -> int:
@@ -135,14 +146,30 @@ def unpin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "an unpin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        where = pins.unpin_backup(ctx.storage, ctx.settings.storage.prefix, args.backup, _say)
-        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
-        catalog.move_backup(args.backup, where.tier, key)
-        catalog.audit(actor(), "unpin", args.backup, {"tier": where.tier})
+        moved = pins.unpin_chain(ctx.repository(), args.backup, _say)
+        _record(ctx, catalog, "unpin", moved, {})
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
-    print(
-        f"unpinned backup {args.backup} of {where.database}: back in the {where.tier} tier, "
-        "where retention decides on it again"
-    )
+    for m in moved:
+        where = m.location
+        chain = f" (in the chain of {m.chain_of})" if m.chain_of else ""
+        print(
+            f"unpinned backup {where.backup_id} of {where.database}{chain}: back in the "
+            f"{where.tier} tier, where retention decides on it again"
+        )
     return 0
+
+
+def _record(
+    ctx: Context, catalog: Catalog, action: str, moved: list[pins.Pinned], details: dict[str, str]
+) -> None:
+    """Each backup moved: its catalog row follows it, and an audit row says so."""
+    for m in moved:
+        if not m.changed:
+            continue
+        where = m.location
+        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
+        catalog.move_backup(where.backup_id, where.tier, key)
+        extra = {"chain_of": m.chain_of} if m.chain_of else {}
+        body = {**details, "tier": where.tier, "folder": key, **extra}
+        catalog.audit(actor(), action, where.backup_id, body)
