@@ -61,6 +61,14 @@ class BackupRecord:
     purpose: str = Purpose.BACKUP
     backend_pid: int | None = None
     repository_id: str = ""  # permafrost.json's id ('': recorded before repositories had ids)
+    # Base backups' chains (migration 0015): the backup an incremental was taken against, and
+    # the full its chain starts from (a full names itself; both None for logical backups).
+    parent_id: str | None = None
+    chain_full_id: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def is_safety(self) -> bool:
