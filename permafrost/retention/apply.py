@@ -259,7 +259,7 @@ def _base_finish_times(repo: Repository, items: list[Item]) -> None:
             base = bases.get(item.id)
             if item.kind == "base" and item.database == cluster and base is not None:
                 item.finished_at = base.stop_time
-                item.parent_id = base.manifest.physical.get("parent_id") or None
+                item.parent_id = base.parent_id
 
 
 def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: set[str]) -> WalPlan:

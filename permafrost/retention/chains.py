@@ -36,8 +36,7 @@ def members(repo: Repository, cluster: str) -> dict[str, Member]:
     """The base backups of a cluster in the bucket (base/ and keep/) by id, from manifests."""
     found = {}
     for base in walarchive.base_backups(repo, cluster):
-        parent = base.manifest.physical.get("parent_id")
-        found[base.id] = Member(base.id, cluster, base.manifest.tier, parent or None)
+        found[base.id] = Member(base.id, cluster, base.manifest.tier, base.parent_id)
     return found
 
 
