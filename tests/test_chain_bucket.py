@@ -22,12 +22,14 @@ from tests.services import Cluster, S3Server
 PREFIX = "backups"
 
 
-def put_chain(env: dict[str, str], start: datetime, length: int, tag: str) -> list[str]:
-    """A full at `start` and `length - 1` incrementals 6 hours apart; their ids, oldest first."""
+def put_chain(
+    env: dict[str, str], start: datetime, length: int, tag: str, every: float = 6
+) -> list[str]:
+    """A full at `start` and `length - 1` incrementals `every` hours apart; ids, oldest first."""
     repo = Context(Settings.from_env(env)).repository()
     ids: list[str] = []
     for n in range(length):
-        moment = start + timedelta(hours=6 * n)
+        moment = start + timedelta(hours=every * n)
         backup_id = f"{moment:%Y%m%dT%H%M%SZ}-{tag}{n:02x}"
         _put(repo, backup_id, moment, ids[-1] if ids else None, ids[0] if ids else backup_id, n)
         ids.append(backup_id)
@@ -176,3 +178,43 @@ def test_the_api_deletes_dependants_only_when_told_to(
         assert client.get(f"/backup/{second}").json["status"] == "deleted"
     assert in_tier(s3, bucket, "base") == {full}
     assert audit(pg, metadata_db) == [("delete", second, first), ("delete", first, None)]
+
+
+def test_lifecycle_check_fails_on_a_rule_set_that_would_cut_a_chain(
+    env: dict[str, str], s3: S3Server, bucket: str
+) -> None:
+    run(env, "init")
+    now = datetime.now(UTC)
+    put_chain(env, now - timedelta(days=2), 9, "eeee")  # two days of incrementals
+    run(env, "lifecycle", "apply")
+    assert "lifecycle check passed" in run(env, "lifecycle", "check").stdout  # 30 >= 14 + 7
+    rules = s3.client().get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    for rule in rules:
+        if rule["ID"] == "permafrost-base":
+            rule["Expiration"] = {"Days": 20}
+    s3.client().put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": rules}
+    )
+    cut = run(env, "lifecycle", "check", check=False)
+    assert cut.returncode == 12
+    assert (
+        "problem: rule permafrost-base expires everything under backups/base/ after 20 days: "
+        "it would cut a chain in the base tier (backups/base/)"
+    ) in cut.stdout
+    assert "PITR_WINDOW_DAYS=14" in cut.stdout and "BASE_BACKUP_SCHEDULE" in cut.stdout
+    # A chain that went on for 11 days (a weekly full failed) needs 14 + 11 days of base/.
+    long = put_chain(env, now - timedelta(days=12), 4, "ffff", every=88)
+    longer = {**env, "WAL_RETENTION_DAYS": "24"}
+    run(longer, "lifecycle", "apply", check=False)
+    checked = run(longer, "lifecycle", "check", check=False)
+    assert checked.returncode == 12
+    assert "problem: WAL_RETENTION_DAYS=24 (the expiry of base/) would cut a chain" in (
+        checked.stdout
+    )
+    assert f"the longest chain in base/ ({long[0]} and 3 incrementals over 11.0 days)" in (
+        checked.stdout
+    )
+    assert "set WAL_RETENTION_DAYS to 25 or more" in checked.stdout
+    assert "problem: rule permafrost-base expires everything under backups/base/ after 24" in (
+        checked.stdout
+    )
