@@ -152,7 +152,7 @@ def delete(name: str) -> Any:
     context = stores().context
     try:
         doomed = deletion.plan(
-            context.repository(), record.id, record.database, record.tier, record.kind
+            context.repository, record.id, record.database, record.tier, record.kind
         )
     except UsageError as exc:
         abort(409, str(exc))

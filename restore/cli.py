@@ -314,8 +314,7 @@ def _print_counts(plan: RestorePlan, counts: dict[tuple[str, str], int | None]) 
 
 def delete(ctx: Context, args: argparse.Namespace) -> int:
     record = resolve(ctx, layout.check_backup_id(args.backup))
-    repo = ctx.repository()
-    doomed = deletion.plan(repo, record.id, record.database, record.tier, record.kind)
+    doomed = deletion.plan(ctx.repository, record.id, record.database, record.tier, record.kind)
     if not args.yes:
         print("would delete " + "\n".join(deletion.describe(doomed)))
         raise UsageError(

@@ -8,14 +8,16 @@ decide what depends on what.
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from permafrost import layout
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.retention import chains
-from tests.conftest import run
+from tests.conftest import bucket_env, run
 from tests.helpers import loads, objects
 from tests.services import Cluster, S3Server
 
@@ -181,8 +183,9 @@ def test_the_api_deletes_dependants_only_when_told_to(
 
 
 def test_lifecycle_check_fails_on_a_rule_set_that_would_cut_a_chain(
-    env: dict[str, str], s3: S3Server, bucket: str
+    s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), **bucket_env(s3, bucket)}
     run(env, "init")
     now = datetime.now(UTC)
     put_chain(env, now - timedelta(days=2), 9, "eeee")  # two days of incrementals

@@ -38,14 +38,17 @@ class Doomed:
         return layout.backup_folder(prefix, self.tier, self.database, self.id)
 
 
-def plan(repo: Repository, backup_id: str, database: str, tier: str, kind: str) -> list[Doomed]:
-    """What deleting `backup_id` removes: its dependants newest first, then itself.
+def plan(
+    repository: Callable[[], Repository], backup_id: str, database: str, tier: str, kind: str
+) -> list[Doomed]:
+    """What deleting `backup_id` removes: its dependants newest first, then itself. The
+    repository is opened (its key needed) only for a base backup, to read its chain.
 
     Refused (UsageError) when a pin holds any member of its chain."""
     asked = Doomed(backup_id, database, tier)
     if kind != "base":
         return [asked]
-    found = chains.members(repo, database)
+    found = chains.members(repository(), database)
     parents = chains.parents_of(found)
     if backup_id not in parents:
         return [asked]  # its manifest does not read: no chain is known through it
