@@ -90,6 +90,7 @@ class IncrementalRefused(PermafrostError):
     base backup in its place would do what the incremental could not (`fallback`)."""
 
     fallback = True
+    alert = True  # the scheduler's full in its place comes with a warning saying what to change
 
 
 class IncrementalUnsupported(IncrementalRefused, SourceError):
@@ -103,7 +104,13 @@ class SummarizeWalOff(IncrementalRefused, SourceError):
 
 
 class ParentMissing(IncrementalRefused, BackupNotFound):
-    """No full base backup to start from, or the parent (or its backup_manifest) is gone."""
+    """The parent (or its backup_manifest, or a member of its chain) is gone from the bucket."""
+
+
+class NoFullBackup(ParentMissing):
+    """No base backup of the cluster yet: a full starts the chain, nothing is wrong."""
+
+    alert = False
 
 
 # --- encryption and integrity --------------------------------------------------------------

@@ -32,6 +32,7 @@ from permafrost.errors import (
     BackupNotFound,
     IncrementalUnsupported,
     IntegrityError,
+    NoFullBackup,
     NotFound,
     ParentDamaged,
     ParentMissing,
@@ -110,7 +111,7 @@ def newest_base(ctx: Context, cluster: str) -> tuple[BackupRecord, list[BackupRe
         if r.kind == Kind.BASE
     ]
     if not bases:
-        raise ParentMissing(
+        raise NoFullBackup(
             f"there is no full base backup of cluster {cluster} to take an incremental "
             "against: take one first (permafrost backup --kind base)"
         )

@@ -115,3 +115,17 @@ class TaskRecord:
     attempts: int
     error: str | None
     result: dict[str, Any] | None
+
+
+@dataclass
+class ChainStats:
+    """A cluster's newest chain of base backups: its full, its incrementals, their bytes."""
+
+    cluster: str
+    full_id: str
+    members: int  # the full and its incrementals
+    incrementals: int
+    stored_bytes: int  # in the bucket, every member together
+    changed_bytes: int  # what the members carry: the full's whole size, the incrementals' changes
+    newest_id: str
+    newest_at: datetime
