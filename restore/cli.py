@@ -331,7 +331,7 @@ def delete(ctx: Context, args: argparse.Namespace) -> int:
         ctx.storage, ctx.settings.storage.prefix, catalog, actor(), doomed, say=print
     )
     if len(done) > 1:
-        print(f"deleted backup {record.id} and the {len(done) - 1} backups that depended on it")
+        print(f"deleted backup {record.id} and {deletion.backups(len(done) - 1)} depending on it")
     return 0
 
 

@@ -12,7 +12,7 @@ from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
 from permafrost.retention import apply as cleanup
-from permafrost.retention import pins
+from permafrost.retention import deletion, pins
 from permafrost.retention.plan import Action
 from permafrost.text import human_bytes, print_json, table
 
@@ -132,8 +132,8 @@ def pin(ctx: Context, args: argparse.Namespace) -> int:
 def _pinned_chain(ctx: Context, moved: list[pins.Pinned]) -> None:
     ids = ", ".join(m.location.backup_id for m in moved[:-1])
     print(
-        f"pinned its chain too: the {len(moved) - 1} backups it restores from ({ids}), "
-        "which are in keep/ now as well"
+        f"pinned its chain too: {deletion.backups(len(moved) - 1)} it restores from ({ids}), "
+        "in keep/ now as well"
     )
     print(
         "note: a base backup restores with the WAL from its start to its end, archived in wal/, "

@@ -103,7 +103,7 @@ def test_delete_of_a_member_lists_then_removes_its_dependants(
     assert dry.stdout.index(third) < dry.stdout.index(second)  # newest first
     assert in_tier(s3, bucket, "base") == {full, first, second, third}
     done = run(env, "delete", first, "--apply")
-    assert "and the 2 backups that depended on it" in done.stdout
+    assert "and the 2 backups depending on it" in done.stdout
     assert in_tier(s3, bucket, "base") == {full}
     assert not [k for k in objects(s3, bucket, PREFIX) if first in k or third in k]
     assert audit(pg, metadata_db) == [

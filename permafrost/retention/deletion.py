@@ -69,7 +69,7 @@ def describe(doomed: list[Doomed]) -> list[str]:
     lines = [f"backup {asked.id} of {asked.database} ({asked.tier}/)"]
     if len(doomed) > 1:
         lines.append(
-            f"and the {len(doomed) - 1} backups that depend on it (incrementals that cannot be "
+            f"and {backups(len(doomed) - 1)} that depend on it (incrementals that cannot be "
             "restored without it), newest first:"
         )
         lines += [f"  {d.id} ({d.tier}/)" for d in doomed[:-1]]
@@ -103,3 +103,8 @@ def carry_out(
         say(f"deleted backup {d.id} of {d.database} ({len(keys)} objects)")
         done.append({"id": d.id, **details})
     return done
+
+
+def backups(count: int) -> str:
+    """'the backup' or 'the N backups', for the messages about dependants and ancestors."""
+    return "the backup" if count == 1 else f"the {count} backups"
