@@ -143,3 +143,16 @@ def test_a_pinned_incremental_keeps_its_ancestors_in_base() -> None:
         if START + timedelta(days=2, hours=6) < i.started_at < START + timedelta(days=7)
     ]
     assert later and all(decisions[i.id].action is Action.DELETE for i in later)
+
+
+def test_a_broken_chain_takes_no_min_keep_place_and_no_window_start() -> None:
+    now = START + timedelta(days=60)
+    whole = backups_until(START + timedelta(days=6, hours=18))
+    broken = [i for i in backups_until(START + timedelta(days=13, hours=18)) if i not in whole]
+    broken = [i for i in broken if i.parent_id is not None]  # the second chain's full is gone
+    decisions = {d.item.id: d for d in plan(whole + broken, RetentionSettings(min_keep=1), now)}
+    newest = decisions[whole[-1].id]
+    assert "min-keep: in one of the newest 1 chains" in newest.reasons
+    assert any(r.startswith("pitr window: the window's start") for r in newest.reasons)
+    assert all(decisions[i.id].keep for i in whole)
+    assert all(decisions[i.id].reasons[0].startswith("broken chain") for i in broken)

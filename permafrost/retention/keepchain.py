@@ -1,7 +1,8 @@
 """Retention's chain rules for base backups: count chains, keep them whole, leave broken ones.
 
 - **min-keep counts chains**: "keep N base backups" means the newest N chains (a full and its
-  incrementals), each kept whole; with fulls only, a chain is one full, as before chains.
+  incrementals), each kept whole; with fulls only, a chain is one full, as before chains. A
+  broken chain takes no place, nor is the PITR window's start recovered from one.
 - **chain**: a member is kept if and only if it or something depending on it is kept; the
   reason names the newest kept dependant. A linear chain is thus kept whole while its newest
   member is kept, and goes whole once nothing keeps it.
@@ -12,7 +13,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from permafrost.retention import chains
 
@@ -28,15 +29,22 @@ class Item(Protocol):
     def pinned(self) -> bool: ...
 
 
+T = TypeVar("T", bound=Item)
 BROKEN = "broken chain"
 CHAIN = "chain:"
 
 
+def restorable(group: Sequence[T]) -> list[T]:
+    """The members of whole chains: a broken chain's members cannot be restored."""
+    parents = _parents(group)
+    return [item for item in group if chains.missing_parent(item.id, parents) is None]
+
+
 def newest_chains(group: Sequence[Item], count: int, reasons: dict[str, list[str]]) -> None:
-    """The newest member of each of the newest `count` chains (group: newest first)."""
+    """The newest member of each of the newest `count` whole chains (group: newest first)."""
     parents = _parents(group)
     seen: list[str] = []
-    for item in group:
+    for item in restorable(group):
         start = chains.root(item.id, parents)
         if start in seen:
             continue

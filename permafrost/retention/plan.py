@@ -148,6 +148,7 @@ class Decision:
             "keep": self.keep,
             "reasons": self.reasons,
             "bytes": self.item.size,
+            **({"parent_id": self.item.parent_id} if self.item.kind == "base" else {}),
         }
 
 
@@ -165,7 +166,7 @@ def plan(
         group.sort(key=lambda i: (i.started_at, i.id), reverse=True)
         reasons: dict[str, list[str]] = {item.id: [] for item in group}
         if kind == "base":
-            _pitr_window(group, policy, now, reasons)
+            _pitr_window(keepchain.restorable(group), policy, now, reasons)
             keepchain.newest_chains(group, policy.min_keep, reasons)
         else:
             standard = [i for i in group if i.origin == "standard"]
