@@ -25,15 +25,17 @@ PREFIX = "backups"
 
 
 def put_chain(
-    env: dict[str, str], start: datetime, length: int, tag: str, every: float = 6
+    env: dict[str, str], start: datetime, length: int, tag: str, every: float = 6, wal: int = 2
 ) -> list[str]:
-    """A full at `start` and `length - 1` incrementals `every` hours apart; ids, oldest first."""
+    """A full at `start` and `length - 1` incrementals `every` hours apart, each in its own WAL
+    segment from number `wal` on; their ids, oldest first."""
     repo = Context(Settings.from_env(env)).repository()
     ids: list[str] = []
     for n in range(length):
         moment = start + timedelta(hours=every * n)
         backup_id = f"{moment:%Y%m%dT%H%M%SZ}-{tag}{n:02x}"
-        _put(repo, backup_id, moment, ids[-1] if ids else None, ids[0] if ids else backup_id, n)
+        parent, full = (ids[-1], ids[0]) if ids else (None, backup_id)
+        _put(repo, backup_id, moment, parent, full, wal + n)
         ids.append(backup_id)
     return ids
 
@@ -41,7 +43,7 @@ def put_chain(
 def _put(repo, backup_id: str, moment: datetime, parent: str | None, full: str, n: int) -> None:  # type: ignore[no-untyped-def]
     data = layout.data_key(repo.prefix, layout.BASE_TIER, "main", backup_id)
     repo.storage.put(data, b"base backup tar " + backup_id.encode())
-    segment = f"0000000100000000000000{n + 2:02X}"
+    segment = f"0000000100000000000000{n:02X}"
     manifest = Manifest(
         id=backup_id,
         database="main",
@@ -62,8 +64,8 @@ def _put(repo, backup_id: str, moment: datetime, parent: str | None, full: str, 
         objects={"data": data},
         physical={
             "timeline": 1,
-            "start_lsn": f"0/{(n + 2) * 0x1000000 + 0x28:X}",
-            "stop_lsn": f"0/{(n + 2) * 0x1000000 + 0x100:X}",
+            "start_lsn": f"0/{n * 0x1000000 + 0x28:X}",
+            "stop_lsn": f"0/{n * 0x1000000 + 0x100:X}",
             "wal_start": segment,
             "wal_stop": segment,
             "stop_time": (moment + timedelta(minutes=1)).isoformat(),
@@ -120,7 +122,10 @@ def test_a_pinned_incremental_pins_its_chain_which_survives_retention_and_unpins
 ) -> None:
     run(env, "init")
     old = put_chain(env, datetime.now(UTC) - timedelta(days=60), 4, "bbbb")
-    newer = put_chain(env, datetime.now(UTC) - timedelta(days=20), 2, "cccc")
+    newer = put_chain(env, datetime.now(UTC) - timedelta(days=20), 2, "cccc", wal=0x20)
+    for number in range(1, 0x23):  # segments 01 to 22: the old chain's in 02 to 05
+        key = f"{PREFIX}/wal/main/00000001/0000000100000000000000{number:02X}.pfe"
+        s3.client().put_object(Bucket=bucket, Key=key, Body=b"")
     run(env, "catalog", "sync")
     pinned = run(env, "pin", old[2], "--reason", "audit 2026")
     assert f"pinned backup {old[2]} of main" in pinned.stdout
@@ -147,6 +152,9 @@ def test_a_pinned_incremental_pins_its_chain_which_survives_retention_and_unpins
     run(lean, "retention", "--apply")
     assert in_tier(s3, bucket, "keep") == set(old[:3])
     assert in_tier(s3, bucket, "base") == set(newer)
+    # WAL: the pinned members' own (start to end), and everything from the newer chain on.
+    wal = sorted(int(k[-6:-4], 16) for k in objects(s3, bucket, f"{PREFIX}/wal/main/"))
+    assert wal == [2, 3, 4, *range(0x20, 0x23)]
     # Unpinning one member unpins the chain.
     unpinned = run(env, "unpin", old[1])
     assert all(f"unpinned backup {m} of main" in unpinned.stdout for m in old[:3])

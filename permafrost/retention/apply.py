@@ -246,7 +246,8 @@ def _plan(
         }
         if database is not None:  # a filtered plan does not see every base backup
             kept |= {i.id for i in inv.items if i.kind == "base" and i.database == cluster}
-        wal_plans.append(_wal_plan(repo, cluster, objects, kept))
+        pinned = {d.item.id for d in decisions if d.item.kind == "base" and d.item.pinned}
+        wal_plans.append(_wal_plan(repo, cluster, objects, kept, pinned))
     return Outcome(decisions, orphans, wal_plans, uploads, inv.usage)
 
 
@@ -262,11 +263,22 @@ def _base_finish_times(repo: Repository, items: list[Item]) -> None:
                 item.parent_id = base.parent_id
 
 
-def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: set[str]) -> WalPlan:
+def _wal_plan(
+    repo: Repository,
+    cluster: str,
+    objects: list[ObjectInfo],
+    kept: set[str],
+    pinned: set[str],
+) -> WalPlan:
     bases = [b for b in walarchive.base_backups(repo, cluster) if b.id in kept]
     size = bases[0].segment_size if bases else walnames.DEFAULT_SEGMENT_SIZE
     by_name = {o.key.rsplit("/", 1)[-1].removesuffix(".pfe"): o for o in objects}
-    names = walarchive.removable(sorted(by_name), bases, size)
+    # A pinned base backup (a chain's pinned part) keeps the WAL from its start to its end, to
+    # reach consistency; the archive after it is kept for the other base backups, not for it.
+    held = [b for b in bases if b.id in pinned]
+    floor = [b for b in bases if b not in held] or bases
+    names = walarchive.removable(sorted(by_name), floor, size)
+    names = [n for n in names if not _within(n, held, size)]
     delete = [by_name[n].key for n in names]
     return WalPlan(
         cluster,
@@ -275,6 +287,11 @@ def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: s
         kept_bases=[b.id for b in bases],
         bytes=sum(by_name[n].size for n in names),
     )
+
+
+def _within(name: str, bases: list[walarchive.BaseBackup], size: int) -> bool:
+    segment = walnames.parse_segment(name[:24], size)
+    return segment is not None and any(b.start <= segment <= b.stop for b in bases)
 
 
 def _apply(
