@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -112,8 +113,8 @@ def pin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "a pin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        moved = pins.pin_chain(ctx.repository(), args.backup, actor(), args.reason, _say)
-        _record(ctx, catalog, "pin", moved, {"reason": args.reason})
+        record = _recorder(ctx, catalog, "pin", {"reason": args.reason})
+        moved = pins.pin_chain(ctx.repository(), args.backup, actor(), args.reason, _say, record)
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
     asked = moved[-1]
@@ -146,8 +147,8 @@ def unpin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "an unpin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        moved = pins.unpin_chain(ctx.repository(), args.backup, _say)
-        _record(ctx, catalog, "unpin", moved, {})
+        record = _recorder(ctx, catalog, "unpin", {})
+        moved = pins.unpin_chain(ctx.repository(), args.backup, _say, record)
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
     for m in moved:
@@ -160,16 +161,19 @@ def unpin(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _record(
-    ctx: Context, catalog: Catalog, action: str, moved: list[pins.Pinned], details: dict[str, str]
-) -> None:
-    """Each backup moved: its catalog row follows it, and an audit row says so."""
-    for m in moved:
+def _recorder(
+    ctx: Context, catalog: Catalog, action: str, details: dict[str, str]
+) -> Callable[[pins.Pinned], None]:
+    """Each backup moved, as it moves: its catalog row follows it, and an audit row says so."""
+
+    def record(m: pins.Pinned) -> None:
         if not m.changed:
-            continue
+            return
         where = m.location
         key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
         catalog.move_backup(where.backup_id, where.tier, key)
         extra = {"chain_of": m.chain_of} if m.chain_of else {}
         body = {**details, "tier": where.tier, "folder": key, **extra}
         catalog.audit(actor(), action, where.backup_id, body)
+
+    return record

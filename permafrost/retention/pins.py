@@ -137,22 +137,30 @@ class Pinned:
 
 
 Say = Callable[[str], None]
+Moved = Callable[[Pinned], None]  # told of each backup as soon as it has moved (audit, catalog)
 
 
 def pin_chain(
-    repo: Repository, backup_id: str, by: str, reason: str, say: Say = lambda _: None
+    repo: Repository,
+    backup_id: str,
+    by: str,
+    reason: str,
+    say: Say = lambda _: None,
+    moved: Moved = lambda _: None,
 ) -> list[Pinned]:
     """Pin a backup and, for a base backup, every ancestor it restores from: oldest first."""
     where = find(repo.storage, repo.prefix, backup_id)
-    line = _ancestors_to_pin(repo, where)
     done = []
-    for ancestor in line:
+    for ancestor in _ancestors_to_pin(repo, where):
         because = f"{reason}; " if reason else ""
         because += f"an ancestor of pinned {backup_id}"
         there, changed = pin_backup(repo.storage, repo.prefix, ancestor, by, because, say)
         done.append(Pinned(there, changed, chain_of=backup_id))
+        moved(done[-1])
     there, changed = pin_backup(repo.storage, repo.prefix, backup_id, by, reason, say)
-    return [*done, Pinned(there, changed)]
+    done.append(Pinned(there, changed))
+    moved(done[-1])
+    return done
 
 
 def _ancestors_to_pin(repo: Repository, where: Location) -> list[str]:
@@ -168,21 +176,24 @@ def _ancestors_to_pin(repo: Repository, where: Location) -> list[str]:
     return list(reversed(chains.ancestors(where.backup_id, parents)))
 
 
-def unpin_chain(repo: Repository, backup_id: str, say: Say = lambda _: None) -> list[Pinned]:
+def unpin_chain(
+    repo: Repository, backup_id: str, say: Say = lambda _: None, moved: Moved = lambda _: None
+) -> list[Pinned]:
     """Unpin a backup and, for a base backup, every pinned member of its chain: newest first,
     so that an interruption leaves the ancestors of what is still pinned pinned."""
     where = find(repo.storage, repo.prefix, backup_id)
-    if not _is_base(repo, where):
-        return [Pinned(unpin_backup(repo.storage, repo.prefix, backup_id, say), True)]
-    found = chains.members(repo, where.database)
-    parents = chains.parents_of(found)
-    pinned = [m for m in chains.chain(backup_id, parents) if found[m].tier == layout.KEEP_TIER]
-    if where.tier != layout.KEEP_TIER and not pinned:
-        raise UsageError(f"backup {backup_id} is not pinned, nor is any of its chain")
+    members = [backup_id]
+    if _is_base(repo, where):
+        found = chains.members(repo, where.database)
+        chain = chains.chain(backup_id, chains.parents_of(found))
+        members = sorted((m for m in chain if found[m].tier == layout.KEEP_TIER), reverse=True)
+        if not members:
+            raise UsageError(f"backup {backup_id} is not pinned, nor is any of its chain")
     done = []
-    for member in sorted(pinned, reverse=True):
+    for member in members:
         there = unpin_backup(repo.storage, repo.prefix, member, say)
         done.append(Pinned(there, True, chain_of=None if member == backup_id else backup_id))
+        moved(done[-1])
     return done
 
 
