@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, abort, jsonify
+from flask import Blueprint, abort, jsonify, request
 
 from monitor import api
 from monitor.auth import token_required
@@ -23,10 +23,11 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord
-from permafrost.errors import PermafrostError
+from permafrost.errors import PermafrostError, UsageError
 from permafrost.postgres import ddl
 from permafrost.postgres import tools as pgtools
 from permafrost.retention import apply as retention
+from permafrost.retention import deletion
 from permafrost.retention.plan import Action
 
 blueprint = Blueprint("api_backup", __name__)
@@ -145,23 +146,36 @@ def cleanup() -> Any:
 @blueprint.delete("/backup/<name>")
 @token_required
 def delete(name: str) -> Any:
+    """Delete a backup; one with dependants (incrementals) with them, on `?apply=true` only."""
     record = api.find_backup(name)
     _refuse_if_kept(record)
-    storage = stores().context.storage
-    folder = layout.backup_folder(
-        settings().storage.prefix, record.tier, record.database, record.id
+    context = stores().context
+    try:
+        doomed = deletion.plan(
+            context.repository, record.id, record.database, record.tier, record.kind
+        )
+    except UsageError as exc:
+        abort(409, str(exc))
+    listing = [{"id": d.id, "tier": d.tier} for d in doomed]
+    if len(doomed) > 1 and request.args.get("apply") != "true":
+        error = (
+            f"backup {record.id} has {len(doomed) - 1} backups depending on it (incrementals that "
+            f"cannot be restored without it): DELETE /backup/{record.id}?apply=true deletes them "
+            "too; nothing was deleted"
+        )
+        return jsonify({"error": error, "would_delete": listing}), 409
+    for dependant in doomed[:-1]:
+        _refuse_if_busy(dependant.id)
+    done = deletion.carry_out(
+        context.storage,
+        settings().storage.prefix,
+        catalog(),
+        actor(),
+        doomed,
+        {"by": api_actor()},
     )
-    keys = sorted(
-        (info.key for info in storage.list(folder)),
-        key=lambda k: not k.endswith(layout.MANIFEST_OBJECT),
-    )
-    for key in keys:  # the manifest first: from that moment the backup no longer exists
-        storage.delete(key)
-    cat = catalog()
-    cat.mark_deleted(record.id)
-    details = {"database": record.database, "tier": record.tier, "objects": keys}
-    cat.audit(actor(), "delete", record.id, {"by": api_actor(), **details})
-    return jsonify({"id": record.id, "status": "deleted", **details})
+    asked = done[-1]
+    return jsonify({**asked, "status": "deleted", "deleted": [d["id"] for d in done]})
 
 
 def _refuse_if_kept(record: BackupRecord) -> None:
@@ -176,11 +190,15 @@ def _refuse_if_kept(record: BackupRecord) -> None:
         )
     if record.status == "running":
         abort(409, f"backup {record.id} is still running: wait for it to finish")
-    busy = catalog().tasks_on_backup(record.id, BUSY_KINDS)
+    _refuse_if_busy(record.id)
+
+
+def _refuse_if_busy(backup_id: str) -> None:
+    busy = catalog().tasks_on_backup(backup_id, BUSY_KINDS)
     if busy:
         abort(
             409,
-            f"backup {record.id} is locked by task {busy[0]} (a verification or restore "
+            f"backup {backup_id} is locked by task {busy[0]} (a verification or restore "
             "reading it): wait for it to finish",
         )
 

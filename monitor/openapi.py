@@ -181,11 +181,22 @@ def document() -> dict[str, Any]:
                 ),
                 "delete": {
                     **_answered(
-                        _write("delete a backup (409 for a pinned, running or busy one)"),
+                        _write(
+                            "delete a backup (409 for a pinned, running or busy one, or for "
+                            "one with dependant incrementals without apply=true: they are "
+                            "listed in would_delete)"
+                        ),
                         "200",
-                        "deleted: the objects removed",
+                        "deleted: the objects removed, and the ids deleted",
                     ),
-                    "parameters": [_ID],
+                    "parameters": [
+                        _ID,
+                        _query(
+                            "apply",
+                            {"enum": ["true", "false"]},
+                            "true: also delete the incrementals that depend on it",
+                        ),
+                    ],
                 },
             },
             "/backup/next-backup": {"get": _read("the next scheduled backup runs")},

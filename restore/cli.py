@@ -17,6 +17,7 @@ from permafrost.backup.lookup import (
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
+from permafrost.retention import deletion
 from permafrost.text import human_bytes, one_line, print_json, table, when
 from restore import globals_cli, verify_cli
 from restore import runbook_cli as plan_cli
@@ -99,9 +100,17 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     p.set_defaults(handler=restore)
 
-    p = commands.add_parser("delete", help="delete a backup from the bucket (audit-logged)")
+    p = commands.add_parser(
+        "delete", help="delete a backup, and the incrementals depending on it (audit-logged)"
+    )
     p.add_argument("backup", metavar="ID")
-    p.add_argument("--yes", action="store_true", help="really delete it")
+    p.add_argument(
+        "--apply",
+        "--yes",
+        dest="yes",
+        action="store_true",
+        help="really delete it (without: list what would be deleted, and change nothing)",
+    )
     p.set_defaults(handler=delete)
 
     p = commands.add_parser("stats", help="backups and bytes per database and tier")
@@ -305,9 +314,12 @@ def _print_counts(plan: RestorePlan, counts: dict[tuple[str, str], int | None]) 
 
 def delete(ctx: Context, args: argparse.Namespace) -> int:
     record = resolve(ctx, layout.check_backup_id(args.backup))
+    doomed = deletion.plan(ctx.repository, record.id, record.database, record.tier, record.kind)
     if not args.yes:
+        print("would delete " + "\n".join(deletion.describe(doomed)))
         raise UsageError(
-            f"refusing to delete backup {record.id} of {record.database} without --yes"
+            f"refusing to delete backup {record.id} of {record.database} without --apply "
+            "(or --yes); nothing was deleted"
         )
     try:
         catalog = ctx.catalog()
@@ -315,26 +327,12 @@ def delete(ctx: Context, args: argparse.Namespace) -> int:
         raise CatalogUnavailable(
             f"{exc}; deletions are written to its audit log, so nothing was deleted"
         ) from None
-    keys = _object_keys(ctx, record)
-    for key in keys:  # the manifest first: from that moment the backup no longer exists
-        ctx.storage.delete(key)
-    catalog.mark_deleted(record.id)
-    catalog.audit(
-        actor(),
-        "delete",
-        record.id,
-        {"database": record.database, "tier": record.tier, "objects": keys},
+    done = deletion.carry_out(
+        ctx.storage, ctx.settings.storage.prefix, catalog, actor(), doomed, say=print
     )
-    print(f"deleted backup {record.id} of {record.database} ({len(keys)} objects)")
+    if len(done) > 1:
+        print(f"deleted backup {record.id} and {deletion.backups(len(done) - 1)} depending on it")
     return 0
-
-
-def _object_keys(ctx: Context, record: BackupRecord) -> list[str]:
-    folder = layout.backup_folder(
-        ctx.settings.storage.prefix, record.tier, record.database, record.id
-    )
-    keys = [info.key for info in ctx.storage.list(folder)]
-    return sorted(keys, key=lambda k: not k.endswith(layout.MANIFEST_OBJECT))
 
 
 def stats(ctx: Context, args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -12,7 +13,7 @@ from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
 from permafrost.retention import apply as cleanup
-from permafrost.retention import pins
+from permafrost.retention import deletion, pins
 from permafrost.retention.plan import Action
 from permafrost.text import human_bytes, print_json, table
 
@@ -112,22 +113,33 @@ def pin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "a pin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        where, changed = pins.pin_backup(
-            ctx.storage, ctx.settings.storage.prefix, args.backup, actor(), args.reason, _say
-        )
-        if not changed:
-            print(f"backup {args.backup} is already pinned")
-            return 0
-        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
-        catalog.move_backup(args.backup, layout.KEEP_TIER, key)
-        catalog.audit(actor(), "pin", args.backup, {"reason": args.reason, "folder": key})
+        record = _recorder(ctx, catalog, "pin", {"reason": args.reason})
+        moved = pins.pin_chain(ctx.repository(), args.backup, actor(), args.reason, _say, record)
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
+    asked = moved[-1]
+    if not any(m.changed for m in moved):
+        print(f"backup {args.backup} is already pinned")
+        return 0
     print(
-        f"pinned backup {args.backup} of {where.database}: it is in keep/ now, where neither "
-        "retention nor lifecycle expiry deletes it"
+        f"pinned backup {args.backup} of {asked.location.database}: it is in keep/ now, where "
+        "neither retention nor lifecycle expiry deletes it"
     )
+    if len(moved) > 1:
+        _pinned_chain(ctx, moved)
     return 0
+
+
+def _pinned_chain(ctx: Context, moved: list[pins.Pinned]) -> None:
+    ids = ", ".join(m.location.backup_id for m in moved[:-1])
+    print(
+        f"pinned its chain too: {deletion.backups(len(moved) - 1)} it restores from ({ids}), "
+        "in keep/ now as well"
+    )
+    print(
+        "note: a base backup restores with the WAL from its start to its end, archived in wal/, "
+        f"which expires after WAL_RETENTION_DAYS={ctx.settings.retention.wal_days} days"
+    )
 
 
 def unpin(ctx: Context, args: argparse.Namespace) -> int:
@@ -135,14 +147,33 @@ def unpin(ctx: Context, args: argparse.Namespace) -> int:
     catalog = _catalog_for_changes(ctx, "an unpin")
     cleanup.wait_for_lock(catalog, _say)
     try:
-        where = pins.unpin_backup(ctx.storage, ctx.settings.storage.prefix, args.backup, _say)
-        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
-        catalog.move_backup(args.backup, where.tier, key)
-        catalog.audit(actor(), "unpin", args.backup, {"tier": where.tier})
+        record = _recorder(ctx, catalog, "unpin", {})
+        moved = pins.unpin_chain(ctx.repository(), args.backup, _say, record)
     finally:
         catalog.unlock(cleanup.RETENTION_LOCK, "bucket")
-    print(
-        f"unpinned backup {args.backup} of {where.database}: back in the {where.tier} tier, "
-        "where retention decides on it again"
-    )
+    for m in moved:
+        where = m.location
+        chain = f" (in the chain of {m.chain_of})" if m.chain_of else ""
+        print(
+            f"unpinned backup {where.backup_id} of {where.database}{chain}: back in the "
+            f"{where.tier} tier, where retention decides on it again"
+        )
     return 0
+
+
+def _recorder(
+    ctx: Context, catalog: Catalog, action: str, details: dict[str, str]
+) -> Callable[[pins.Pinned], None]:
+    """Each backup moved, as it moves: its catalog row follows it, and an audit row says so."""
+
+    def record(m: pins.Pinned) -> None:
+        if not m.changed:
+            return
+        where = m.location
+        key = where.folder(ctx.settings.storage.prefix) + layout.MANIFEST_OBJECT
+        catalog.move_backup(where.backup_id, where.tier, key)
+        extra = {"chain_of": m.chain_of} if m.chain_of else {}
+        body = {**details, "tier": where.tier, "folder": key, **extra}
+        catalog.audit(actor(), action, where.backup_id, body)
+
+    return record

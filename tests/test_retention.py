@@ -265,23 +265,9 @@ def test_a_compliance_backup_kept_by_count_is_held_before_its_tier_expires() -> 
     assert decisions[young.id].action == "keep"
 
 
-def test_base_backups_are_never_held_and_cannot_be_pinned(tmp_path: Path) -> None:
-    from permafrost.errors import UsageError
-    from permafrost.retention import pins
-    from permafrost.storage.local import LocalStorage
-
+def test_base_backups_are_never_held() -> None:
+    # Pinning base backups, with their chains: tests/test_chain_bucket.py.
     stale = [
         item(NOW - timedelta(days=40 + d), "base", db="main", kind="base", n=d) for d in (0, 1)
     ]
     assert {d.action for d in plan(stale, POLICY, NOW)} == {"keep"}  # min-keep, no hold
-    storage = LocalStorage(tmp_path)
-    folder = tmp_path / "base" / "main" / stale[0].id
-    folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text("{}")
-    try:
-        pins.pin_backup(storage, "", stale[0].id, "ops", "")
-    except UsageError as exc:
-        assert "base backup" in str(exc) and "WAL" in str(exc)
-    else:
-        raise AssertionError("pinning a base backup was not refused")
-    assert (folder / "manifest.json").exists()

@@ -21,7 +21,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, StorageError
-from permafrost.retention import pins
+from permafrost.retention import keepchain, pins
 from permafrost.retention.plan import ORPHAN_AGE, Action, Decision, Item, Pin, plan
 from permafrost.storage import Storage
 from permafrost.storage.base import ObjectInfo, PendingUpload
@@ -237,27 +237,48 @@ def _plan(
     for cluster, objects in sorted(inv.wal.items()):
         if database is not None and cluster != database:
             continue
-        kept = {d.item.id for d in decisions if d.item.kind == "base" and d.keep}
+        # A broken chain is kept for its operator to delete, but cannot be restored: the WAL
+        # since its start is not kept for it.
+        kept = {
+            d.item.id
+            for d in decisions
+            if d.item.kind == "base" and d.keep and not keepchain.is_broken(d.reasons)
+        }
         if database is not None:  # a filtered plan does not see every base backup
             kept |= {i.id for i in inv.items if i.kind == "base" and i.database == cluster}
-        wal_plans.append(_wal_plan(repo, cluster, objects, kept))
+        pinned = {d.item.id for d in decisions if d.item.kind == "base" and d.item.pinned}
+        wal_plans.append(_wal_plan(repo, cluster, objects, kept, pinned))
     return Outcome(decisions, orphans, wal_plans, uploads, inv.usage)
 
 
 def _base_finish_times(repo: Repository, items: list[Item]) -> None:
-    """When each base backup became consistent (its stop time), for the PITR window."""
+    """When each base backup became consistent (its stop time), for the PITR window, and the
+    parent it depends on (an incremental's), from its manifest."""
     for cluster in sorted({i.database for i in items if i.kind == "base"}):
-        stops = {b.id: b.stop_time for b in walarchive.base_backups(repo, cluster)}
+        bases = {b.id: b for b in walarchive.base_backups(repo, cluster)}
         for item in items:
-            if item.kind == "base" and item.database == cluster:
-                item.finished_at = stops.get(item.id)
+            base = bases.get(item.id)
+            if item.kind == "base" and item.database == cluster and base is not None:
+                item.finished_at = base.stop_time
+                item.parent_id = base.parent_id
 
 
-def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: set[str]) -> WalPlan:
+def _wal_plan(
+    repo: Repository,
+    cluster: str,
+    objects: list[ObjectInfo],
+    kept: set[str],
+    pinned: set[str],
+) -> WalPlan:
     bases = [b for b in walarchive.base_backups(repo, cluster) if b.id in kept]
     size = bases[0].segment_size if bases else walnames.DEFAULT_SEGMENT_SIZE
     by_name = {o.key.rsplit("/", 1)[-1].removesuffix(".pfe"): o for o in objects}
-    names = walarchive.removable(sorted(by_name), bases, size)
+    # A pinned base backup (a chain's pinned part) keeps the WAL from its start to its end, to
+    # reach consistency; the archive after it is kept for the other base backups, not for it.
+    held = [b for b in bases if b.id in pinned]
+    floor = [b for b in bases if b not in held] or bases
+    names = walarchive.removable(sorted(by_name), floor, size)
+    names = [n for n in names if not _within(n, held, size)]
     delete = [by_name[n].key for n in names]
     return WalPlan(
         cluster,
@@ -266,6 +287,11 @@ def _wal_plan(repo: Repository, cluster: str, objects: list[ObjectInfo], kept: s
         kept_bases=[b.id for b in bases],
         bytes=sum(by_name[n].size for n in names),
     )
+
+
+def _within(name: str, bases: list[walarchive.BaseBackup], size: int) -> bool:
+    segment = walnames.parse_segment(name[:24], size)
+    return segment is not None and any(b.start <= segment <= b.stop for b in bases)
 
 
 def _apply(
@@ -292,18 +318,23 @@ def _apply(
             storage.abort_multipart(upload.key, upload.upload_id)
         except StorageError as exc:
             outcome.errors.append(f"upload {upload.key}: {exc}")
-    for decision in outcome.decisions:
+    spared: set[str] = set()  # parents of a dependant that could not be deleted
+    for decision in outcome.decisions:  # newest first: dependants go before their parents
         item = decision.item
         try:
             if decision.action is Action.HOLD:
                 _hold(storage, prefix, catalog, who, decision, outcome, say)
             elif decision.action in (Action.DELETE, Action.RELEASE):
+                if item.id in spared:
+                    raise StorageError("not deleted: a backup depending on it is still there")
                 _delete(storage, catalog, who, decision, outcome, say)
         except CatalogUnavailable:
             raise  # without the audit log, nothing more is deleted
         except Exception as exc:  # one backup's failure must not stop the others
             outcome.errors.append(f"{item.id}: {exc}")
             log.warning("retention could not %s %s: %s", decision.action, item.id, exc)
+            if item.parent_id is not None:
+                spared.add(item.parent_id)  # never break a chain: its parent stays too
     for wal in outcome.wal:
         if wal.delete:
             catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())

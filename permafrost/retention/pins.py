@@ -1,5 +1,10 @@
 """Pinning: a backup moved into keep/, where neither retention nor lifecycle expiry reaches it.
 
+A base backup is pinned with its chain: an incremental restores only with its parent, and that
+with its own, back to the full, so `pin_chain` pins every ancestor too, and `unpin_chain`
+unpins every pinned member of the chain. Lookups are by id in every tier, so a chain split
+between keep/ and base/ (its pinned part and the incrementals taken after) still restores.
+
 A move is a server-side copy of every object of the backup into keep/{database}/{id}/, the
 manifest last (the copy exists from then on), a pin.json beside it saying who, when, why and
 from which tier, then the deletion of the originals, the manifest first. At every moment at
@@ -14,6 +19,8 @@ from datetime import UTC, datetime
 
 from permafrost import layout
 from permafrost.errors import BackupNotFound, NotFound, UsageError
+from permafrost.repo.config import Repository
+from permafrost.retention import chains
 from permafrost.retention.plan import Pin
 from permafrost.storage import Storage
 
@@ -94,12 +101,6 @@ def pin_backup(
 ) -> tuple[Location, bool]:
     """Pin a backup; (its location, whether anything changed)."""
     where = find(storage, prefix, backup_id)
-    if where.tier == layout.BASE_TIER:
-        raise UsageError(
-            f"backup {backup_id} is a base backup: it cannot be restored without the WAL it "
-            "needs, which expires with wal/ (WAL_RETENTION_DAYS), so pinning it alone would "
-            "keep nothing usable; pin a logical backup (`permafrost backup`) instead"
-        )
     pin = Pin(datetime.now(UTC).isoformat(timespec="seconds"), by, reason, where.tier)
     if where.tier == layout.KEEP_TIER:
         current = read_pin(storage, prefix, where)
@@ -124,3 +125,80 @@ def unpin_backup(
     if tier not in layout.BACKUP_TIERS or tier == layout.KEEP_TIER:
         tier = "standard"
     return move(storage, prefix, where, tier, None, say)
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One backup a pin or unpin moved (or found already where it should be)."""
+
+    location: Location
+    changed: bool
+    chain_of: str | None = None  # the backup asked for, when this one was moved for its chain
+
+
+Say = Callable[[str], None]
+Moved = Callable[[Pinned], None]  # told of each backup as soon as it has moved (audit, catalog)
+
+
+def pin_chain(
+    repo: Repository,
+    backup_id: str,
+    by: str,
+    reason: str,
+    say: Say = lambda _: None,
+    moved: Moved = lambda _: None,
+) -> list[Pinned]:
+    """Pin a backup and, for a base backup, every ancestor it restores from: oldest first."""
+    where = find(repo.storage, repo.prefix, backup_id)
+    done = []
+    for ancestor in _ancestors_to_pin(repo, where):
+        because = f"{reason}; " if reason else ""
+        because += f"an ancestor of pinned {backup_id}"
+        there, changed = pin_backup(repo.storage, repo.prefix, ancestor, by, because, say)
+        done.append(Pinned(there, changed, chain_of=backup_id))
+        moved(done[-1])
+    there, changed = pin_backup(repo.storage, repo.prefix, backup_id, by, reason, say)
+    done.append(Pinned(there, changed))
+    moved(done[-1])
+    return done
+
+
+def _ancestors_to_pin(repo: Repository, where: Location) -> list[str]:
+    if not _is_base(repo, where):
+        return []
+    parents = chains.parents_of(chains.members(repo, where.database))
+    gone = chains.missing_parent(where.backup_id, parents)
+    if gone is not None:
+        raise UsageError(
+            f"backup {where.backup_id} cannot be restored: its ancestor {gone} is gone from "
+            "the bucket, so pinning it would keep nothing usable; nothing was pinned"
+        )
+    return list(reversed(chains.ancestors(where.backup_id, parents)))
+
+
+def unpin_chain(
+    repo: Repository, backup_id: str, say: Say = lambda _: None, moved: Moved = lambda _: None
+) -> list[Pinned]:
+    """Unpin a backup and, for a base backup, every pinned member of its chain: newest first,
+    so that an interruption leaves the ancestors of what is still pinned pinned."""
+    where = find(repo.storage, repo.prefix, backup_id)
+    members = [backup_id]
+    if _is_base(repo, where):
+        found = chains.members(repo, where.database)
+        chain = chains.chain(backup_id, chains.parents_of(found))
+        members = sorted((m for m in chain if found[m].tier == layout.KEEP_TIER), reverse=True)
+        if not members:
+            raise UsageError(f"backup {backup_id} is not pinned, nor is any of its chain")
+    done = []
+    for member in members:
+        there = unpin_backup(repo.storage, repo.prefix, member, say)
+        done.append(Pinned(there, True, chain_of=None if member == backup_id else backup_id))
+        moved(done[-1])
+    return done
+
+
+def _is_base(repo: Repository, where: Location) -> bool:
+    if where.tier == layout.BASE_TIER:
+        return True
+    pin = read_pin(repo.storage, repo.prefix, where) if where.tier == layout.KEEP_TIER else None
+    return pin is not None and pin.from_tier == layout.BASE_TIER

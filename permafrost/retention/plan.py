@@ -11,7 +11,12 @@ daily job carry it out. The rules, per database (per cluster for base backups):
 - **pitr window** (base backups): every base backup that started inside PITR_WINDOW_DAYS, and the
   newest one before it, from which the start of the window is recovered;
 - **min-keep**: the newest RETENTION_MIN_KEEP backups of each database, and its newest verified
-  one, whatever their age, so a run of failed backups never leaves a database with nothing;
+  one, whatever their age, so a run of failed backups never leaves a database with nothing; for
+  base backups it counts chains (a full and its incrementals): the newest RETENTION_MIN_KEEP
+  chains of each cluster are kept whole;
+- **chain** (base backups): a full or incremental is kept while any kept backup depends on it,
+  so chains are kept whole and go only once nothing depends on them; a chain whose parent is
+  already gone (broken) is left alone, with a reason naming the command that deletes it;
 - **pinned**: a backup in keep/ pinned by an operator is never deleted.
 - **safety**: a safety backup (taken by a restore before it replaced a database) is kept for
   SAFETY_RETENTION_DAYS and then deleted; no other rule counts it, nor does it take a min-keep
@@ -37,6 +42,7 @@ from zoneinfo import ZoneInfo
 
 from permafrost import layout
 from permafrost.config.settings import RetentionSettings
+from permafrost.retention import keepchain
 from permafrost.storage.base import ObjectInfo
 
 log = logging.getLogger("permafrost")
@@ -90,6 +96,7 @@ class Item:
     pin: Pin | None = None
     objects: list[ObjectInfo] = field(default_factory=list)
     safety: bool = False  # a restore's safety backup: SAFETY_RETENTION_DAYS, no other rule
+    parent_id: str | None = None  # base backups: the incremental's direct parent (None: a full)
 
     @property
     def origin(self) -> str:
@@ -141,6 +148,7 @@ class Decision:
             "keep": self.keep,
             "reasons": self.reasons,
             "bytes": self.item.size,
+            **({"parent_id": self.item.parent_id} if self.item.kind == "base" else {}),
         }
 
 
@@ -158,14 +166,15 @@ def plan(
         group.sort(key=lambda i: (i.started_at, i.id), reverse=True)
         reasons: dict[str, list[str]] = {item.id: [] for item in group}
         if kind == "base":
-            _pitr_window(group, policy, now, reasons)
+            _pitr_window(keepchain.restorable(group), policy, now, reasons)
+            keepchain.newest_chains(group, policy.min_keep, reasons)
         else:
             standard = [i for i in group if i.origin == "standard"]
             _calendar(standard, policy, now, zone, reasons)
             compliance = [i for i in group if i.origin == "compliance"]
             _compliance(compliance, policy, now, reasons)
-        for item in group[: policy.min_keep]:
-            reasons[item.id].append(f"min-keep: one of the newest {policy.min_keep}")
+            for item in group[: policy.min_keep]:
+                reasons[item.id].append(f"min-keep: one of the newest {policy.min_keep}")
         verified = next((i for i in group if i.verified), None)
         if verified is not None:
             reasons[verified.id].append("newest verified")
@@ -174,7 +183,9 @@ def plan(
                 why = item.pin.reason if item.pin and item.pin.reason else "no reason given"
                 by = item.pin.by if item.pin else "unknown"
                 reasons[item.id].insert(0, f"pinned by {by}: {why}")
-            decisions.append(_decide(item, reasons[item.id], policy, now))
+        if kind == "base":
+            keepchain.keep_whole(group, reasons)
+        decisions += [_decide(item, reasons[item.id], policy, now) for item in group]
     safety.sort(key=lambda i: (i.database, -i.started_at.timestamp(), i.id))
     decisions += [_safety_decision(item, policy, now) for item in safety]
     return decisions

@@ -13,6 +13,7 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.config.settings import Settings
+from permafrost.retention.lifecycle import chains
 from permafrost.retention.lifecycle.keeps import Requirement, check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, narrowed, rule_id, rule_prefix
 from permafrost.retention.lifecycle.report import (
@@ -35,7 +36,11 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
     Reads the bucket's rules (a local directory has none; then only the settings are checked).
     Raises only for storage errors; what it finds is in the report.
     """
-    verdict = check_settings(settings, now or datetime.now(UTC))
+    moment = now or datetime.now(UTC)
+    verdict = check_settings(settings, moment)
+    # Chains are cut only by lifecycle rules: a local directory has none.
+    spans = chains.spans(storage, settings.storage.prefix) if _has_rules(storage) else []
+    chains.chain_requirement(settings, moment, spans, verdict)
     wanted = desired(settings)
     problems = list(verdict.problems)
     notes = list(verdict.notes)
@@ -56,6 +61,10 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
     return CheckReport(
         wanted.provider, True, problems, differences, notes, verdict.requirements, actual
     )
+
+
+def _has_rules(storage: object) -> bool:
+    return isinstance(storage, LifecycleStorage)
 
 
 def rule_problems(rule: dict[str, Any], requirements: Iterable[Requirement]) -> list[str]:
@@ -95,6 +104,8 @@ def _expiry_problems(rule: dict[str, Any], scope: str, req: Requirement) -> list
             f"rule {name} expires {scope} on {date_text(date)}, whatever their age: it "
             f"covers {req.folder}, where {req.why}"
         ]
+    if req.name == chains.CHAIN and req.days is not None and days is not None:
+        return [chains.cut_problem(name, scope, int(days), req)] if int(days) < req.days else []
     if req.days is not None and days is not None and int(days) < req.days:
         return [
             f"rule {name} expires {scope} after {days} days: it covers {req.folder}, "
