@@ -187,14 +187,20 @@ def test_a_clone_pushing_a_segment_of_the_same_name_is_refused_and_the_archive_k
 
 
 def test_another_systems_segment_is_refused_by_its_identifier_with_nothing_written(
-    via: dict[str, str], server: Cluster, pg: Cluster, s3: S3Server
+    via: dict[str, str], server: Cluster, pg: Cluster, s3: S3Server, tmp_path: Path
 ) -> None:
+    """As measured in the issue: a segment of an unrelated cluster (another initdb) copied in
+    under the name of the archive's next segment."""
     bucket = via["BUCKET"]
-    run(via, "wal-push", str(switch(server, "ours")))
+    pushed = switch(server, "ours")
+    run(via, "wal-push", str(pushed))
     before = {key: get_object(s3, bucket, key) for key in objects(s3, bucket)}
     ours = server.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
     other = pg.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
-    foreign = pg.data / "pg_wal" / str(pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    theirs = pg.data / "pg_wal" / str(pg.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+    following = f"{pushed.name[:16]}{int(pushed.name[16:], 16) + 1:08X}"
+    foreign = tmp_path / following
+    foreign.write_bytes(theirs.read_bytes())
 
     refused = run(via, "wal-push", str(foreign), check=False)
     assert refused.returncode == 13, refused.stderr
