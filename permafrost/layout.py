@@ -8,6 +8,7 @@
     {prefix}/wal/{cluster}/{timeline}/{name}.pfe            archived WAL
     {prefix}/wal/{cluster}.{system}/{timeline}/{name}.pfe   a replaced system's WAL (wal reset)
     {prefix}/clusters/{cluster}.json                        the system the cluster's WAL is of
+    {prefix}/.probe-{random}                                the conditional-write probe (deleted)
     {prefix}/keep/{database}/{backup_id}/...                a pinned backup, with pin.json
 
 The tier comes first so that one lifecycle rule per tier covers every database. Names that reach
@@ -134,6 +135,13 @@ def identity_key(prefix: str, cluster: str) -> str:
     """{prefix}/clusters/{cluster}.json: outside wal/ and every tier, so no lifecycle rule
     expires it and no listing of WAL or backups meets it."""
     return join(prefix, "clusters", check_name(cluster, "cluster") + ".json")
+
+
+def probe_key(prefix: str) -> str:
+    """{prefix}/.probe-{random}: the object the conditional-write probe writes twice and
+    deletes; random, so two probes at once never meet, and dotted, so no reader takes it for
+    a backup."""
+    return join(prefix, f".probe-{secrets.token_hex(8)}")
 
 
 def retired_wal_cluster(cluster: str, system_identifier: str) -> str:

@@ -25,6 +25,7 @@ KEYS = {
     "pg_bin_dirs_missing",
     "wal_archiving",
     "features",
+    "bucket",
 }
 
 

@@ -2,19 +2,39 @@
 checked for each feature (logical backups, base backups and PITR, incremental backups on 17+).
 
 It prints the report (a table, or `--json`) and then fails with CheckFailed (exit 12) when a
-source does not answer or logical backups are not ready (postgres/readiness.py has the rule).
+source does not answer or logical backups are not ready (postgres/readiness.py has the rule),
+or the bucket cannot be written. The bucket's conditional writes are probed on every run and the
+answer recorded in permafrost.json when it differs (the dashboard's /doctor writes nothing, so
+it has no bucket section).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, dataclass
 
 from permafrost.context import Context
-from permafrost.errors import CheckFailed
+from permafrost.errors import CheckFailed, PermafrostError
 from permafrost.postgres.doctor import Server, Space, Store
 from permafrost.postgres.readiness import Feature, Report, Status, calls_wal_push, examine
 from permafrost.postgres.readiness import report_json as as_json
+from permafrost.repo.config import read_config, reprobe_conditional_writes
+from permafrost.storage import ProviderConditions
+from permafrost.storage.conditional import LOCAL, MEANING, Conditional
 from permafrost.text import human_bytes, print_json, table
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """The bucket as doctor found it: reachable and writable, and its conditional writes."""
+
+    where: str
+    reachable: bool
+    error: str | None = None
+    repository: bool = False  # a permafrost.json is there (the probe's answer is recorded)
+    conditional_writes: str = str(Conditional.UNKNOWN)  # the probe's answer now
+    recorded_before: str = str(Conditional.UNKNOWN)  # what permafrost.json said before it
+    local: bool = False  # a local directory: no provider to probe
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -32,13 +52,45 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def doctor(ctx: Context, args: argparse.Namespace) -> int:
     report = examine(ctx.settings)
+    bucket = examine_bucket(ctx)
     if args.json:
-        print_json(as_json(report))
+        print_json({**as_json(report), "bucket": asdict(bucket)})
     else:
-        print(render(report))
-    if not report.ok:
-        raise CheckFailed(f"doctor: {report.problems[0]}")
+        print(render(report) + "\n\n" + render_bucket(bucket))
+    problems = [*report.problems]
+    if not bucket.reachable:
+        problems.append(f"the bucket cannot be used: {bucket.error}")
+    if problems:
+        raise CheckFailed(f"doctor: {problems[0]}")
     return 0
+
+
+def examine_bucket(ctx: Context) -> Bucket:
+    """Reach the bucket, and probe its conditional writes (recorded where a repository is)."""
+    prefix = ctx.settings.storage.prefix
+    try:
+        storage = ctx.storage
+        storage.check()
+        repository = read_config(storage, prefix) is not None
+        before, now = reprobe_conditional_writes(storage, prefix)
+    except PermafrostError as exc:
+        return Bucket(ctx.location, reachable=False, error=str(exc))
+    local = not isinstance(storage, ProviderConditions)
+    return Bucket(ctx.location, True, None, repository, str(now), str(before), local)
+
+
+def render_bucket(bucket: Bucket) -> str:
+    if not bucket.reachable:
+        return f"bucket {bucket.where}: cannot be used: {bucket.error}"
+    state = Conditional(bucket.conditional_writes)
+    meaning = LOCAL if bucket.local else MEANING[state]
+    if not bucket.repository:
+        kept = "no repository there yet: `permafrost init` records it"
+    elif bucket.recorded_before != bucket.conditional_writes:
+        kept = f"recorded in permafrost.json now (it said: {bucket.recorded_before})"
+    else:
+        kept = "as recorded in permafrost.json"
+    return f"bucket {bucket.where}: reachable\n  conditional writes: {state} ({meaning}); {kept}"
 
 
 def render(report: Report) -> str:

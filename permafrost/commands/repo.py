@@ -15,11 +15,17 @@ from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import ConfigError, UsageError
 from permafrost.repo import crypto
-from permafrost.repo.config import load_keys, read_config
+from permafrost.repo.config import (
+    load_keys,
+    read_config,
+    reprobe_conditional_writes,
+)
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import READ_SIZE, Opened
 from permafrost.repo.reader import data_blocks, object_name
+from permafrost.storage import ProviderConditions, Storage
+from permafrost.storage.conditional import LOCAL, MEANING, Conditional
 from permafrost.text import print_json
 
 PLAINTEXT_MODE = 0o600
@@ -69,11 +75,19 @@ def keygen(ctx: Context | None, args: argparse.Namespace) -> int:
 
 
 def init(ctx: Context, args: argparse.Namespace) -> int:
-    existed = read_config(ctx.storage, ctx.settings.storage.prefix) is not None
-    repo = ctx.repository(init=True)
+    """Make (or open) the repository; the bucket's conditional writes probed and recorded."""
+    prefix = ctx.settings.storage.prefix
+    existed = read_config(ctx.storage, prefix) is not None
+    repo = ctx.repository(init=True)  # a new repository is probed as it is made
+    now = reprobe_conditional_writes(ctx.storage, prefix)[1] if existed else repo.conditional_writes
     state = "already initialised" if existed else "initialised"
     print(f"repository {state} at {ctx.location} (id {repo.id}, key id {repo.key.key_id})")
+    print(f"conditional writes: {now} ({_meaning(ctx.storage, now)}); recorded in permafrost.json")
     return 0
+
+
+def _meaning(storage: Storage, state: Conditional) -> str:
+    return MEANING[state] if isinstance(storage, ProviderConditions) else LOCAL
 
 
 def decrypt(ctx: Context, args: argparse.Namespace) -> int:

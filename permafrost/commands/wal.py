@@ -32,6 +32,7 @@ from permafrost.errors import (
     UsageError,
 )
 from permafrost.postgres import tools as pgtools
+from permafrost.repo.config import settle_conditional_writes
 from permafrost.text import iso, print_json
 from permafrost.wal import archive as walarchive
 from permafrost.wal import identity as walidentity
@@ -129,6 +130,7 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
     except SystemMismatch as exc:
         walreceive.record_error(ctx, cluster, str(exc))  # for wal status and the wal_lag alert
         raise
+    settle_conditional_writes(repo)  # a repository from before the probe: probed once, here
     pushed = wal.push(repo, cluster, path)
     walreceive.record_pushed(ctx, cluster, path.name, pushed.plain_bytes)
     return 0

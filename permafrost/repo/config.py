@@ -6,6 +6,9 @@ Every repository has an id (a random UUID, written once), which the catalog reco
 of what the repository holds; one made before ids gets its id the first time a write opens it.
 Key rotation: put the new key in BACKUP_ENCRYPTION_KEY and the old one in
 BACKUP_ENCRYPTION_OLD_KEYS; the first command run with both registers the new key here.
+Whether the bucket honours conditional writes (storage/conditional.py) is probed when the
+repository is made, and by `init` and `doctor`, and recorded here (`conditional_writes`); an
+opening tells the storage, which checks for itself unless the record says honoured.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ from permafrost.errors import (
     IntegrityError,
     NotFound,
     StorageError,
+    WriteConflict,
     WrongKey,
 )
 from permafrost.repo import crypto
-from permafrost.storage import Storage
+from permafrost.storage import ProviderConditions, Storage
+from permafrost.storage.conditional import Conditional, probe
 
 FORMAT_VERSION = 1
 SCRYPT = {"n": 2**15, "r": 8, "p": 1}
 MIN_PASSPHRASE = 16
+CONDITIONAL_WRITES = "conditional_writes"  # the probe's answer: {"state", "probed_at"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,10 @@ class Repository:
     def id(self) -> str:
         """The repository's id ('' for one made before ids, until a write opens it)."""
         return str(self.config.get("id") or "")
+
+    @property
+    def conditional_writes(self) -> Conditional:
+        return recorded_conditional_writes(self.config)
 
 
 def open_repository(
@@ -77,6 +87,7 @@ def open_repository(
         if before_create is not None:
             before_create()
         config = _create(storage, prefix, settings)
+    rely_on_record(storage, config)
     keyring = _keyring(settings, config)
     _prove(storage, prefix, config, keyring)
     assigned = False
@@ -118,8 +129,64 @@ def _all_raw(settings: Settings) -> bool:
     return all(k is not None and crypto.raw_key(k.reveal()) for k in keys)
 
 
+def recorded_conditional_writes(config: dict[str, Any] | None) -> Conditional:
+    """What permafrost.json says of conditional writes (unknown: not probed, or no config)."""
+    entry = (config or {}).get(CONDITIONAL_WRITES) or {}
+    try:
+        return Conditional(entry.get("state", Conditional.UNKNOWN))
+    except (ValueError, AttributeError):
+        return Conditional.UNKNOWN  # a value this version does not know: probe again
+
+
+def rely_on_record(storage: Storage, config: dict[str, Any]) -> None:
+    """Tell the storage whether the provider keeps its conditional puts (else it checks)."""
+    if isinstance(storage, ProviderConditions):
+        honoured = recorded_conditional_writes(config) is Conditional.HONOURED
+        storage.rely_on_provider(honoured)
+
+
+def probe_conditional_writes(storage: Storage, prefix: str) -> dict[str, str]:
+    """Probe the bucket now: the entry to record under `conditional_writes`."""
+    state = probe(storage, layout.probe_key(prefix))
+    return {"state": str(state), "probed_at": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def record_conditional_writes(storage: Storage, prefix: str, entry: dict[str, str]) -> None:
+    """Write the probe's answer into an existing permafrost.json (read again just before, so
+    what another process wrote meanwhile is kept), and tell the storage."""
+    config = read_config(storage, prefix)
+    if config is None:
+        return
+    config[CONDITIONAL_WRITES] = entry
+    rely_on_record(storage, config)
+    storage.put(layout.repository_config_key(prefix), _dump(config))
+
+
+def reprobe_conditional_writes(storage: Storage, prefix: str) -> tuple[Conditional, Conditional]:
+    """Probe now (init, doctor); record the answer where a repository is and says otherwise.
+    (what permafrost.json said, the answer now)."""
+    before = recorded_conditional_writes(read_config(storage, prefix))
+    entry = probe_conditional_writes(storage, prefix)
+    now = Conditional(entry["state"])
+    if now is not before:
+        record_conditional_writes(storage, prefix, entry)
+    return before, now
+
+
+def settle_conditional_writes(repo: Repository) -> Conditional:
+    """For a repository from before the probe: probe once, on the first write that needs it
+    (wal-push, after its system check), and record the answer."""
+    if repo.conditional_writes is Conditional.UNKNOWN:
+        entry = probe_conditional_writes(repo.storage, repo.prefix)
+        record_conditional_writes(repo.storage, repo.prefix, entry)
+        repo.config[CONDITIONAL_WRITES] = entry
+    return repo.conditional_writes
+
+
 def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]:
+    conditional = probe_conditional_writes(storage, prefix)  # first: it decides how to write
     config = {
+        CONDITIONAL_WRITES: conditional,
         "format": "permafrost",
         "version": FORMAT_VERSION,
         "id": str(uuid.uuid4()),
@@ -134,8 +201,11 @@ def _create(storage: Storage, prefix: str, settings: Settings) -> dict[str, Any]
     }
     key = _keyring(settings, config).current
     config["keys"] = [_key_entry(key)]
+    rely_on_record(storage, config)
     try:
         storage.put(layout.repository_config_key(prefix), _dump(config), if_absent=True)
+    except WriteConflict:
+        raise  # another process wrote its own at the same time, and this one's is not stored
     except StorageError:
         # Another process initialised it first: use theirs, so every key derives from one salt.
         existing = read_config(storage, prefix)

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from permafrost.config.storage import StorageSettings
-from permafrost.storage.base import LifecycleStorage, ObjectInfo, PendingUpload, Storage
+from permafrost.storage.base import (
+    LifecycleStorage,
+    ObjectInfo,
+    PendingUpload,
+    ProviderConditions,
+    Storage,
+)
 
-__all__ = ["LifecycleStorage", "ObjectInfo", "PendingUpload", "Storage", "open_storage"]
+__all__ = [
+    "LifecycleStorage",
+    "ObjectInfo",
+    "PendingUpload",
+    "ProviderConditions",
+    "Storage",
+    "open_storage",
+]
 
 
 def open_storage(settings: StorageSettings) -> Storage:

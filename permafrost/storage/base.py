@@ -4,8 +4,8 @@ Two implementations (`s3.S3Storage`, `local.LocalStorage`) answer it the same wa
 object raises `NotFound`, every other failure a `StorageError` that says whether retrying could
 help. The contract suite in tests/storage runs unchanged against both.
 
-An optional feature only some backends have is a capability of its own (`LifecycleStorage`),
-which callers test with `isinstance(storage, LifecycleStorage)`.
+An optional feature only some backends have is a capability of its own (`LifecycleStorage`,
+`ProviderConditions`), which callers test with `isinstance(storage, LifecycleStorage)`.
 """
 
 from __future__ import annotations
@@ -83,3 +83,18 @@ class LifecycleStorage(Protocol):
 
     def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
         """Replace the bucket's lifecycle rules with these (none: remove the configuration)."""
+
+
+@runtime_checkable
+class ProviderConditions(Protocol):
+    """A bucket whose conditional put is the provider's to keep: S3 sends `If-None-Match: *`,
+    which some S3-compatible providers ignore (the second write replaces the first). Until told
+    that the provider honours it (`rely_on_provider(True)`, from the repository's probe),
+    `put(..., if_absent=True)` checks for itself: head, write, read back, compare
+    (storage/conditional.py). A local directory is not one: link(2) never replaces a file."""
+
+    def put_if_none_match(self, key: str, data: bytes) -> None:
+        """A PUT with `If-None-Match: *`, as the provider takes it; nothing checked here."""
+
+    def rely_on_provider(self, honoured: bool) -> None:
+        """Whether put(..., if_absent=True) may leave the refusal to the provider."""

@@ -28,6 +28,7 @@ from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.storage.conditional import put_checked
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
@@ -39,6 +40,7 @@ class S3Storage:
         self.endpoint = settings.endpoint_url or "AWS S3"
         self.attempts = settings.max_attempts
         self._client = _client(settings)
+        self._provider_honours = False  # until the repository's probe says so
 
     @property
     def url(self) -> str:
@@ -49,9 +51,22 @@ class S3Storage:
             self._client.head_bucket(Bucket=self.bucket)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        extra = {"IfNoneMatch": "*"} if if_absent else {}
+        """With if_absent: the provider's `If-None-Match: *` once the repository's probe found
+        it honoured, else checked here (conditional.put_checked)."""
+        if if_absent and not self._provider_honours:
+            put_checked(self, key, data)
+        elif if_absent:
+            self.put_if_none_match(key, data)
+        else:
+            with self._translate("put", key):
+                self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+    def put_if_none_match(self, key: str, data: bytes) -> None:
         with self._translate("put", key):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+
+    def rely_on_provider(self, honoured: bool) -> None:
+        self._provider_honours = honoured
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """An object or a range of it. botocore retries a failed request, but not a body cut

@@ -4,6 +4,10 @@ boto3 is pointed at the proxy (S3_ENDPOINT_URL); the proxy forwards every reques
 as its plan says, answers 500 or 503 SlowDown instead, resets the connection, stalls, or cuts
 a response off midway. A plan fires at a rate (a seeded random fraction of requests) or on the
 Nth matching request, and can be limited to a method or a key pattern. Every fault is counted.
+
+Apart from the plan, `ignore_conditions` makes the proxy a provider that ignores conditional
+writes: it strips `If-None-Match` from every request (moto does not check signatures), so a
+second conditional PUT replaces the object, as on an S3-compatible service without them.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class FaultProxy(ThreadingHTTPServer):
         self.seen = 0  # matching requests
         self.injected: dict[str, int] = {}
         self.requests = 0
+        self.ignore_conditions = False  # strip If-None-Match: a provider that ignores it
+        self.stripped = 0  # requests whose If-None-Match was stripped
         super().__init__(("127.0.0.1", 0), _Handler)
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         threading.Thread(target=self.serve_forever, daemon=True).start()
@@ -125,6 +131,10 @@ class _Handler(BaseHTTPRequestHandler):
         upstream = self.server.upstream
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        if self.server.ignore_conditions and "If-None-Match" in self.headers:
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-none-match"}
+            with self.server.lock:
+                self.server.stripped += 1
         headers["Host"] = f"{upstream.hostname}:{upstream.port}"
         conn.request(self.command, self.path, body=body, headers=headers)
         response = conn.getresponse()

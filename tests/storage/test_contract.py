@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,15 +12,17 @@ import pytest
 from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.storage import LifecycleStorage, Storage, open_storage
+from permafrost.storage import LifecycleStorage, ProviderConditions, Storage, open_storage
+from permafrost.storage.conditional import Conditional, probe
 from permafrost.storage.local import LocalStorage
 from permafrost.storage.transfer import ObjectWriter, read_object
+from tests.faults.proxy import FaultProxy
 from tests.services import S3Server, refused_port
 
 MIB = 1024 * 1024
 
 
-def s3_settings(s3: S3Server, bucket: str, **extra: object) -> StorageSettings:
+def s3_settings(s3: S3Server | FaultProxy, bucket: str, **extra: object) -> StorageSettings:
     return StorageSettings(
         url=f"s3://{bucket}/pfx",
         endpoint_url=s3.url,
@@ -32,13 +35,30 @@ def s3_settings(s3: S3Server, bucket: str, **extra: object) -> StorageSettings:
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(scope="module")
+def ignoring(s3: S3Server) -> Iterator[FaultProxy]:
+    """A provider that ignores conditional writes: moto behind a proxy that strips
+    If-None-Match (tests/faults/proxy.py)."""
+    proxy = FaultProxy(s3.url)
+    proxy.ignore_conditions = True
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(params=["local", "s3", "s3-ignoring-conditions"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
     if request.param == "local":
         return open_storage(StorageSettings(url=f"file://{tmp_path}/bucket"))
     s3: S3Server = request.getfixturevalue("s3")
     bucket: str = request.getfixturevalue("bucket")
-    return open_storage(s3_settings(s3, bucket))
+    endpoint = request.getfixturevalue("ignoring") if request.param != "s3" else s3
+    storage = open_storage(s3_settings(endpoint, bucket))
+    # As opening a repository does: probed, and the answer relied on.
+    honoured = probe(storage, "probe") is Conditional.HONOURED
+    assert honoured == (request.param == "s3")
+    assert isinstance(storage, ProviderConditions)
+    storage.rely_on_provider(honoured)
+    return storage
 
 
 def test_it_puts_gets_and_heads(storage: Storage) -> None:
@@ -58,6 +78,15 @@ def test_it_overwrites_unless_asked_not_to(storage: Storage) -> None:
         storage.put("k", b"three", if_absent=True)
     storage.put("fresh", b"x", if_absent=True)
     assert storage.get("k") == b"two"
+
+
+def test_the_probe_says_whether_conditional_writes_are_honoured_and_leaves_nothing(
+    storage: Storage, request: pytest.FixtureRequest
+) -> None:
+    ignoring = request.node.callspec.params["storage"] == "s3-ignoring-conditions"
+    expected = Conditional.NOT_HONOURED if ignoring else Conditional.HONOURED
+    assert probe(storage, "probes/one") is expected
+    assert list(storage.list("probes/")) == []
 
 
 def test_it_raises_not_found_the_same_way(storage: Storage) -> None:
