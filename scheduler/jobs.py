@@ -20,6 +20,7 @@ from uuid import NAMESPACE_URL, uuid5
 from permafrost import layout
 from permafrost.backup.job import job_name, run_backup
 from permafrost.backup.request import BackupRequest
+from permafrost.catalog.drills import queue_drill
 from permafrost.catalog.jobs import (
     BACKUP_JOBS,
     Aborted,
@@ -99,6 +100,7 @@ class Jobs:
             JobName.RETENTION: self.retention,
             JobName.LIFECYCLE: self.lifecycle,
             JobName.LIFECYCLE_APPLY: self.lifecycle_apply,
+            JobName.PITR_DRILL: self.pitr_drill,
         }[spec.job]
         ctx = Context(self.settings)
         run = RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database)
@@ -255,6 +257,10 @@ class Jobs:
         if not report.ok:
             raise CheckFailed(report.summary())
         return {"summary": report.summary()}
+
+    def pitr_drill(self, ctx: Context) -> dict[str, Any]:
+        """Queue a PITR drill of the cluster for the restore worker (restore/drills/)."""
+        return queue_drill(ctx.catalog(), ctx.settings.cluster_name, "scheduler")
 
     def lifecycle_apply(self, ctx: Context) -> dict[str, Any]:
         result = lifecycle.apply(ctx.settings, ctx.storage)

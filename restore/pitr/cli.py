@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -130,21 +133,7 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
     try:
         created = osuser.prepare_dir(data, user, "--target-dir" if args.target_dir else "data dir")
         osuser.check_runnable(user, run)
-        major = int(base.manifest.physical.get("server_version_num", 0)) // 10000
-        bin_dir = Path(
-            pgtools.cluster_tool(
-                ctx.settings.pg_bin_dirs, "postgres", major, "point-in-time recovery"
-            ).path
-        ).parent
-        pitr.restore_base(ctx, plan, data, user, say)
-        unpacked = installations.major_of_data_dir(data)
-        if unpacked is not None and unpacked != major:  # a manifest that says otherwise
-            raise TargetError(
-                f"base backup {base.id} unpacked a PostgreSQL {unpacked} data directory, but its "
-                f"manifest says {major}: run it with the PostgreSQL {unpacked} server "
-                f"(permafrost verify {base.id} checks the backup)"
-            )
-        pitr.verify_files(ctx, plan, data, user, say)
+        bin_dir, major = _restore_checked(ctx, plan, data, user, say)
         recovery = None if target.kind == "latest" else target
         pitr.configure(ctx, plan, data, run, recovery)
         _own(user, data, run)
@@ -182,12 +171,41 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _restore_checked(
+    ctx: Context,
+    plan: pitr_plan.PitrPlan,
+    data: Path,
+    user: osuser.OsUser | None,
+    say: pitr.Say = say,
+) -> tuple[Path, int]:
+    """The base backup downloaded, unpacked and checked in `data`; the server's bin directory
+    and major that recover it."""
+    base = plan.base
+    major = int(base.manifest.physical.get("server_version_num", 0)) // 10000
+    bin_dir = Path(
+        pgtools.cluster_tool(
+            ctx.settings.pg_bin_dirs, "postgres", major, "point-in-time recovery"
+        ).path
+    ).parent
+    pitr.restore_base(ctx, plan, data, user, say)
+    unpacked = installations.major_of_data_dir(data)
+    if unpacked is not None and unpacked != major:  # a manifest that says otherwise
+        raise TargetError(
+            f"base backup {base.id} unpacked a PostgreSQL {unpacked} data directory, but its "
+            f"manifest says {major}: run it with the PostgreSQL {unpacked} server "
+            f"(permafrost verify {base.id} checks the backup)"
+        )
+    pitr.verify_files(ctx, plan, data, user, say)
+    return bin_dir, major
+
+
 def _recover(
     ctx: Context,
     plan: pitr_plan.PitrPlan,
     server: pitr.Server,
     run: Path,
     user: osuser.OsUser | None,
+    say: pitr.Say = say,
 ) -> pitr.Reached:
     try:
         return pitr.watch_recovery(server, say)
@@ -337,3 +355,59 @@ def _keep_log(server: pitr.Server, base_id: str, exc: BaseException) -> None:
     except OSError:
         return
     say(f"the recovery server's log is kept in {kept}")
+
+
+# --- A recovery into a scratch directory, measured (restore/drills/ runs one) ----------------
+
+_REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
+
+
+@dataclass
+class ScratchRecovery:
+    """What recovering into a scratch directory took and reached."""
+
+    fetch_seconds: float  # download, unpack, pg_verifybackup
+    replay_seconds: float  # the recovery server's start to its promotion
+    reached: pitr.Reached  # lsn: pg_current_wal_lsn() after promotion
+    redo_done: str | None  # where replay ended, as PostgreSQL logged it
+    last_replayed: datetime | None  # pg_last_xact_replay_timestamp() after promotion
+
+
+def recover_in_scratch(
+    ctx: Context, plan: pitr_plan.PitrPlan, scratch: Path, say: pitr.Say
+) -> ScratchRecovery:
+    """Recover plan's base backup to plan's target in `scratch` (data/ and run/ inside it) on a
+    private server on a Unix socket, as pitr does, then stop it. The caller removes `scratch`."""
+    user = osuser.OsUser.for_server(ctx.settings.restore.pitr_os_user)
+    data, run = scratch / "data", scratch / "run"
+    osuser.chown(scratch, user)
+    run.mkdir(mode=0o700)
+    osuser.chown(run, user)
+    osuser.prepare_dir(data, user, "scratch directory")
+    osuser.check_runnable(user, run)
+    started = time.monotonic()
+    bin_dir, _ = _restore_checked(ctx, plan, data, user, say)
+    fetched = time.monotonic()
+    pitr.configure(ctx, plan, data, run, None if plan.target.kind == "latest" else plan.target)
+    _own(user, data, run)
+    server = pitr.Server(bin_dir, data, run, pitr.free_port(), user, run / "server.log")
+    server.log.touch()
+    osuser.chown(server.log, user)
+    try:
+        server.start(recovering=True)
+        reached = _recover(ctx, plan, server, run, user, say)
+        replayed = time.monotonic()
+        with pitr.connected(server, pitr.roles_to_try(ctx, user)) as conn:
+            row = conn.execute(  # type: ignore[attr-defined]
+                "SELECT pg_current_wal_lsn()::text, pg_last_xact_replay_timestamp()"
+            ).fetchone()
+    except BaseException as exc:
+        server.stop()
+        _keep_log(server, plan.base.id, exc)
+        raise
+    server.stop()
+    reached.lsn = row[0]
+    done = [m.group(1) for line in server.lines if (m := _REDO_DONE.search(line))]
+    return ScratchRecovery(
+        fetched - started, replayed - fetched, reached, done[-1] if done else None, row[1]
+    )

@@ -1,0 +1,146 @@
+"""A PITR drill: the cluster recovered to a recent moment in a scratch directory, and measured.
+
+The target is the newest archived WAL minus PITR_DRILL_MARGIN, recovered from the base backup
+pitr would choose for it, through pitr's own steps (restore/pitr/cli.py `recover_in_scratch`: the
+download checked, pg_verifybackup, a private server on a Unix socket replaying WAL through
+wal-fetch). The drill then checks the moment it reached: PostgreSQL stopped before the first
+transaction past the target, and the last transaction it replayed is not past it; or, when the
+archive holds no transaction after the target, replay went to the end of the archive. It
+records, once, in `drills`: download and unpack time, WAL replay time, the WAL replayed, the
+recovery point (the drill's start minus the newest archived WAL), the base backup, the outcome
+and the error. The scratch directory is always removed.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from permafrost.catalog.records import DrillRecord, DrillStatus
+from permafrost.context import Context
+from permafrost.errors import CheckFailed
+from permafrost.text import one_line
+from permafrost.wal import names as walnames
+from restore.pitr import cli as pitr_cli
+from restore.pitr import run as pitr
+from restore.pitr.plan import PitrPlan, RecoveryTarget, plan_pitr
+
+UNRECORDED = "this drill is not recorded"
+SCRATCH_PREFIX = "permafrost-drill-"  # under RESTORE_TMPDIR
+_STOP_TIME = re.compile(r", time (.+)$")
+
+
+def run_drill(ctx: Context, cluster: str, trigger: str, say: pitr.Say) -> DrillRecord:
+    """Recover, check, record; a failure is recorded, then raised."""
+    drill = DrillRecord(cluster, DrillStatus.FAILED, datetime.now(UTC), trigger)
+    clock = time.monotonic()
+    scratch: Path | None = None
+    try:
+        plan = plan_drill(ctx, drill)
+        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=ctx.settings.restore.tmpdir))
+        say(f"drill: recover cluster {cluster} to {plan.target.describe()} in {scratch}")
+        done = pitr_cli.recover_in_scratch(ctx, plan, scratch, say)
+        drill.recovery_seconds = time.monotonic() - clock
+        measure(drill, plan, done)
+        check(drill, plan, done)
+        drill.status = DrillStatus.SUCCEEDED
+    except Exception as exc:
+        drill.error = one_line(str(exc) or type(exc).__name__, 2000)
+        drill.recovery_seconds = drill.recovery_seconds or time.monotonic() - clock
+        _record(ctx, drill)
+        raise
+    finally:
+        _remove(scratch, say)
+    _record(ctx, drill)
+    return drill
+
+
+def plan_drill(ctx: Context, drill: DrillRecord) -> PitrPlan:
+    """The recovery a drill runs: to the newest archived WAL minus the margin, or, when that is
+    not past the newest base backup, to the end of the archive."""
+    latest = plan_pitr(ctx, drill.cluster, RecoveryTarget("latest"))
+    newest = latest.archive.newest(latest.base.timeline)
+    newest_at = latest.archive.archived_at(newest) if newest else None
+    drill.newest_wal_at = newest_at or latest.base.stop_time
+    drill.rpo_seconds = max(0.0, (drill.started_at - drill.newest_wal_at).total_seconds())
+    target = drill.newest_wal_at - timedelta(seconds=ctx.settings.restore.drill_margin)
+    plan = latest
+    if target > latest.base.stop_time:
+        moment = RecoveryTarget("time", target.isoformat(), time=target)
+        plan = plan_pitr(ctx, drill.cluster, moment)
+        drill.target_time = target
+    drill.base_backup_id, drill.base_bytes = plan.base.id, plan.base.manifest.dump_bytes
+    return plan
+
+
+def measure(drill: DrillRecord, plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+    drill.fetch_seconds, drill.replay_seconds = done.fetch_seconds, done.replay_seconds
+    drill.last_replayed_at = done.last_replayed
+    drill.reached_at = stop_time(done.reached) or done.last_replayed
+    end = done.redo_done or done.reached.lsn
+    drill.wal_bytes = max(0, walnames.parse_lsn(end) - plan.base.start_lsn) if end else None
+    drill.details = {
+        "target": plan.target.describe(),
+        "stopped": done.reached.stopped_before,
+        "redo_done_at": done.redo_done,
+        "end_lsn": done.reached.lsn,
+        "timeline": done.reached.timeline,
+    }
+
+
+def stop_time(reached: pitr.Reached) -> datetime | None:
+    """The time of the transaction PostgreSQL stopped before (or after), from its log line."""
+    match = _STOP_TIME.search(reached.stopped_before or "")
+    if match is None:
+        return None
+    try:
+        return datetime.fromisoformat(match.group(1).strip())
+    except ValueError:
+        return None
+
+
+def check(drill: DrillRecord, plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+    """The recovery reached its moment: stopped at the target, else replayed the whole archive."""
+    target = drill.target_time
+    if target is not None and done.last_replayed and done.last_replayed > target:
+        raise CheckFailed(
+            f"the drill replayed past its target {target.isoformat()}: the last transaction "
+            f"replayed committed at {done.last_replayed.isoformat()}"
+        )
+    stopped = stop_time(done.reached)
+    if target is not None and stopped is not None:
+        if stopped < target:
+            raise CheckFailed(
+                f"recovery stopped at {stopped.isoformat()}, before the target {target.isoformat()}"
+            )
+        return  # the first transaction past the target was in the WAL: everything before it is
+    _check_whole_archive(plan, done)
+
+
+def _check_whole_archive(plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+    newest = plan.archive.newest(plan.base.timeline)
+    end = done.redo_done or done.reached.lsn
+    if newest is None or end is None:
+        return
+    if walnames.parse_lsn(end) < newest.number * plan.base.segment_size:
+        raise CheckFailed(
+            f"recovery ended at {end}, before the newest archived WAL segment "
+            f"{plan.archive.name(newest)}: the archive was not replayed to its end"
+        )
+
+
+def _record(ctx: Context, drill: DrillRecord) -> None:
+    drill.finished_at = datetime.now(UTC)
+    ctx.record(lambda c: c.record_drill(drill), UNRECORDED)
+
+
+def _remove(scratch: Path | None, say: pitr.Say) -> None:
+    if scratch is None:
+        return
+    shutil.rmtree(scratch, ignore_errors=True)
+    if scratch.exists():
+        say(f"drill: could not remove the scratch directory {scratch}: remove it by hand")
