@@ -165,5 +165,15 @@ def test_a_failed_drill_is_recorded_alerted_and_emailed_then_resolved(
     evaluator.run_once()
     subjects = [str(m["Subject"]) for m in smtp.mailbox.about("pitr_drill:main")]
     assert subjects[1].startswith("[permafrost] RESOLVED: the PITR drill of cluster main failed")
-    evaluator.stop()
     assert list(scratch_root.iterdir()) == []
+
+    # No success for twice the weekly schedule: a warning under the same key.
+    catalog = connect(settings.metadata_url)
+    catalog.conn.execute("UPDATE drills SET started_at = started_at - interval '15 days'")
+    catalog.close()
+    evaluator.run_once()
+    [overdue] = smtp.mailbox.about("pitr_drill:main")[2:]
+    assert " ".join(str(overdue["Subject"]).split()) == (
+        "[permafrost] WARNING: no PITR drill of cluster main has succeeded for 15 days"
+    )
+    evaluator.stop()
