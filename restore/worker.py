@@ -1,10 +1,10 @@
 """The restore worker: the restore container's main process.
 
-It claims `verify` and `test_restore` tasks from the metadata store's queue (FOR UPDATE SKIP
-LOCKED, so two workers never take the same task), sleeps on LISTEN until one is queued, runs it,
-and records the outcome. A failing task fails alone; the worker goes on. On SIGTERM it puts the
-task in hand back in the queue and exits; a task whose worker died is requeued by the next
-worker that looks (the dead worker's advisory lock on it is gone).
+It claims `verify`, `test_restore`, `restore` and `pitr_drill` tasks from the metadata store's
+queue (FOR UPDATE SKIP LOCKED, so two workers never take the same task), sleeps on LISTEN until
+one is queued, runs it, and records the outcome. A failing task fails alone; the worker goes
+on. On SIGTERM it puts the task in hand back in the queue and exits; a task whose worker died is
+requeued by the next worker that looks (the dead worker's advisory lock on it is gone).
 
 It writes a heartbeat (service_heartbeats, service `worker`) every BEAT_SECONDS (or as often as
 it polls) from a thread of its own, so a test restore that runs for hours is still alive to the

@@ -97,6 +97,7 @@ def test_a_scheduled_drill_run_by_the_worker_records_what_recovery_time_reports(
     [drill] = drills(settings)
     assert drill.status == "succeeded", drill.error
     assert drill.trigger == "scheduler" and drill.base_backup_id == base["id"]
+    assert drill.repository_id != ""  # recorded in the repository's scope, like its backups
     assert drill.target_time is not None and drill.reached_at is not None
     assert drill.reached_at >= drill.target_time  # stopped before the first commit past it
     assert drill.last_replayed_at is not None and drill.last_replayed_at <= drill.target_time
