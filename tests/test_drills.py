@@ -178,3 +178,12 @@ def test_a_failed_drill_is_recorded_alerted_and_emailed_then_resolved(
         "[permafrost] WARNING: no PITR drill of cluster main has succeeded for 15 days"
     )
     evaluator.stop()
+
+
+def test_no_base_backup_is_nothing_to_drill_not_a_failed_drill(env: dict[str, str]) -> None:
+    run(env, "init")
+    refused = run(env, "drill", check=False)
+    assert refused.returncode == 3 and "has no base backup" in refused.stderr, refused.stderr
+    queued = loads(run(env, "drill", "--queue", "--json").stdout)
+    assert queued == {"cluster": "main", "queued": False, "skipped": "no base backup yet"}
+    assert drills(Settings.from_env(env)) == []

@@ -89,13 +89,18 @@ class DrillRows(Rows):
 class DrillQueue(Protocol):
     """What queueing a drill needs of the catalog (its task and drill families)."""
 
+    def first_base_backup_at(self, cluster: str) -> datetime | None: ...
+
     def pending_drill(self, cluster: str) -> int | None: ...
 
     def enqueue(self, kind: str, payload: dict[str, Any], requested_by: str) -> int: ...
 
 
 def queue_drill(catalog: DrillQueue, cluster: str, requested_by: str) -> dict[str, Any]:
-    """Queue a drill of the cluster for the restore worker, unless one is queued or running."""
+    """Queue a drill of the cluster for the restore worker, unless one is queued or running or
+    the catalog knows no base backup of the cluster (nothing to drill yet)."""
+    if catalog.first_base_backup_at(cluster) is None:
+        return {"cluster": cluster, "queued": False, "skipped": "no base backup yet"}
     pending = catalog.pending_drill(cluster)
     if pending is not None:
         return {"cluster": cluster, "task_id": pending, "queued": False}

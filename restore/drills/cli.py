@@ -39,8 +39,13 @@ def drill(ctx: Context, args: argparse.Namespace) -> int:
     cluster = layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
     if args.queue:
         queued = queue_drill(ctx.catalog(), cluster, actor())
-        state = "queued" if queued["queued"] else "already queued or running"
-        print_json(queued) if args.json else print(f"task {queued['task_id']}: drill {state}")
+        if args.json:
+            print_json(queued)
+        elif "skipped" in queued:
+            print(f"not queued: no base backup of cluster {cluster} is catalogued yet")
+        else:
+            state = "queued" if queued["queued"] else "already queued or running"
+            print(f"task {queued['task_id']}: drill {state}")
         return 0
     record = run_drill(ctx, cluster, "manual", (lambda _: None) if args.json else say)
     if args.json:

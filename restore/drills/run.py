@@ -22,7 +22,7 @@ from pathlib import Path
 
 from permafrost.catalog.records import DrillRecord, DrillStatus
 from permafrost.context import Context
-from permafrost.errors import CheckFailed
+from permafrost.errors import BackupNotFound, CheckFailed
 from permafrost.text import one_line
 from permafrost.wal import names as walnames
 from restore.pitr import cli as pitr_cli
@@ -35,12 +35,16 @@ _STOP_TIME = re.compile(r", time (.+)$")
 
 
 def run_drill(ctx: Context, cluster: str, trigger: str, say: pitr.Say) -> DrillRecord:
-    """Recover, check, record; a failure is recorded, then raised."""
+    """Recover, check, record; a failure is recorded, then raised. No base backup to recover
+    (BackupNotFound, exit 3) is said, not recorded: there is nothing to drill yet."""
     drill = DrillRecord(cluster, DrillStatus.FAILED, datetime.now(UTC), trigger)
     clock = time.monotonic()
     scratch: Path | None = None
     try:
         plan = plan_drill(ctx, drill)
+    except BackupNotFound:
+        raise  # no base backup (of this system) yet: nothing to drill, no failed drill
+    try:
         scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=ctx.settings.restore.tmpdir))
         say(f"drill: recover cluster {cluster} to {plan.target.describe()} in {scratch}")
         done = pitr_cli.recover_in_scratch(ctx, plan, scratch, say)
