@@ -216,14 +216,15 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------------
 
     def verify(self, ctx: Context) -> dict[str, Any]:
-        """Queue a test restore of each database's newest backup and a check of the rest."""
+        """Queue a test restore of each database's newest backup and of each cluster's newest
+        base backup (full or incremental: its chain is restored), and a check of the rest."""
         catalog = ctx.catalog()
         pending = catalog.pending_task_backups()
         test_restores = verifies = 0
-        newest: dict[str, str] = {}
+        newest: dict[tuple[str, str], str] = {}
         for record in catalog.find(status="completed"):
-            if record.kind == "logical" and record.database not in newest:
-                newest[record.database] = record.id
+            if record.kind in ("logical", "base") and (record.kind, record.database) not in newest:
+                newest[(record.kind, record.database)] = record.id
                 if record.id not in pending:
                     catalog.enqueue("test_restore", {"backup_id": record.id}, "scheduler")
                     test_restores += 1
