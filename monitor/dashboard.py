@@ -20,6 +20,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
+from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.schedulers import collect
 from permafrost.errors import UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
@@ -105,6 +106,7 @@ def overview() -> Any:
         jobs=reads.job_history(cat, 15),
         storage=_storage(reads.stored_by_tier(cat), cat.usage()),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
+        chains=newest_chains(cat),
         max_age=short_duration(limit),
         now=now,
     )
