@@ -1,8 +1,10 @@
 """Restoring base backups as chains: `verify --test-restore` of base backups, and pitr.
 
 Real servers from the `servers` fixture (one per major for the session): PostgreSQL 15 (no
-incremental backups, a chain of one) and 18 (pg_combinebackup, pg_amcheck). Each test archives
-the server's WAL into a bucket of its own through wal-push.
+incremental backups, a chain of one) and 18 (summarize_wal turned on for the chain: incremental
+backups, pg_combinebackup, pg_amcheck). Each archives its WAL into a bucket of its own through
+wal-push. The chain (a full and three incrementals, with changes between them) is built once
+for the module; its tests run in order, the damaging ones last.
 """
 
 from __future__ import annotations
@@ -11,14 +13,17 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import PERMAFROST, bucket_env, run, unique
-from tests.helpers import flip_byte, get_object, loads, put_object
+from tests.helpers import flip_byte, get_object, loads, objects, put_object
 from tests.majors import Servers, client_bin
 from tests.services import Cluster, S3Server
 
@@ -56,20 +61,16 @@ class Archived:
         raise AssertionError(f"{name} was not archived: {said}\n{log}")
 
 
-@pytest.fixture
-def archived(
-    request: pytest.FixtureRequest,
-    servers: Servers,
-    s3: S3Server,
-    bucket: str,
-    pg: Cluster,
-    metadata_db: str,
-    tmp_path: Path,
+@contextmanager
+def archiving(
+    server: Cluster, major: int, s3: S3Server, pg: Cluster, home: Path
 ) -> Iterator[Archived]:
-    major = request.param
-    server = servers(major)
+    """A database of its own on the server, which archives into a new bucket meanwhile."""
     database = server.create_database(unique(f"chain{major}"))
-    storage = {**bucket_env(s3, bucket), "METADATA_DATABASE_URL": pg.url(metadata_db)}
+    bucket = f"pf-chain-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=bucket)
+    metadata = pg.create_database(unique("meta_chain"))
+    storage = {**bucket_env(s3, bucket), "METADATA_DATABASE_URL": pg.url(metadata)}
     scratch = Path(tempfile.mkdtemp(prefix="pf-chain-"))
     scratch.chmod(0o755)  # the servers' OS user reaches its files through it
     env_file = _env_file(scratch.parent / f"{scratch.name}.env", storage)
@@ -78,7 +79,7 @@ def archived(
     server.execute("SELECT pg_reload_conf()")
     env = {
         "PATH": os.environ["PATH"],
-        "HOME": str(tmp_path),
+        "HOME": str(home),
         **storage,
         "DATABASE_URL": server.url("postgres"),
         "PG_BIN_DIRS": str(client_bin(major)),
@@ -90,8 +91,17 @@ def archived(
         server.execute("ALTER SYSTEM RESET archive_command")
         server.execute("SELECT pg_reload_conf()")
         server.drop_database(database)
+        pg.drop_database(metadata)
         shutil.rmtree(scratch, ignore_errors=True)
         env_file.unlink()
+
+
+@pytest.fixture
+def archived(
+    request: pytest.FixtureRequest, servers: Servers, s3: S3Server, pg: Cluster, tmp_path: Path
+) -> Iterator[Archived]:
+    with archiving(servers(request.param), request.param, s3, pg, tmp_path) as made:
+        yield made
 
 
 SAMPLE = """
@@ -123,25 +133,176 @@ def test_it_verifies_a_full_base_backup_by_restoring_it(archived: Archived) -> N
     assert list(archived.scratch.iterdir()) == []  # the scratch data directory is gone
 
 
-@pytest.mark.parametrize("archived", [18], indirect=True, ids=lambda m: f"pg{m}")
-def test_a_corrupted_stored_base_backup_is_caught_by_its_hash(
-    archived: Archived, s3: S3Server
-) -> None:
-    archived.server.execute(SAMPLE, archived.database)
-    env = archived.env
-    base = loads(run(env, "backup", "--kind", "base", "--json").stdout)
-    archived.switch_and_wait()
-    key = base["objects"]["data"] if "objects" in base else None
-    if key is None:
-        key = loads(run(env, "show", base["id"], "--json").stdout)["manifest"]["objects"]["data"]
-    data = get_object(s3, archived.bucket, key)
-    put_object(s3, archived.bucket, key, flip_byte(data, len(data) // 2))
+# --- a chain: a full and three incrementals (PostgreSQL 18) ----------------------------------
 
-    result = run(env, "verify", base["id"], "--test-restore", check=False)
+
+@dataclass
+class Built:
+    archived: Archived
+    ids: list[str]  # full, incremental 1, 2, 3
+    moments: list[str]  # a moment after each member, and after the changes that followed it
+    contents: list[dict[str, dict[str, list[str]]]]  # every database's rows at each moment
+
+
+def content(server: Cluster, databases: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Every row of every user table of each database, as text, in order."""
+    seen = {}
+    for database in databases:
+        tables = server.execute(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+            "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            database,
+        )
+        seen[database] = {
+            name: [
+                row[0]
+                for row in server.execute(f"SELECT r::text FROM {name} r ORDER BY 1", database)
+            ]
+            for (name,) in tables
+        }
+    return seen
+
+
+def moment() -> str:
+    """A time between the commits before and after it."""
+    time.sleep(0.3)
+    stamp = datetime.now(UTC).isoformat()
+    time.sleep(0.3)
+    return stamp
+
+
+CHANGES = [
+    "INSERT INTO t (v, n) SELECT 'B' || g, g FROM generate_series(501, 800) g",
+    "UPDATE t SET v = v || '-updated' WHERE n % 7 = 0; UPDATE wide SET body = 'x' WHERE id < 5",
+    "DROP TABLE wide; CREATE TABLE fresh (k text PRIMARY KEY); INSERT INTO fresh VALUES ('x')",
+    None,  # a new database: created outside a transaction block, below
+]
+
+
+@pytest.fixture(scope="module")
+def chain18(servers: Servers, s3: S3Server, pg: Cluster) -> Iterator[Built]:
+    server = servers(18)
+    home = Path(tempfile.mkdtemp(prefix="pf-chain-home-"))
+    server.execute("ALTER SYSTEM SET summarize_wal = on")
+    server.execute("SELECT pg_reload_conf()")
+    try:
+        with archiving(server, 18, s3, pg, home) as made:
+            yield _build(made)
+    finally:
+        server.execute("ALTER SYSTEM RESET summarize_wal")
+        server.execute("SELECT pg_reload_conf()")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _build(made: Archived) -> Built:
+    server, database, env = made.server, made.database, made.env
+    server.execute(SAMPLE, database)
+    databases = [database]
+    ids, moments, contents = [], [], []
+    for step, change in enumerate(CHANGES):
+        kind = "base" if step == 0 else "incremental"
+        ids.append(loads(run(env, "backup", "--kind", kind, "--json").stdout)["id"])
+        if change is None:
+            databases.append(server.create_database(f"{database}_new"))
+            server.execute(
+                "CREATE TABLE n (id int PRIMARY KEY); INSERT INTO n VALUES (1), (2)", databases[-1]
+            )
+        else:
+            server.execute(change, database)
+        contents.append(content(server, databases))
+        moments.append(moment())
+    server.execute("DELETE FROM t", database)  # after the last moment: never recovered
+    made.switch_and_wait()
+    return Built(made, ids, moments, contents)
+
+
+def test_pitr_recovers_a_moment_after_each_member_of_a_chain(chain18: Built) -> None:
+    made = chain18.archived
+    for step, at in enumerate(chain18.moments):
+        target = f"{made.database}_at{step}"
+        out = run(
+            made.env,
+            "pitr",
+            "--target-time",
+            at,
+            "--target-db",
+            target,
+            "--target-url",
+            made.server.url(),
+        )
+        full, *incrementals = chain18.ids[: step + 1]
+        said = f"chain: full {full}"
+        if incrementals:
+            said += (
+                f" + incremental{'s' if len(incrementals) > 1 else ''} {', '.join(incrementals)}"
+            )
+        assert said in out.stdout, out.stdout
+        expected = chain18.contents[step]
+        names = {db: target if len(expected) == 1 else f"{target}_{db}" for db in expected}
+        try:
+            got = {db: content(made.server, [name])[name] for db, name in names.items()}
+        finally:
+            for name in names.values():
+                made.server.drop_database(name)
+        assert got == expected, f"at moment {step}"
+        assert list(made.scratch.iterdir()) == []
+
+
+def test_verify_restores_a_full_and_an_incremental(chain18: Built) -> None:
+    made = chain18.archived
+    for backup_id, chain in ((chain18.ids[0], chain18.ids[:1]), (chain18.ids[3], chain18.ids)):
+        out = run(made.env, "verify", backup_id, "--test-restore", "--json")
+        trial = loads(out.stdout)
+        assert trial["status"] == "verified" and trial["chain"] == chain
+        assert trial["amcheck"] == "passed" and trial["tables"] >= 2 and trial["rows"] > 500
+        shown = loads(run(made.env, "show", backup_id, "--json").stdout)
+        assert shown["verification"] == "verified"
+    assert list(made.scratch.iterdir()) == []
+
+
+def test_a_corrupted_member_is_caught_by_its_hash_before_anything_is_unpacked(
+    chain18: Built, s3: S3Server
+) -> None:
+    made = chain18.archived
+    damaged = chain18.ids[2]
+    key = loads(run(made.env, "show", damaged, "--json").stdout)["manifest"]["objects"]["data"]
+    data = get_object(s3, made.bucket, key)
+    put_object(s3, made.bucket, key, flip_byte(data, len(data) // 2))
+    try:
+        result = run(made.env, "verify", chain18.ids[3], "--test-restore", check=False)
+    finally:
+        put_object(s3, made.bucket, key, data)
     assert result.returncode == 5, result.stderr
-    assert "do not match its manifest's SHA-256" in result.stderr
-    assert "nothing was unpacked" in result.stderr
-    assert "unpack" not in result.stdout  # it stopped before any member was opened
-    shown = loads(run(env, "show", base["id"], "--json").stdout)
+    assert f"base backup {damaged} do not match its manifest's SHA-256" in result.stderr
+    assert "nothing was unpacked" in result.stderr and "unpack" not in result.stdout
+    shown = loads(run(made.env, "show", chain18.ids[3], "--json").stdout)
     assert shown["verification"] == "failed"
-    assert list(archived.scratch.iterdir()) == []
+    assert list(made.scratch.iterdir()) == []
+
+
+def test_a_parent_deleted_behind_the_catalogs_back_is_named(chain18: Built, s3: S3Server) -> None:
+    made = chain18.archived
+    gone = chain18.ids[1]
+    for key in objects(s3, made.bucket, f"backups/base/main/{gone}/"):
+        s3.client().delete_object(Bucket=made.bucket, Key=key)
+
+    result = run(
+        made.env,
+        "pitr",
+        "--target-time",
+        chain18.moments[2],
+        "--target-db",
+        f"{made.database}_never",
+        "--target-url",
+        made.server.url(),
+        check=False,
+    )
+    assert result.returncode == 5, result.stderr
+    assert f"base backup {gone}, the parent of {chain18.ids[2]}" in result.stderr
+    assert "pitr --base" in result.stderr and "download" not in result.stdout
+
+    result = run(made.env, "verify", chain18.ids[3], "--test-restore", check=False)
+    assert result.returncode == 5, result.stderr
+    assert f"base backup {gone}" in result.stderr and "is missing from the bucket" in result.stderr
+    # The full before it still recovers alone.
+    assert "verified" in run(made.env, "verify", chain18.ids[0], "--test-restore").stdout

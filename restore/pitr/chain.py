@@ -56,10 +56,6 @@ PARALLEL = 4  # members downloaded at once (each in parallel ranges of its own)
 READ = 4 * 1024 * 1024
 
 
-def is_incremental(manifest: Manifest) -> bool:
-    return bool(manifest.physical.get("incremental"))
-
-
 def major_of(manifest: Manifest) -> int:
     return int(manifest.physical.get("server_version_num", 0)) // 10000
 
@@ -111,16 +107,16 @@ def build(member: Manifest, find: Finder, prefix: str = "") -> Chain:
     `find` does not have is named (IntegrityError), with what to do."""
     members = [member]
     current = member
-    while is_incremental(current):
-        parent_id = current.physical.get("parent_id")
-        if not parent_id:
+    while current.incremental:
+        parent_id = current.parent_id
+        if parent_id is None:
             raise IntegrityError(
                 f"incremental base backup {current.id} names no parent in its manifest: "
                 "it cannot be restored; take a full base backup (`permafrost backup --kind base`)"
             )
-        parent = find(str(parent_id))
+        parent = find(parent_id)
         if parent is None:
-            raise _missing(member, current, str(parent_id), prefix)
+            raise _missing(member, current, parent_id, prefix)
         if parent in members:
             raise IntegrityError(f"base backup {parent.id} is its own ancestor: the chain loops")
         members.append(parent)
@@ -131,7 +127,7 @@ def build(member: Manifest, find: Finder, prefix: str = "") -> Chain:
 def _missing(member: Manifest, child: Manifest, parent_id: str, prefix: str) -> IntegrityError:
     cluster = member.database
     key = layout.manifest_key(prefix, layout.BASE_TIER, cluster, parent_id)
-    full = member.physical.get("chain_full_id") or "unknown"
+    full = member.chain_full_id or "unknown"
     what = "the full backup" if parent_id == full else "an incremental"
     return IntegrityError(
         f"base backup {parent_id}, the parent of {child.id} and {what} of the chain "
