@@ -29,10 +29,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser(
         "pitr",
         help="point-in-time recovery of a cluster from a base backup and archived WAL",
-        description="Recover the cluster as it was at a moment: the newest base backup that "
-        "ends before it, replayed with archived WAL by a PostgreSQL server started for the "
-        "purpose. Into a data directory (--target-dir) or, for managed servers, copied into a "
-        "database (--target-db).",
+        description="Recover the cluster as it was at a moment: the newest base backup (full, "
+        "or incremental: its chain is combined) that ends before it, replayed with archived WAL "
+        "by a PostgreSQL server started for the purpose. Into a data directory (--target-dir) "
+        "or, for managed servers, copied into a database (--target-db).",
     )
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--target-time", metavar="TS", help="ISO 8601; no offset: local time (TZ)")
@@ -98,6 +98,7 @@ def _audit(
     details = {
         "cluster": plan.cluster,
         "target": plan.target.describe(),
+        "chain": plan.chain.ids(),
         "into": args.target_db or args.target_dir,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
