@@ -20,6 +20,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
+from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
@@ -108,6 +109,7 @@ def overview() -> Any:
         storage=_storage(reads.stored_by_tier(cat), cat.usage()),
         drills=_drills(cat, settings.cluster_name),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
+        chains=newest_chains(cat),
         max_age=short_duration(limit),
         now=now,
     )

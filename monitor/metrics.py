@@ -37,6 +37,8 @@ from monitor import metrics_drills
 from monitor.alerts.findings import Severity
 from permafrost.backup.recovery import ASSUMED_RATE
 from permafrost.catalog import metrics as store_metrics
+from permafrost.catalog.chains import newest_chains
+from permafrost.catalog.records import ChainStats
 from permafrost.catalog.store import Catalog
 from permafrost.config.settings import Settings
 
@@ -49,7 +51,12 @@ MUTED = {  # the gauges beside permafrost_alerts_active, each with its three sev
     "silenced": "silenced now (no email until the silence ends)",
     "acknowledged": "acknowledged (no more reminders)",
 }
-RUN_KINDS = {"backup": "logical", "compliance_backup": "logical", "base_backup": "base"}
+RUN_KINDS = {
+    "backup": "logical",
+    "compliance_backup": "logical",
+    "base_backup": "base",
+    "incremental_backup": "base",
+}
 PER_BACKUP = ["database", "kind"]
 RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.restore_rates)
 
@@ -78,6 +85,7 @@ class _Snapshot:
     alerts: dict[str, int] = field(default_factory=dict)
     muted: dict[tuple[str, str], int] = field(default_factory=dict)  # (state, severity)
     recovery: dict[str, float] = field(default_factory=dict)
+    chains: list[ChainStats] = field(default_factory=list)  # each cluster's newest chain
 
 
 def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
@@ -104,6 +112,7 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     snap.heartbeat = store_metrics.leader_heartbeat(catalog)
     snap.alerts = store_metrics.active_alert_counts(catalog)
     snap.muted = catalog.muted_alert_counts()
+    snap.chains = newest_chains(catalog)
     dumps = _recovery_backups(newest)
     rates = store_metrics.restore_rate_rows(catalog, RATE_SAMPLES) if dumps else []
     snap.recovery = _recovery(dumps, rates)
@@ -194,9 +203,37 @@ def _families(snap: _Snapshot) -> Iterator[Metric]:
     yield from _storage_families(snap)
     yield from _progress_families(snap)
     yield from _risk_families(snap)
+    yield from _chain_families(snap)
     yield GaugeMetricFamily(
         "permafrost_up", "1 when the metadata store answered this scrape's queries.", value=1
     )
+
+
+def _chain_families(snap: _Snapshot) -> Iterator[Metric]:
+    """Each cluster's newest chain of base backups: a full and its incrementals."""
+    families = {
+        "members": GaugeMetricFamily(
+            "permafrost_base_chain_members",
+            "Base backups in each cluster's newest chain: its full and the incrementals "
+            "taken against it (a restore needs every one).",
+            labels=["cluster"],
+        ),
+        "stored_bytes": GaugeMetricFamily(
+            "permafrost_base_chain_bytes",
+            "Stored size (compressed and encrypted) of every member of the newest chain.",
+            labels=["cluster"],
+        ),
+        "changed_bytes": GaugeMetricFamily(
+            "permafrost_base_chain_changed_bytes",
+            "Bytes the newest chain's members carry: the full's whole size and each "
+            "incremental's changed blocks and new files (before compression).",
+            labels=["cluster"],
+        ),
+    }
+    for chain in snap.chains:
+        for attribute, family in families.items():
+            family.add_metric([chain.cluster], getattr(chain, attribute))
+    yield from families.values()
 
 
 def _newest_families(snap: _Snapshot) -> Iterator[Metric]:

@@ -10,8 +10,9 @@ from flask import render_template, url_for
 
 from monitor.api_alerts import SILENCE_CHOICES
 from monitor.notify.messages import runbook_of
-from monitor.stores import settings
+from monitor.stores import catalog, settings
 from permafrost import errors, layout
+from permafrost.catalog.chains import chain_members
 from permafrost.catalog.records import BackupRecord, VerificationRecord
 from permafrost.config.settings import MonitorSettings, SourceSettings
 from permafrost.postgres import ddl, tools
@@ -79,7 +80,15 @@ def backup_page(record: BackupRecord, verifications: list[VerificationRecord]) -
         row_counts=manifest.get("row_counts", []),
         verifications=verifications,
         restore_command=restore_command(record),
+        chain=_chain(record),
     )
+
+
+def _chain(record: BackupRecord) -> list[BackupRecord]:
+    """A base backup's chain: its full and every incremental taken against it, oldest first."""
+    if record.kind != "base" or not record.chain_full_id:
+        return []
+    return chain_members(catalog(), record.chain_full_id)
 
 
 def alerts_page(

@@ -84,6 +84,35 @@ class SystemMismatch(PermafrostError):
     than the one the cluster's WAL archive belongs to; mixing the two would break recovery."""
 
 
+class IncrementalRefused(PermafrostError):
+    """An incremental base backup cannot be taken (backup/incremental.py). Never raised alone:
+    each refusal is also the error it is (exit code from that class), and says whether a full
+    base backup in its place would do what the incremental could not (`fallback`)."""
+
+    fallback = True
+    alert = True  # the scheduler's full in its place comes with a warning saying what to change
+
+
+class IncrementalUnsupported(IncrementalRefused, SourceError):
+    """The server is older than PostgreSQL 17: it cannot take incremental backups at all."""
+
+    fallback = False  # a full would not be the chain it asked for: nothing to fall back to
+
+
+class SummarizeWalOff(IncrementalRefused, SourceError):
+    """summarize_wal is off (or its summaries do not reach back to the parent)."""
+
+
+class ParentMissing(IncrementalRefused, BackupNotFound):
+    """The parent (or its backup_manifest, or a member of its chain) is gone from the bucket."""
+
+
+class NoFullBackup(ParentMissing):
+    """No base backup of the cluster yet: a full starts the chain, nothing is wrong."""
+
+    alert = False
+
+
 # --- encryption and integrity --------------------------------------------------------------
 
 
@@ -143,6 +172,10 @@ class RowCountMismatch(IntegrityError):
     """A restored table does not hold the rows the manifest counted."""
 
     counts: dict[tuple[str, str], int | None] = {}  # noqa: RUF012 (set per instance)
+
+
+class ParentDamaged(IncrementalRefused, IntegrityError):
+    """An incremental's parent fails its checks (its backup_manifest's hash, its manifest)."""
 
 
 class ManifestInvalid(IntegrityError):

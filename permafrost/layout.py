@@ -4,6 +4,7 @@
     {prefix}/{tier}/{database}/{backup_id}/data.pfe
     {prefix}/{tier}/{database}/{backup_id}/manifest.json
     {prefix}/base/{cluster}/{backup_id}/data.pfe            a base backup (pg_basebackup tar)
+    {prefix}/base/{cluster}/{backup_id}/backup_manifest.pfe its backup_manifest, sealed on its own
     {prefix}/wal/{cluster}/{timeline}/{name}.pfe            archived WAL
     {prefix}/wal/{cluster}.{system}/{timeline}/{name}.pfe   a replaced system's WAL (wal reset)
     {prefix}/clusters/{cluster}.json                        the system the cluster's WAL is of
@@ -27,6 +28,9 @@ REPOSITORY_CONFIG = "permafrost.json"
 DATA_OBJECT = "data.pfe"
 GLOBALS_OBJECT = "globals.pfe"  # beside a logical backup: the server's roles and tablespaces
 MANIFEST_OBJECT = "manifest.json"
+# Beside a base backup (full or incremental): PostgreSQL's backup_manifest, sealed on its own, so
+# the next incremental can name it (pg_basebackup --incremental) without opening the whole tar.
+BACKUP_MANIFEST_OBJECT = "backup_manifest.pfe"
 PIN_OBJECT = "pin.json"  # in keep/: who pinned it, why, and the tier it came from
 KEEP_TIER = "keep"
 LOGICAL_TIERS = ("standard", "compliance", KEEP_TIER)
@@ -106,6 +110,13 @@ def globals_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
 
 def manifest_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
     return backup_folder(prefix, tier, database, backup_id) + MANIFEST_OBJECT
+
+
+def backup_manifest_key(prefix: str, cluster: str, backup_id: str, tier: str = BASE_TIER) -> str:
+    """A base backup's own backup_manifest, beside its data object: base/{cluster}/{id}/."""
+    return backup_folder(prefix, tier, check_name(cluster, "cluster"), backup_id) + (
+        BACKUP_MANIFEST_OBJECT
+    )
 
 
 def wal_key(prefix: str, cluster: str, timeline: int, name: str) -> str:

@@ -161,8 +161,8 @@ def pitr_now(ctx: Context, wal: PitrPlan | None = None) -> PitrEstimate | None:
         return None
     end = (wal.window.end_segment.number + 1) * wal.base.segment_size
     wal_bytes = max(0, end - wal.base.start_lsn)
-    base = wal.base.manifest
-    return pitr_estimate(ctx, wal.cluster, base.id, base.dump_bytes, wal_bytes)
+    # What pitr downloads and unpacks: the base backup's whole chain (a full: itself).
+    return pitr_estimate(ctx, wal.cluster, wal.base.id, wal.chain.dump_bytes, wal_bytes)
 
 
 def pitr_lines(est: PitrEstimate | None) -> list[str]:

@@ -22,10 +22,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.add_argument("--database", help="the database to back up (default: every DB_NAME)")
     parser.add_argument(
         "--kind",
-        choices=("logical", "base"),
+        choices=("logical", "base", "incremental"),
         default="logical",
         help="logical: pg_dump of each database; base: pg_basebackup of the whole cluster, "
-        "for point-in-time recovery",
+        "for point-in-time recovery; incremental: a base backup of only the blocks changed "
+        "since the cluster's newest base backup (PostgreSQL 17+, summarize_wal on)",
     )
     parser.add_argument(
         "--cluster", help="base backups: the cluster's name (default: CLUSTER_NAME)"
@@ -78,7 +79,7 @@ def _say(text: str) -> None:
 
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
-    if args.kind == "base":
+    if args.kind in ("base", "incremental"):
         return _base_backup(ctx, args)
     if args.database:
         refuse_unconfigured(ctx.settings.source, args.database)
@@ -125,8 +126,10 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         kind=Kind.BASE,
         description=args.description,
         tags=tuple(args.tag),
+        incremental=args.kind == "incremental",
     )
-    progress = Progress(f"base backup of {cluster}")
+    what = "incremental base backup" if request.incremental else "base backup"
+    progress = Progress(f"{what} of {cluster}")
     manifest = run_backup(ctx, request, progress.advance, wait=not args.no_wait, say=_say)
     progress.close()
     key = layout.manifest_key(ctx.settings.storage.prefix, manifest.tier, cluster, manifest.id)
@@ -134,8 +137,14 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         print_json(record_json(record_from_manifest(manifest, key)))
         return 0
     wal = manifest.physical
+    of_parent = (
+        f" (of {manifest.parent_id}, chain {manifest.chain_full_id}: "
+        f"{human_bytes(manifest.changed_bytes)} changed)"
+        if manifest.incremental
+        else ""
+    )
     print(
-        f"base backup {manifest.id} of cluster {cluster} completed: "
+        f"{what} {manifest.id}{of_parent} of cluster {cluster} completed: "
         f"{human_bytes(manifest.dump_bytes)} read, {human_bytes(manifest.stored_bytes)} stored, "
         f"{manifest.duration_seconds:.1f} s; WAL {wal['start_lsn']} to {wal['stop_lsn']} on "
         f"timeline {wal['timeline']} (segments {wal['wal_start']} to {wal['wal_stop']}) "

@@ -31,11 +31,12 @@ from permafrost.catalog.jobs import (
 )
 from permafrost.config.settings import Settings
 from permafrost.context import Context
-from permafrost.errors import CheckFailed, PermafrostError
+from permafrost.errors import CheckFailed, IncrementalRefused, PermafrostError
 from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
+from scheduler import incremental
 from scheduler.pings import ping
 
 log = logging.getLogger("permafrost.scheduler")
@@ -153,6 +154,14 @@ class Jobs:
             manifest = run_backup(
                 ctx, request, self._progress, say=self.say, cancelled=self.stopping.is_set
             )
+        except IncrementalRefused as exc:  # before anything was written: a full, or nothing
+            ctx.close()
+            ping(self.settings, "success", f"{spec.job} of {spec.database}: {exc}", run_id=rid)
+            full = JobSpec(
+                f"{JobName.BASE_BACKUP}:{spec.database}", JobName.BASE_BACKUP, spec.database
+            )
+            key = _alert_key(spec)
+            return incremental.refused(self, spec, full=full, key=key, trigger=trigger, exc=exc)
         except Exception as exc:
             error, status = _reason(exc), outcome_of(exc)
             what = f"{spec.job} of {spec.database} {status}: {error}"
@@ -218,14 +227,15 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------------
 
     def verify(self, ctx: Context) -> dict[str, Any]:
-        """Queue a test restore of each database's newest backup and a check of the rest."""
+        """Queue a test restore of each database's newest backup and of each cluster's newest
+        base backup (full or incremental: its chain is restored), and a check of the rest."""
         catalog = ctx.catalog()
         pending = catalog.pending_task_backups()
         test_restores = verifies = 0
-        newest: dict[str, str] = {}
+        newest: dict[tuple[str, str], str] = {}
         for record in catalog.find(status="completed"):
-            if record.kind == "logical" and record.database not in newest:
-                newest[record.database] = record.id
+            if record.kind in ("logical", "base") and (record.kind, record.database) not in newest:
+                newest[(record.kind, record.database)] = record.id
                 if record.id not in pending:
                     catalog.enqueue("test_restore", {"backup_id": record.id}, "scheduler")
                     test_restores += 1
@@ -272,9 +282,13 @@ class Jobs:
 def _request(spec: JobSpec, trigger: str) -> BackupRequest:
     """What a backup job takes: its database, tier and kind follow from the job's name."""
     assert spec.database is not None
-    if spec.job == JobName.BASE_BACKUP:
+    if spec.job in (JobName.BASE_BACKUP, JobName.INCREMENTAL_BACKUP):
         return BackupRequest(
-            database=spec.database, tier=layout.BASE_TIER, kind=Kind.BASE, trigger=trigger
+            database=spec.database,
+            tier=layout.BASE_TIER,
+            kind=Kind.BASE,
+            trigger=trigger,
+            incremental=spec.job == JobName.INCREMENTAL_BACKUP,
         )
     tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
     return BackupRequest(database=spec.database, tier=tier, trigger=trigger)

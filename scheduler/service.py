@@ -26,7 +26,7 @@ from permafrost import __version__
 from permafrost.backup.job import BACKUP_LOCK
 from permafrost.catalog.db import STORE_ERRORS
 from permafrost.catalog.heartbeats import Role
-from permafrost.catalog.jobs import BACKUP_JOBS, JobName
+from permafrost.catalog.jobs import BACKUP_JOBS, BASE_JOBS, JobName
 from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
 from permafrost.config.settings import Settings
@@ -73,6 +73,8 @@ class Service:
         cluster = self.settings.cluster_name
         base = JobName.BASE_BACKUP
         out.append((JobSpec(f"{base}:{cluster}", base, cluster, "critical"), s[base]))
+        inc = JobName.INCREMENTAL_BACKUP
+        out.append((JobSpec(f"{inc}:{cluster}", inc, cluster, "critical"), s[inc]))
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
         drill = JobName.PITR_DRILL
@@ -250,7 +252,7 @@ class Service:
     def _reap(self, catalog: Catalog) -> None:
         """Backup runs left 'running' by a process that died: recorded as aborted."""
         for run in catalog.running_runs(list(BACKUP_JOBS)):
-            kind = "base" if run["job"] == JobName.BASE_BACKUP else "logical"
+            kind = "base" if run["job"] in BASE_JOBS else "logical"
             name = f"{kind}:{run['database']}"
             if catalog.try_lock(BACKUP_LOCK, name):
                 catalog.unlock(BACKUP_LOCK, name)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from permafrost.catalog.chains import newest_chains
+from permafrost.catalog.records import ChainStats
 from permafrost.catalog.schedulers import collect
 from permafrost.context import Context
-from permafrost.text import one_line, print_json, table
+from permafrost.text import human_bytes, one_line, print_json, table
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:
     data = collect(ctx.catalog(), ctx.settings.source.databases)
+    chains = newest_chains(ctx.catalog())
     if args.json:
-        print_json(data)
+        print_json({**data, "chains": [asdict(c) for c in chains]})
         return 0
     s = data["scheduler"]
     if s["stopped"] is not None and not s["alive"]:
@@ -48,6 +52,9 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
     if rows:
         print()
         print(table(["DATABASE", "JOB", "NEXT RUN", "LAST RUN", "RESULT"], rows))
+    if chains:
+        print()
+        print(table(CHAIN_HEADERS, [_chain_cells(c) for c in chains]))
     if errors:
         print()  # whole, below the table: the root cause is at the end of the message
         print("\n".join(errors))
@@ -56,6 +63,21 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         for alert in data["alerts"]:
             print(f"ALERT ({alert['severity']}): {one_line(alert['summary'], None)}")
     return 0
+
+
+CHAIN_HEADERS = ["CLUSTER", "CHAIN (FULL)", "INCREMENTALS", "NEWEST", "STORED", "CHANGED"]
+
+
+def _chain_cells(chain: ChainStats) -> list[str]:
+    """A cluster's newest chain of base backups: the full, how many incrementals, the bytes."""
+    return [
+        chain.cluster,
+        chain.full_id,
+        str(chain.incrementals),
+        chain.newest_id,
+        human_bytes(chain.stored_bytes),
+        human_bytes(chain.changed_bytes),
+    ]
 
 
 def _error(what: str, info: dict[str, Any]) -> list[str]:

@@ -89,7 +89,7 @@ def test_json_has_the_same_facts_under_stable_keys(
     assert report["pg_bin_dirs_missing"] == ["/nonexistent"]
     features = {f["feature"]: f for f in report["features"]}
     assert features["logical"]["status"] == "ready"
-    assert features["incremental"]["in_permafrost"] is False
+    assert features["incremental"]["in_permafrost"] is True  # issue 17: Permafrost takes them
 
 
 def test_wal_level_minimal_says_base_backups_are_not_ready_and_how_to_fix_it(
@@ -154,7 +154,7 @@ def test_postgresql_18_reports_summarize_wal_and_incremental_readiness(tmp_path:
         assert before["source"]["major"] == 18
         assert before["source"]["settings"]["summarize_wal"] == "off"
         incremental = before["features"][2]
-        assert incremental["status"] == "not ready" and incremental["in_permafrost"] is False
+        assert incremental["status"] == "not ready" and incremental["in_permafrost"] is True
         assert (
             "summarize_wal is off: ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()"
             in incremental["missing"]
@@ -169,7 +169,7 @@ def test_postgresql_18_reports_summarize_wal_and_incremental_readiness(tmp_path:
         assert re.search(r"^  summarize_wal +on$", after, re.MULTILINE), after
         assert "incremental backups (17+): not ready" in after  # base backups: WAL_ARCHIVING
         ready = run({**env, "WAL_ARCHIVING": "receive"}, "doctor").stdout
-        assert "incremental backups (17+): ready on the server" in ready
-        assert "Permafrost: not yet" in ready
+        assert "incremental backups (17+): ready\n" in ready
+        assert "permafrost backup --kind incremental" in ready and "not yet" not in ready
     finally:
         cluster.destroy()

@@ -83,7 +83,7 @@ def test_incrementals_on_17_need_summarize_wal_and_pg_combinebackup() -> None:
     incremental = report(server(major=17, settings=settings), tools=tools).feature(
         FeatureName.INCREMENTAL
     )
-    assert incremental.status is Status.NOT_READY and not incremental.in_permafrost
+    assert incremental.status is Status.NOT_READY and incremental.in_permafrost
     assert incremental.missing == (
         "summarize_wal is off: ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()",
         "install postgresql-17",

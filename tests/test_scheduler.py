@@ -40,6 +40,7 @@ QUIET = {
 VARIABLES = {
     "BACKUP_SCHEDULE": "backup",
     "BASE_BACKUP_SCHEDULE": "base_backup",
+    "INCREMENTAL_SCHEDULE": "incremental_backup",
     "VERIFY_SCHEDULE": "verify",
     "CLEANUP_SCHEDULE": "retention",
     "COMPLIANCE_SCHEDULE": "compliance_backup",
@@ -72,12 +73,18 @@ def test_the_defaults_are_the_reference_deployments() -> None:
     assert jobs["retention"].next_after(now) == datetime(2026, 11, 23, 4, tzinfo=UTC)
     assert jobs["compliance_backup"].next_after(now) == datetime(2026, 12, 1, 1, tzinfo=UTC)
     assert jobs["base_backup"].next_after(now) == datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
-    # Base backups only with WAL archiving on.
+    after_noon = now.replace(minute=1)
+    assert jobs["incremental_backup"].next_after(after_noon) == datetime(
+        2026, 11, 22, 18, tzinfo=UTC
+    )
+    # Base backups only with WAL archiving on; incrementals only where base backups run.
     assert schedules(Settings.from_env({}))["base_backup"].enabled is False
     # PITR drills on Saturday at 05:00, only where base backups and WAL archiving run.
     assert jobs["pitr_drill"].next_after(now) == datetime(2026, 11, 28, 5, tzinfo=UTC)
     assert schedules(Settings.from_env({}))["pitr_drill"].enabled is False
+    assert schedules(Settings.from_env({}))["incremental_backup"].enabled is False
     no_base = {"WAL_ARCHIVING": "push", "BASE_BACKUP_SCHEDULE": "off"}
+    assert schedules(Settings.from_env(no_base))["incremental_backup"].enabled is False
     assert schedules(Settings.from_env(no_base))["pitr_drill"].enabled is False
 
 

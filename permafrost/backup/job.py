@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup import globals as server_globals
-from permafrost.backup import logical, physical
+from permafrost.backup import incremental, logical, physical
 from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import BACKUP_LOCK, Aborted, JobName, RecordedRun, backup_lock_name
@@ -55,6 +55,11 @@ def run_backup(
     ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
     locked = _lock(ctx, request, wait, say or log.warning, cancelled)
     try:
+        if request.incremental and not isinstance(program, SourceError):
+            # Refused (IncrementalRefused) before anything is recorded or written.
+            source = request.source or ctx.settings.source
+            with incremental.prepared(ctx, request.database, source) as ready:
+                return _run(ctx, request, program, on_progress, ready)
         return _run(ctx, request, program, on_progress)
     finally:
         if locked is not None:
@@ -63,9 +68,10 @@ def run_backup(
 
 
 def job_name(request: BackupRequest) -> JobName:
-    """What the job run of this backup is called: backup, compliance_backup or base_backup."""
+    """What the job run of this backup is called: backup, compliance_backup, base_backup or
+    incremental_backup."""
     if request.kind == "base":
-        return JobName.BASE_BACKUP
+        return JobName.INCREMENTAL_BACKUP if request.incremental else JobName.BASE_BACKUP
     return JobName.COMPLIANCE_BACKUP if request.tier == "compliance" else JobName.BACKUP
 
 
@@ -127,8 +133,11 @@ def _run(
     request: BackupRequest,
     program: str | SourceError,
     on_progress: Callable[[int], None] | None,
+    ready: incremental.Prepared | None = None,
 ) -> Manifest:
     details = {"trigger": request.trigger, "by": actor(), "tier": request.tier}
+    if ready is not None:
+        details["parent_id"] = ready.parent.id
     run = RecordedRun.start(
         ctx, LATER, job_name(request), request.database, request.backup_id, details
     )
@@ -146,7 +155,7 @@ def _run(
     )
     warnings: list[str] = []
     try:
-        manifest = _take(ctx, request, program, on_progress, warnings)
+        manifest = _take(ctx, request, program, on_progress, warnings, ready)
     except BaseException as exc:
         _record_failure(ctx, request.backup_id, run, exc)
         raise
@@ -160,12 +169,20 @@ def _take(
     program: str | SourceError,
     on_progress: Callable[[int], None] | None,
     warnings: list[str],
+    ready: incremental.Prepared | None = None,
 ) -> Manifest:
     """The dump itself: from request.source (a safety backup's target) or the configured one."""
     if isinstance(program, SourceError):
         raise program  # the server was not reachable: a failure this run records
     source = request.source or ctx.settings.source
     destination = Destination.of(ctx)
+    if request.kind == Kind.BASE and ready is not None:
+        try:
+            return physical.backup(
+                destination, source, program, request, on_progress, ready.parent, ready.facts
+            )
+        except SourceError as exc:
+            raise incremental.summaries_missing(exc, ready.parent.id) from None
     if request.kind == Kind.BASE:  # a base backup holds the globals already
         return physical.backup(destination, source, program, request, on_progress)
     destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r, warnings))
@@ -236,6 +253,7 @@ def _record_success(
             "dump_bytes": manifest.dump_bytes,
             "duration_seconds": manifest.duration_seconds,
             "globals_stored": "globals" in manifest.objects,
+            **_chain_details(manifest),
             **({"warnings": warnings} if warnings else {}),
         }
     )
@@ -243,3 +261,15 @@ def _record_success(
     ctx.record(
         lambda c: sync_catalog(c, ctx.storage, repo.prefix, repo.keyring, only_missing=True), LATER
     )
+
+
+def _chain_details(manifest: Manifest) -> dict[str, object]:
+    """A base backup's place in its chain, for its job run's details."""
+    if manifest.kind != Kind.BASE:
+        return {}
+    return {
+        "incremental": manifest.incremental,
+        "parent_id": manifest.parent_id,
+        "chain_full_id": manifest.chain_full_id,
+        "changed_bytes": manifest.changed_bytes,
+    }

@@ -44,6 +44,8 @@ def record_from_manifest(manifest: Manifest, key: str) -> BackupRecord:
         verification_status=None,
         deleted_at=None,
         catalogued_at=datetime.now(UTC),
+        parent_id=m.parent_id,
+        chain_full_id=m.chain_full_id,
     )
 
 
@@ -71,6 +73,10 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
         "error": record.error,
         "purpose": "safety" if record.is_safety else "backup",
     }
+    if record.kind == Kind.BASE:
+        out["incremental"] = record.incremental
+        out["parent_id"] = record.parent_id
+        out["chain_full_id"] = record.chain_full_id or record.id
     physical = (record.manifest or {}).get("physical")
     if physical:
         out["physical"] = physical  # base backups: LSNs, timeline, the WAL they need
@@ -183,6 +189,32 @@ def _latest(ctx: Context, database: str | None) -> BackupRecord:
             "add --database NAME"
         )
     return completed[0]
+
+
+def chain_of(ctx: Context, record: BackupRecord) -> list[BackupRecord]:
+    """The chain a base backup belongs to, up to it: [full, incremental, ..., record].
+
+    Read from the catalog (else the bucket); a member missing on the way is BackupNotFound,
+    naming it (the chain cannot be restored without it)."""
+    members = find_backups(ctx, database=record.database, status="completed")
+    return chain_from(members, record)
+
+
+def chain_from(records: list[BackupRecord], record: BackupRecord) -> list[BackupRecord]:
+    """chain_of's walk over records already read: from `record` up its parents to the full."""
+    by_id = {r.id: r for r in records}
+    chain = [record]
+    while chain[0].parent_id is not None:
+        parent = by_id.get(chain[0].parent_id)
+        if parent is None or parent.status != "completed":
+            raise BackupNotFound(
+                f"base backup {chain[0].id} is an incremental of {chain[0].parent_id}, which is "
+                f"not in the bucket any more: the chain of {record.id} cannot be restored"
+            )
+        if parent in chain:
+            raise BackupNotFound(f"the chain of {record.id} loops at {parent.id}")
+        chain.insert(0, parent)
+    return chain
 
 
 def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:

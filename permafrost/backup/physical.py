@@ -5,7 +5,14 @@
 it is in the WAL archive, which wal-push or wal-receive fills. The manifest records the WAL
 range read from backup_manifest, so pitr and `wal verify` know exactly which segments a base
 backup depends on. The backup_manifest stays inside the tar, so after a restore
-`pg_verifybackup` checks every file of the data directory against it.
+`pg_verifybackup` checks every file of the data directory against it; it is also sealed as an
+object of its own beside the data (layout.backup_manifest_key), which the next incremental
+hands to `pg_basebackup --incremental` (backup/incremental.py finds and checks it).
+
+Every base backup's manifest records its chain: `incremental`, `parent_id` (the backup an
+incremental was taken against), `chain_full_id` (the full the chain starts from; a full names
+itself) and `changed_bytes` (the bytes of the files it carries, from backup_manifest: for an
+incremental its changed blocks and new files, for a full its whole size).
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from permafrost import layout
-from permafrost.backup.destination import Destination, Made
+from permafrost.backup.destination import Beside, Destination, Made
 from permafrost.backup.request import BackupRequest
 from permafrost.config.settings import SourceSettings
 from permafrost.errors import IntegrityError, SourceError
@@ -31,6 +39,16 @@ from permafrost.wal.guard import Guard
 from permafrost.wal.identity import System
 
 OnProgress = Callable[[int], None] | None
+
+
+@dataclass(frozen=True)
+class Parent:
+    """The backup an incremental is taken against: its backup_manifest checked, in a file."""
+
+    id: str
+    chain_full_id: str
+    manifest_path: str  # a temporary file holding the parent's backup_manifest
+
 
 _SERVER = """
 SELECT current_setting('server_version'),
@@ -66,19 +84,26 @@ def backup(
     tool: str,
     request: BackupRequest,
     on_progress: OnProgress = None,
+    parent: Parent | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> Manifest:
+    """A full base backup, or with `parent` an incremental one (PostgreSQL 17+)."""
     data_key = destination.data_key(layout.BASE_TIER, request.database, request.backup_id)
     started = datetime.now(UTC)
-    facts = server_facts(source)
+    facts = facts or server_facts(source)
     _check_system(destination, request.database, facts)
     sealer = destination.sealer(data_key)
     watcher = TarWatcher(BACKUP_MANIFEST)
-    command = _command(tool, source, request.backup_id)
+    command = _command(tool, source, request.backup_id, parent)
     stats = _run_basebackup(command, source, sealer, watcher, on_progress)
     stopped = datetime.now(UTC)
     physical = {**facts, **_wal_range(watcher, facts["wal_segment_size"])}
     physical["stop_time"] = stopped.isoformat()
     physical["files"] = watcher.members - 1
+    physical.update(_chain(request.backup_id, parent, watcher))
+    assert watcher.kept is not None
+    kept = watcher.kept
+    destination = destination.storing_beside(lambda d, r: _store_backup_manifest(d, r, kept))
     made = Made(
         Kind.BASE,
         layout.BASE_TIER,
@@ -99,9 +124,48 @@ def _check_system(destination: Destination, cluster: str, facts: dict[str, Any])
     Guard(destination.repository, cluster, "base backup").check(server)
 
 
-def _command(tool: str, source: SourceSettings, backup_id: str) -> list[str]:
+def _chain(backup_id: str, parent: Parent | None, watcher: TarWatcher) -> dict[str, Any]:
+    assert watcher.kept is not None
+    return {
+        "incremental": parent is not None,
+        "parent_id": parent.id if parent else None,
+        "chain_full_id": parent.chain_full_id if parent else backup_id,
+        "changed_bytes": carried_bytes(watcher.kept),
+    }
+
+
+def carried_bytes(backup_manifest: bytes) -> int:
+    """The bytes of the files a base backup carries, by its backup_manifest (for an
+    incremental, the INCREMENTAL.* files hold only the changed blocks)."""
+    try:
+        files = json.loads(backup_manifest)["Files"]
+        return sum(int(f.get("Size", 0)) for f in files)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IntegrityError(f"backup_manifest from pg_basebackup cannot be read: {exc}") from None
+
+
+def _store_backup_manifest(destination: Destination, request: BackupRequest, body: bytes) -> Beside:
+    """PostgreSQL's backup_manifest sealed beside the data: what the next incremental needs."""
+    key = layout.backup_manifest_key(
+        destination.repository.prefix, request.database, request.backup_id
+    )
+    sealer = destination.sealer(key)
+    try:
+        sealer.write(body)
+        sealer.close()
+    except BaseException:
+        sealer.abort()
+        raise
+    return Beside({"backup_manifest": key})
+
+
+def _command(
+    tool: str, source: SourceSettings, backup_id: str, parent: Parent | None = None
+) -> list[str]:
+    incremental = [f"--incremental={parent.manifest_path}"] if parent else []
     return [
         tool,
+        *incremental,
         "--format=tar",
         "--wal-method=none",
         "--checkpoint=fast",

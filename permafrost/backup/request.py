@@ -19,6 +19,9 @@ class BackupRequest:
     backup_id: str = field(default_factory=layout.new_backup_id)
     kind: Kind = Kind.LOGICAL
     trigger: str = "manual"  # manual, schedule or task: recorded with the job run
+    # A base backup taken against the newest base backup of its cluster (PostgreSQL 17+:
+    # pg_basebackup --incremental, backup/incremental.py); kind stays Kind.BASE.
+    incremental: bool = False
     # The server to back up when it is not the configured source: a restore's safety backup
     # of the target it is about to replace.
     source: SourceSettings | None = None

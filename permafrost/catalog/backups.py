@@ -34,8 +34,9 @@ GROUP BY database, tier ORDER BY database, tier
 
 _UPSERT = (
     "INSERT INTO backups (id, database, kind, tier, status, started_at, finished_at,"
-    " size_bytes, dump_bytes, description, tags, manifest_key, manifest)"
-    " VALUES (%s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, %s)"
+    " size_bytes, dump_bytes, description, tags, manifest_key, manifest, parent_id,"
+    " chain_full_id)"
+    " VALUES (%s, %s, %s, %s, 'completed', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON CONFLICT (id) DO UPDATE SET database = EXCLUDED.database,"
     " kind = EXCLUDED.kind, tier = EXCLUDED.tier, status = 'completed',"
     " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,"
@@ -43,6 +44,7 @@ _UPSERT = (
     " description = EXCLUDED.description, tags = EXCLUDED.tags,"
     " manifest_key = EXCLUDED.manifest_key, manifest = EXCLUDED.manifest,"
     " error = NULL, deleted_at = NULL,"
+    " parent_id = EXCLUDED.parent_id, chain_full_id = EXCLUDED.chain_full_id,"
     " repository_id = EXCLUDED.repository_id"  # the repository whose manifest it is
 )
 
@@ -124,6 +126,8 @@ class BackupRows(Rows):
             m.tags,
             manifest_key,
             Jsonb(m.body()),
+            m.parent_id,
+            m.chain_full_id,
         )
         with self._errors("record backup"), self.conn.transaction():
             self.conn.execute(_UPSERT, row)
@@ -247,12 +251,14 @@ class BackupRows(Rows):
             ).fetchall()
 
     def restore_rates(self, database: str | None, limit: int = 5) -> list[float]:
-        """Bytes per second of the newest successful test restores (of one database if given)."""
+        """Bytes per second of the newest successful test restores of logical backups (of one
+        database if given)."""
         with self._errors("read restore rates"):
             rows = self.conn.execute(
                 "SELECT (v.details->>'bytes_per_second')::float FROM verifications v"
                 " JOIN backups b ON b.id = v.backup_id"
                 " WHERE v.kind = 'test_restore' AND v.status = 'verified'"
+                " AND b.kind = 'logical'"  # a base backup's test restore is another rate
                 " AND v.details ? 'bytes_per_second' AND (%s::text IS NULL OR b.database = %s)"
                 " ORDER BY v.finished_at DESC LIMIT %s",
                 (database, database, limit),

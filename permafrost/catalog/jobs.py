@@ -57,6 +57,7 @@ class JobName(StrEnum):
     BACKUP = "backup"
     COMPLIANCE_BACKUP = "compliance_backup"
     BASE_BACKUP = "base_backup"
+    INCREMENTAL_BACKUP = "incremental_backup"  # an incremental base backup (PostgreSQL 17+)
     VERIFY = "verify"
     RETENTION = "retention"
     LIFECYCLE = "lifecycle"
@@ -65,7 +66,13 @@ class JobName(StrEnum):
     PITR_DRILL = "pitr_drill"  # queues a drill for the restore worker (restore/drills/)
 
 
-BACKUP_JOBS = (JobName.BACKUP, JobName.COMPLIANCE_BACKUP, JobName.BASE_BACKUP)
+BACKUP_JOBS = (
+    JobName.BACKUP,
+    JobName.COMPLIANCE_BACKUP,
+    JobName.BASE_BACKUP,
+    JobName.INCREMENTAL_BACKUP,
+)
+BASE_JOBS = (JobName.BASE_BACKUP, JobName.INCREMENTAL_BACKUP)  # their lock is the cluster's
 
 
 class RunStatus(StrEnum):

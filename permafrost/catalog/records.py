@@ -61,6 +61,14 @@ class BackupRecord:
     purpose: str = Purpose.BACKUP
     backend_pid: int | None = None
     repository_id: str = ""  # permafrost.json's id ('': recorded before repositories had ids)
+    # Base backups' chains (migration 0015): the backup an incremental was taken against, and
+    # the full its chain starts from (a full names itself; both None for logical backups).
+    parent_id: str | None = None
+    chain_full_id: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_id is not None
 
     @property
     def is_safety(self) -> bool:
@@ -144,3 +152,17 @@ class DrillRecord:
     @property
     def succeeded(self) -> bool:
         return self.status == DrillStatus.SUCCEEDED
+
+
+@dataclass
+class ChainStats:
+    """A cluster's newest chain of base backups: its full, its incrementals, their bytes."""
+
+    cluster: str
+    full_id: str
+    members: int  # the full and its incrementals
+    incrementals: int
+    stored_bytes: int  # in the bucket, every member together
+    changed_bytes: int  # what the members carry: the full's whole size, the incrementals' changes
+    newest_id: str
+    newest_at: datetime

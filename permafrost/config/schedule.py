@@ -164,9 +164,12 @@ def schedules(settings: Settings) -> dict[str, Schedule]:
     s = settings.schedules
     zone = s.timezone
     base = s.base_backup if s.wal_archiving != "off" else "off"
+    # Incrementals only where base backups run: each is taken against the newest of them.
+    incremental = s.incremental if base.strip().lower() not in ("", *OFF) else "off"
     return {
         "backup": parse("BACKUP_SCHEDULE", s.backup, zone),
         "base_backup": parse("BASE_BACKUP_SCHEDULE", base, zone),
+        "incremental_backup": parse("INCREMENTAL_SCHEDULE", incremental, zone),
         "verify": parse("VERIFY_SCHEDULE", s.verify, zone),
         "retention": parse("CLEANUP_SCHEDULE", s.cleanup, zone),
         "compliance_backup": parse("COMPLIANCE_SCHEDULE", s.compliance, zone),

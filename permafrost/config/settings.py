@@ -45,6 +45,7 @@ class ScheduleSettings:
 
     backup: str = "0 2 * * *"
     base_backup: str = "30 1 * * 0"
+    incremental: str = "0 */6 * * *"  # incremental base backups (PostgreSQL 17+), between fulls
     verify: str = "0 3 * * 0"
     cleanup: str = "0 4 * * *"
     compliance: str = "0 1 1 * *"
@@ -235,6 +236,7 @@ def _schedules(env: Env) -> ScheduleSettings:
     return ScheduleSettings(
         backup=env.text("BACKUP_SCHEDULE", defaults.backup) or defaults.backup,
         base_backup=env.text("BASE_BACKUP_SCHEDULE", defaults.base_backup) or "",
+        incremental=env.text("INCREMENTAL_SCHEDULE", defaults.incremental) or "",
         verify=env.text("VERIFY_SCHEDULE", defaults.verify) or defaults.verify,
         cleanup=env.text("CLEANUP_SCHEDULE", defaults.cleanup) or defaults.cleanup,
         compliance=env.text("COMPLIANCE_SCHEDULE", defaults.compliance) or "",

@@ -216,18 +216,18 @@ def _archiver_notes(source: Server, wal_archiving: str) -> list[str]:
 
 
 def _incremental(source: Server, tools: tuple[Tool, ...], base: Feature) -> Feature:
-    not_yet = "Permafrost: not yet (it takes full base backups; incrementals are planned)"
+    how = (
+        "Permafrost: `permafrost backup --kind incremental`, and INCREMENTAL_SCHEDULE "
+        "(every 6 hours) between the full base backups"
+    )
     if source.reachable and source.major < INCREMENTAL_MAJOR:
         return Feature(
             FeatureName.INCREMENTAL,
             Status.NOT_APPLICABLE,
-            notes=(f"needs PostgreSQL {INCREMENTAL_MAJOR}+; the source is {source.major}", not_yet),
-            in_permafrost=False,
+            notes=(f"needs PostgreSQL {INCREMENTAL_MAJOR}+; the source is {source.major}",),
         )
     if not source.reachable:
-        return _feature(
-            FeatureName.INCREMENTAL, [_unreachable(source)], [not_yet], in_permafrost=False
-        )
+        return _feature(FeatureName.INCREMENTAL, [_unreachable(source)], [how])
     missing = ["base backups are not ready (above)"] if base.missing else []
     if source.settings.get("summarize_wal") != "on":
         missing.append(
@@ -235,7 +235,7 @@ def _incremental(source: Server, tools: tuple[Tool, ...], base: Feature) -> Feat
             "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()"
         )
     missing += _tool_errors(tools, ("pg_combinebackup",))
-    return _feature(FeatureName.INCREMENTAL, missing, [not_yet], in_permafrost=False)
+    return _feature(FeatureName.INCREMENTAL, missing, [how])
 
 
 def calls_wal_push(command: str | None) -> bool:

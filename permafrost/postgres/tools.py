@@ -98,6 +98,13 @@ def server_major(source: SourceSettings, database: str) -> int:
     return int(row[0]) // 10000 if row else 0
 
 
+def setting_on(source: SourceSettings, name: str) -> bool:
+    """Whether a boolean server setting (summarize_wal) is on; an unknown one reads as off."""
+    with connect(source, cluster_database(source), autocommit=True) as conn:
+        row = conn.execute("SELECT current_setting(%s, true)", (name,)).fetchone()
+    return row is not None and row[0] == "on"
+
+
 def cluster_database(source: SourceSettings) -> str:
     """The database a cluster-level command connects to: the first DB_NAME, else postgres."""
     return source.databases[0] if source.databases else "postgres"

@@ -67,6 +67,32 @@ class Manifest:
         start = datetime.fromisoformat(self.started_at)
         return (datetime.fromisoformat(self.finished_at) - start).total_seconds()
 
+    # A base backup's chain (physical: incremental, parent_id, chain_full_id, changed_bytes).
+    # Manifests written before chains existed read as full backups of their own chain.
+
+    @property
+    def incremental(self) -> bool:
+        return bool(self.physical.get("incremental", False))
+
+    @property
+    def parent_id(self) -> str | None:
+        """The backup an incremental was taken against (None for a full or a logical backup)."""
+        parent = self.physical.get("parent_id")
+        return str(parent) if parent else None
+
+    @property
+    def chain_full_id(self) -> str | None:
+        """The full base backup the chain starts from (a full names itself; None if logical)."""
+        if self.kind != Kind.BASE:
+            return None
+        return str(self.physical.get("chain_full_id") or self.id)
+
+    @property
+    def changed_bytes(self) -> int:
+        """The bytes a base backup carries: an incremental's changed blocks and new files, a
+        full's whole size (the tar's size where an older manifest did not record it)."""
+        return int(self.physical.get("changed_bytes", self.dump_bytes))
+
     def body(self) -> dict[str, Any]:
         body = asdict(self)
         for optional in ("physical", "globals"):

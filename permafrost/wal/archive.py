@@ -88,6 +88,14 @@ class BaseBackup:
     manifest: Manifest
     system: str | None = None  # the system identifier of the server it was taken from
     major: int | None = None
+    # Its chain (PostgreSQL 17+ incrementals): the backup it was taken against, and the full
+    # the chain starts from. An incremental alone cannot be restored (pg_combinebackup).
+    parent_id: str | None = None
+    chain_full_id: str | None = None
+
+    @property
+    def incremental(self) -> bool:
+        return self.parent_id is not None
 
     @classmethod
     def of(cls, m: Manifest) -> BaseBackup:
@@ -106,6 +114,8 @@ class BaseBackup:
             manifest=m,
             system=str(p["system_identifier"]) if p.get("system_identifier") else None,
             major=int(p["server_version_num"]) // 10000 if p.get("server_version_num") else None,
+            parent_id=m.parent_id,
+            chain_full_id=m.chain_full_id,
         )
 
 

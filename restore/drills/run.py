@@ -1,37 +1,37 @@
 """A PITR drill: the cluster recovered to a recent moment in a scratch directory, and measured.
 
 The target is the newest archived WAL minus PITR_DRILL_MARGIN, recovered from the base backup
-pitr would choose for it, through pitr's own steps (restore/pitr/cli.py `recover_in_scratch`: the
-download checked, pg_verifybackup, a private server on a Unix socket replaying WAL through
-wal-fetch). The drill then checks the moment it reached: PostgreSQL stopped before the first
-transaction past the target, and the last transaction it replayed is not past it; or, when the
-archive holds no transaction after the target, replay went to the end of the archive. It
-records, once, in `drills`: download and unpack time, WAL replay time, the WAL replayed, the
-recovery point (the drill's start minus the newest archived WAL), the base backup, the outcome
-and the error. The scratch directory is always removed.
+pitr would choose for it (a chain member, on 17+), through pitr's own recovery
+(restore/pitr/recover.py `recover_into`: the chain downloaded and checked, combined,
+pg_verifybackup, a private server on a Unix socket replaying WAL through wal-fetch, all in a
+scratch directory under RESTORE_TMPDIR). The drill then checks the moment it reached:
+PostgreSQL stopped before the first transaction past the target, and the last transaction it
+replayed is not past it; or, when the archive holds no transaction after the target, replay went
+to the end of the archive. It records, once, in `drills`: the time to restore the chain, the
+time to replay WAL, the WAL replayed, the recovery point (the drill's start minus the newest
+archived WAL), the base backup, the outcome and the error. The scratch directory is always
+removed.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from permafrost.catalog.records import DrillRecord, DrillStatus
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, CheckFailed
 from permafrost.text import one_line
 from permafrost.wal import names as walnames
-from restore.pitr import cli as pitr_cli
 from restore.pitr import run as pitr
 from restore.pitr.plan import PitrPlan, RecoveryTarget, plan_pitr
+from restore.pitr.recover import recover_into
 
 UNRECORDED = "this drill is not recorded"
-SCRATCH_PREFIX = "permafrost-drill-"  # under RESTORE_TMPDIR
 _STOP_TIME = re.compile(r", time (.+)$")
+_REDO_DONE = re.compile(r"redo done at ([0-9A-F]+/[0-9A-F]+)")
 
 
 def run_drill(ctx: Context, cluster: str, trigger: str, say: pitr.Say) -> DrillRecord:
@@ -39,28 +39,55 @@ def run_drill(ctx: Context, cluster: str, trigger: str, say: pitr.Say) -> DrillR
     (BackupNotFound, exit 3) is said, not recorded: there is nothing to drill yet."""
     drill = DrillRecord(cluster, DrillStatus.FAILED, datetime.now(UTC), trigger)
     clock = time.monotonic()
-    scratch: Path | None = None
     try:
         plan = plan_drill(ctx, drill)
-    except BackupNotFound:
-        raise  # no base backup (of this system) yet: nothing to drill, no failed drill
-    try:
-        scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=ctx.settings.restore.tmpdir))
-        say(f"drill: recover cluster {cluster} to {plan.target.describe()} in {scratch}")
-        done = pitr_cli.recover_in_scratch(ctx, plan, scratch, say)
+        say(f"drill: recover cluster {cluster} to {plan.target.describe()} in a scratch directory")
+        done = recover_in_scratch(ctx, plan, say)
         drill.recovery_seconds = time.monotonic() - clock
         measure(drill, plan, done)
         check(drill, plan, done)
         drill.status = DrillStatus.SUCCEEDED
+    except BackupNotFound:
+        raise  # no base backup (of this system) yet: nothing to drill, no failed drill
     except Exception as exc:
         drill.error = one_line(str(exc) or type(exc).__name__, 2000)
         drill.recovery_seconds = drill.recovery_seconds or time.monotonic() - clock
         _record(ctx, drill)
         raise
-    finally:
-        _remove(scratch, say)
     _record(ctx, drill)
     return drill
+
+
+@dataclass
+class ScratchRecovery:
+    """What recovering into a scratch directory took and reached."""
+
+    fetch_seconds: float  # the chain downloaded, checked, unpacked (combined), pg_verifybackup
+    replay_seconds: float  # the recovery server's start to its promotion
+    reached: pitr.Reached  # lsn: pg_current_wal_lsn() after promotion
+    redo_done: str | None  # where replay ended, as PostgreSQL logged it
+    last_replayed: datetime | None  # pg_last_xact_replay_timestamp() after promotion
+
+
+def recover_in_scratch(ctx: Context, plan: PitrPlan, say: pitr.Say) -> ScratchRecovery:
+    """pitr's own recovery (recover_into) into a scratch directory under RESTORE_TMPDIR, which
+    it always removes, timed; the server is stopped when this returns."""
+    started = time.monotonic()
+    with recover_into(ctx, plan, None, say) as done:
+        replayed = time.monotonic()
+        with pitr.connected(done.server, [done.role]) as conn:
+            row = conn.execute(  # type: ignore[attr-defined]
+                "SELECT pg_last_xact_replay_timestamp()"
+            ).fetchone()
+        lines = list(done.server.lines)
+    ends = [m.group(1) for line in lines if (m := _REDO_DONE.search(line))]
+    return ScratchRecovery(
+        done.restored_at - started,
+        replayed - done.restored_at,
+        done.reached,
+        ends[-1] if ends else None,
+        row[0],
+    )
 
 
 def plan_drill(ctx: Context, drill: DrillRecord) -> PitrPlan:
@@ -77,11 +104,11 @@ def plan_drill(ctx: Context, drill: DrillRecord) -> PitrPlan:
         moment = RecoveryTarget("time", target.isoformat(), time=target)
         plan = plan_pitr(ctx, drill.cluster, moment)
         drill.target_time = target
-    drill.base_backup_id, drill.base_bytes = plan.base.id, plan.base.manifest.dump_bytes
+    drill.base_backup_id, drill.base_bytes = plan.base.id, plan.chain.dump_bytes
     return plan
 
 
-def measure(drill: DrillRecord, plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+def measure(drill: DrillRecord, plan: PitrPlan, done: ScratchRecovery) -> None:
     drill.fetch_seconds, drill.replay_seconds = done.fetch_seconds, done.replay_seconds
     drill.last_replayed_at = done.last_replayed
     drill.reached_at = stop_time(done.reached) or done.last_replayed
@@ -107,7 +134,7 @@ def stop_time(reached: pitr.Reached) -> datetime | None:
         return None
 
 
-def check(drill: DrillRecord, plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+def check(drill: DrillRecord, plan: PitrPlan, done: ScratchRecovery) -> None:
     """The recovery reached its moment: stopped at the target, else replayed the whole archive."""
     target = drill.target_time
     if target is not None and done.last_replayed and done.last_replayed > target:
@@ -125,7 +152,7 @@ def check(drill: DrillRecord, plan: PitrPlan, done: pitr_cli.ScratchRecovery) ->
     _check_whole_archive(plan, done)
 
 
-def _check_whole_archive(plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None:
+def _check_whole_archive(plan: PitrPlan, done: ScratchRecovery) -> None:
     newest = plan.archive.newest(plan.base.timeline)
     end = done.redo_done or done.reached.lsn
     if newest is None or end is None:
@@ -140,11 +167,3 @@ def _check_whole_archive(plan: PitrPlan, done: pitr_cli.ScratchRecovery) -> None
 def _record(ctx: Context, drill: DrillRecord) -> None:
     drill.finished_at = datetime.now(UTC)
     ctx.record(lambda c: c.record_drill(drill), UNRECORDED)
-
-
-def _remove(scratch: Path | None, say: pitr.Say) -> None:
-    if scratch is None:
-        return
-    shutil.rmtree(scratch, ignore_errors=True)
-    if scratch.exists():
-        say(f"drill: could not remove the scratch directory {scratch}: remove it by hand")

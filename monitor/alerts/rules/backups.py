@@ -43,7 +43,8 @@ def backup_failed(run: Run) -> list[Finding]:
 
 
 def _job_alert_covers(row: Row, scheduled: set[str]) -> bool:
-    jobs = ("base_backup",) if row["kind"] == "base" else ("backup", "compliance_backup")
+    base = ("base_backup", "incremental_backup")
+    jobs = base if row["kind"] == "base" else ("backup", "compliance_backup")
     return any(f"job_failed:{job}:{row['database']}" in scheduled for job in jobs)
 
 
