@@ -12,17 +12,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from monitor.alerts.evaluator import Evaluator
 from monitor.app import create_app
+from permafrost.backup.lookup import chain_from
 from permafrost.catalog.jobs import JobName
+from permafrost.catalog.records import BackupRecord
 from permafrost.catalog.store import connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.errors import BackupNotFound
 from permafrost.logs import sayer
+from permafrost.repo.manifest import Kind, Manifest
 from scheduler.jobs import Jobs, JobSpec
 from tests.conftest import bucket_env, run, unique
 from tests.helpers import flip_byte, get_object, loads, objects, put_object
@@ -74,21 +80,6 @@ def env18(
     }
 
 
-def test_it_stores_a_full_base_backups_backup_manifest_and_names_it_its_own_chain(
-    env18: dict[str, str], s3: S3Server, bucket: str
-) -> None:
-    made = loads(run(env18, "backup", "--kind", "base", "--json").stdout)
-    assert made["incremental"] is False
-    assert made["parent_id"] is None
-    assert made["chain_full_id"] == made["id"]
-    assert made["physical"]["changed_bytes"] > 1_000_000  # the whole cluster's files
-    stored = objects(s3, bucket, f"backups/base/inc/{made['id']}/")
-    assert f"backups/base/inc/{made['id']}/backup_manifest.pfe" in stored
-    listed = loads(run(env18, "list", "--json").stdout)
-    row = next(b for b in listed if b["id"] == made["id"])
-    assert row["chain_full_id"] == made["id"] and row["incremental"] is False
-
-
 BIG = (
     "CREATE TABLE big (id int PRIMARY KEY, v text);"
     "INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, {n}) g;"
@@ -126,10 +117,22 @@ def restore_chain(env: dict[str, str], ids: list[str], into: Path) -> Path:
 
 
 def test_a_chain_of_incrementals_carries_only_the_changes_and_combines_whole(
-    env18: dict[str, str], pg18: Cluster, source18: str, tmp_path: Path
+    env18: dict[str, str],
+    pg18: Cluster,
+    source18: str,
+    tmp_path: Path,
+    s3: S3Server,
+    bucket: str,
 ) -> None:
     pg18.execute(BIG.format(n=300_000), source18)  # about 30 MB of rows in 40 MB of cluster
     full = base(env18)
+    assert (full["incremental"], full["parent_id"], full["chain_full_id"]) == (
+        False,
+        None,
+        full["id"],
+    )
+    stored = objects(s3, bucket, f"backups/base/inc/{full['id']}/")
+    assert f"backups/base/inc/{full['id']}/backup_manifest.pfe" in stored
 
     pg18.execute("UPDATE big SET v = upper(v) WHERE id <= 3000", source18)  # 1% of the rows
     first = base(env18, "incremental")
@@ -249,10 +252,15 @@ def test_it_refuses_without_a_full_or_with_summarize_wal_off_saying_what_to_do(
     summarize_wal(pg18, "off")
     try:
         line = refused_with(env18, 7)
+        assert objects(s3, bucket, "backups/base/") == []
+        full = base(env18)  # taken while the server summarizes nothing
+        pg18.execute("CHECKPOINT")
     finally:
         summarize_wal(pg18, "on")
     assert "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()" in line
-    assert objects(s3, bucket, "backups/base/") == []
+    line = refused_with(env18, 7)  # on now, but its summaries begin after the full
+    assert f"do not reach back to the parent {full['id']}" in line
+    assert len(manifests(s3, bucket)) == 1
 
 
 @pytest.fixture
@@ -302,3 +310,29 @@ def test_a_damaged_or_missing_parent_is_refused_and_the_scheduler_takes_a_full_a
     again = jobs.backup(spec, "schedule")
     assert "missing from the bucket" in again["refused"] and "backup_id" in again
     assert "missing" in alert(catalog, "job_failed:incremental_backup:inc")["summary"]
+
+
+def record(backup_id: str, parent: str | None, full: str) -> BackupRecord:
+    now = datetime.now(UTC)
+    return BackupRecord(
+        backup_id, "inc", "base", "base", "completed", now, now, 1, 1, "", [], None, None,
+        None, None, None, None, now, parent_id=parent, chain_full_id=full,
+    )  # fmt: skip
+
+
+def test_a_chain_is_walked_from_a_member_to_its_full_and_a_gap_is_named() -> None:
+    full, one, two = record("F", None, "F"), record("I1", "F", "F"), record("I2", "I1", "F")
+    assert [r.id for r in chain_from([two, one, full], two)] == ["F", "I1", "I2"]
+    assert chain_from([full], full) == [full]
+    with pytest.raises(BackupNotFound, match="I2 is an incremental of I1, which is not in"):
+        chain_from([two, full], two)
+
+
+def test_a_manifest_from_before_chains_reads_as_a_full_of_its_own_chain() -> None:
+    old = Manifest(
+        "20260101T000000Z-abcdef", "main", Kind.BASE, "base", "", "", "18", "18", 500, 100,
+        120, "", "", "", {}, {}, {"data": "k"}, physical={"timeline": 1},
+    )  # fmt: skip
+    assert (old.incremental, old.parent_id, old.chain_full_id) == (False, None, old.id)
+    assert old.changed_bytes == 500  # the whole tar
+    assert replace(old, kind=Kind.LOGICAL, physical={}).chain_full_id is None
