@@ -88,6 +88,9 @@ def test_a_scheduled_drill_run_by_the_worker_records_what_recovery_time_reports(
     src.execute("INSERT INTO t (v) VALUES ('after the target')", db)
     archiving.switch_and_wait()
     settings = Settings.from_env(env)
+    before = run(env, "recovery-time").stdout  # no drill yet: said to be an assumption
+    assert "cluster main (pitr --latest)" in before
+    assert "assumed: no PITR drill has succeeded yet" in before
 
     Jobs(settings, say, threading.Event()).run(
         JobSpec("pitr_drill:main", JobName.PITR_DRILL, "main")
@@ -111,6 +114,13 @@ def test_a_scheduled_drill_run_by_the_worker_records_what_recovery_time_reports(
     day = f"{drill.started_at:%Y-%m-%d}"
     out = run(env, "recovery-time").stdout
     assert "cluster main (pitr --latest)" in out and f"measured by the drill of {day}" in out
+    run(env, "backup")  # a logical backup too: the disaster plan lists the databases
+    plan = run(env, "plan", "disaster").stdout
+    assert "Estimated recovery time with pitr --latest (cluster main)" in plan
+    assert (
+        f"measured by the drill of {day}" in plan
+        and f"the drill of {drill.started_at:%Y-%m-%d}" in plan
+    )
     pitr = loads(run(env, "recovery-time", "--json").stdout)["pitr"]
     assert pitr["measured"] is True and pitr["drill"]["base_backup_id"] == base["id"]
     metrics = render(connect(settings.metadata_url), settings).decode()
