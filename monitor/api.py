@@ -23,11 +23,12 @@ from monitor.web import api_actor, json_body, wants_html
 from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
-from permafrost.backup.recovery import ASSUMED_RATE
+from permafrost.backup.recovery import ASSUMED_RATE, drill_facts
 from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
-from permafrost.catalog.records import BackupRecord, TaskRecord
+from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
+from permafrost.catalog.store import Catalog
 from permafrost.errors import CatalogUnavailable, StorageError, UsageError
 
 blueprint = Blueprint("api", __name__)
@@ -350,7 +351,15 @@ def recovery_time() -> Any:
         )
     if wanted and not estimates:
         abort(404, f"no completed backup of {wanted}")
-    return jsonify({"estimates": estimates})
+    return jsonify({"estimates": estimates, "pitr": _drilled(cat)})
+
+
+def _drilled(cat: Catalog) -> list[dict[str, object]]:
+    """Point-in-time recovery as measured: each cluster's newest successful PITR drill."""
+    return [
+        {"cluster": d.cluster, "measured": True, **drill_facts(d)}
+        for d in cat.newest_drills(DrillStatus.SUCCEEDED)
+    ]
 
 
 @blueprint.get("/metrics")

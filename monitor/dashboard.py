@@ -21,7 +21,9 @@ from permafrost.audit import actor
 from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
 from permafrost.catalog.chains import newest_chains
+from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
+from permafrost.catalog.store import Catalog
 from permafrost.errors import UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 
@@ -105,6 +107,7 @@ def overview() -> Any:
         alerts=cat.alerts(active=True),
         jobs=reads.job_history(cat, 15),
         storage=_storage(reads.stored_by_tier(cat), cat.usage()),
+        drills=_drills(cat, settings.cluster_name),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
         chains=newest_chains(cat),
         max_age=short_duration(limit),
@@ -141,6 +144,13 @@ def _card(
             row.get("failed_at") and (not finished or row["failed_at"] > row["last_started"])
         ),
     }
+
+
+def _drills(cat: Catalog, cluster: str) -> list[dict[str, Any]]:
+    """The last PITR drill of each cluster (the configured one first), and its last success."""
+    good = {d.cluster: d for d in cat.newest_drills(DrillStatus.SUCCEEDED)}
+    newest = sorted(cat.newest_drills(), key=lambda d: (d.cluster != cluster, d.cluster))
+    return [{"last": d, "success": good.get(d.cluster)} for d in newest]
 
 
 def _storage(

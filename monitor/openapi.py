@@ -244,7 +244,8 @@ def document() -> dict[str, Any]:
             **_alert_paths(),
             "/recovery-time": {
                 "get": _read(
-                    "the estimated time to restore the newest backup",
+                    "the estimated time to restore the newest backup; `pitr`: each cluster's "
+                    "newest successful PITR drill (recovery, download and replay seconds, RPO)",
                     [_query("database", name, "only this database")],
                 )
             },

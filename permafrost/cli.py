@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli
     from restore import cli as restore_cli
+    from restore.drills import cli as drill_cli
     from restore.pitr import cli as pitr_cli
     from scheduler import cli as scheduler_cli
     from scheduler import lifecycle_cli, retention_cli
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     scheduler_cli.add_parsers(commands_)
     restore_cli.add_parsers(commands_)
     pitr_cli.add_parsers(commands_)
+    drill_cli.add_parsers(commands_)
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
     doctor_cli.add_parsers(commands_)

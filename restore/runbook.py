@@ -14,7 +14,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from permafrost.backup.recovery import Estimate, estimate, recovery_point, usable_backups
+from permafrost.backup.recovery import (
+    Estimate,
+    PitrEstimate,
+    estimate,
+    pitr_estimate,
+    recovery_point,
+    usable_backups,
+)
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, PermafrostError
@@ -49,6 +56,8 @@ def render(ctx: Context, scenario: str, databases: list[str]) -> str:
         lines.append(
             f"Estimated recovery time of all {len(parts)} databases: {plain_duration(total)}"
         )
+    if scenario == "disaster" and wal is not None:
+        lines += pitr_lines(pitr_now(ctx, wal))
     lines.append(_recovery_point(scenario, parts, wal))
     steps = _steps(scenario, parts, wal)
     lines += ["", "Steps:"] + [f"  {n}. {s}" for n, s in enumerate(steps, start=1)]
@@ -142,6 +151,41 @@ def _wal_recovery(ctx: Context) -> PitrPlan | None:
     except PermafrostError:
         return None  # no base backup, a hole in the archive, an unreadable bucket: not PITR
     return plan if plan.window.end is not None else None
+
+
+def pitr_now(ctx: Context, wal: PitrPlan | None = None) -> PitrEstimate | None:
+    """How long `pitr --latest` would take now, or None when it cannot run (no base backup,
+    no archived WAL after it)."""
+    wal = wal or _wal_recovery(ctx)
+    if wal is None or wal.window.end_segment is None:
+        return None
+    end = (wal.window.end_segment.number + 1) * wal.base.segment_size
+    wal_bytes = max(0, end - wal.base.start_lsn)
+    # What pitr downloads and unpacks: the base backup's whole chain (a full: itself).
+    return pitr_estimate(ctx, wal.cluster, wal.base.id, wal.chain.dump_bytes, wal_bytes)
+
+
+def pitr_lines(est: PitrEstimate | None) -> list[str]:
+    """The plan's point-in-time recovery time, and the drill that measured it."""
+    if est is None:
+        return []
+    lines = [
+        f"Estimated recovery time with pitr --latest (cluster {est.cluster}): "
+        f"{plain_duration(est.seconds)} for base backup {est.base_id} "
+        f"({human_bytes(est.base_bytes)} at {human_bytes(est.unpack_rate)}/s) and "
+        f"{human_bytes(est.wal_bytes)} of WAL (at {human_bytes(est.replay_rate)}/s) "
+        f"({est.basis()})"
+    ]
+    drill = est.drill
+    if drill is not None:
+        lines.append(
+            f"  the drill of {when(drill.started_at)} recovered base backup "
+            f"{drill.base_backup_id} in {plain_duration(drill.recovery_seconds or 0)} "
+            f"(download and unpack {plain_duration(drill.fetch_seconds or 0)}, WAL replay "
+            f"{plain_duration(drill.replay_seconds or 0)}); recovery point then: "
+            f"{plain_duration(drill.rpo_seconds or 0)}"
+        )
+    return lines
 
 
 def _steps(scenario: str, parts: list[Database], wal: PitrPlan | None) -> list[str]:

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from permafrost.backup.recovery import Estimate, database_for, databases_with_backups, estimate
+from permafrost.backup.recovery import (
+    Estimate,
+    PitrEstimate,
+    database_for,
+    databases_with_backups,
+    estimate,
+)
 from permafrost.context import Context
+from permafrost.errors import BackupNotFound
 from permafrost.text import human_bytes, plain_duration, print_json
-from restore.runbook import SCENARIOS, render
+from restore.runbook import SCENARIOS, pitr_now, render
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -37,18 +44,44 @@ def plan(ctx: Context, args: argparse.Namespace) -> int:
 def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
     if args.database:
         return _one(ctx, args.database, args.json)
-    estimates = [estimate(ctx, name) for name in databases_with_backups(ctx)]
+    pitr = pitr_now(ctx)
+    estimates = [estimate(ctx, name) for name in _databases(ctx, pitr is not None)]
     total = sum(e.seconds for e in estimates)
     if args.json:
         print_json(
-            {"estimates": [e.as_json() for e in estimates], "total_seconds": round(total, 1)}
+            {
+                "estimates": [e.as_json() for e in estimates],
+                "total_seconds": round(total, 1),
+                "pitr": pitr.as_json() if pitr else None,
+            }
         )
         return 0
     for est in estimates:
         print(_line(est))
     if len(estimates) > 1:
         print(f"all {len(estimates)} databases: about {plain_duration(total)}")
+    if pitr is not None:
+        print(_pitr_line(pitr))
     return 0
+
+
+def _databases(ctx: Context, pitr: bool) -> list[str]:
+    """Every database with logical backups; none, without an error, when pitr can recover."""
+    try:
+        return databases_with_backups(ctx)
+    except BackupNotFound:
+        if pitr:
+            return []
+        raise
+
+
+def _pitr_line(est: PitrEstimate) -> str:
+    return (
+        f"cluster {est.cluster} (pitr --latest): about {plain_duration(est.seconds)} to recover "
+        f"base backup {est.base_id} ({human_bytes(est.base_bytes)} at "
+        f"{human_bytes(est.unpack_rate)}/s) and {human_bytes(est.wal_bytes)} of WAL (at "
+        f"{human_bytes(est.replay_rate)}/s), {est.basis()}"
+    )
 
 
 def _one(ctx: Context, database: str, as_json: bool) -> int:

@@ -3,6 +3,7 @@
 The scratch database lives on VERIFY_DATABASE_URL's server (by default the source server) and
 has a name no one else uses. The verification records how long the restore took and its
 throughput, which `permafrost recovery-time` turns into an estimate for a real recovery.
+A base backup (full or incremental) is recovered instead: restore/pitr/trial.py.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
 from permafrost.postgres import ddl
+from permafrost.repo.manifest import Kind
 from restore import target as targets
 from restore.engine import RestoreOptions, Say, execute, plan_restore
+from restore.pitr.trial import trial_restore_base
 from restore.verify import record_failure, record_verification, refuse_unfinished
 
 SCRATCH_PREFIX = "permafrost_verify_"
@@ -36,6 +39,9 @@ class TrialResult:
 
 
 def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
+    if record.kind == Kind.BASE:  # a full or incremental base backup: its chain, recovered
+        base = trial_restore_base(ctx, record, say)
+        return TrialResult(record.id, base.tables, base.data_bytes, base.seconds)
     url = ctx.settings.restore.verify_url.reveal() if ctx.settings.restore.verify_url else None
     options = RestoreOptions(
         target_db=f"{SCRATCH_PREFIX}{secrets.token_hex(4)}",

@@ -1,10 +1,10 @@
 """The restore worker: the restore container's main process.
 
-It claims `verify` and `test_restore` tasks from the metadata store's queue (FOR UPDATE SKIP
-LOCKED, so two workers never take the same task), sleeps on LISTEN until one is queued, runs it,
-and records the outcome. A failing task fails alone; the worker goes on. On SIGTERM it puts the
-task in hand back in the queue and exits; a task whose worker died is requeued by the next
-worker that looks (the dead worker's advisory lock on it is gone).
+It claims `verify`, `test_restore`, `restore` and `pitr_drill` tasks from the metadata store's
+queue (FOR UPDATE SKIP LOCKED, so two workers never take the same task), sleeps on LISTEN until
+one is queued, runs it, and records the outcome. A failing task fails alone; the worker goes
+on. On SIGTERM it puts the task in hand back in the queue and exits; a task whose worker died is
+requeued by the next worker that looks (the dead worker's advisory lock on it is gone).
 
 It writes a heartbeat (service_heartbeats, service `worker`) every BEAT_SECONDS (or as often as
 it polls) from a thread of its own, so a test restore that runs for hours is still alive to the
@@ -21,11 +21,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from permafrost.backup.lookup import resolve
+from permafrost.catalog.drills import DRILL_TASK
 from permafrost.catalog.heartbeats import Beating, Service
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, PermafrostError
 from permafrost.logs import Say
+from restore.drills.cli import drill_json
+from restore.drills.run import run_drill
 from restore.engine import RestoreOptions, execute, plan_restore, refuse_base
 from restore.trial import test_restore
 from restore.verify import verify_backup
@@ -33,7 +36,7 @@ from restore.verify import verify_backup
 if TYPE_CHECKING:
     from permafrost.catalog.tasks import TaskListener
 
-KINDS = ["verify", "test_restore", "restore"]
+KINDS = ["verify", "test_restore", "restore", DRILL_TASK]
 RECONNECT_MAX = 30.0  # seconds between attempts to reach a lost metadata store, at most
 BEAT_SECONDS = 30.0
 
@@ -43,6 +46,8 @@ def worker_name() -> str:
 
 
 def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
+    if task.kind == DRILL_TASK:
+        return drill_json(run_drill(ctx, str(task.payload["cluster"]), task.requested_by, say))
     record = resolve(ctx, str(task.payload["backup_id"]))
     if task.kind == "restore":
         return restore_into_new(ctx, record, str(task.payload["target_db"]), say)
@@ -60,6 +65,11 @@ def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
         "tables": trial.tables,
         "bytes_per_second": round(trial.bytes_per_second),
     }
+
+
+def _subject(task: TaskRecord) -> object:
+    """What a task is about: its backup, or for a drill its cluster."""
+    return task.payload.get("backup_id") or task.payload.get("cluster")
 
 
 def restore_into_new(
@@ -167,7 +177,7 @@ class Worker:
             "backup_id": task.payload.get("backup_id"),
         }
         self.say(
-            f"task {task.id}: {task.kind} {task.payload.get('backup_id')} started",
+            f"task {task.id}: {task.kind} {_subject(task)} started",
             event="task_taken",
             **fields,
         )

@@ -20,6 +20,7 @@ from uuid import NAMESPACE_URL, uuid5
 from permafrost import layout
 from permafrost.backup.job import job_name, run_backup
 from permafrost.backup.request import BackupRequest
+from permafrost.catalog.drills import queue_drill
 from permafrost.catalog.jobs import (
     BACKUP_JOBS,
     Aborted,
@@ -100,6 +101,7 @@ class Jobs:
             JobName.RETENTION: self.retention,
             JobName.LIFECYCLE: self.lifecycle,
             JobName.LIFECYCLE_APPLY: self.lifecycle_apply,
+            JobName.PITR_DRILL: self.pitr_drill,
         }[spec.job]
         ctx = Context(self.settings)
         run = RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database)
@@ -225,14 +227,15 @@ class Jobs:
     # --- the jobs ---------------------------------------------------------------------------
 
     def verify(self, ctx: Context) -> dict[str, Any]:
-        """Queue a test restore of each database's newest backup and a check of the rest."""
+        """Queue a test restore of each database's newest backup and of each cluster's newest
+        base backup (full or incremental: its chain is restored), and a check of the rest."""
         catalog = ctx.catalog()
         pending = catalog.pending_task_backups()
         test_restores = verifies = 0
-        newest: dict[str, str] = {}
+        newest: dict[tuple[str, str], str] = {}
         for record in catalog.find(status="completed"):
-            if record.kind == "logical" and record.database not in newest:
-                newest[record.database] = record.id
+            if record.kind in ("logical", "base") and (record.kind, record.database) not in newest:
+                newest[(record.kind, record.database)] = record.id
                 if record.id not in pending:
                     catalog.enqueue("test_restore", {"backup_id": record.id}, "scheduler")
                     test_restores += 1
@@ -264,6 +267,10 @@ class Jobs:
         if not report.ok:
             raise CheckFailed(report.summary())
         return {"summary": report.summary()}
+
+    def pitr_drill(self, ctx: Context) -> dict[str, Any]:
+        """Queue a PITR drill of the cluster for the restore worker (restore/drills/)."""
+        return queue_drill(ctx.catalog(), ctx.settings.cluster_name, "scheduler")
 
     def lifecycle_apply(self, ctx: Context) -> dict[str, Any]:
         result = lifecycle.apply(ctx.settings, ctx.storage)

@@ -77,6 +77,8 @@ class Service:
         out.append((JobSpec(f"{inc}:{cluster}", inc, cluster, "critical"), s[inc]))
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
+        drill = JobName.PITR_DRILL
+        out.append((JobSpec(f"{drill}:{cluster}", drill, cluster), s[drill]))
         return [(spec, sched) for spec, sched in out if sched.enabled]
 
     def describe(self) -> list[str]:

@@ -45,6 +45,7 @@ VARIABLES = {
     "CLEANUP_SCHEDULE": "retention",
     "COMPLIANCE_SCHEDULE": "compliance_backup",
     "LIFECYCLE_SCHEDULE": "lifecycle",
+    "PITR_DRILL_SCHEDULE": "pitr_drill",
 }
 
 
@@ -78,9 +79,13 @@ def test_the_defaults_are_the_reference_deployments() -> None:
     )
     # Base backups only with WAL archiving on; incrementals only where base backups run.
     assert schedules(Settings.from_env({}))["base_backup"].enabled is False
+    # PITR drills on Saturday at 05:00, only where base backups and WAL archiving run.
+    assert jobs["pitr_drill"].next_after(now) == datetime(2026, 11, 28, 5, tzinfo=UTC)
+    assert schedules(Settings.from_env({}))["pitr_drill"].enabled is False
     assert schedules(Settings.from_env({}))["incremental_backup"].enabled is False
     no_base = {"WAL_ARCHIVING": "push", "BASE_BACKUP_SCHEDULE": "off"}
     assert schedules(Settings.from_env(no_base))["incremental_backup"].enabled is False
+    assert schedules(Settings.from_env(no_base))["pitr_drill"].enabled is False
 
 
 def test_a_run_missed_many_times_is_found_once() -> None:

@@ -27,6 +27,7 @@ FAMILIES = (
     "bucket_unreachable",
     "key_check",
     "lifecycle_drift",
+    "pitr_drill",
 )
 
 

@@ -251,12 +251,14 @@ class BackupRows(Rows):
             ).fetchall()
 
     def restore_rates(self, database: str | None, limit: int = 5) -> list[float]:
-        """Bytes per second of the newest successful test restores (of one database if given)."""
+        """Bytes per second of the newest successful test restores of logical backups (of one
+        database if given)."""
         with self._errors("read restore rates"):
             rows = self.conn.execute(
                 "SELECT (v.details->>'bytes_per_second')::float FROM verifications v"
                 " JOIN backups b ON b.id = v.backup_id"
                 " WHERE v.kind = 'test_restore' AND v.status = 'verified'"
+                " AND b.kind = 'logical'"  # a base backup's test restore is another rate
                 " AND v.details ? 'bytes_per_second' AND (%s::text IS NULL OR b.database = %s)"
                 " ORDER BY v.finished_at DESC LIMIT %s",
                 (database, database, limit),

@@ -63,6 +63,7 @@ class JobName(StrEnum):
     LIFECYCLE = "lifecycle"
     LIFECYCLE_APPLY = "lifecycle_apply"
     WAL_SWITCH = "wal_switch"
+    PITR_DRILL = "pitr_drill"  # queues a drill for the restore worker (restore/drills/)
 
 
 BACKUP_JOBS = (

@@ -117,6 +117,43 @@ class TaskRecord:
     result: dict[str, Any] | None
 
 
+class DrillStatus(StrEnum):
+    """A PITR drill's outcome, as stored in drills.status."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass
+class DrillRecord:
+    """One PITR drill (migration 0016): what it recovered and what it measured."""
+
+    cluster: str
+    status: str
+    started_at: datetime
+    trigger: str = "manual"
+    base_backup_id: str | None = None
+    base_bytes: int | None = None
+    target_time: datetime | None = None
+    newest_wal_at: datetime | None = None
+    reached_at: datetime | None = None
+    last_replayed_at: datetime | None = None
+    fetch_seconds: float | None = None
+    replay_seconds: float | None = None
+    recovery_seconds: float | None = None
+    rpo_seconds: float | None = None
+    wal_bytes: int | None = None
+    error: str | None = None
+    details: dict[str, Any] | None = None
+    id: int | None = None
+    finished_at: datetime | None = None
+    repository_id: str = ""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == DrillStatus.SUCCEEDED
+
+
 @dataclass
 class ChainStats:
     """A cluster's newest chain of base backups: its full, its incrementals, their bytes."""

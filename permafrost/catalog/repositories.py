@@ -18,7 +18,7 @@ from psycopg import sql
 
 from permafrost.catalog.db import SCHEMA, Rows
 
-SCOPED_TABLES = ("backups", "wal_archive", "storage_usage")
+SCOPED_TABLES = ("backups", "wal_archive", "storage_usage", "drills")
 LEGACY = ""  # the repository_id of rows recorded before repositories had ids
 
 
@@ -93,6 +93,10 @@ class RepositoryRows(Rows):
         with self._errors("adopt the catalogued backups"), self.conn.transaction():
             cur = self.conn.execute(
                 f"UPDATE {SCHEMA}.backups SET repository_id = %s WHERE repository_id = %s",
+                (repository_id, LEGACY),
+            )
+            self.conn.execute(
+                f"UPDATE {SCHEMA}.drills SET repository_id = %s WHERE repository_id = %s",
                 (repository_id, LEGACY),
             )
             for table, key in (("wal_archive", "cluster"), ("storage_usage", "tier, database")):

@@ -14,6 +14,7 @@ from permafrost.catalog.alerts import AlertRows
 from permafrost.catalog.audit import AuditRows
 from permafrost.catalog.backups import BackupRows
 from permafrost.catalog.db import Locks
+from permafrost.catalog.drills import DrillRows
 from permafrost.catalog.heartbeats import HeartbeatRows
 from permafrost.catalog.jobs import JobRows
 from permafrost.catalog.repositories import RepositoryRows
@@ -52,6 +53,7 @@ class Catalog(
     AuditRows,
     AlertRows,
     RepositoryRows,
+    DrillRows,
     Locks,
 ):
     def __init__(self, conn: psycopg.Connection) -> None:

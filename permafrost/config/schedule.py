@@ -174,7 +174,23 @@ def schedules(settings: Settings) -> dict[str, Schedule]:
         "retention": parse("CLEANUP_SCHEDULE", s.cleanup, zone),
         "compliance_backup": parse("COMPLIANCE_SCHEDULE", s.compliance, zone),
         "lifecycle": parse("LIFECYCLE_SCHEDULE", s.lifecycle, zone),
+        "pitr_drill": parse("PITR_DRILL_SCHEDULE", drill_schedule(settings), zone),
     }
+
+
+def drill_schedule(settings: Settings) -> str:
+    """PITR drills run only where base backups and WAL archiving do: there is nothing to
+    recover otherwise."""
+    s = settings.schedules
+    if s.wal_archiving == "off" or s.base_backup.strip().lower() in (*OFF, ""):
+        return "off"
+    return s.pitr_drill
+
+
+def drill_interval(settings: Settings, now: datetime) -> timedelta | None:
+    """The longest time between two scheduled drills (None when they are off)."""
+    zone = settings.schedules.timezone
+    return parse("PITR_DRILL_SCHEDULE", drill_schedule(settings), zone).longest_gap(now)
 
 
 def base_backup_interval(settings: Settings, now: datetime) -> timedelta | None:

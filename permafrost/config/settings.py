@@ -55,6 +55,7 @@ class ScheduleSettings:
     stop_grace: int = 600
     wal_archiving: str = "off"  # off, push (archive_command) or receive (wal-receive)
     lifecycle_apply: bool = True
+    pitr_drill: str = "0 5 * * 6"  # PITR_DRILL_SCHEDULE: Saturday 05:00
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ class RestoreSettings:
     jobs: int = 2
     verify_url: Secret | None = None
     pitr_os_user: str = "postgres"
+    drill_margin: int = 60  # PITR_DRILL_MARGIN: a drill's target, before the newest archived WAL
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,7 @@ def _restore(env: Env) -> RestoreSettings:
         jobs=env.integer("RESTORE_JOBS", 2, minimum=1),
         verify_url=env.secret("VERIFY_DATABASE_URL"),
         pitr_os_user=env.text("PITR_OS_USER", "postgres") or "postgres",
+        drill_margin=env.duration("PITR_DRILL_MARGIN", 60),
     )
 
 
@@ -243,6 +246,7 @@ def _schedules(env: Env) -> ScheduleSettings:
         stop_grace=env.duration("STOP_GRACE_PERIOD", defaults.stop_grace),
         wal_archiving=env.choice("WAL_ARCHIVING", ("off", "push", "receive"), "off"),
         lifecycle_apply=env.flag("LIFECYCLE_APPLY", True),
+        pitr_drill=env.text("PITR_DRILL_SCHEDULE", defaults.pitr_drill) or "",
     )
 
 

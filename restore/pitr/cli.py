@@ -14,16 +14,13 @@ from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import (
     BackupNotFound,
-    IntegrityError,
     PermafrostError,
     TargetError,
     UsageError,
 )
-from permafrost.postgres import installations
-from permafrost.postgres import tools as pgtools
 from restore import target as targets
 from restore.pitr import copy as pitr_copy
-from restore.pitr import osuser
+from restore.pitr import osuser, recover
 from restore.pitr import plan as pitr_plan
 from restore.pitr import run as pitr
 
@@ -32,10 +29,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p = commands.add_parser(
         "pitr",
         help="point-in-time recovery of a cluster from a base backup and archived WAL",
-        description="Recover the cluster as it was at a moment: the newest base backup that "
-        "ends before it, replayed with archived WAL by a PostgreSQL server started for the "
-        "purpose. Into a data directory (--target-dir) or, for managed servers, copied into a "
-        "database (--target-db).",
+        description="Recover the cluster as it was at a moment: the newest base backup (full, "
+        "or incremental: its chain is combined) that ends before it, replayed with archived WAL "
+        "by a PostgreSQL server started for the purpose. Into a data directory (--target-dir) "
+        "or, for managed servers, copied into a database (--target-db).",
     )
     when = p.add_mutually_exclusive_group(required=True)
     when.add_argument("--target-time", metavar="TS", help="ISO 8601; no offset: local time (TZ)")
@@ -101,6 +98,7 @@ def _audit(
     details = {
         "cluster": plan.cluster,
         "target": plan.target.describe(),
+        "chain": plan.chain.ids(),
         "into": args.target_db or args.target_dir,
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
@@ -119,129 +117,28 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         f"recover cluster {plan.cluster} to {target.describe()} from base backup {base.id} "
         f"(consistent from {base.stop_time.isoformat()}); recoverable window: {plan.window}"
     )
+    say(f"chain: {plan.chain.describe()}")
     user = osuser.OsUser.for_server(ctx.settings.restore.pitr_os_user)
     work = osuser.work_dir(ctx.settings.restore.tmpdir, user)
-    run = work / "run"
-    run.mkdir(mode=0o700)
-    osuser.chown(run, user)
     created = False
     data = Path(args.target_dir).resolve() if args.target_dir else work / "data"
-    server: pitr.Server | None = None
     try:
         created = osuser.prepare_dir(data, user, "--target-dir" if args.target_dir else "data dir")
-        osuser.check_runnable(user, run)
-        major = int(base.manifest.physical.get("server_version_num", 0)) // 10000
-        bin_dir = Path(
-            pgtools.cluster_tool(
-                ctx.settings.pg_bin_dirs, "postgres", major, "point-in-time recovery"
-            ).path
-        ).parent
-        pitr.restore_base(ctx, plan, data, user, say)
-        unpacked = installations.major_of_data_dir(data)
-        if unpacked is not None and unpacked != major:  # a manifest that says otherwise
-            raise TargetError(
-                f"base backup {base.id} unpacked a PostgreSQL {unpacked} data directory, but its "
-                f"manifest says {major}: run it with the PostgreSQL {unpacked} server "
-                f"(permafrost verify {base.id} checks the backup)"
-            )
-        pitr.verify_files(ctx, plan, data, user, say)
-        recovery = None if target.kind == "latest" else target
-        pitr.configure(ctx, plan, data, run, recovery)
-        _own(user, data, run)
-        port = args.port if args.port else pitr.free_port()
-        server = pitr.Server(bin_dir, data, run, port, user, run / "server.log")
-        server.log.touch()
-        osuser.chown(server.log, user)
-        say(f"start PostgreSQL {major} on it to replay WAL (restore_command: permafrost wal-fetch)")
-        server.start(recovering=True)
-        reached = _recover(ctx, plan, server, run, user)
-        shutil.rmtree(data / "pg_wal" / ".permafrost-prefetch", ignore_errors=True)
-        roles = pitr.roles_to_try(ctx, user)
-        with pitr.connected(server, roles) as conn:
-            row = conn.execute(  # type: ignore[attr-defined]
-                "SELECT pg_current_wal_lsn()::text, current_user"
-            ).fetchone()
-            databases = pitr_copy.user_databases(conn)
-        reached.lsn, role = row[0], row[1]
-        _report(reached, target)
-        if args.target_db is not None:
-            _copy(ctx, args, server, role, databases)
-            server.stop()
-        else:
-            _leave(args, server, data, user, role)
+        with recover.recovered(ctx, plan, data, work, user, say, args.port) as done:
+            _report(done.reached, target)
+            if args.target_db is not None:
+                _copy(ctx, args, done.server, done.role, done.databases)
+                done.server.stop()
+            else:
+                _leave(args, done.server, data, user, done.role)
         return 0
-    except BaseException as exc:
-        if server is not None:
-            server.stop()
-            _keep_log(server, base.id, exc)
+    except BaseException:
         if args.target_dir:
             osuser.empty_dir(data, remove=created)
         raise
     finally:
         # The run directory's env file holds the key: it is never left behind.
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _recover(
-    ctx: Context,
-    plan: pitr_plan.PitrPlan,
-    server: pitr.Server,
-    run: Path,
-    user: osuser.OsUser | None,
-) -> pitr.Reached:
-    try:
-        return pitr.watch_recovery(server, say)
-    except pitr.RecoveryFailed as exc:
-        target = plan.target
-        if exc.reached.target_missed and plan.gap is None and target.kind == "time":
-            # Every archived transaction is older than the target: recovering to the target
-            # is recovering everything. Replay on to the end of the archive.
-            say(
-                "the archive holds no transaction after the target time: "
-                "replaying to the end of the archived WAL"
-            )
-            pitr.configure(ctx, plan, server.data, run, None)
-            _own(user, server.data, run)
-            server.start(recovering=True)
-            return pitr.watch_recovery(server, say)
-        raise _explain(ctx, plan, exc) from None
-
-
-def _explain(ctx: Context, plan: pitr_plan.PitrPlan, exc: pitr.RecoveryFailed) -> PermafrostError:
-    archive, target = plan.archive, plan.target
-    text = str(exc)
-    if "before consistent recovery point" in text:
-        return UsageError(
-            f"{target.describe()} is before base backup {plan.base.id} became consistent: "
-            "choose a later target, or an older base backup with --base"
-        )
-    if exc.reached.target_missed or "could not restore file" in text:
-        if plan.gap is not None:
-            key = layout.wal_key(
-                ctx.settings.storage.prefix,
-                plan.wal_cluster,
-                plan.gap.timeline,
-                archive.name(plan.gap),
-            )
-            return IntegrityError(
-                f"recovery stopped after {exc.last_segment or 'the base backup'}: WAL segment "
-                f"{archive.name(plan.gap)} is missing from the bucket ({key})"
-            )
-        if target.kind == "name":
-            return UsageError(
-                f"restore point {target.text!r} is not in the WAL after base backup "
-                f"{plan.base.id}: check the name, or pass --base with an older base backup"
-            )
-        return TargetError(f"recovery did not reach {target.describe()}: {text}")
-    return TargetError(f"the recovery server failed: {text}")
-
-
-def _own(user: osuser.OsUser | None, *folders: Path) -> None:
-    if user is None:
-        return
-    for folder in folders:
-        for path in [folder, *folder.rglob("*")]:
-            osuser.chown(path, user)
 
 
 def _report(reached: pitr.Reached, target: pitr_plan.RecoveryTarget) -> None:
@@ -325,15 +222,3 @@ def _leave(
         f"directory {data}\n  connect: psql -h {socket_dir} -p {server.port} -U {role} postgres"
         f"\n  stop:    {stop_hint}"
     )
-
-
-def _keep_log(server: pitr.Server, base_id: str, exc: BaseException) -> None:
-    if not server.log.exists() or isinstance(exc, KeyboardInterrupt):
-        return
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    kept = Path(tempfile.gettempdir()) / f"permafrost-pitr-{base_id}-{stamp}.log"
-    try:
-        shutil.copyfile(server.log, kept)
-    except OSError:
-        return
-    say(f"the recovery server's log is kept in {kept}")

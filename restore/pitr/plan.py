@@ -20,11 +20,13 @@ from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
 from permafrost.wal.archive import Archive, BaseBackup
 from permafrost.wal.names import Segment
+from restore.pitr import chain as chains
+from restore.pitr.chain import Chain
 
 
 @dataclass(frozen=True)
 class RecoveryTarget:
-    kind: str  # time, lsn, name, latest
+    kind: str  # time, lsn, name, latest, immediate (as soon as the backup is consistent)
     text: str = ""
     time: datetime | None = None
     lsn: int | None = None
@@ -36,6 +38,8 @@ class RecoveryTarget:
             return f"LSN {walnames.format_lsn(self.lsn)}"
         if self.kind == "name":
             return f"restore point {self.text!r}"
+        if self.kind == "immediate":
+            return "the moment the base backup became consistent"
         return "the end of the archived WAL"
 
     def settings(self) -> dict[str, str]:
@@ -45,6 +49,8 @@ class RecoveryTarget:
             return {"recovery_target_lsn": walnames.format_lsn(self.lsn)}
         if self.kind == "name":
             return {"recovery_target_name": self.text}
+        if self.kind == "immediate":
+            return {"recovery_target": "immediate"}
         return {}
 
 
@@ -102,12 +108,20 @@ class PitrPlan:
     gap: Segment | None  # the first segment missing after the base backup, if any
     later_timelines: bool
     wal_cluster: str  # where its WAL is: the cluster's folder, or a replaced system's (wal reset)
+    chain: Chain  # the full that starts base's chain, and its incrementals up to base
 
 
 def plan_pitr(
-    ctx: Context, cluster: str, target: RecoveryTarget, base_id: str | None = None
+    ctx: Context,
+    cluster: str,
+    target: RecoveryTarget,
+    base_id: str | None = None,
+    chain: Chain | None = None,
 ) -> PitrPlan:
+    """The plan, refused here if it cannot work. base_id names the backup to start from (a full
+    or an incremental); a chain built already (verify's, from the catalog) names it too."""
     repo = ctx.repository()
+    base_id = chain.last.id if chain is not None else base_id
     every = walarchive.base_backups(repo, cluster)
     if not every:
         raise BackupNotFound(
@@ -138,8 +152,12 @@ def plan_pitr(
         end_time += timedelta(seconds=1)  # object times are whole seconds; the WAL came first
     window = Window(bases[0].stop_time, end_time, bases[0].stop_lsn, last_good)
     later = any(t > base.timeline for t in archive.timelines)
-    plan = PitrPlan(cluster, target, base, window, archive, gap, later, wal_cluster)
+    if chain is None:
+        known = {b.id: b.manifest for b in every}
+        chain = chains.build(base.manifest, known.get, ctx.settings.storage.prefix)
+    plan = PitrPlan(cluster, target, base, window, archive, gap, later, wal_cluster, chain)
     _check_window(ctx, plan, bases)
+    chains.check_present(ctx.storage, chain)
     return plan
 
 

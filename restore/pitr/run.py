@@ -2,12 +2,13 @@
 
 The order is the operator's safety: everything that can be refused is refused before a byte is
 downloaded (no base backup early enough, a target outside the recoverable window, a missing
-segment, a target database that exists, a data directory that is not empty). Then the base
-backup is downloaded, unpacked and checked against PostgreSQL's own backup_manifest with
-pg_verifybackup; recovery settings are written (restore_command through `permafrost wal-fetch`,
-the target, recovery_target_action = 'promote', archive_mode off so the recovered server never
-archives into the source's WAL); a server is started on it and watched through its log until
-it promotes; the moment actually reached is read from what PostgreSQL reports.
+segment or chain member, a target database that exists, a data directory that is not empty).
+Then the base backup's chain is restored (restore/pitr/chain.py: downloaded, checked, combined,
+checked against PostgreSQL's own backup_manifest with pg_verifybackup); recovery settings are
+written (restore_command through `permafrost wal-fetch`, the target, recovery_target_action =
+'promote', archive_mode off so the recovered server never archives into the source's WAL); a
+server is started on it and watched through its log until it promotes; the moment actually
+reached is read from what PostgreSQL reports.
 
 With --target-dir the recovered data directory is the product, left running or stopped. With
 --target-db its databases are copied into a database on another server (pg_dump | pg_restore
@@ -22,7 +23,6 @@ import os
 import pwd
 import re
 import shlex
-import shutil
 import socket
 import subprocess
 import time
@@ -32,21 +32,12 @@ from pathlib import Path
 
 from permafrost.config.settings import SourceSettings, wal_fetch_env
 from permafrost.context import Context
-from permafrost.errors import (
-    InsufficientSpace,
-    IntegrityError,
-    PermafrostError,
-    TargetError,
-)
+from permafrost.errors import PermafrostError, TargetError
 from permafrost.postgres import tools as pgtools
-from permafrost.repo.integrity import check_data_object, check_hashes
-from permafrost.repo.reader import read_back
-from permafrost.text import human_bytes
 from restore.pitr.osuser import OsUser, as_user, permafrost_command
 from restore.pitr.plan import PitrPlan, RecoveryTarget
 
 Say = Callable[[str], None]
-MARGIN = 256 * 1024 * 1024
 BEGIN_MARK = "# permafrost pitr: recovery settings (removed after promotion)"
 END_MARK = "# permafrost pitr: end of recovery settings"
 
@@ -143,64 +134,6 @@ class Reached:
     lsn: str | None
     timeline: int | None
     target_missed: bool = False
-
-
-def restore_base(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
-    m = plan.base.manifest
-    free = shutil.disk_usage(data).free
-    if free < m.dump_bytes + MARGIN:
-        raise InsufficientSpace(
-            f"{data} has {human_bytes(free)} free, and base backup {m.id} needs "
-            f"{human_bytes(m.dump_bytes + MARGIN)}: free some space or choose another directory"
-        )
-    check_data_object(ctx.storage, m)
-    say(f"download and unpack base backup {m.id} ({human_bytes(m.dump_bytes)}) into {data}")
-    tar = subprocess.Popen(
-        ["tar", "-x", "--no-same-owner", "-C", str(data), "-f", "-"],
-        stdin=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        **as_user(user),
-    )
-    assert tar.stdin is not None and tar.stderr is not None
-    stored_sha = dump_sha = ""
-    try:
-        opened, dump_sha = read_back(ctx.repository(), m, ctx.settings.storage, tar.stdin.write)
-        stored_sha = opened.stored_sha256
-        tar.stdin.close()
-    except BrokenPipeError:
-        pass  # tar stopped reading: its exit status says why
-    except BaseException:
-        tar.kill()
-        tar.wait()
-        raise
-    errors = tar.stderr.read().decode(errors="replace").strip()
-    if tar.wait() != 0:
-        if "No space left" in errors:
-            raise InsufficientSpace(f"{data} filled up while unpacking base backup {m.id}")
-        raise TargetError(f"unpacking base backup {m.id} failed: {errors.splitlines()[-1:]}")
-    check_hashes(m, stored_sha, dump_sha)
-
-
-def verify_files(ctx: Context, plan: PitrPlan, data: Path, user: OsUser | None, say: Say) -> None:
-    major = int(plan.base.manifest.physical.get("server_version_num", 0)) // 10000
-    tool = pgtools.cluster_tool(
-        ctx.settings.pg_bin_dirs, "pg_verifybackup", major, "checking a base backup"
-    ).path
-    result = subprocess.run(
-        [tool, "--no-parse-wal", "--quiet", str(data)],
-        capture_output=True,
-        text=True,
-        check=False,
-        **as_user(user),
-    )
-    if result.returncode != 0:
-        first = (result.stderr.strip().splitlines() or ["no output"])[0]
-        raise IntegrityError(
-            f"the unpacked base backup {plan.base.id} does not match its backup_manifest: "
-            f"{first.removeprefix('pg_verifybackup: ')}"
-        )
-    files = plan.base.manifest.physical.get("files")
-    say(f"pg_verifybackup: every file{f' ({files})' if files else ''} matches backup_manifest")
 
 
 def configure(

@@ -1,0 +1,1 @@
+"""PITR drills: a recovery to a recent moment, measured (restore/drills/run.py)."""
