@@ -11,6 +11,9 @@ import psycopg
 
 from monitor.app import create_app
 from permafrost.config.settings import Settings
+from permafrost.errors import NotFound
+from permafrost.repo.config import open_repository
+from permafrost.storage import open_storage
 from tests.conftest import run
 from tests.helpers import get_object, loads, objects, put_object
 from tests.services import Cluster, S3Server
@@ -180,3 +183,28 @@ def test_the_monitor_connected_before_the_first_backup_shows_it(
         assert client.get("/backups").json["backups"] == []
         made = loads(run(env, "backup", "--json").stdout)
         assert [b["id"] for b in client.get("/backups").json["backups"]] == [made["id"]]
+
+
+def test_two_first_backups_at_once_share_the_repository_the_winner_made(tmp_path: Path) -> None:
+    """Two first writes of a new deployment race: the loser's guard finds the winner's
+    repository in the catalog and refused it as "another repository" (seen as a flaky
+    scheduler test, whose daily and compliance backups fired together). The repository is
+    there now, in the bucket this write opens: the loser uses it."""
+    settings = Settings.from_env(
+        {
+            "STORAGE_URL": f"file://{tmp_path}/bucket",
+            "BACKUP_ENCRYPTION_KEY": "a passphrase long enough for the check",
+        }
+    )
+    storage = open_storage(settings.storage)
+    made: list[str] = []
+
+    def the_other_process_wins() -> None:
+        made.append(open_repository(storage, settings, create=True).id)
+        raise NotFound("no Permafrost repository here, but the catalog knows another one")
+
+    repo = open_repository(storage, settings, create=True, before_create=the_other_process_wins)
+
+    assert repo.id == made[0]
+    stored = json.loads((tmp_path / "bucket" / "permafrost.json").read_text())
+    assert stored["id"] == made[0]

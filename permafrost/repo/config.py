@@ -84,9 +84,7 @@ def open_repository(
                 f"no Permafrost repository at {storage.url}: run `permafrost init` "
                 "or take a backup, or check STORAGE_URL"
             )
-        if before_create is not None:
-            before_create()
-        config = _create(storage, prefix, settings)
+        config = _guarded(storage, prefix, before_create) or _create(storage, prefix, settings)
     rely_on_record(storage, config)
     keyring = _keyring(settings, config)
     _prove(storage, prefix, config, keyring)
@@ -94,6 +92,24 @@ def open_repository(
     if create and not config.get("id"):
         config, assigned = _assign_id(storage, prefix, config)
     return Repository(storage, prefix, config, keyring, assigned)
+
+
+def _guarded(
+    storage: Storage, prefix: str, before_create: Callable[[], None] | None
+) -> dict[str, Any] | None:
+    """Run the guard before making a repository. A refusal may be a race, not a mistake: two
+    first backups at once, where the other one has just made the repository and told the
+    catalog. Then the repository is there now, and it is the one to use."""
+    if before_create is None:
+        return None
+    try:
+        before_create()
+    except NotFound:
+        config = read_config(storage, prefix)
+        if config is None:
+            raise
+        return config
+    return None
 
 
 def read_config(storage: Storage, prefix: str) -> dict[str, Any] | None:
