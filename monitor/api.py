@@ -205,14 +205,14 @@ def restore_test() -> Any:
         if not isinstance(name, str):
             abort(400, "backup_id must be a string")
         record = find_backup(name)
-        if record.kind != "logical" or record.status != "completed":
+        if record.kind not in ("logical", "sqlite") or record.status != "completed":
             abort(409, f"backup {record.id} cannot be test-restored (a completed logical one can)")
     else:
         if database is not None and (
             not isinstance(database, str) or not layout.valid_name(database)
         ):
             abort(400, "database must be a valid database name")
-        configured = stores().settings.source.databases
+        configured = stores().settings.source.backed_up
         if database is None and len(configured) == 1:
             database = configured[0]  # as the CLI's `latest` does: DB_NAME's newest backup
         found = reads.newest_completed(catalog(), database)
@@ -261,7 +261,7 @@ def _unconfigured(kind: str, name: str) -> Any:
             )
     except UsageError as exc:
         configured = (
-            list(settings.source.databases) if kind == "logical" else [settings.cluster_name]
+            list(settings.source.backed_up) if kind == "logical" else [settings.cluster_name]
         )
         response = jsonify({"error": str(exc), "status": 400, "configured": configured})
         response.status_code = 400

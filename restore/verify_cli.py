@@ -12,6 +12,7 @@ from permafrost.errors import PermafrostError, UsageError
 from permafrost.logs import sayer
 from permafrost.progress import Progress
 from permafrost.text import human_bytes, print_json
+from restore import sqlite_cli
 from restore.engine import refuse_base
 from restore.trial import test_restore
 from restore.verify import blocking_setting, verify_backup
@@ -25,7 +26,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         description="Without options: download the backup, check its size, both SHA-256s and "
         "every chunk's tag, and have pg_restore read it. With --test-restore: restore it into a "
         "scratch database (on VERIFY_DATABASE_URL's server, by default the source server), "
-        "compare exact row counts, and drop it.",
+        "compare exact row counts, and drop it. A SQLite backup reports its named checks: "
+        "object present, checksum, decryption, decompression; with --test-restore also "
+        "integrity_check, foreign_key_check and row counts on a restored copy.",
     )
     p.add_argument("backup", metavar="ID|latest", nargs="?")
     p.add_argument("--database", help="whose backup `latest` means")
@@ -87,6 +90,8 @@ def _unverified(ctx: Context) -> list[BackupRecord]:
 
 
 def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) -> dict:
+    if record.kind == "sqlite":  # the named checks: four, or seven with --test-restore
+        return sqlite_cli.verify(ctx, record, full=args.test_restore, json=args.json)
     if args.test_restore:
         refuse_base(record, "--test-restore")
         trial = test_restore(

@@ -24,9 +24,10 @@ from permafrost.backup.lookup import resolve
 from permafrost.catalog.heartbeats import Beating, Service
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
-from permafrost.errors import CatalogUnavailable, PermafrostError
+from permafrost.errors import CatalogUnavailable, PermafrostError, UsageError
 from permafrost.logs import Say
 from restore.engine import RestoreOptions, execute, plan_restore, refuse_base
+from restore.sqlite_verify import verify_sqlite
 from restore.trial import test_restore
 from restore.verify import verify_backup
 
@@ -44,6 +45,8 @@ def worker_name() -> str:
 
 def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
     record = resolve(ctx, str(task.payload["backup_id"]))
+    if record.kind == "sqlite":
+        return _sqlite_task(ctx, record, task.kind)
     if task.kind == "restore":
         return restore_into_new(ctx, record, str(task.payload["target_db"]), say)
     if task.kind == "verify":
@@ -59,6 +62,24 @@ def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
         "seconds": round(trial.seconds, 3),
         "tables": trial.tables,
         "bytes_per_second": round(trial.bytes_per_second),
+    }
+
+
+def _sqlite_task(ctx: Context, record: BackupRecord, kind: str) -> dict[str, Any]:
+    """A SQLite backup's named checks (seven for a test restore); a queued restore into a
+    database does not apply to a file."""
+    if kind == "restore":
+        raise UsageError(
+            f"backup {record.id} is of a SQLite file: restore it with "
+            f"`permafrost restore {record.id} --target-path PATH`"
+        )
+    result = verify_sqlite(ctx, record, full=kind == "test_restore")
+    if result.report.error is not None:
+        raise result.report.error
+    return {
+        "backup_id": record.id,
+        "seconds": round(result.seconds, 3),
+        "checks": [o.check for o in result.report.outcomes],
     }
 
 
