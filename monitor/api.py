@@ -36,6 +36,9 @@ MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # beyond it the offset overflows PostgreSQL's bigint (found by fuzzing)
 STATUSES = ("running", "completed", "failed", "deleted")
 BACKUP_KINDS = ("logical", "base")
+LISTED_KINDS = (*BACKUP_KINDS, "sqlite")  # what /backups filters by (a SQLite file's: run-now
+# takes kind logical and its name, as for a database)
+MAX_TAG = 200
 TIERS = layout.BACKUP_TIERS
 
 
@@ -80,7 +83,7 @@ def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
 
 def backup_filters() -> dict[str, str]:
     filters = {}
-    for name, allowed in (("tier", TIERS), ("status", STATUSES), ("kind", BACKUP_KINDS)):
+    for name, allowed in (("tier", TIERS), ("status", STATUSES), ("kind", LISTED_KINDS)):
         value = request.args.get(name, "").strip()
         if value:
             if value not in allowed:
@@ -91,6 +94,11 @@ def backup_filters() -> dict[str, str]:
         if not layout.valid_name(database):
             abort(400, "database is not a valid database name")
         filters["database"] = database
+    tag = request.args.get("tag", "").strip()
+    if tag:
+        if len(tag) > MAX_TAG:
+            abort(400, f"tag is longer than {MAX_TAG} characters")
+        filters["tag"] = tag
     return filters
 
 

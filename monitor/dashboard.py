@@ -92,10 +92,17 @@ def overview() -> Any:
     names += [db for db in settings.source.backed_up if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] in CARD_KINDS}
     limit = settings.monitor.max_backup_age
+    files = {s.name for s in settings.source.sqlite}
     cards = [
         _card(
-            name, by_name.get(name, {}), state["databases"].get(name, {}), cluster_wal, limit, now
+            name,
+            by_name.get(name, {}),
+            state["databases"].get(name, {}),
+            None if name in files else cluster_wal,  # a SQLite file's point is its last copy
+            limit,
+            now,
         )
+        | {"sqlite": name in files or by_name.get(name, {}).get("kind") == "sqlite"}
         for name in names
     ]
     return render_template(

@@ -31,6 +31,9 @@ def page_of_backups(
     catalog.settle_interrupted()
     where = [f"{name} = %s" for name in FILTERS if filters.get(name)]
     params: list[Any] = [filters[name] for name in FILTERS if filters.get(name)]
+    if filters.get("tag"):  # backups carrying this tag (the GIN index of migration 0017)
+        where.append("tags @> ARRAY[%s]::text[]")
+        params.append(filters["tag"])
     if not filters.get("status"):
         where.append("status <> 'deleted'")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
