@@ -56,8 +56,19 @@ def open_source(path: str) -> sqlite3.Connection:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_MS}")
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.Error as exc:
-        raise SourceError(f"SQLite file {path} cannot be read: {exc}") from None
+        raise SourceError(f"SQLite file {path} cannot be read: {exc}{_hint(path)}") from None
     return conn
+
+
+def _hint(path: str) -> str:
+    """What a read-only mount of a WAL-mode file needs, when that is likely the reason."""
+    folder = Path(path).parent
+    if os.access(folder, os.W_OK) or Path(f"{path}-shm").exists():
+        return ""
+    return (
+        f" ({folder} is read-only: a WAL-mode file opens read-only only while its -wal and -shm "
+        "files exist, that is while its application has it open; otherwise mount it read-write)"
+    )
 
 
 @contextlib.contextmanager
