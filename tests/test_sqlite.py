@@ -431,3 +431,26 @@ def test_a_sqlite_url_is_refused_unless_absolute_and_names_are_unique() -> None:
     )
     assert s.source.backed_up == ("app.db", "b") and not s.source.postgres
     assert layout.valid_name(s.source.sqlite[1].name)
+
+
+def test_the_restore_worker_runs_a_queued_test_restore_of_a_sqlite_backup(
+    senv: dict[str, str], good: dict[str, Any]
+) -> None:
+    queued = run(senv, "verify", good["id"], "--test-restore", "--queue").stdout
+    assert f"test_restore of {good['id']}" in queued
+    run(senv, "restore-worker", "--once")
+    shown = loads(run(senv, "show", good["id"], "--json").stdout)
+    newest = shown["verifications"][0]
+    assert newest["kind"] == "test_restore" and newest["status"] == "verified"
+    assert [c["status"] for c in newest["details"]["checks"]] == ["passed"] * len(CHECKS)
+
+
+def test_doctor_reports_the_files_and_no_server_when_there_is_none(
+    senv: dict[str, str], files: dict[str, Path], tmp_path: Path
+) -> None:
+    out = run(senv, "doctor").stdout
+    assert "source: no PostgreSQL server" in out
+    assert f"SQLite file journal.db ({files['journal.db']}): readable" in out
+    missing = {**senv, "SQLITE_DATABASES": f"sqlite://{tmp_path}/gone.db"}
+    refused = run(missing, "doctor", check=False)
+    assert refused.returncode == 12 and "gone.db does not exist" in refused.stderr

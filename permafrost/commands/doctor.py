@@ -8,12 +8,15 @@ source does not answer or logical backups are not ready (postgres/readiness.py h
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 
+from permafrost.config.settings import SqliteSource
 from permafrost.context import Context
-from permafrost.errors import CheckFailed
-from permafrost.postgres.doctor import Server, Space, Store
+from permafrost.errors import CheckFailed, SourceError
+from permafrost.postgres.doctor import Server, Space, Store, probe_store, restore_space
 from permafrost.postgres.readiness import Feature, Report, Status, calls_wal_push, examine
 from permafrost.postgres.readiness import report_json as as_json
+from permafrost.sqlite.snapshot import describe
 from permafrost.text import human_bytes, print_json, table
 
 
@@ -31,14 +34,53 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def doctor(ctx: Context, args: argparse.Namespace) -> int:
+    files = _sqlite_files(ctx.settings.source.sqlite)
+    if not ctx.settings.source.postgres:  # SQLite files only: no server to examine
+        return _sqlite_only(ctx, files, args.json)
     report = examine(ctx.settings)
     if args.json:
-        print_json(as_json(report))
+        print_json({**as_json(report), "sqlite": files})
     else:
-        print(render(report))
+        print(render(report) + "".join(f"\n\n{_file_line(f)}" for f in files))
     if not report.ok:
         raise CheckFailed(f"doctor: {report.problems[0]}")
+    _refuse_unreadable(files)
     return 0
+
+
+def _sqlite_files(sources: tuple[SqliteSource, ...]) -> list[dict[str, str | bool]]:
+    out: list[dict[str, str | bool]] = []
+    for s in sources:
+        try:
+            out.append({"name": s.name, "path": s.path, "ok": True, "state": describe(s.path)})
+        except SourceError as exc:
+            out.append({"name": s.name, "path": s.path, "ok": False, "state": str(exc)})
+    return out
+
+
+def _file_line(file: dict[str, str | bool]) -> str:
+    return f"SQLite file {file['name']} ({file['path']}): {file['state']}"
+
+
+def _sqlite_only(ctx: Context, files: list[dict[str, str | bool]], json: bool) -> int:
+    store = probe_store(ctx.settings.metadata_url)
+    space = restore_space(ctx.settings.restore.tmpdir)
+    if json:
+        print_json(
+            {"source": None, "store": asdict(store), "space": asdict(space), "sqlite": files}
+        )
+    else:
+        lines = ["source: no PostgreSQL server (DATABASE_URL names a SQLite file)"]
+        lines += [_store(store), _machine(space, ()), *map(_file_line, files)]
+        print("\n\n".join(lines))
+    _refuse_unreadable(files)
+    return 0
+
+
+def _refuse_unreadable(files: list[dict[str, str | bool]]) -> None:
+    bad = [f for f in files if not f["ok"]]
+    if bad:
+        raise CheckFailed(f"doctor: {bad[0]['state']}")
 
 
 def render(report: Report) -> str:

@@ -151,3 +151,12 @@ def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def describe(path: str) -> str:
+    """One line on a configured file as `doctor` shows it; SourceError when it cannot be read."""
+    with contextlib.closing(open_source(path)) as conn:
+        mode = _journal_mode(conn)
+        size = page_size(conn) * page_count(conn)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return f"readable, {human_bytes(size)}, {mode} mode, user_version {version}"
