@@ -133,7 +133,7 @@ def find_backup(name: str) -> BackupRecord:
 
 @blueprint.get("/backup/next-backup")
 def next_backup() -> Any:
-    state = collect(catalog(), stores().settings.source.databases)
+    state = collect(catalog(), stores().settings.source.backed_up)
     runs = []
     for db, jobs in state["databases"].items():
         for job, info in jobs.items():

@@ -12,7 +12,7 @@ from permafrost.text import one_line, print_json, table
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:
-    data = collect(ctx.catalog(), ctx.settings.source.databases)
+    data = collect(ctx.catalog(), ctx.settings.source.backed_up)
     if args.json:
         print_json(data)
         return 0

@@ -39,7 +39,7 @@ def doctor(ctx: Context, args: argparse.Namespace) -> int:
         return _sqlite_only(ctx, files, args.json)
     report = examine(ctx.settings)
     if args.json:
-        print_json({**as_json(report), "sqlite": files})
+        print_json({**as_json(report), **({"sqlite": files} if files else {})})
     else:
         print(render(report) + "".join(f"\n\n{_file_line(f)}" for f in files))
     if not report.ok:
