@@ -36,7 +36,10 @@ from pathlib import Path
 
 from harness import GB, MB, PERMAFROST, ROOT, Measurement, measure
 
+from permafrost.repo import crypto
+
 TARGET_RATIO = 1.3
+KEY = crypto.generate_key()
 WORDS = [
     "alpha",
     "bravo",
@@ -105,7 +108,7 @@ def environment(app: Path, bucket: Path, scratch: Path) -> dict[str, str]:
         "TMPDIR": str(scratch),
         "DATABASE_URL": f"sqlite://{app}",
         "STORAGE_URL": f"file://{bucket}",
-        "BACKUP_ENCRYPTION_KEY": "bench-passphrase-for-sqlite-0123456789",
+        "BACKUP_ENCRYPTION_KEY": KEY,  # a `permafrost keygen` key, as production uses
         "COMPRESSION_THREADS": "2",
         "COMPRESSION_LEVEL": "3",
         "LOG_LEVEL": "error",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -247,11 +248,11 @@ def _problems(report: Report, check: Check, problems: list[str], backup_id: str)
         report.add(check, Status.PASSED, "ok")
 
 
-def _row_counts(report: Report, conn: Any, manifest: Manifest) -> None:
+def _row_counts(report: Report, conn: sqlite3.Connection, manifest: Manifest) -> None:
     expected = {c.table: c.rows for c in manifest.row_counts}
     try:
         found = snapshot.row_counts(conn)
-    except Exception as exc:  # sqlite3.DatabaseError: a file too damaged to count
+    except sqlite3.DatabaseError as exc:  # a file too damaged to count
         report.fail(Check.ROW_COUNTS, IntegrityError(f"the tables cannot be counted: {exc}"))
         return
     wrong = [

@@ -45,7 +45,8 @@ def facts(manifest: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def restore(ctx: Context, record: BackupRecord, args: argparse.Namespace) -> int:
-    if args.drop_existing or args.table or args.schema or args.schema_only or args.data_only:
+    database_only = (args.drop_existing, args.table, args.schema, args.schema_only, args.data_only)
+    if any(database_only) or args.target_url or args.jobs or args.no_owner:
         raise UsageError(
             "a SQLite backup is restored whole, to a file: --target-path (default: the file it "
             "was taken of), --force, --no-safety-backup, --dry-run and --yes apply"
