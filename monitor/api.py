@@ -37,6 +37,9 @@ MAX_PER_PAGE = 200
 MAX_PAGE = 1_000_000  # beyond it the offset overflows PostgreSQL's bigint (found by fuzzing)
 STATUSES = ("running", "completed", "failed", "deleted")
 BACKUP_KINDS = ("logical", "base")
+LISTED_KINDS = (*BACKUP_KINDS, "sqlite")  # what /backups filters by (a SQLite file's: run-now
+# takes kind logical and its name, as for a database)
+MAX_TAG = 200
 TIERS = layout.BACKUP_TIERS
 
 
@@ -81,7 +84,7 @@ def _int_arg(name: str, default: int, maximum: int | None = None) -> int:
 
 def backup_filters() -> dict[str, str]:
     filters = {}
-    for name, allowed in (("tier", TIERS), ("status", STATUSES), ("kind", BACKUP_KINDS)):
+    for name, allowed in (("tier", TIERS), ("status", STATUSES), ("kind", LISTED_KINDS)):
         value = request.args.get(name, "").strip()
         if value:
             if value not in allowed:
@@ -92,6 +95,11 @@ def backup_filters() -> dict[str, str]:
         if not layout.valid_name(database):
             abort(400, "database is not a valid database name")
         filters["database"] = database
+    tag = request.args.get("tag", "").strip()
+    if tag:
+        if len(tag) > MAX_TAG:
+            abort(400, f"tag is longer than {MAX_TAG} characters")
+        filters["tag"] = tag
     return filters
 
 
@@ -126,7 +134,7 @@ def find_backup(name: str) -> BackupRecord:
 
 @blueprint.get("/backup/next-backup")
 def next_backup() -> Any:
-    state = collect(catalog(), stores().settings.source.databases)
+    state = collect(catalog(), stores().settings.source.backed_up)
     runs = []
     for db, jobs in state["databases"].items():
         for job, info in jobs.items():
@@ -206,14 +214,14 @@ def restore_test() -> Any:
         if not isinstance(name, str):
             abort(400, "backup_id must be a string")
         record = find_backup(name)
-        if record.kind != "logical" or record.status != "completed":
+        if record.kind not in ("logical", "sqlite") or record.status != "completed":
             abort(409, f"backup {record.id} cannot be test-restored (a completed logical one can)")
     else:
         if database is not None and (
             not isinstance(database, str) or not layout.valid_name(database)
         ):
             abort(400, "database must be a valid database name")
-        configured = stores().settings.source.databases
+        configured = stores().settings.source.backed_up
         if database is None and len(configured) == 1:
             database = configured[0]  # as the CLI's `latest` does: DB_NAME's newest backup
         found = reads.newest_completed(catalog(), database)
@@ -262,7 +270,7 @@ def _unconfigured(kind: str, name: str) -> Any:
             )
     except UsageError as exc:
         configured = (
-            list(settings.source.databases) if kind == "logical" else [settings.cluster_name]
+            list(settings.source.backed_up) if kind == "logical" else [settings.cluster_name]
         )
         response = jsonify({"error": str(exc), "status": 400, "configured": configured})
         response.status_code = 400

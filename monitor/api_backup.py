@@ -73,7 +73,7 @@ def create() -> Any:
 
 
 def _configured_database(value: Any) -> str:
-    configured = list(settings().source.databases)
+    configured = list(settings().source.backed_up)
     if value is None:
         if not configured:
             abort(400, "no database is configured (DB_NAME): name one in database")

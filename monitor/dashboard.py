@@ -29,6 +29,7 @@ from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_durat
 
 blueprint = Blueprint("dashboard", __name__)
 CHART_DAYS = 90
+CARD_KINDS = ("logical", "sqlite")  # a card per database: its dumps, or a SQLite file's copies
 
 
 @blueprint.before_app_request
@@ -84,20 +85,27 @@ def overview() -> Any:
     cat = catalog()
     settings = stores().settings
     now = datetime.now(UTC)
-    state = collect(cat, settings.source.databases)
+    state = collect(cat, settings.source.backed_up)
     rows = reads.databases(cat)
     wal = {w["cluster"]: w for w in cat.wal_status()}
     cluster_wal = (
         wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
     )
-    names = [r["database"] for r in rows if r["kind"] == "logical"]
-    names += [db for db in settings.source.databases if db not in names]
-    by_name = {r["database"]: r for r in rows if r["kind"] == "logical"}
+    names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
+    names += [db for db in settings.source.backed_up if db not in names]
+    by_name = {r["database"]: r for r in rows if r["kind"] in CARD_KINDS}
     limit = settings.monitor.max_backup_age
+    files = {s.name for s in settings.source.sqlite}
     cards = [
         _card(
-            name, by_name.get(name, {}), state["databases"].get(name, {}), cluster_wal, limit, now
+            name,
+            by_name.get(name, {}),
+            state["databases"].get(name, {}),
+            None if name in files else cluster_wal,  # a SQLite file's point is its last copy
+            limit,
+            now,
         )
+        | {"sqlite": name in files or by_name.get(name, {}).get("kind") == "sqlite"}
         for name in names
     ]
     return render_template(

@@ -104,7 +104,8 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
         if n.server_version:
             snap.versions.append((db, kind, n.server_version, n.tool_version or ""))
     snap.runs = _run_counts(
-        store_metrics.finished_run_counts(catalog, settings.cluster_name, list(RUN_KINDS))
+        store_metrics.finished_run_counts(catalog, settings.cluster_name, list(RUN_KINDS)),
+        {s.name for s in settings.source.sqlite},
     )
     snap.storage = [(tier, size, n) for tier, size, n in store_metrics.storage_totals(catalog)]
     snap.wal = [(cluster, at) for cluster, at in store_metrics.wal_archived_times(catalog)]
@@ -119,11 +120,15 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     return snap
 
 
-def _run_counts(rows: Iterable[tuple[str, str, str, int]]) -> dict[tuple[str, str, str], int]:
-    """Finished runs by (database, kind, status): the logical jobs' counts added up."""
+def _run_counts(
+    rows: Iterable[tuple[str, str, str, int]], sqlite: set[str]
+) -> dict[tuple[str, str, str], int]:
+    """Finished runs by (database, kind, status): the logical jobs' counts added up (a SQLite
+    file's backup jobs are kind sqlite)."""
     runs: dict[tuple[str, str, str], int] = defaultdict(int)
     for job, db, status, count in rows:
-        runs[(db, RUN_KINDS[job], status)] += count
+        kind = "sqlite" if db in sqlite and job != "base_backup" else RUN_KINDS[job]
+        runs[(db, kind, status)] += count
     return dict(runs)
 
 

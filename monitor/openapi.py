@@ -171,7 +171,12 @@ def document() -> dict[str, Any]:
                             {"enum": ["running", "completed", "failed", "deleted"]},
                             "status (default: all but deleted)",
                         ),
-                        _query("kind", {"enum": ["logical", "base"]}, "kind"),
+                        _query("kind", {"enum": ["logical", "base", "sqlite"]}, "kind"),
+                        _query(
+                            "tag",
+                            {"type": "string", "minLength": 1, "maxLength": 200},
+                            "only backups with this tag",
+                        ),
                     ],
                 )
             },

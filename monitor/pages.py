@@ -23,6 +23,9 @@ def restore_command(record: BackupRecord) -> str:
     way the stack runs, into a database the target server does not have yet."""
     current = settings()
     command = _permafrost(current.monitor)
+    if record.kind == "sqlite":  # beside the file, not over it: `--target-path` replaces
+        path = str((record.manifest or {}).get("sqlite", {}).get("path", record.database))
+        return f"{command} restore {record.id} --target-path {path}.restored"
     if record.kind == "base":
         target = free_target(current.source, f"{record.database}_recovered")
         return f"{command} pitr --latest --base {record.id} --target-db {target}"

@@ -12,13 +12,13 @@ from permafrost.config.settings import Settings
 
 
 def status_json(catalog: Catalog, settings: Settings, now: datetime) -> dict[str, Any]:
-    state = collect(catalog, settings.source.databases)
+    state = collect(catalog, settings.source.backed_up)
     per_db = {
         row["database"]: _database_json(row, _next_runs(state, row["database"]), now)
         for row in reads.databases(catalog)
-        if row["kind"] == "logical"
+        if row["kind"] in ("logical", "sqlite")  # a database's card: a dump or a SQLite file
     }
-    for db in settings.source.databases:  # configured, and never backed up
+    for db in settings.source.backed_up:  # configured, and never backed up
         per_db.setdefault(db, _never_backed_up(_next_runs(state, db)))
     return {
         "generated_at": now.isoformat(),

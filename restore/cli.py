@@ -19,7 +19,7 @@ from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.retention import deletion
 from permafrost.text import human_bytes, one_line, print_json, table, when
-from restore import globals_cli, verify_cli
+from restore import globals_cli, sqlite_cli, verify_cli
 from restore import runbook_cli as plan_cli
 from restore import target as targets
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, refuse_base
@@ -31,6 +31,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
     p.add_argument("--status", choices=("running", "completed", "failed", "interrupted"))
     p.add_argument("--limit", type=_positive, default=None)
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        help="only backups with this tag (backup --tag); repeatable: every one of them",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=list_backups)
 
@@ -50,6 +56,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("backup", metavar="ID|latest", nargs="?", default=None)
     p.add_argument("--database", help="whose backup `latest` means")
     p.add_argument("--target-db", metavar="NAME", help="the database to create")
+    sqlite_cli.add_restore_arguments(p)
     p.add_argument(
         "--globals",
         action="store_true",
@@ -130,7 +137,12 @@ def _positive(text: str) -> int:
 
 def list_backups(ctx: Context, args: argparse.Namespace) -> int:
     records = find_backups(
-        ctx, database=args.database, tier=args.tier, status=args.status, limit=args.limit
+        ctx,
+        database=args.database,
+        tier=args.tier,
+        status=args.status,
+        limit=args.limit,
+        tags=tuple(args.tag),
     )
     if args.json:
         print_json([record_json(r) for r in records])
@@ -142,18 +154,32 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
         [
             r.id,
             r.database,
+            r.kind,
             r.tier,
             r.status,
             when(r.started_at),
             human_bytes(r.size_bytes) if r.size_bytes is not None else "-",
             r.verification_status or "-",
+            ", ".join(r.tags) or "-",
             _described(r),
         ]
         for r in records
     ]
     print(
         table(
-            ["ID", "DATABASE", "TIER", "STATUS", "STARTED", "SIZE", "VERIFIED", "DESCRIPTION"], rows
+            [
+                "ID",
+                "DATABASE",
+                "KIND",
+                "TIER",
+                "STATUS",
+                "STARTED",
+                "SIZE",
+                "VERIFIED",
+                "TAGS",
+                "DESCRIPTION",
+            ],
+            rows,
         )
     )
     return 0
@@ -200,7 +226,7 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
 
 def _client(kind: str) -> str:
     """The program whose version the manifest's tool_version is."""
-    return "pg_basebackup" if kind == "base" else "pg_dump"
+    return {"base": "pg_basebackup", "sqlite": "SQLite library"}.get(kind, "pg_dump")
 
 
 def _print_record(record: BackupRecord) -> None:
@@ -225,6 +251,7 @@ def _print_record(record: BackupRecord) -> None:
         ("description", one_line(record.description, 200) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
     ]
+    fields += sqlite_cli.facts(manifest)
     if record.error:
         fields.append(("error", record.error))
     width = max(len(name) for name, _ in fields)
@@ -239,6 +266,12 @@ def _size(count: int | None) -> str:
 def restore(ctx: Context, args: argparse.Namespace) -> int:
     if args.globals:
         return globals_cli.restore_globals(ctx, args)
+    if args.backup is not None and args.target_db is None:
+        record = resolve(ctx, args.backup, args.database)
+        if record.kind == "sqlite":
+            return sqlite_cli.restore(ctx, record, args)
+    if args.target_path is not None or args.force:
+        raise UsageError("--target-path and --force are for SQLite backups (kind sqlite)")
     if args.backup is None or args.target_db is None:
         raise UsageError(
             "restore needs a backup and a target: permafrost restore ID|latest --target-db NAME "

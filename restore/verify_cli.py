@@ -12,6 +12,7 @@ from permafrost.errors import PermafrostError, UsageError
 from permafrost.logs import sayer
 from permafrost.progress import Progress
 from permafrost.text import human_bytes, print_json
+from restore import sqlite_cli
 from restore.pitr.trial import trial_restore_base
 from restore.trial import test_restore
 from restore.verify import blocking_setting, verify_backup
@@ -27,7 +28,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "scratch database (on VERIFY_DATABASE_URL's server, by default the source server), "
         "compare exact row counts, and drop it; a base backup (full or incremental) is "
         "recovered with its chain into a scratch data directory, checked by pg_amcheck and "
-        "read table by table, then removed.",
+        "read table by table, then removed. A SQLite backup reports its named checks: "
+        "object present, checksum, decryption, decompression; with --test-restore also "
+        "integrity_check, foreign_key_check and row counts on a restored copy.",
     )
     p.add_argument("backup", metavar="ID|latest", nargs="?")
     p.add_argument("--database", help="whose backup `latest` means")
@@ -91,6 +94,8 @@ def _unverified(ctx: Context) -> list[BackupRecord]:
 def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) -> dict:
     if args.test_restore and record.kind == "base":
         return _test_restore_base(ctx, record, args)
+    if record.kind == "sqlite":  # the named checks: four, or seven with --test-restore
+        return sqlite_cli.verify(ctx, record, full=args.test_restore, json=args.json)
     if args.test_restore:
         trial = test_restore(
             ctx, record, say=lambda line: None if args.json else print(f"- {line}", flush=True)

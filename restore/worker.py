@@ -25,11 +25,12 @@ from permafrost.catalog.drills import DRILL_TASK
 from permafrost.catalog.heartbeats import Beating, Service
 from permafrost.catalog.records import BackupRecord, TaskRecord
 from permafrost.context import Context
-from permafrost.errors import CatalogUnavailable, PermafrostError
+from permafrost.errors import CatalogUnavailable, PermafrostError, UsageError
 from permafrost.logs import Say
 from restore.drills.cli import drill_json
 from restore.drills.run import run_drill
 from restore.engine import RestoreOptions, execute, plan_restore, refuse_base
+from restore.sqlite_verify import verify_sqlite
 from restore.trial import test_restore
 from restore.verify import verify_backup
 
@@ -49,6 +50,8 @@ def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
     if task.kind == DRILL_TASK:
         return drill_json(run_drill(ctx, str(task.payload["cluster"]), task.requested_by, say))
     record = resolve(ctx, str(task.payload["backup_id"]))
+    if record.kind == "sqlite":
+        return _sqlite_task(ctx, record, task.kind)
     if task.kind == "restore":
         return restore_into_new(ctx, record, str(task.payload["target_db"]), say)
     if task.kind == "verify":
@@ -70,6 +73,24 @@ def run_task(ctx: Context, task: TaskRecord, say: Say) -> dict[str, Any]:
 def _subject(task: TaskRecord) -> object:
     """What a task is about: its backup, or for a drill its cluster."""
     return task.payload.get("backup_id") or task.payload.get("cluster")
+
+
+def _sqlite_task(ctx: Context, record: BackupRecord, kind: str) -> dict[str, Any]:
+    """A SQLite backup's named checks (seven for a test restore); a queued restore into a
+    database does not apply to a file."""
+    if kind == "restore":
+        raise UsageError(
+            f"backup {record.id} is of a SQLite file: restore it with "
+            f"`permafrost restore {record.id} --target-path PATH`"
+        )
+    result = verify_sqlite(ctx, record, full=kind == "test_restore")
+    if result.report.error is not None:
+        raise result.report.error
+    return {
+        "backup_id": record.id,
+        "seconds": round(result.seconds, 3),
+        "checks": [o.check for o in result.report.outcomes],
+    }
 
 
 def restore_into_new(

@@ -9,7 +9,7 @@ import sys
 from permafrost import layout
 from permafrost.backup.job import run_backup
 from permafrost.backup.lookup import record_from_manifest, record_json
-from permafrost.backup.request import BackupRequest, refuse_unconfigured
+from permafrost.backup.request import BackupRequest, kind_of, refuse_unconfigured
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.progress import Progress
@@ -19,7 +19,11 @@ from permafrost.text import human_bytes, print_json
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     parser = commands.add_parser("backup", help="take a backup now")
-    parser.add_argument("--database", help="the database to back up (default: every DB_NAME)")
+    parser.add_argument(
+        "--database",
+        help="the database (or SQLite file, by its name) to back up (default: every DB_NAME "
+        "and every SQLite file)",
+    )
     parser.add_argument(
         "--kind",
         choices=("logical", "base", "incremental"),
@@ -83,16 +87,20 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         return _base_backup(ctx, args)
     if args.database:
         refuse_unconfigured(ctx.settings.source, args.database)
-    databases = [args.database] if args.database else list(ctx.settings.source.databases)
+    databases = [args.database] if args.database else list(ctx.settings.source.backed_up)
     if not databases:
         raise UsageError(
             "no database to back up: pass --database NAME or set DB_NAME "
-            "(or a database in DATABASE_URL)"
+            "(or a database in DATABASE_URL, or a SQLite file: DATABASE_URL=sqlite:///path)"
         )
     records = []
     for database in databases:
         request = BackupRequest(
-            database=database, tier=args.tier, description=args.description, tags=tuple(args.tag)
+            database=database,
+            tier=args.tier,
+            description=args.description,
+            tags=tuple(args.tag),
+            kind=kind_of(ctx.settings.source, database),
         )
         progress = Progress(f"backup {database}")
         manifest = run_backup(ctx, request, progress.advance, wait=not args.no_wait, say=_say)

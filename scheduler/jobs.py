@@ -19,7 +19,7 @@ from uuid import NAMESPACE_URL, uuid5
 
 from permafrost import layout
 from permafrost.backup.job import job_name, run_backup
-from permafrost.backup.request import BackupRequest
+from permafrost.backup.request import BackupRequest, kind_of
 from permafrost.catalog.drills import queue_drill
 from permafrost.catalog.jobs import (
     BACKUP_JOBS,
@@ -136,7 +136,9 @@ class Jobs:
         """Take one backup; its outcome as {"backup_id": ...} or {"error": ...}, never raised."""
         assert spec.database is not None
         ctx = Context(self.settings)
-        request = replace(_request(spec, trigger), description=description, tags=tags)
+        request = replace(
+            _request(spec, trigger, self.settings), description=description, tags=tags
+        )
         fields: dict[str, Any] = {
             "job": str(spec.job),
             "database": spec.database,
@@ -234,8 +236,9 @@ class Jobs:
         test_restores = verifies = 0
         newest: dict[tuple[str, str], str] = {}
         for record in catalog.find(status="completed"):
-            if record.kind in ("logical", "base") and (record.kind, record.database) not in newest:
-                newest[(record.kind, record.database)] = record.id
+            newest_key = (record.kind, record.database)
+            if record.kind in (Kind.LOGICAL, Kind.SQLITE, Kind.BASE) and newest_key not in newest:
+                newest[newest_key] = record.id
                 if record.id not in pending:
                     catalog.enqueue("test_restore", {"backup_id": record.id}, "scheduler")
                     test_restores += 1
@@ -279,8 +282,9 @@ class Jobs:
         return {"action": result.action, "summary": result.summary()}
 
 
-def _request(spec: JobSpec, trigger: str) -> BackupRequest:
-    """What a backup job takes: its database, tier and kind follow from the job's name."""
+def _request(spec: JobSpec, trigger: str, settings: Settings) -> BackupRequest:
+    """What a backup job takes: its database, tier and kind follow from the job's name (and a
+    SQLite file's name makes it a SQLite backup)."""
     assert spec.database is not None
     if spec.job in (JobName.BASE_BACKUP, JobName.INCREMENTAL_BACKUP):
         return BackupRequest(
@@ -291,7 +295,8 @@ def _request(spec: JobSpec, trigger: str) -> BackupRequest:
             incremental=spec.job == JobName.INCREMENTAL_BACKUP,
         )
     tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
-    return BackupRequest(database=spec.database, tier=tier, trigger=trigger)
+    kind = kind_of(settings.source, spec.database)
+    return BackupRequest(database=spec.database, tier=tier, trigger=trigger, kind=kind)
 
 
 def _alert_key(spec: JobSpec) -> str:

@@ -68,13 +68,14 @@ class Service:
         s = self.schedules
         out: list[tuple[JobSpec, schedule.Schedule]] = []
         per_database = (JobName.BACKUP, JobName.COMPLIANCE_BACKUP)
-        for db in self.settings.source.databases:
+        for db in self.settings.source.backed_up:  # SQLite files too: the same jobs
             out += [(JobSpec(f"{job}:{db}", job, db, "critical"), s[job]) for job in per_database]
         cluster = self.settings.cluster_name
         base = JobName.BASE_BACKUP
-        out.append((JobSpec(f"{base}:{cluster}", base, cluster, "critical"), s[base]))
-        inc = JobName.INCREMENTAL_BACKUP
-        out.append((JobSpec(f"{inc}:{cluster}", inc, cluster, "critical"), s[inc]))
+        if self.settings.source.postgres:  # DATABASE_URL=sqlite:///... alone: no cluster
+            out.append((JobSpec(f"{base}:{cluster}", base, cluster, "critical"), s[base]))
+            inc = JobName.INCREMENTAL_BACKUP
+            out.append((JobSpec(f"{inc}:{cluster}", inc, cluster, "critical"), s[inc]))
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
         drill = JobName.PITR_DRILL
@@ -95,7 +96,7 @@ class Service:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        if not self.settings.source.databases:
+        if not self.settings.source.backed_up:
             self.say("DB_NAME names no database: no logical backups are scheduled")
         self.say(
             f"scheduler {self.instance} starting (time zone {self.settings.schedules.timezone})"
@@ -123,7 +124,7 @@ class Service:
             "version": __version__,
             "timezone": self.settings.schedules.timezone,
             "wal_archiving": self.settings.schedules.wal_archiving,
-            "databases": list(self.settings.source.databases),
+            "databases": list(self.settings.source.backed_up),
             "schedules": {spec.id: sched.text for spec, sched in self.specs},
             "running": self.running.ids(),
         }
@@ -253,6 +254,8 @@ class Service:
         """Backup runs left 'running' by a process that died: recorded as aborted."""
         for run in catalog.running_runs(list(BACKUP_JOBS)):
             kind = "base" if run["job"] in BASE_JOBS else "logical"
+            if self.settings.source.sqlite_source(run["database"]) is not None:
+                kind = "sqlite"
             name = f"{kind}:{run['database']}"
             if catalog.try_lock(BACKUP_LOCK, name):
                 catalog.unlock(BACKUP_LOCK, name)

@@ -15,7 +15,7 @@ from permafrost.text import human_bytes, one_line, print_json, table
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:
-    data = collect(ctx.catalog(), ctx.settings.source.databases)
+    data = collect(ctx.catalog(), ctx.settings.source.backed_up)
     chains = newest_chains(ctx.catalog())
     if args.json:
         print_json({**data, "chains": [asdict(c) for c in chains]})

@@ -109,7 +109,7 @@ class TaskReader:
             return JobName.BASE_BACKUP, [payload.get("cluster") or self.settings.cluster_name]
         job = JobName.COMPLIANCE_BACKUP if payload.get("tier") == "compliance" else JobName.BACKUP
         names = [payload["database"]] if payload.get("database") else []
-        return job, names or list(self.settings.source.databases)
+        return job, names or list(self.settings.source.backed_up)
 
     def _back_up(
         self, job: JobName, names: list[str], description: str = "", tags: tuple[str, ...] = ()

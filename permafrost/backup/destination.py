@@ -37,6 +37,8 @@ class Made:
     stats: SealedStats
     row_counts: list[TableCount] = field(default_factory=list)
     physical: dict[str, Any] = field(default_factory=dict)
+    sqlite: dict[str, Any] = field(default_factory=dict)
+    tool_version: str = ""  # when there is no program to ask (SQLite: the library's version)
 
 
 @dataclass(frozen=True)
@@ -103,7 +105,7 @@ class Destination:
             started_at=made.started.isoformat(),
             finished_at=datetime.now(UTC).isoformat(),
             server_version=made.server_version,
-            tool_version=pgtools.tool_version(made.tool),
+            tool_version=made.tool_version or pgtools.tool_version(made.tool),
             dump_bytes=stats.plain_bytes,
             compressed_bytes=stats.compressed_bytes,
             stored_bytes=stats.stored_bytes,
@@ -119,4 +121,5 @@ class Destination:
             permafrost_version=__version__,
             physical=made.physical,
             globals=beside.globals,
+            sqlite=made.sqlite,
         )

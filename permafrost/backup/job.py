@@ -20,6 +20,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.backup import globals as server_globals
 from permafrost.backup import incremental, logical, physical
+from permafrost.backup import sqlite as sqlite_backup
 from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
 from permafrost.catalog.jobs import (
@@ -33,7 +34,7 @@ from permafrost.catalog.jobs import (
 from permafrost.catalog.sync import sync_catalog
 from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
-from permafrost.errors import Busy, CatalogUnavailable, PermafrostError, SourceError
+from permafrost.errors import Busy, CatalogUnavailable, PermafrostError, SourceError, UsageError
 from permafrost.postgres import tools as pgtools
 from permafrost.repo.manifest import Kind, Manifest
 
@@ -57,6 +58,8 @@ def run_backup(
 ) -> Manifest:
     """Take one backup, recorded; one at a time per database (or cluster), across processes."""
     layout.check_name(request.database, "cluster" if request.kind == "base" else "database")
+    if request.kind == Kind.SQLITE:
+        _sqlite_path(ctx, request)  # an unconfigured name is refused before anything is written
     layout.check_tier(request.tier)
     program = _program_or_error(ctx, request)  # no program fits the server: nothing is written
     ctx.repository(create=True)  # a wrong key fails here, before anything is recorded or dumped
@@ -184,6 +187,9 @@ def _take(
         raise program  # the server was not reachable: a failure this run records
     source = request.source or ctx.settings.source
     destination = Destination.of(ctx)
+    if request.kind == Kind.SQLITE:
+        path = _sqlite_path(ctx, request)
+        return sqlite_backup.backup(destination, path, request, on_progress)
     if request.kind == Kind.BASE and ready is not None:
         try:
             return physical.backup(
@@ -203,6 +209,8 @@ def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError
     An unreachable server is not refused here: the recorded run raises (and records) it."""
     source = request.source or ctx.settings.source
     base = request.kind == Kind.BASE
+    if request.kind == Kind.SQLITE:
+        return "sqlite3"  # the library linked into Python: nothing to pick
     try:
         major = pgtools.server_major(
             source, pgtools.cluster_database(source) if base else request.database
@@ -215,6 +223,20 @@ def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError
     if base:
         return pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
     return pgtools.find_tool(bin_dirs, "pg_dump", major).path
+
+
+def _sqlite_path(ctx: Context, request: BackupRequest) -> str:
+    """The file a SQLite backup copies: the request's own (a safety backup), or the configured
+    source of that name."""
+    if request.path is not None:
+        return request.path
+    configured = ctx.settings.source.sqlite_source(request.database)
+    if configured is None:
+        raise UsageError(
+            f"{request.database!r} is not a configured SQLite file (DATABASE_URL=sqlite:///..., "
+            "SQLITE_DATABASES)"
+        )
+    return configured.path
 
 
 def _globals(

@@ -80,6 +80,9 @@ def record_json(record: BackupRecord) -> dict[str, Any]:
     physical = (record.manifest or {}).get("physical")
     if physical:
         out["physical"] = physical  # base backups: LSNs, timeline, the WAL they need
+    sqlite = (record.manifest or {}).get("sqlite")
+    if sqlite:
+        out["sqlite"] = sqlite  # SQLite backups: path, pages, user_version, SQLite's version
     return out
 
 
@@ -90,17 +93,21 @@ def find_backups(
     tier: str | None = None,
     status: str | None = None,
     limit: int | None = None,
+    tags: tuple[str, ...] = (),
 ) -> list[BackupRecord]:
-    """Backups newest first, from the catalog, or from the bucket if the catalog is down."""
+    """Backups newest first, from the catalog, or from the bucket if the catalog is down;
+    with tags, those that carry every one of them."""
     catalog = ctx.catalog_or_none(FALLBACK)
     if catalog is not None:
-        return catalog.find(database=database, tier=tier, status=status, limit=limit)
+        return catalog.find(database=database, tier=tier, status=status, limit=limit, tags=tags)
     if status not in (None, "completed"):
         return []
     records = [
         r
         for r in _bucket_records(ctx)
-        if (database is None or r.database == database) and (tier in (None, r.tier))
+        if (database is None or r.database == database)
+        and (tier in (None, r.tier))
+        and set(tags) <= set(r.tags)
     ]
     return records[:limit] if limit is not None else records
 
@@ -170,7 +177,7 @@ def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
 
 def _latest(ctx: Context, database: str | None) -> BackupRecord:
     if database is None:
-        configured = ctx.settings.source.databases
+        configured = ctx.settings.source.backed_up
         if len(configured) == 1:
             database = configured[0]
     # `latest` is a logical backup: base backups are for pitr, which chooses its own.

@@ -25,14 +25,21 @@ class BackupRequest:
     # The server to back up when it is not the configured source: a restore's safety backup
     # of the target it is about to replace.
     source: SourceSettings | None = None
+    # The SQLite file to back up when it is not a configured source (a restore's safety backup).
+    path: str | None = None
 
 
 def refuse_unconfigured(source: SourceSettings, database: str) -> None:
     """A backup asked for by name must be of a configured database (DB_NAME, or DATABASE_URL's):
     a typo is refused here, not left to fail, and alert, on every later run."""
-    configured = source.databases
+    configured = source.backed_up
     if configured and database not in configured:
         raise UsageError(
             f"database {database!r} is not configured for backups; the configured ones are "
-            f"{', '.join(configured)} (DB_NAME): name one of them, or add it to DB_NAME"
+            f"{', '.join(configured)} (DB_NAME, SQLITE_DATABASES): name one of them, or add it"
         )
+
+
+def kind_of(source: SourceSettings, name: str) -> Kind:
+    """A configured SQLite file's backups are `sqlite`; every other database's `logical`."""
+    return Kind.SQLITE if source.sqlite_source(name) is not None else Kind.LOGICAL

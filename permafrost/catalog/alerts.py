@@ -318,14 +318,16 @@ class AlertRows:
         return rows[0] if rows else None
 
     def newest_logical_successes(self) -> list[dict[str, Any]]:
-        """Per database with logical backups: its newest completed one (id, when), or None."""
+        """Per database with logical (or SQLite) backups: its newest completed one (id, when),
+        or None."""
         return self._rows(
             "SELECT database,"
             " (array_agg(id ORDER BY coalesce(finished_at, started_at) DESC)"
             "   FILTER (WHERE status = 'completed'))[1] AS newest_id,"
             " max(coalesce(finished_at, started_at)) FILTER (WHERE status = 'completed')"
             " AS newest"
-            " FROM backups WHERE kind = 'logical' AND status <> 'deleted' AND purpose = 'backup'"
+            " FROM backups WHERE kind IN ('logical', 'sqlite') AND status <> 'deleted'"
+            " AND purpose = 'backup'"
             " GROUP BY database"
         )
 

@@ -151,10 +151,14 @@ class BackupRows(Rows):
         status: str | None = None,
         limit: int | None = None,
         include_deleted: bool = False,
+        tags: tuple[str, ...] = (),
     ) -> list[BackupRecord]:
-        """Backups, newest first."""
+        """Backups, newest first; with tags, those that carry every one of them."""
         self.settle_interrupted()
         where, params = filters(database=database, tier=tier, status=status)
+        if tags:
+            where.append("tags @> %s")
+            params.append(list(tags))
         if not include_deleted and status is None:
             where.append("status <> 'deleted'")
         query = "SELECT * FROM backups"

@@ -31,6 +31,9 @@ def page_of_backups(
     catalog.settle_interrupted()
     where = [f"{name} = %s" for name in FILTERS if filters.get(name)]
     params: list[Any] = [filters[name] for name in FILTERS if filters.get(name)]
+    if filters.get("tag"):  # backups carrying this tag (the GIN index of migration 0017)
+        where.append("tags @> ARRAY[%s]::text[]")
+        params.append(filters["tag"])
     if not filters.get("status"):
         where.append("status <> 'deleted'")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
@@ -116,14 +119,15 @@ def job_history(catalog: Catalog, limit: int = 30) -> list[dict[str, Any]]:
 def newest_completed(
     catalog: Catalog, database: str | None, *, verified: bool = False
 ) -> BackupRecord | None:
-    """The newest completed logical backup (of one database, or of any; verified ones only)."""
+    """The newest completed logical (or SQLite) backup (of one database, or of any; verified
+    ones only)."""
     check = " AND verification_status = 'verified'" if verified else ""
     with (
         db_errors("find the newest backup"),
         catalog.conn.cursor(row_factory=class_row(BackupRecord)) as cur,
     ):
         return cur.execute(
-            "SELECT * FROM backups WHERE status = 'completed' AND kind = 'logical'"
+            "SELECT * FROM backups WHERE status = 'completed' AND kind IN ('logical', 'sqlite')"
             f" AND purpose = 'backup'{check} AND (%s::text IS NULL OR database = %s)"
             " ORDER BY started_at DESC LIMIT 1",
             (database, database),

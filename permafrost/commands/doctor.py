@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
+from permafrost.config.settings import SqliteSource
 from permafrost.context import Context
-from permafrost.errors import CheckFailed, PermafrostError
-from permafrost.postgres.doctor import Server, Space, Store
+from permafrost.errors import CheckFailed, PermafrostError, SourceError
+from permafrost.postgres.doctor import Server, Space, Store, probe_store, restore_space
 from permafrost.postgres.readiness import Feature, Report, Status, calls_wal_push, examine
 from permafrost.postgres.readiness import report_json as as_json
 from permafrost.repo.config import read_config, reprobe_conditional_writes
+from permafrost.sqlite.snapshot import describe
 from permafrost.storage import ProviderConditions
 from permafrost.storage.conditional import LOCAL, MEANING, Conditional
 from permafrost.text import human_bytes, print_json, table
@@ -51,17 +53,23 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def doctor(ctx: Context, args: argparse.Namespace) -> int:
+    files = _sqlite_files(ctx.settings.source.sqlite)
+    if not ctx.settings.source.postgres:  # SQLite files only: no server to examine
+        return _sqlite_only(ctx, files, args.json)
     report = examine(ctx.settings)
     bucket = examine_bucket(ctx)
     if args.json:
-        print_json({**as_json(report), "bucket": asdict(bucket)})
+        sqlite = {"sqlite": files} if files else {}
+        print_json({**as_json(report), "bucket": asdict(bucket), **sqlite})
     else:
-        print(render(report) + "\n\n" + render_bucket(bucket))
+        sqlite_lines = "".join(f"\n\n{_file_line(f)}" for f in files)
+        print(render(report) + "\n\n" + render_bucket(bucket) + sqlite_lines)
     problems = [*report.problems]
     if not bucket.reachable:
         problems.append(f"the bucket cannot be used: {bucket.error}")
     if problems:
         raise CheckFailed(f"doctor: {problems[0]}")
+    _refuse_unreadable(files)
     return 0
 
 
@@ -91,6 +99,43 @@ def render_bucket(bucket: Bucket) -> str:
     else:
         kept = "as recorded in permafrost.json"
     return f"bucket {bucket.where}: reachable\n  conditional writes: {state} ({meaning}); {kept}"
+
+
+def _sqlite_files(sources: tuple[SqliteSource, ...]) -> list[dict[str, str | bool]]:
+    out: list[dict[str, str | bool]] = []
+    for s in sources:
+        try:
+            out.append({"name": s.name, "path": s.path, "ok": True, "state": describe(s.path)})
+        except SourceError as exc:
+            out.append({"name": s.name, "path": s.path, "ok": False, "state": str(exc)})
+    return out
+
+
+def _file_line(file: dict[str, str | bool]) -> str:
+    return f"SQLite file {file['name']} ({file['path']}): {file['state']}"
+
+
+def _sqlite_only(ctx: Context, files: list[dict[str, str | bool]], json: bool) -> int:
+    store = probe_store(ctx.settings.metadata_url)
+    space = restore_space(ctx.settings.restore.tmpdir)
+    bucket = examine_bucket(ctx)
+    if json:
+        facts = {"source": None, "store": asdict(store), "space": asdict(space)}
+        print_json({**facts, "bucket": asdict(bucket), "sqlite": files})
+    else:
+        lines = ["source: no PostgreSQL server (DATABASE_URL names a SQLite file)"]
+        lines += [_store(store), _machine(space, ()), render_bucket(bucket)]
+        print("\n\n".join([*lines, *map(_file_line, files)]))
+    if not bucket.reachable:
+        raise CheckFailed(f"doctor: the bucket cannot be used: {bucket.error}")
+    _refuse_unreadable(files)
+    return 0
+
+
+def _refuse_unreadable(files: list[dict[str, str | bool]]) -> None:
+    bad = [f for f in files if not f["ok"]]
+    if bad:
+        raise CheckFailed(f"doctor: {bad[0]['state']}")
 
 
 def render(report: Report) -> str:

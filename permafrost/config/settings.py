@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from permafrost.config.env import Env, Secret
-from permafrost.config.source import SourceSettings, source_from_url, source_settings
+from permafrost.config.source import (
+    SourceSettings,
+    SqliteSource,
+    source_from_url,
+    source_settings,
+)
 from permafrost.config.storage import StorageSettings, storage_settings
 from permafrost.errors import ConfigError
 from permafrost.logs import LogFormat
@@ -32,6 +37,7 @@ __all__ = [
     "Secret",
     "Settings",
     "SourceSettings",
+    "SqliteSource",
     "StorageSettings",
     "source_from_url",
     "wal_fetch_env",

@@ -1,12 +1,22 @@
-"""Where the databases to back up live: `DATABASE_URL`, or the reference deployment's `DB_*`."""
+"""Where the databases to back up live: `DATABASE_URL`, or the reference deployment's `DB_*`;
+and the SQLite files to back up: `DATABASE_URL=sqlite:///path` and `SQLITE_DATABASES`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from urllib.parse import unquote, urlsplit
+from pathlib import PurePosixPath
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from permafrost.config.env import Env, Secret, checked_name, refuse_conflict
 from permafrost.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SqliteSource:
+    """A SQLite file to back up: its name in the bucket and the catalog, and its absolute path."""
+
+    name: str
+    path: str
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,19 @@ class SourceSettings:
     password: Secret | None
     databases: tuple[str, ...]
     options: tuple[tuple[str, str], ...] = ()
+    sqlite: tuple[SqliteSource, ...] = ()
+    # False when DATABASE_URL names a SQLite file and no DB_* name a PostgreSQL server: then no
+    # base backup is scheduled and no PostgreSQL server is probed.
+    postgres: bool = True
+
+    @property
+    def backed_up(self) -> tuple[str, ...]:
+        """Every name a scheduled backup is taken of: the PostgreSQL databases, then the SQLite
+        files."""
+        return self.databases + tuple(s.name for s in self.sqlite)
+
+    def sqlite_source(self, name: str) -> SqliteSource | None:
+        return next((s for s in self.sqlite if s.name == name), None)
 
     def conninfo(self, database: str) -> dict[str, str]:
         """libpq keywords for one database, without the password."""
@@ -37,8 +60,16 @@ def source_settings(env: Env) -> SourceSettings:
     """The source server: `DATABASE_URL`, or the `DB_*` names; with both, the `DB_*` names fill
     what the URL leaves out and must agree with what it says."""
     url = env.secret("DATABASE_URL")
-    if url is not None:
-        return _source_from_url(env, url.reveal())
+    files = _sqlite_list(env)
+    if url is not None and url.reveal().startswith("sqlite:"):
+        files = (sqlite_from_url(url.reveal(), "DATABASE_URL"), *files)
+        postgres = any(env.text(n) for n in ("DB_HOST", "DB_NAME", "DB_PORT", "DB_USER"))
+        return _with_files(_from_db_names(env), files, postgres)
+    source = _source_from_url(env, url.reveal()) if url is not None else _from_db_names(env)
+    return _with_files(source, files, True)
+
+
+def _from_db_names(env: Env) -> SourceSettings:
     return SourceSettings(
         host=env.text("DB_HOST"),
         port=_db_port(env),
@@ -46,6 +77,42 @@ def source_settings(env: Env) -> SourceSettings:
         password=env.secret("DB_PASSWORD"),
         databases=_databases(env.text("DB_NAME")),
     )
+
+
+def _with_files(
+    source: SourceSettings, files: tuple[SqliteSource, ...], postgres: bool
+) -> SourceSettings:
+    """The SQLite files beside the PostgreSQL databases: every name once, across both."""
+    seen = set(source.databases) if postgres else set()
+    for file in files:
+        if file.name in seen:
+            raise ConfigError(
+                f"SQLITE_DATABASES: the name {file.name!r} is used twice (by a database or "
+                "another file): give one of them another with ?name=NAME"
+            )
+        seen.add(file.name)
+    databases = source.databases if postgres else ()
+    return replace(source, databases=databases, sqlite=files, postgres=postgres)
+
+
+def _sqlite_list(env: Env) -> tuple[SqliteSource, ...]:
+    raw = env.text("SQLITE_DATABASES") or ""
+    urls = [part.strip() for part in raw.split(",") if part.strip()]
+    return tuple(sqlite_from_url(url, "SQLITE_DATABASES") for url in urls)
+
+
+def sqlite_from_url(url: str, name: str) -> SqliteSource:
+    """A SQLite file from sqlite:///absolute/path/app.db[?name=NAME]; its name defaults to the
+    file's own (app.db)."""
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if parts.scheme != "sqlite" or parts.netloc or not path.startswith("/"):
+        raise ConfigError(
+            f"{name}: a SQLite file is named sqlite:///absolute/path/app.db "
+            f"(three slashes, then the absolute path); got {url!r}"
+        )
+    wanted = parse_qs(parts.query).get("name", [PurePosixPath(path).name])[0]
+    return SqliteSource(checked_name(name, wanted), str(PurePosixPath(path)))
 
 
 def _source_from_url(env: Env, url: str) -> SourceSettings:

@@ -19,10 +19,12 @@ FORMAT = 1
 
 
 class Kind(StrEnum):
-    """What a backup is: a logical dump of one database, or a base backup of a whole cluster."""
+    """What a backup is: a logical dump of one database, a base backup of a whole cluster, or
+    a snapshot of one SQLite file (the online backup API's copy)."""
 
     LOGICAL = "logical"
     BASE = "base"
+    SQLITE = "sqlite"
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Manifest:
     # Logical backups: the server's globals stored beside the dump (objects["globals"]):
     # plain_bytes, plain_sha256, stored_bytes, stored_sha256, tool_version, role_passwords.
     globals: dict[str, Any] = field(default_factory=dict)
+    # SQLite backups only: path, page_size, page_count, user_version, journal_mode,
+    # sqlite_version (backup/sqlite.py); the row counts are in row_counts, schema "main".
+    sqlite: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
     @property
@@ -95,7 +100,7 @@ class Manifest:
 
     def body(self) -> dict[str, Any]:
         body = asdict(self)
-        for optional in ("physical", "globals"):
+        for optional in ("physical", "globals", "sqlite"):
             if not body[optional]:
                 del body[optional]  # manifests without them stay as format 1 first wrote them
         return body

@@ -127,6 +127,12 @@ class Opened:
             yield out
 
 
+def decompressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """The plaintext of a compressed (already decrypted) stream, in bounded pieces: for callers
+    that tell a decryption failure from a decompression one (a SQLite backup's named checks)."""
+    return _decompressed(pieces)
+
+
 def _decompressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
     """One zstd frame, read in pieces of at most READ_SIZE whatever the compression ratio.
 

@@ -51,7 +51,7 @@ def _job_alert_covers(row: Row, scheduled: set[str]) -> bool:
 def failed_backup_finding(row: Row, good: Row | None) -> Finding:
     """The finding for a failed newest backup; `good` is the newest completed one, if any."""
     name, kind = row["database"], row["kind"]
-    logical = kind == "logical"
+    logical = kind != "base"  # a database's (or a SQLite file's) own backup
     error = one_line(row["error"] or "no error recorded", 120)
     what = "backup" if logical else f"{kind} backup"
     runbook = f"permafrost list --database {name} --status {row['status']}\n" + (
@@ -86,7 +86,7 @@ def backup_stale(run: Run) -> list[Finding]:
     limit = run.settings.monitor.max_backup_age
     known = {row["database"]: row for row in run.catalog.newest_logical_successes()}
     out = []
-    for db in sorted(set(run.settings.source.databases) | set(known)):
+    for db in sorted(set(run.settings.source.backed_up) | set(known)):
         row = known.get(db)
         if row is None or row["newest"] is None:
             found = never_backed_up(db, limit, run.now, run.installed)

@@ -1,0 +1,1 @@
+"""SQLite files: consistent snapshots with the online backup API, their facts, their checks."""
