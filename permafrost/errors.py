@@ -91,6 +91,7 @@ class IncrementalRefused(PermafrostError):
 
     fallback = True
     alert = True  # the scheduler's full in its place comes with a warning saying what to change
+    recorded = False  # True when its job run is recorded already (refused by pg_basebackup)
 
 
 class IncrementalUnsupported(IncrementalRefused, SourceError):

@@ -63,11 +63,16 @@ def refused(
     reason = " ".join(str(exc).split())
     ctx = Context(runner.settings)
     try:
-        run = RecordedRun.start(
-            ctx, UNRECORDED, spec.job, spec.database, None, {"trigger": trigger}
+        # Refused before pg_basebackup ran, nothing has recorded this run yet.
+        details = {"trigger": trigger}
+        run = (
+            None
+            if exc.recorded
+            else RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database, None, details)
         )
         if not exc.fallback:
-            run.succeeded({"skipped": reason})
+            if run is not None:
+                run.succeeded({"skipped": reason})
             runner.say(
                 f"{spec.job} of {spec.database} skipped: {reason}",
                 event="backup_skipped",
@@ -75,7 +80,8 @@ def refused(
                 database=spec.database,
             )
             return {"skipped": reason}
-        run.ended_by(exc, reason)
+        if run is not None:
+            run.ended_by(exc, reason)
         runner.say(
             f"{spec.job} of {spec.database} refused: {reason}; taking a full base backup instead",
             level=logging.WARNING,

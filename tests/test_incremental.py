@@ -74,21 +74,6 @@ def env18(
     }
 
 
-def test_it_stores_a_full_base_backups_backup_manifest_and_names_it_its_own_chain(
-    env18: dict[str, str], s3: S3Server, bucket: str
-) -> None:
-    made = loads(run(env18, "backup", "--kind", "base", "--json").stdout)
-    assert made["incremental"] is False
-    assert made["parent_id"] is None
-    assert made["chain_full_id"] == made["id"]
-    assert made["physical"]["changed_bytes"] > 1_000_000  # the whole cluster's files
-    stored = objects(s3, bucket, f"backups/base/inc/{made['id']}/")
-    assert f"backups/base/inc/{made['id']}/backup_manifest.pfe" in stored
-    listed = loads(run(env18, "list", "--json").stdout)
-    row = next(b for b in listed if b["id"] == made["id"])
-    assert row["chain_full_id"] == made["id"] and row["incremental"] is False
-
-
 BIG = (
     "CREATE TABLE big (id int PRIMARY KEY, v text);"
     "INSERT INTO big SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, {n}) g;"
@@ -126,10 +111,22 @@ def restore_chain(env: dict[str, str], ids: list[str], into: Path) -> Path:
 
 
 def test_a_chain_of_incrementals_carries_only_the_changes_and_combines_whole(
-    env18: dict[str, str], pg18: Cluster, source18: str, tmp_path: Path
+    env18: dict[str, str],
+    pg18: Cluster,
+    source18: str,
+    tmp_path: Path,
+    s3: S3Server,
+    bucket: str,
 ) -> None:
     pg18.execute(BIG.format(n=300_000), source18)  # about 30 MB of rows in 40 MB of cluster
     full = base(env18)
+    assert (full["incremental"], full["parent_id"], full["chain_full_id"]) == (
+        False,
+        None,
+        full["id"],
+    )
+    stored = objects(s3, bucket, f"backups/base/inc/{full['id']}/")
+    assert f"backups/base/inc/{full['id']}/backup_manifest.pfe" in stored
 
     pg18.execute("UPDATE big SET v = upper(v) WHERE id <= 3000", source18)  # 1% of the rows
     first = base(env18, "incremental")
@@ -249,10 +246,15 @@ def test_it_refuses_without_a_full_or_with_summarize_wal_off_saying_what_to_do(
     summarize_wal(pg18, "off")
     try:
         line = refused_with(env18, 7)
+        assert objects(s3, bucket, "backups/base/") == []
+        full = base(env18)  # taken while the server summarizes nothing
+        pg18.execute("CHECKPOINT")
     finally:
         summarize_wal(pg18, "on")
     assert "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf()" in line
-    assert objects(s3, bucket, "backups/base/") == []
+    line = refused_with(env18, 7)  # on now, but its summaries begin after the full
+    assert f"do not reach back to the parent {full['id']}" in line
+    assert len(manifests(s3, bucket)) == 1
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ def prepared(ctx: Context, cluster: str, source: SourceSettings) -> Iterator[Pre
     """The checked parent of the next incremental of `cluster`, its backup_manifest in a
     temporary file for as long as the backup runs; or an IncrementalRefused."""
     facts = physical.server_facts(source)
-    refuse_before_17(int(facts["server_version_num"]))
+    refuse_before_17(int(facts["server_version_num"]) // 10000)
     refuse_without_summaries(source)
     parent = parent_manifest(ctx, cluster, facts)
     body = parent_backup_manifest(ctx, parent)
@@ -73,8 +73,7 @@ def prepared(ctx: Context, cluster: str, source: SourceSettings) -> Iterator[Pre
         yield Prepared(Parent(parent.id, chain, str(path)), facts)
 
 
-def refuse_before_17(version_num: int) -> None:
-    major = version_num // 10000
+def refuse_before_17(major: int) -> None:
     if major < FIRST_MAJOR:
         raise IncrementalUnsupported(
             f"the server runs PostgreSQL {major}: incremental base backups need PostgreSQL "
@@ -96,11 +95,13 @@ def summaries_missing(exc: SourceError, parent_id: str) -> SourceError:
     was taken before summarize_wal was on, or they were removed) are a refusal, not a fault."""
     if _SUMMARIES_MISSING not in str(exc):
         return exc
-    return SummarizeWalOff(
+    refusal = SummarizeWalOff(
         f"the server's WAL summaries do not reach back to the parent {parent_id} (summarize_wal "
         "was off for part of the time since, or wal_summary_keep_time removed them): take a "
         "full base backup to start a new chain"
     )
+    refusal.recorded = True  # pg_basebackup ran: its run is recorded, failed, with this reason
+    return refusal
 
 
 def newest_base(ctx: Context, cluster: str) -> tuple[BackupRecord, list[BackupRecord]]:

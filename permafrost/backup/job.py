@@ -22,7 +22,14 @@ from permafrost.backup import globals as server_globals
 from permafrost.backup import incremental, logical, physical
 from permafrost.backup.destination import Beside, Destination
 from permafrost.backup.request import BackupRequest
-from permafrost.catalog.jobs import BACKUP_LOCK, Aborted, JobName, RecordedRun, backup_lock_name
+from permafrost.catalog.jobs import (
+    BACKUP_LOCK,
+    BASE_JOBS,
+    Aborted,
+    JobName,
+    RecordedRun,
+    backup_lock_name,
+)
 from permafrost.catalog.sync import sync_catalog
 from permafrost.config.settings import SourceSettings
 from permafrost.context import Context
@@ -118,7 +125,8 @@ def _lock(
 
 def _holder(catalog: Catalog, request: BackupRequest) -> str:
     job = job_name(request)
-    run = catalog.running_job([job, JobName.BACKUP, JobName.COMPLIANCE_BACKUP], request.database)
+    jobs = [job, *BASE_JOBS] if request.kind == Kind.BASE else [job]  # one lock for both
+    run = catalog.running_job([*jobs, JobName.BACKUP, JobName.COMPLIANCE_BACKUP], request.database)
     if run is None:
         return "started just now"
     details = run.get("details") or {}
@@ -201,6 +209,8 @@ def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError
         )
     except SourceError as exc:
         return exc
+    if request.incremental:  # before the program: a 13 server without 13's binaries included
+        incremental.refuse_before_17(major)
     bin_dirs = ctx.settings.pg_bin_dirs
     if base:
         return pgtools.cluster_tool(bin_dirs, "pg_basebackup", major, "a base backup").path
