@@ -178,7 +178,7 @@ def run_pitr(env: dict[str, str], base_id: str, variant: str, root: Path) -> Pit
 
 def report(db_bytes: int, made: list[dict], runs: list[Pitr]) -> None:
     full, *incrementals, second = made
-    print(f"\ndatabase: {db_bytes / MB:.0f} MB; PostgreSQL 18; {len(runs) // 2} rounds (ABBA)")
+    print(f"\ndatabase: {db_bytes / MB:.0f} MB; PostgreSQL 18; {len(runs) // 4} rounds (ABBA)")
     print(f"  full             {full['id']}  stored {full['size_bytes'] / MB:8.1f} MB")
     for inc in incrementals:
         print(f"  incremental      {inc['id']}  stored {inc['size_bytes'] / MB:8.1f} MB")
