@@ -118,7 +118,9 @@ INSERT INTO wide SELECT g, repeat(md5(g::text), 200) FROM generate_series(1, 50)
 """
 
 
-@pytest.mark.parametrize("archived", [15, 18], indirect=True, ids=lambda m: f"pg{m}")
+# PostgreSQL 15: a major without incrementals, its own (Debian's) binaries; 18's full is
+# test-restored with the chain below.
+@pytest.mark.parametrize("archived", [15], indirect=True, ids=lambda m: f"pg{m}")
 def test_it_verifies_a_full_base_backup_by_restoring_it(archived: Archived) -> None:
     archived.server.execute(SAMPLE, archived.database)
     env = archived.env
