@@ -12,17 +12,23 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from monitor.alerts.evaluator import Evaluator
 from monitor.app import create_app
+from permafrost.backup.lookup import chain_from
 from permafrost.catalog.jobs import JobName
+from permafrost.catalog.records import BackupRecord
 from permafrost.catalog.store import connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.errors import BackupNotFound
 from permafrost.logs import sayer
+from permafrost.repo.manifest import Kind, Manifest
 from scheduler.jobs import Jobs, JobSpec
 from tests.conftest import bucket_env, run, unique
 from tests.helpers import flip_byte, get_object, loads, objects, put_object
@@ -304,3 +310,29 @@ def test_a_damaged_or_missing_parent_is_refused_and_the_scheduler_takes_a_full_a
     again = jobs.backup(spec, "schedule")
     assert "missing from the bucket" in again["refused"] and "backup_id" in again
     assert "missing" in alert(catalog, "job_failed:incremental_backup:inc")["summary"]
+
+
+def record(backup_id: str, parent: str | None, full: str) -> BackupRecord:
+    now = datetime.now(UTC)
+    return BackupRecord(
+        backup_id, "inc", "base", "base", "completed", now, now, 1, 1, "", [], None, None,
+        None, None, None, None, now, parent_id=parent, chain_full_id=full,
+    )  # fmt: skip
+
+
+def test_a_chain_is_walked_from_a_member_to_its_full_and_a_gap_is_named() -> None:
+    full, one, two = record("F", None, "F"), record("I1", "F", "F"), record("I2", "I1", "F")
+    assert [r.id for r in chain_from([two, one, full], two)] == ["F", "I1", "I2"]
+    assert chain_from([full], full) == [full]
+    with pytest.raises(BackupNotFound, match="I2 is an incremental of I1, which is not in"):
+        chain_from([two, full], two)
+
+
+def test_a_manifest_from_before_chains_reads_as_a_full_of_its_own_chain() -> None:
+    old = Manifest(
+        "20260101T000000Z-abcdef", "main", Kind.BASE, "base", "", "", "18", "18", 500, 100,
+        120, "", "", "", {}, {}, {"data": "k"}, physical={"timeline": 1},
+    )  # fmt: skip
+    assert (old.incremental, old.parent_id, old.chain_full_id) == (False, None, old.id)
+    assert old.changed_bytes == 500  # the whole tar
+    assert replace(old, kind=Kind.LOGICAL, physical={}).chain_full_id is None
