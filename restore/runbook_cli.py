@@ -8,15 +8,18 @@ from permafrost.backup.recovery import Estimate, database_for, databases_with_ba
 from permafrost.context import Context
 from permafrost.text import human_bytes, plain_duration, print_json
 from restore.runbook import SCENARIOS, render
+from restore.window_cli import plan_window
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("plan", help="print a recovery runbook with this deployment's facts")
-    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("scenario", choices=(*SCENARIOS, "window"))
     p.add_argument(
         "--database",
         help="the database to recover (default: the only one; for disaster, every database)",
     )
+    p.add_argument("--workers", type=_workers, default=1, help="window: workers to simulate")
+    p.add_argument("--json", action="store_true", help="window: the forecast as JSON")
     p.set_defaults(handler=plan)
 
     p = commands.add_parser("recovery-time", help="how long restoring the newest backup takes")
@@ -26,6 +29,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def plan(ctx: Context, args: argparse.Namespace) -> int:
+    if args.scenario == "window":
+        return plan_window(ctx, args)
     if args.scenario == "disaster" and not args.database:
         databases = databases_with_backups(ctx)  # the server is lost: all of it comes back
     else:
@@ -67,3 +72,9 @@ def _line(est: Estimate) -> str:
         f"{est.backup_id} ({human_bytes(est.dump_bytes)} at "
         f"{human_bytes(est.bytes_per_second)}/s, {basis})"
     )
+
+
+def _workers(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)

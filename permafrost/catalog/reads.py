@@ -168,3 +168,23 @@ def close_quietly(catalog: Catalog) -> None:
     """Close a connection that may be broken already (the database's error is not news)."""
     with contextlib.suppress(psycopg.Error):
         catalog.close()
+
+
+def recent_durations(catalog: Catalog, recent: int = 7) -> list[dict[str, Any]]:
+    """Per database and kind: the median duration in seconds of its `recent` newest completed
+    backups, and how many there were (what `plan window` expects tonight's backup to take)."""
+    with db_errors("read backup durations"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(RECENT_DURATIONS_SQL, (recent,)).fetchall()
+
+
+RECENT_DURATIONS_SQL = """
+    SELECT database, kind, count(*) AS samples,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds
+    FROM (SELECT database, kind, extract(epoch FROM finished_at - started_at)::float AS seconds,
+                 row_number() OVER (PARTITION BY database, kind ORDER BY started_at DESC) AS n
+          FROM backups
+          WHERE status = 'completed' AND purpose = 'backup' AND finished_at IS NOT NULL) recent
+    WHERE n <= %s
+    GROUP BY database, kind
+    ORDER BY database, kind
+"""
