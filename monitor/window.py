@@ -3,6 +3,7 @@ window`, as a page for a browser and as JSON for everything else (`?workers=N`, 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,6 @@ def window() -> Any:
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+    if re.fullmatch(r"[0-9]{1,4}", text) is None or not 1 <= int(text) <= MAX_WORKERS:
         abort(400, f"workers is not a number of workers (1 to {MAX_WORKERS})")
     return int(text)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from permafrost.backup.recovery import Estimate, database_for, databases_with_backups, estimate
 from permafrost.context import Context
@@ -75,6 +76,6 @@ def _line(est: Estimate) -> str:
 
 
 def _workers(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if re.fullmatch(r"[0-9]{1,6}", text) is None or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
     return int(text)

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from monitor.app import create_app
 from permafrost.backup.forecast import Limits, Planned, forecast, simulate
-from permafrost.backup.tonight import window_opens
+from permafrost.backup.tonight import tonight, window_opens
 from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
 from tests.conftest import run
@@ -90,10 +90,14 @@ def test_a_fleet_of_500_databases_on_20_sources() -> None:
     started = time.perf_counter()
     result = forecast(night, Limits(workers=4, per_source=2), window_seconds=4 * 3600)
     elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    simulate(night, Limits(workers=4, per_source=2))
+    one = time.perf_counter() - started
     print(
         f"\n500 databases on 20 sources, 4 workers: ends after {result.finish / 3600:.2f} h, "
         f"{len(result.misses)} miss a 4 h window, {result.workers_needed} workers fit; "
-        f"forecast (with the search for the number of workers) took {elapsed * 1000:.0f} ms"
+        f"forecast (with the search for the number of workers) took {elapsed * 1000:.0f} ms, "
+        f"one simulation {one * 1000:.1f} ms"
     )
     assert len(result.runs) == 500
     assert result.workers_needed is not None and result.workers_needed > 4
@@ -152,3 +156,19 @@ def test_the_command_the_api_and_the_page_on_a_real_catalog(env, source_db) -> N
     assert client.get("/window?workers=0").status_code == 400
     page = client.get("/window", headers={"Accept": "text/html"}).get_data(as_text=True)
     assert "Will tonight fit?" in page and source_db in page and "never_backed_up" in page
+
+
+def test_tonight_has_a_base_backup_only_when_its_schedule_fires_in_the_window() -> None:
+    env = {"DB_NAME": "shop,ledger", "CLUSTER_NAME": "orders", "WAL_ARCHIVING": "push"}
+    durations = {("shop", "logical"): 600.0, ("orders", "base"): 3000.0}
+    opens = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)  # a Sunday
+    weekly = Settings.from_env({**env, "BASE_BACKUP_SCHEDULE": "30 1 * * 0"})
+    assert tonight(weekly, durations, opens) == [
+        Planned("orders", "shop", 600.0),
+        Planned("orders", "ledger", None),
+        Planned("orders", "orders", 3000.0, "base"),
+    ]
+    monday = datetime(2026, 12, 7, 1, 0, tzinfo=UTC)
+    assert [i.kind for i in tonight(weekly, durations, monday)] == ["logical", "logical"]
+    no_wal = Settings.from_env({**env, "WAL_ARCHIVING": "off"})
+    assert [i.kind for i in tonight(no_wal, durations, opens)] == ["logical", "logical"]
