@@ -7,6 +7,7 @@ import re
 
 from permafrost.backup.recovery import Estimate, database_for, databases_with_backups, estimate
 from permafrost.context import Context
+from permafrost.errors import UsageError
 from permafrost.text import human_bytes, plain_duration, print_json
 from restore.runbook import SCENARIOS, render
 from restore.window_cli import plan_window
@@ -19,7 +20,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--database",
         help="the database to recover (default: the only one; for disaster, every database)",
     )
-    p.add_argument("--workers", type=_workers, default=1, help="window: workers to simulate")
+    p.add_argument("--workers", type=_workers, help="window: workers to simulate (default 1)")
     p.add_argument("--json", action="store_true", help="window: the forecast as JSON")
     p.set_defaults(handler=plan)
 
@@ -32,6 +33,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 def plan(ctx: Context, args: argparse.Namespace) -> int:
     if args.scenario == "window":
         return plan_window(ctx, args)
+    if args.workers is not None or args.json:
+        raise UsageError("--workers and --json go with `permafrost plan window`")
     if args.scenario == "disaster" and not args.database:
         databases = databases_with_backups(ctx)  # the server is lost: all of it comes back
     else:

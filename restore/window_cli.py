@@ -12,7 +12,9 @@ from permafrost.text import plain_duration, print_json
 
 
 def plan_window(ctx: Context, args: argparse.Namespace) -> int:
-    result, opens = window_forecast(ctx.settings, ctx.catalog(), args.workers, datetime.now(UTC))
+    result, opens = window_forecast(
+        ctx.settings, ctx.catalog(), args.workers or 1, datetime.now(UTC)
+    )
     if args.json:
         print_json(forecast_json(result, opens))
     else:
@@ -45,12 +47,13 @@ def _outcome(result: Forecast, opens: datetime, closes: datetime) -> list[str]:
     if not result.runs:
         return ["nothing to forecast: no backup tonight has completed before"]
     finish = opens + timedelta(seconds=result.finish)
+    at = _clock(finish) if finish.date() == closes.date() else f"{finish:%H:%M on %a %d %b}"
     if result.fits:
         spare = plain_duration(result.window_seconds - result.finish)
-        return [f"finishes at {_clock(finish)}, {spare} before the window closes"]
+        return [f"finishes at {at}, {spare} before the window closes"]
     late = plain_duration(result.finish - result.window_seconds)
     return [
-        f"finishes at {_clock(finish)}, {late} after the window closes at {_clock(closes)}",
+        f"finishes at {at}, {late} after the window closes at {_clock(closes)}",
         f"{_count(len(result.misses), 'backup')} would miss the window:",
     ]
 
@@ -66,7 +69,7 @@ def _workers_line(result: Forecast) -> list[str]:
         ]
     if result.workers_needed is None:
         return []
-    verb = "fits" if result.fits else "would make it fit"
+    verb = "would be enough" if result.fits else "would make it fit"
     return [f"{_count(result.workers_needed, 'worker')} {verb} (the fewest that do)"]
 
 

@@ -143,11 +143,13 @@ def test_the_command_the_api_and_the_page_on_a_real_catalog(env, source_db) -> N
         {"source": "main", "database": "never_backed_up", "kind": "logical"}
     ]
     text = run(night, "plan", "window").stdout
-    assert "finishes at 01:00" in text and "1 worker fits" in text
+    assert "finishes at 01:00" in text and "1 worker would be enough" in text
     assert "never completed, so not counted: main/never_backed_up" in text
 
     bad = run({**night, "BACKUP_WINDOW": "1am-5am"}, "plan", "window", check=False)
     assert bad.returncode == 2 and "BACKUP_WINDOW" in bad.stderr
+    bad = run(night, "plan", "window", "--workers", "0", check=False)
+    assert bad.returncode == 2 and "not a number of workers" in bad.stderr
 
     app = create_app(Settings.from_env(night), evaluate=False)
     client: FlaskClient = app.test_client()
