@@ -82,6 +82,8 @@ def test_it_leaves_out_what_never_completed_and_says_so() -> None:
     result = forecast([*NIGHT, Planned("C", "new", None)], Limits(workers=3), 200)
     assert [item.database for item in result.unmeasured] == ["new"]
     assert "new" not in _timeline(result.runs)
+    nothing = forecast([Planned("C", "new", None)], Limits(), 200)
+    assert nothing.runs == [] and nothing.workers_needed is None and nothing.fits
 
 
 def test_a_fleet_of_500_databases_on_20_sources() -> None:

@@ -99,7 +99,9 @@ def forecast(
     measured = [item for item in items if item.seconds is not None]
     runs = simulate(measured, limits)
     bottleneck = _bottleneck(measured, limits.per_source, window_seconds)
-    needed = None if bottleneck else _workers_needed(measured, limits, window_seconds, max_workers)
+    needed = None
+    if measured and bottleneck is None:  # nothing measured: no number to give
+        needed = _workers_needed(measured, limits, window_seconds, max_workers)
     if needed is None and bottleneck is None and measured:
         bottleneck = _latest_source(measured, limits, max_workers)
     return Forecast(
