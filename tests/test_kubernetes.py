@@ -81,6 +81,8 @@ def test_what_the_brief_asks_of_each_service() -> None:
     assert ("Service", "permafrost-monitor") in objects
     assert ("Deployment", "permafrost-restore") in objects
     assert not any(o["kind"] == "Secret" for o in objects.values())  # never overwrite yours
+    for obj in objects.values():  # what `kubectl get all -l` and the NetworkPolicy select by
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "permafrost"
 
 
 def test_a_misspelt_field_is_caught() -> None:
