@@ -16,6 +16,7 @@ never worse than twice the optimum.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -196,9 +197,12 @@ def _latest_source(items: Sequence[Planned], limits: Limits, max_workers: int) -
 def _workers_needed(
     items: Sequence[Planned], limits: Limits, window_seconds: float, max_workers: int
 ) -> int | None:
-    """The fewest workers whose simulated night ends in the window. More workers than can run
-    at once under the per-source limit change nothing, so the search stops there."""
-    for workers in range(1, _useful_workers(items, limits, max_workers) + 1):
+    """The fewest workers whose simulated night ends in the window. Fewer than the total work
+    over the window's slot-seconds cannot fit, so the search starts there; more than can run at
+    once under the per-source limit change nothing, so it stops there."""
+    total = sum(item.seconds or 0.0 for item in items)
+    fewest = max(1, math.ceil(total / (window_seconds * limits.per_worker)))
+    for workers in range(fewest, _useful_workers(items, limits, max_workers) + 1):
         runs = simulate(items, Limits(workers, limits.per_worker, limits.per_source))
         if max((run.end for run in runs), default=0.0) <= window_seconds:
             return workers
