@@ -177,14 +177,26 @@ def recent_durations(catalog: Catalog, recent: int = 7) -> list[dict[str, Any]]:
         return cur.execute(RECENT_DURATIONS_SQL, (recent,)).fetchall()
 
 
+# Bounded like DATABASES_SQL: a skip scan for the (database, kind) pairs, then the `recent`
+# newest completed backups of each through backups_database_kind_status.
 RECENT_DURATIONS_SQL = """
-    SELECT database, kind, count(*) AS samples,
-           percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS seconds
-    FROM (SELECT database, kind, extract(epoch FROM finished_at - started_at)::float AS seconds,
-                 row_number() OVER (PARTITION BY database, kind ORDER BY started_at DESC) AS n
-          FROM backups
-          WHERE status = 'completed' AND purpose = 'backup' AND finished_at IS NOT NULL) recent
-    WHERE n <= %s
-    GROUP BY database, kind
-    ORDER BY database, kind
+    WITH RECURSIVE pairs AS (
+        (SELECT database, kind FROM backups ORDER BY database, kind LIMIT 1)
+        UNION ALL
+        SELECT n.database, n.kind FROM pairs p, LATERAL (
+            SELECT b.database, b.kind FROM backups b
+            WHERE (b.database, b.kind) > (p.database, p.kind)
+            ORDER BY b.database, b.kind LIMIT 1) n
+    )
+    SELECT p.database, p.kind, count(*) AS samples,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.seconds) AS seconds
+    FROM pairs p JOIN LATERAL (
+        SELECT extract(epoch FROM b.finished_at - b.started_at)::float AS seconds
+        FROM backups b
+        WHERE b.database = p.database AND b.kind = p.kind AND b.status = 'completed'
+          AND b.purpose = 'backup' AND b.finished_at IS NOT NULL
+        ORDER BY b.database, b.kind, b.status, b.started_at DESC
+        LIMIT %s) r ON true
+    GROUP BY p.database, p.kind
+    ORDER BY p.database, p.kind
 """
