@@ -60,6 +60,8 @@ system_packages() {
   if [ "${1:-}" = test ] && ! command -v npm >/dev/null; then wanted+=(npm); fi
   # bench/sqlite.py's floor is the sqlite3 CLI's .backup (Debian's sqlite3).
   if [ "${1:-}" = test ] && ! command -v sqlite3 >/dev/null; then wanted+=(sqlite3); fi
+  # `kubectl kustomize deploy/kubernetes` renders the Kubernetes base in its test.
+  if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null; then wanted+=(kubernetes-client); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then

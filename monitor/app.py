@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from monitor import api, api_alerts, api_backup, dashboard, doctor, stores
+from monitor import api, api_alerts, api_backup, dashboard, doctor, stores, window
 from monitor.alerts.evaluator import Evaluator
 from monitor.alerts.outage import OutageWatch
 from monitor.web import error_response, store_down_response
@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, evaluate: bool = True) -> Flask:
     app.register_blueprint(api_backup.blueprint)
     app.register_blueprint(dashboard.blueprint)
     app.register_blueprint(doctor.blueprint)
+    app.register_blueprint(window.blueprint)
     _handle_errors(app)
     app.after_request(_security_headers)
     if evaluate:

@@ -272,6 +272,19 @@ def document() -> dict[str, Any]:
                     "runs, and per feature ready or what is missing (cached 30 s)"
                 )
             },
+            "/window": {
+                "get": _read(
+                    "will tonight's backups fit in BACKUP_WINDOW: when they finish, which miss "
+                    "it, and how many workers would fit them (as `permafrost plan window`)",
+                    [
+                        _query(
+                            "workers",
+                            {"type": "integer", "minimum": 1, "maximum": 1000},
+                            "workers to simulate (default 1)",
+                        )
+                    ],
+                )
+            },
             "/openapi.json": {"get": _read("this document")},
             **_backup_paths(name),
         },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from permafrost.backup.recovery import (
     Estimate,
@@ -12,18 +13,21 @@ from permafrost.backup.recovery import (
     estimate,
 )
 from permafrost.context import Context
-from permafrost.errors import BackupNotFound
+from permafrost.errors import BackupNotFound, UsageError
 from permafrost.text import human_bytes, plain_duration, print_json
 from restore.runbook import SCENARIOS, pitr_now, render
+from restore.window_cli import plan_window
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("plan", help="print a recovery runbook with this deployment's facts")
-    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("scenario", choices=(*SCENARIOS, "window"))
     p.add_argument(
         "--database",
         help="the database to recover (default: the only one; for disaster, every database)",
     )
+    p.add_argument("--workers", type=_workers, help="window: workers to simulate (default 1)")
+    p.add_argument("--json", action="store_true", help="window: the forecast as JSON")
     p.set_defaults(handler=plan)
 
     p = commands.add_parser("recovery-time", help="how long restoring the newest backup takes")
@@ -33,6 +37,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def plan(ctx: Context, args: argparse.Namespace) -> int:
+    if args.scenario == "window":
+        return plan_window(ctx, args)
+    if args.workers is not None or args.json:
+        raise UsageError("--workers and --json go with `permafrost plan window`")
     if args.scenario == "disaster" and not args.database:
         databases = databases_with_backups(ctx)  # the server is lost: all of it comes back
     else:
@@ -100,3 +108,9 @@ def _line(est: Estimate) -> str:
         f"{est.backup_id} ({human_bytes(est.dump_bytes)} at "
         f"{human_bytes(est.bytes_per_second)}/s, {basis})"
     )
+
+
+def _workers(text: str) -> int:
+    if re.fullmatch(r"[0-9]{1,6}", text) is None or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers (1 or more)")
+    return int(text)

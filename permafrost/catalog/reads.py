@@ -172,3 +172,35 @@ def close_quietly(catalog: Catalog) -> None:
     """Close a connection that may be broken already (the database's error is not news)."""
     with contextlib.suppress(psycopg.Error):
         catalog.close()
+
+
+def recent_durations(catalog: Catalog, recent: int = 7) -> list[dict[str, Any]]:
+    """Per database and kind: the median duration in seconds of its `recent` newest completed
+    backups, and how many there were (what `plan window` expects tonight's backup to take)."""
+    with db_errors("read backup durations"), catalog.conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(RECENT_DURATIONS_SQL, (recent,)).fetchall()
+
+
+# Bounded like DATABASES_SQL: a skip scan for the (database, kind) pairs, then the `recent`
+# newest completed backups of each through backups_database_kind_status.
+RECENT_DURATIONS_SQL = """
+    WITH RECURSIVE pairs AS (
+        (SELECT database, kind FROM backups ORDER BY database, kind LIMIT 1)
+        UNION ALL
+        SELECT n.database, n.kind FROM pairs p, LATERAL (
+            SELECT b.database, b.kind FROM backups b
+            WHERE (b.database, b.kind) > (p.database, p.kind)
+            ORDER BY b.database, b.kind LIMIT 1) n
+    )
+    SELECT p.database, p.kind, count(*) AS samples,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY r.seconds) AS seconds
+    FROM pairs p JOIN LATERAL (
+        SELECT extract(epoch FROM b.finished_at - b.started_at)::float AS seconds
+        FROM backups b
+        WHERE b.database = p.database AND b.kind = p.kind AND b.status = 'completed'
+          AND b.purpose = 'backup' AND b.finished_at IS NOT NULL
+        ORDER BY b.database, b.kind, b.status, b.started_at DESC
+        LIMIT %s) r ON true
+    GROUP BY p.database, p.kind
+    ORDER BY p.database, p.kind
+"""

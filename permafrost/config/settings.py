@@ -28,6 +28,7 @@ from permafrost.config.source import (
     source_settings,
 )
 from permafrost.config.storage import StorageSettings, storage_settings
+from permafrost.config.window import WindowSettings, window_settings
 from permafrost.errors import ConfigError
 from permafrost.logs import LogFormat
 
@@ -158,6 +159,7 @@ class Settings:
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    window: WindowSettings = field(default_factory=WindowSettings)  # plan window's forecast
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -191,6 +193,7 @@ def _parse(env: Env) -> Settings:
         schedules=_schedules(env),
         retention=_retention(env),
         monitor=_monitor(env),
+        window=window_settings(env),
     )
 
 
