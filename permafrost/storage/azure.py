@@ -6,7 +6,7 @@ visible before then. Azure keeps no list of such uploads: a small marker object 
 `.multipart/` records each one (its key, its start), which `list_multipart` reads and retention
 aborts when old; uncommitted blocks left behind are discarded by Azure after seven days.
 
-Retries are the SDK's own (exponential, `S3_MAX_ATTEMPTS` tries in all); what is left is
+Retries are the SDK's own (exponential from 1 s, `S3_MAX_ATTEMPTS` tries in all); what is left is
 translated here into `NotFound`, `StorageUnavailable` or `StorageError`.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -29,13 +30,17 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient, ExponentialRetry
 
 from permafrost.config.storage import AzureSettings, StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.storage.retry import with_retries
 
 STAGING = ".multipart/"
+# The SDK logs each retry it makes ("Incomplete download.") as a warning; what is left after its
+# retries and ours is said once, by the error this module raises.
+logging.getLogger("azure").setLevel(logging.ERROR)
 COPY_WAIT = 600.0  # seconds a server-side copy may take before it is called failed
 
 
@@ -43,6 +48,7 @@ class AzureStorage:
     def __init__(self, settings: StorageSettings) -> None:
         assert settings.azure is not None
         self.container_name = settings.bucket
+        self.attempts = settings.max_attempts
         self._container = _container(settings.azure, settings.bucket, settings.max_attempts)
         self.endpoint = self._container.primary_endpoint.rsplit("/", 1)[0]
 
@@ -59,6 +65,9 @@ class AzureStorage:
             self._blob(key).upload_blob(data, overwrite=not if_absent, max_concurrency=1)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return with_retries(lambda: self._get_once(key, offset, length), self.attempts)
+
+    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
         if length == 0:
             return b""
         with self._translate("get", key):
@@ -165,7 +174,9 @@ class AzureStorage:
                 f"{action} {key or self.container_name}: access denied ({_code(exc)}); check "
                 "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY"
             ) from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
+        except ServiceResponseError as exc:  # sent, but the answer was lost: try again
+            raise StorageError(f"{action} {key}: {_first_line(exc)}", permanent=False) from exc
+        except ServiceRequestError as exc:
             raise StorageUnavailable(
                 f"cannot reach the container at {self.endpoint}: {_first_line(exc)}; check the "
                 "account's endpoint and the network",
@@ -186,14 +197,22 @@ class AzureStorage:
         if status == 412 or _code(exc) in ("BlobAlreadyExists", "ConditionNotMet"):
             return StorageError(f"{key} already exists")
         if status == 403:
-            return StorageUnavailable(f"{action} {key}: access denied ({_code(exc)})")
-        transient = status >= 500 or status in (408, 429)
+            return StorageUnavailable(
+                f"{action} {key or self.container_name}: access denied ({_code(exc)}); check "
+                "AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY"
+            )
+        # No status: the body was cut off (IncompleteReadError) or could not be read.
+        transient = status >= 500 or status in (0, 408, 429)
         return StorageError(f"{action} {key}: {_first_line(exc)}", permanent=not transient)
 
 
 def _container(settings: AzureSettings, name: str, attempts: int) -> ContainerClient:
+    # The SDK's default waits 15 s before its first retry; 1 s, then 3, 5, 9, 17 s (+-1 s).
+    retry = ExponentialRetry(
+        initial_backoff=1, increment_base=2, retry_total=max(0, attempts - 1), random_jitter_range=1
+    )
     options: dict[str, Any] = {
-        "retry_total": max(0, attempts - 1),
+        "retry_policy": retry,
         "connection_timeout": 10,
         "read_timeout": 120,
     }
@@ -221,7 +240,8 @@ def _safe_id(upload_id: str) -> str:
 
 
 def _code(exc: HttpResponseError) -> str:
-    return str(getattr(exc, "error_code", None) or exc.status_code or "")
+    code = getattr(exc, "error_code", None) or exc.status_code or ""
+    return str(getattr(code, "value", code))  # the SDK's StorageErrorCode enum, as Azure says it
 
 
 def _first_line(exc: Exception) -> str:

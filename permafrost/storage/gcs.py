@@ -22,21 +22,29 @@ from typing import Any
 from google.api_core import exceptions as api
 from google.auth import exceptions as auth
 from google.cloud import storage as gcs
+from google.cloud.storage.retry import DEFAULT_RETRY as RETRY
 from requests import exceptions as http
 
 from permafrost.config.storage import GcsSettings, StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.storage.retry import with_retries
 
 STAGING = ".multipart/"
 CHUNK = 16 * 1024 * 1024  # a multiple of 256 KiB, as resumable uploads need
 COMPOSE_MAX = 32  # source objects one compose request may join
+RETRY_SECONDS = 15.0
 
 
 class GcsStorage:
     def __init__(self, settings: StorageSettings) -> None:
         assert settings.gcs is not None
         self.bucket_name = settings.bucket
+        self.attempts = settings.max_attempts
+        # The library retries by time, not by count: S3_MAX_ATTEMPTS sets the time as well
+        # (about 15 s each: back-off from 1 s, doubling). Every request here is safe to repeat:
+        # the same bytes to the same name, or a write that must not overwrite (412 after).
+        self._retry = RETRY.with_timeout(RETRY_SECONDS * settings.max_attempts)
         self.endpoint = settings.gcs.endpoint or "Google Cloud Storage"
         with self._translate("connect to", ""):
             self._client = _client(settings.gcs)
@@ -48,23 +56,29 @@ class GcsStorage:
 
     def check(self) -> None:
         with self._translate("reach the bucket", ""):
-            self._client.get_bucket(self.bucket_name)
+            self._client.get_bucket(self.bucket_name, retry=self._retry)
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        condition = {"if_generation_match": 0} if if_absent else {}
+        condition: dict[str, Any] = {"if_generation_match": 0} if if_absent else {}
         with self._translate("put", key):
             self._blob(key).upload_from_string(
-                data, content_type="application/octet-stream", **condition
+                data, content_type="application/octet-stream", retry=self._retry, **condition
             )
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return with_retries(lambda: self._get_once(key, offset, length), self.attempts)
+
+    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
         if length == 0:
             return b""
         ranged = bool(offset) or length is not None
         end = None if length is None else offset + length - 1
         with self._translate("get", key):
             body: bytes = self._blob(key).download_as_bytes(
-                start=offset or None, end=end, checksum=None if ranged else "md5"
+                start=offset or None,
+                end=end,
+                checksum=None if ranged else "md5",
+                retry=self._retry,
             )
         if length is not None and len(body) != length:
             raise StorageError(f"get {key}: got {len(body)} of {length} bytes", permanent=False)
@@ -72,30 +86,32 @@ class GcsStorage:
 
     def head(self, key: str) -> ObjectInfo:
         with self._translate("head", key):
-            blob = self._bucket.get_blob(key)
+            blob = self._bucket.get_blob(key, retry=self._retry)
         if blob is None:
             raise NotFound(f"{key} does not exist in {self.url}")
         return ObjectInfo(key, int(blob.size), blob.updated)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._translate("list", prefix):
-            for blob in self._client.list_blobs(self.bucket_name, prefix=prefix):
+            for blob in self._listing(prefix):
                 if not blob.name.startswith(STAGING):
                     yield ObjectInfo(blob.name, int(blob.size), blob.updated)
 
     def delete(self, key: str) -> None:
         try:
             with self._translate("delete", key):
-                self._blob(key).delete()
+                self._blob(key).delete(retry=self._retry)
         except NotFound:
             return
 
     def copy(self, source: str, target: str) -> None:
         """A server-side rewrite, resumed by token until done (large objects take several)."""
         with self._translate("copy", source):
-            token, _, _ = self._blob(target).rewrite(self._blob(source))
+            token, _, _ = self._blob(target).rewrite(self._blob(source), retry=self._retry)
             while token is not None:
-                token, _, _ = self._blob(target).rewrite(self._blob(source), token=token)
+                token, _, _ = self._blob(target).rewrite(
+                    self._blob(source), token=token, retry=self._retry
+                )
 
     # --- multipart: parts as objects, composed on completion -----------------------------
 
@@ -117,27 +133,24 @@ class GcsStorage:
         names = [name for _, name in sorted(parts)]
         target = self._blob(key)
         with self._translate("complete upload of", key):
-            target.compose([self._blob(n) for n in names[:COMPOSE_MAX]])
+            target.compose([self._blob(n) for n in names[:COMPOSE_MAX]], retry=self._retry)
             rest = names[COMPOSE_MAX:]
             while rest:  # the object so far, and the next 31 parts
                 batch, rest = rest[: COMPOSE_MAX - 1], rest[COMPOSE_MAX - 1 :]
-                target.compose([self._blob(key), *(self._blob(n) for n in batch)])
+                sources = [self._blob(key), *(self._blob(n) for n in batch)]
+                target.compose(sources, retry=self._retry)
         self.abort_multipart(key, upload_id)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         folder = f"{STAGING}{_safe_id(upload_id)}/"
         with self._translate("abort upload of", key):
-            names = [blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=folder)]
+            names = [blob.name for blob in self._listing(folder)]
         for name in sorted(names, key=lambda n: n.endswith("/key")):  # the marker last
             self.delete(name)
 
     def list_multipart(self, prefix: str) -> Iterator[PendingUpload]:
         with self._translate("list uploads under", prefix):
-            markers = [
-                blob.name
-                for blob in self._client.list_blobs(self.bucket_name, prefix=STAGING)
-                if blob.name.endswith("/key")
-            ]
+            markers = [blob.name for blob in self._listing(STAGING) if blob.name.endswith("/key")]
         for name in markers:
             try:
                 recorded = json.loads(self.get(name))
@@ -156,6 +169,16 @@ class GcsStorage:
         if recorded["key"] != key:
             raise StorageError(f"upload {upload_id} belongs to {recorded['key']}, not {key}")
 
+    def _unreachable(self, exc: BaseException) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"cannot reach the bucket at {self.endpoint}: {_reason(exc)}; check "
+            "GCS_ENDPOINT_URL and the network",
+            permanent=False,
+        )
+
+    def _listing(self, prefix: str) -> Iterator[Any]:
+        return iter(self._client.list_blobs(self.bucket_name, prefix=prefix, retry=self._retry))
+
     def _blob(self, key: str) -> Any:
         return self._bucket.blob(key, chunk_size=CHUNK)
 
@@ -164,7 +187,7 @@ class GcsStorage:
         try:
             yield
         except api.NotFound as exc:
-            if not key or "bucket" in str(exc.message).lower():
+            if not key or "bucket does not exist" in str(exc.message).lower():
                 raise StorageUnavailable(
                     f"bucket {self.bucket_name} does not exist at {self.endpoint}"
                 ) from exc
@@ -182,9 +205,13 @@ class GcsStorage:
                 "account key file"
             ) from exc
         except (http.ConnectionError, http.Timeout, auth.TransportError) as exc:
-            raise StorageUnavailable(
-                f"cannot reach the bucket at {self.endpoint}: {_first_line(exc)}; check "
-                "GCS_ENDPOINT_URL and the network",
+            raise self._unreachable(exc) from exc
+        except api.RetryError as exc:
+            if isinstance(exc.cause, http.ConnectionError | http.Timeout):
+                raise self._unreachable(exc.cause) from exc
+            raise StorageError(
+                f"{action} {key or self.bucket_name}: gave up retrying: "
+                f"{_first_line(exc.cause or exc)}",
                 permanent=False,
             ) from exc
         except api.GoogleAPICallError as exc:
@@ -192,6 +219,12 @@ class GcsStorage:
             raise StorageError(
                 f"{action} {key}: {_first_line(exc)}", permanent=not transient
             ) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The last reason in a chain such as urllib3's 'Max retries exceeded (Caused by ...)'."""
+    text = _first_line(exc)
+    return text.rsplit(": ", 1)[-1].rstrip("'\")") if "Caused by" in text else text
 
 
 def _client(settings: GcsSettings) -> Any:
@@ -216,5 +249,5 @@ def _safe_id(upload_id: str) -> str:
     return upload_id
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -28,10 +28,12 @@ from typing import Any
 
 import paramiko
 from paramiko.sftp import CMD_EXTENDED, int64
+from paramiko.ssh_exception import NoValidConnectionsError
 
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.storage.retry import with_retries
 
 STAGING = ".multipart"
 TEMPORARY = "temporary-file"  # the upload id of a write's leftover temporary file
@@ -47,6 +49,7 @@ class SftpStorage:
         self.port = int(port or 22)
         self.root = "/" + parts.split("/", 1)[1].strip("/")
         self._settings = settings.sftp
+        self.attempts = settings.max_attempts
         self._ssh: paramiko.SSHClient | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -58,16 +61,27 @@ class SftpStorage:
     def check(self) -> None:
         with self._translate("reach", ""):
             folder = self.root if self._exists(self.root) else posixpath.dirname(self.root)
+            if not self._exists(folder):
+                raise StorageUnavailable(
+                    f"cannot use {self.root} on {self.host} as the bucket: {folder} does not "
+                    "exist; check STORAGE_URL, or create the parent directory"
+                )
             if not stat.S_ISDIR(self._sftp().stat(folder).st_mode or 0):
                 raise StorageUnavailable(f"{folder} on {self.host} is not a directory")
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
+        with_retries(lambda: self._put_once(key, data, if_absent), self.attempts)
+
+    def _put_once(self, key: str, data: bytes, if_absent: bool) -> None:
         path = self._path(key)
         with self._translate("put", key):
             tmp = self._write_temp(path, [data])
             self._publish(tmp, path, key, if_absent=if_absent)
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
+        return with_retries(lambda: self._get_once(key, offset, length), self.attempts)
+
+    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
         with self._translate("get", key), self._sftp().open(self._path(key), "rb") as handle:
             handle.seek(offset)
             size = handle.stat().st_size or 0
@@ -121,8 +135,13 @@ class SftpStorage:
         return upload_id
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        folder = self._staging(key, upload_id)
+        return with_retries(
+            lambda: self._upload_part_once(key, upload_id, number, data), self.attempts
+        )
+
+    def _upload_part_once(self, key: str, upload_id: str, number: int, data: bytes) -> str:
         with self._translate(f"upload part {number} of", key):
+            folder = self._staging(key, upload_id)
             tmp = self._write_temp(f"{folder}/{number:05d}", [data])
             self._sftp().posix_rename(tmp, f"{folder}/{number:05d}")
         return f"{number}-{len(data)}"
@@ -130,10 +149,10 @@ class SftpStorage:
     def complete_multipart(
         self, key: str, upload_id: str, parts: Sequence[tuple[int, str]]
     ) -> None:
-        folder = self._staging(key, upload_id)
         path = self._path(key)
-        sources = [f"{folder}/{number:05d}" for number, _ in sorted(parts)]
         with self._translate("complete upload of", key):
+            folder = self._staging(key, upload_id)
+            sources = [f"{folder}/{number:05d}" for number, _ in sorted(parts)]
             for source, (_, etag) in zip(sources, sorted(parts), strict=True):
                 if str(self._sftp().stat(source).st_size) != etag.split("-")[1]:
                     raise StorageError(f"complete {key}: part {source} changed")
@@ -392,6 +411,13 @@ class SftpStorage:
             yield
         except StorageError:
             raise
+        except (NoValidConnectionsError, TimeoutError) as exc:
+            raise StorageUnavailable(
+                f"cannot reach the SFTP server at {where}: "
+                f"{'timed out' if isinstance(exc, TimeoutError) else 'connection refused'}; "
+                "check STORAGE_URL and the network",
+                permanent=False,
+            ) from exc
         except paramiko.BadHostKeyException as exc:
             raise StorageUnavailable(
                 f"the host key of {where} has CHANGED from the one in "

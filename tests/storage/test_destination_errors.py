@@ -1,0 +1,67 @@
+"""What each of the other destinations says when it cannot be used: one clear error naming what
+to check (the S3 ones are in test_contract.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from permafrost.config.env import Secret
+from permafrost.config.storage import AzureSettings, GcsSettings, SftpSettings, StorageSettings
+from permafrost.errors import StorageUnavailable
+from permafrost.storage import open_storage
+from tests.destinations import AZURITE_ACCOUNT, Azurite, GcsEmulator, SshServer
+
+
+def test_azure_says_when_the_container_does_not_exist(azurite: Azurite) -> None:
+    azure = AzureSettings(connection_string=Secret(azurite.connection_string))
+    storage = open_storage(StorageSettings(url="azure://no-such-container", azure=azure))
+    with pytest.raises(StorageUnavailable, match="container no-such-container does not exist"):
+        storage.check()
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        storage.put("k", b"x")
+
+
+def test_azure_says_when_the_key_is_wrong(azurite: Azurite) -> None:
+    azurite.create_container("wrong-key")
+    wrong = AzureSettings(
+        account=AZURITE_ACCOUNT, key=Secret("d3Jvbmc=" * 11), endpoint=azurite.endpoint
+    )
+    storage = open_storage(StorageSettings(url="azure://wrong-key", azure=wrong, max_attempts=1))
+    with pytest.raises(StorageUnavailable, match=r"access denied.*AZURE_STORAGE_KEY"):
+        storage.check()
+
+
+def test_gcs_says_when_the_bucket_does_not_exist(gcs_emulator: GcsEmulator) -> None:
+    gcs = GcsSettings(endpoint=gcs_emulator.endpoint)
+    storage = open_storage(StorageSettings(url="gs://no-such-bucket", gcs=gcs))
+    with pytest.raises(StorageUnavailable, match="bucket no-such-bucket does not exist"):
+        storage.check()
+
+
+def test_gcs_says_when_the_emulator_cannot_be_reached(refused: int) -> None:
+    gcs = GcsSettings(endpoint=f"http://127.0.0.1:{refused}")
+    storage = open_storage(StorageSettings(url="gs://b", gcs=gcs, max_attempts=1))
+    with pytest.raises(StorageUnavailable, match="cannot reach the bucket"):
+        storage.check()
+
+
+def sftp_storage(sshd: SshServer, path: Path | str, port: int | None = None) -> object:
+    sftp = SftpSettings(known_hosts=sshd.known_hosts, key_file=sshd.client_key)
+    url = f"sftp://{sshd.user}@127.0.0.1:{port or sshd.port}{path}"
+    return open_storage(StorageSettings(url=url, sftp=sftp, max_attempts=1))
+
+
+def test_sftp_says_when_the_parent_directory_is_missing(sshd: SshServer) -> None:
+    storage = sftp_storage(sshd, sshd.directory("missing") / "deeper")
+    with pytest.raises(StorageUnavailable, match="does not exist; check STORAGE_URL"):
+        storage.check()  # type: ignore[attr-defined]
+    with pytest.raises(StorageUnavailable, match="does not exist"):
+        storage.put("k", b"x")  # type: ignore[attr-defined]
+
+
+def test_sftp_says_when_the_server_cannot_be_reached(sshd: SshServer, refused: int) -> None:
+    storage = sftp_storage(sshd, "/tmp/x", port=refused)
+    with pytest.raises(StorageUnavailable, match="cannot reach the SFTP server"):
+        storage.check()  # type: ignore[attr-defined]
