@@ -83,6 +83,20 @@ def test_it_backs_up_lists_and_restores_every_row(
     assert "retention alone deletes" in lifecycle
 
 
+def test_wal_segments_go_there_and_come_back(
+    destination_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**destination_env, "WAL_PREFETCH": "0"}
+    segment = tmp_path / "000000010000000000000003"
+    segment.write_bytes(os.urandom(64 * 1024) * 256)  # 16 MiB, as PostgreSQL's
+    run(env, "wal-push", str(segment))
+    fetched = tmp_path / "fetched"
+    run(env, "wal-fetch", segment.name, str(fetched))
+    assert fetched.read_bytes() == segment.read_bytes()
+    missing = run(env, "wal-fetch", "000000010000000000000004", str(tmp_path / "no"), check=False)
+    assert missing.returncode != 0 and not (tmp_path / "no").exists()
+
+
 def test_sftp_refuses_an_unknown_host_key_in_one_line(
     sshd: SshServer, pg: Cluster, source_db: str, metadata_db: str, tmp_path: Path
 ) -> None:
