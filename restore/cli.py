@@ -166,12 +166,13 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
         print_json(
             {
                 **record_json(record),
+                "location": ctx.location,  # where the backup lives: STORAGE_URL's repository
                 "manifest": manifest,
                 "verifications": [vars(v) for v in checks],
             }
         )
         return 0
-    _print_record(record)
+    _print_record(record, ctx.location)
     counts = manifest.get("row_counts", [])
     if counts:
         print("\nrow counts:")
@@ -194,7 +195,7 @@ def _client(kind: str) -> str:
     return "pg_basebackup" if kind == "base" else "pg_dump"
 
 
-def _print_record(record: BackupRecord) -> None:
+def _print_record(record: BackupRecord, location: str | None = None) -> None:
     manifest = record.manifest or {}
     fields = [
         ("id", record.id),
@@ -216,6 +217,8 @@ def _print_record(record: BackupRecord) -> None:
         ("description", one_line(record.description, 200) or "-"),
         ("tags", ", ".join(record.tags) or "-"),
     ]
+    if location is not None:
+        fields.append(("stored at", location))
     if record.error:
         fields.append(("error", record.error))
     width = max(len(name) for name, _ in fields)

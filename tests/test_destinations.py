@@ -5,6 +5,7 @@ STORAGE_URL pointing there, as an operator would set it."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def test_it_backs_up_lists_and_restores_every_row(
     assert record["id"] in listed
     shown = loads(run(env, "show", record["id"], "--json").stdout)
     assert shown["id"] == record["id"]
+    assert shown["location"].startswith(env["STORAGE_URL"])  # where it lives
+    shown_text = run(env, "show", record["id"]).stdout
+    assert re.search(rf"^stored at +{re.escape(env['STORAGE_URL'])}", shown_text, re.MULTILINE)
     result = run(env, "restore", "latest", "--target-db", target)
     assert f"restored backup {record['id']} into {target}" in result.stdout
     assert table_digest(pg, target) == table_digest(pg, source_db)
