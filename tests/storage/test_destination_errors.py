@@ -40,6 +40,7 @@ def test_gcs_says_when_the_bucket_does_not_exist(gcs_emulator: GcsEmulator) -> N
         storage.check()
 
 
+@pytest.mark.slow  # the client library retries for a while first (about 9 s)
 def test_gcs_says_when_the_emulator_cannot_be_reached(refused: int) -> None:
     gcs = GcsSettings(endpoint=f"http://127.0.0.1:{refused}")
     storage = open_storage(StorageSettings(url="gs://b", gcs=gcs, max_attempts=1))
