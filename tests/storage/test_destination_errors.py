@@ -3,6 +3,8 @@ to check (the S3 ones are in test_contract.py)."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,21 @@ def test_sftp_says_when_the_server_cannot_be_reached(sshd: SshServer, refused: i
     storage = sftp_storage(sshd, "/tmp/x", port=refused)
     with pytest.raises(StorageUnavailable, match="cannot reach the SFTP server"):
         storage.check()  # type: ignore[attr-defined]
+
+
+def test_sftp_reconnects_when_its_connection_is_cut(sshd: SshServer) -> None:
+    storage = sftp_storage(sshd, sshd.directory("reconnect"))
+    storage.attempts = 3  # type: ignore[attr-defined]
+    storage.put("a/one", b"first")  # type: ignore[attr-defined]
+    sessions = [int(pid) for pid in _children(sshd.proc.pid)]
+    assert sessions, "the test's connection has no sshd session process"
+    for pid in sessions:  # the server side of this connection dies: as a dropped link would
+        os.kill(pid, signal.SIGKILL)
+    assert storage.get("a/one") == b"first"  # type: ignore[attr-defined]
+    storage.put("a/two", b"second")  # type: ignore[attr-defined]
+    assert [o.key for o in storage.list("a/")] == ["a/one", "a/two"]  # type: ignore[attr-defined]
+
+
+def _children(pid: int) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []
