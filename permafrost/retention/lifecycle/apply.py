@@ -9,7 +9,7 @@ from permafrost.config.settings import Settings
 from permafrost.retention.lifecycle.check import other_repositories, rule_problems
 from permafrost.retention.lifecycle.keeps import check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, rule_id
-from permafrost.retention.lifecycle.report import ApplyAction, ApplyResult
+from permafrost.retention.lifecycle.report import ApplyAction, ApplyResult, no_rules_note
 from permafrost.retention.lifecycle.rules import desired
 from permafrost.storage.base import LifecycleStorage
 
@@ -25,7 +25,8 @@ def apply(settings: Settings, storage: object, now: datetime | None = None) -> A
     wanted = desired(settings)
     notes = list(wanted.notes)
     if not isinstance(storage, LifecycleStorage):
-        return ApplyResult(wanted.provider, ApplyAction.LOCAL, wanted.rules, [], [], [], [])
+        why = no_rules_note(settings.storage.scheme)
+        return ApplyResult(wanted.provider, ApplyAction.LOCAL, wanted.rules, [], [], [], [], why)
     verdict = check_settings(settings, now or datetime.now(UTC))
     notes.extend(verdict.notes)
     if verdict.problems:

@@ -18,10 +18,10 @@ from permafrost.retention.lifecycle.keeps import Requirement, check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, narrowed, rule_id, rule_prefix
 from permafrost.retention.lifecycle.report import (
     APPLY_HINT,
-    LOCAL_NOTE,
     CheckReport,
     date_text,
     describe,
+    no_rules_note,
 )
 from permafrost.retention.lifecycle.rules import Desired, desired, repository_root
 from permafrost.storage.base import LifecycleStorage
@@ -45,7 +45,7 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
     problems = list(verdict.problems)
     notes = list(verdict.notes)
     if not isinstance(storage, LifecycleStorage):
-        notes.append(LOCAL_NOTE + "; only the settings were checked")
+        notes.append(no_rules_note(settings.storage.scheme) + "; only the settings were checked")
         return CheckReport(
             wanted.provider, False, problems, [], notes, verdict.requirements, rules=[]
         )

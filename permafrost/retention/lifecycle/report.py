@@ -17,6 +17,22 @@ APPLY_HINT = "run `permafrost lifecycle apply`"
 LOCAL_NOTE = (
     "the bucket is a local directory: it has no lifecycle rules, so retention alone deletes"
 )
+# The destinations whose lifecycle Permafrost does not write, by STORAGE_URL's scheme.
+NO_RULES_NOTES = {
+    "file": LOCAL_NOTE,
+    "sftp": "the bucket is a directory on an SFTP server: it has no lifecycle rules, so "
+    "retention alone deletes",
+    "azure": "an Azure container's lifecycle management policy belongs to the storage account "
+    "and is set through Azure's management API, which Permafrost does not call: retention "
+    "alone deletes (README: Destinations shows the policy to set for the tiers)",
+    "gs": "Permafrost does not write a Google Cloud Storage bucket's lifecycle rules: "
+    "retention alone deletes (README: Destinations shows the rules to set for the tiers)",
+}
+
+
+def no_rules_note(scheme: str) -> str:
+    """Why a destination gets no lifecycle rules from Permafrost."""
+    return NO_RULES_NOTES.get(scheme, LOCAL_NOTE)
 
 
 def describe(rule: dict[str, Any]) -> str:
@@ -136,6 +152,7 @@ class ApplyResult:
     removed: list[str]  # IDs of our rules the settings no longer want
     problems: list[str]
     notes: list[str]
+    unsupported: str = LOCAL_NOTE  # with ApplyAction.LOCAL: why no rule was written
 
     @property
     def ok(self) -> bool:
@@ -153,7 +170,7 @@ class ApplyResult:
 
     def summary(self) -> str:
         if self.action is ApplyAction.LOCAL:
-            return f"lifecycle rules not written: {LOCAL_NOTE}"
+            return f"lifecycle rules not written: {self.unsupported}"
         if self.action is ApplyAction.REFUSED:
             return (
                 f"lifecycle rules not written: {len(self.problems)} problem(s); first: "
