@@ -28,7 +28,7 @@ from permafrost.repo.reader import read_back
 from restore import pg_restore as pgrestore
 from restore.target import Target
 
-QUEUE_DEPTH = 16  # plaintext pieces of at most 1 MiB between the decryptor and pg_restore
+QUEUE_DEPTH = 4  # plaintext pieces of at most 1 MiB between the decryptor and pg_restore
 PIPE_BYTES = 1024 * 1024  # a larger pipe means fewer wake-ups of pg_restore and the writer
 
 
