@@ -144,7 +144,8 @@ class BenchCluster(Cluster):
         self.port = free_port()
         self.bin = pg_bin()
         self.settings = CLUSTER_SETTINGS
-        self.initdb_args, self.start_prefix = (), ()  # Cluster's, set by its __init__ (not run)
+        self.initdb_args: tuple[str, ...] = ()  # what Cluster.__init__ (not called) would set
+        self.start_prefix: tuple[str, ...] = ()
         if not (self.data / "PG_VERSION").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
@@ -311,7 +312,9 @@ def wait_for_quiet(limit: float = 120.0) -> bool:
             return False
 
 
-def measure(argv: list[str], env: dict[str, str], log: Path) -> Measurement:
+def measure(
+    argv: list[str], env: dict[str, str], log: Path, quiet_limit: float = 120.0
+) -> Measurement:
     """Run a command under GNU time and measure it.
 
     A child's ru_maxrss starts from the high-water mark of the process it was forked from
@@ -319,7 +322,7 @@ def measure(argv: list[str], env: dict[str, str], log: Path) -> Measurement:
     would report at least this process's own ~70 MB. GNU time is a tiny C process: what it
     reports (%M) is the command's own peak.
     """
-    quiet = wait_for_quiet()
+    quiet = wait_for_quiet(quiet_limit)
     peak_file = log.with_suffix(".maxrss")
     wrapped = [GNU_TIME, "-f", "%M", "-o", str(peak_file), *argv]
     with log.open("wb") as out:

@@ -8,6 +8,12 @@
 5. pg_restore into a staging database, compare exact row counts with the manifest.
 6. Only then drop the old target and rename the staging database into its place.
 
+A whole restore with one pg_restore job streams instead (restore/stream.py): after the safety
+backup, the download, its checks and pg_restore into the staging database overlap, with no
+temporary file, and both SHA-256s are checked before pg_restore sees the end of its input.
+The staging database is what makes that safe, so --data-only (which writes into the existing
+target) and --table/--schema (which read the dump's table of contents twice) keep the file.
+
 A failure at any step leaves the target as it was, removes the staging database, is audit-logged
 and, for a row-count mismatch, recorded as a failed verification.
 """
@@ -34,11 +40,13 @@ from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind, Manifest, TableCount
 from permafrost.text import human_bytes
 from restore import pg_restore as pgrestore
+from restore import stream
 from restore import target as targets
 from restore.fetch import check_space, fetch_dump, temp_dir
 from restore.target import Target
 
 Say = Callable[[str], None]
+Load = Callable[[Target, list[str]], None]  # pg_restore with these arguments into a database
 
 
 @dataclass(frozen=True)
@@ -149,13 +157,19 @@ def _matching(manifest: Manifest, name: str) -> list[TableCount]:
 def _steps(plan: RestorePlan) -> list[str]:
     m, o, t = plan.manifest, plan.options, plan.target
     what = _what(plan)
-    steps = [
-        f"download backup {m.id} of {m.database} ({human_bytes(m.stored_bytes)} stored, "
-        f"{human_bytes(m.dump_bytes)} dump) and check every byte"
-    ]
+    sizes = f"({human_bytes(m.stored_bytes)} stored, {human_bytes(m.dump_bytes)} dump)"
+    steps = []
+    if not streams(plan):
+        steps.append(f"download backup {m.id} of {m.database} {sizes} and check every byte")
     if plan.target_exists and o.safety_backup:
         steps.append(f"take a safety backup of {t.where}")
-    if o.data_only:
+    if streams(plan):
+        steps.append(
+            f"download backup {m.id} of {m.database} {sizes} and stream it into pg_restore, "
+            f"checking every byte, to restore {what} into a staging database on "
+            f"{pgtools.where(t.server)} (no temporary file)"
+        )
+    elif o.data_only:
         steps.append(f"restore {what} into {t.where} in one transaction")
     else:
         steps.append(
@@ -178,20 +192,36 @@ def _what(plan: RestorePlan) -> str:
     return f"every table ({scope})"
 
 
+def streams(plan: RestorePlan) -> bool:
+    """Whether this restore streams from the bucket into pg_restore, with no temporary file:
+    a whole restore into a staging database with one job (pg_restore -j needs a file)."""
+    o = plan.options
+    return o.jobs == 1 and not (o.data_only or o.tables or o.schemas)
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where pg_restore reads the dump: the checked temporary file, or (dump None) the bucket."""
+
+    pg_restore: str
+    dump: Path | None
+    load: Load  # pg_restore with these arguments into this database, from the dump or the bucket
+
+
 def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
     started, clock = datetime.now(UTC), time.monotonic()
     dump: Path | None = None
     try:
-        pg_restore = _pick_pg_restore(ctx, plan, say)  # before anything starts: it may not fit
-        directory = temp_dir(ctx.settings.restore.tmpdir)
-        check_space(directory, plan.manifest)
-        progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
-        say(plan.steps[0])
-        repository, transfer = ctx.repository(), ctx.settings.storage
-        dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
-        progress.close()
-        safety = _safety_backup(ctx, plan, say)
-        counts = _restore(ctx, plan, pg_restore, dump, say)
+        # before anything starts: it may not fit
+        pg_restore, lenient = _pick_pg_restore(ctx, plan, say)
+        if streams(plan):
+            safety = _safety_backup(ctx, plan, say)
+            source = _Source(pg_restore, None, _streamed(ctx, plan, pg_restore, lenient))
+        else:
+            dump = _download(ctx, plan, say)
+            safety = _safety_backup(ctx, plan, say)
+            source = _Source(pg_restore, dump, _from_file(pg_restore, dump))
+        counts = _restore(ctx, plan, source, say)
     except BaseException as exc:
         _audit(ctx, plan, started, exc)
         raise
@@ -200,6 +230,47 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
             dump.unlink(missing_ok=True)
     _audit(ctx, plan, started, None)
     return RestoreResult(plan, counts, safety, time.monotonic() - clock)
+
+
+def _download(ctx: Context, plan: RestorePlan, say: Say) -> Path:
+    """The checked dump in a temporary file (the caller removes it)."""
+    directory = temp_dir(ctx.settings.restore.tmpdir)
+    check_space(directory, plan.manifest)
+    progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
+    say(plan.steps[0])
+    repository, transfer = ctx.repository(), ctx.settings.storage
+    dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
+    progress.close()
+    return dump
+
+
+def _streamed(ctx: Context, plan: RestorePlan, pg_restore: str, lenient: bool) -> Load:
+    repository, transfer, manifest = ctx.repository(), ctx.settings.storage, plan.manifest
+
+    def load(target: Target, args: list[str]) -> None:
+        progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
+        try:
+            stream.run(
+                repository,
+                transfer,
+                manifest,
+                pg_restore,
+                target,
+                args,
+                lenient=lenient,
+                on_progress=progress.advance,
+            )
+        finally:
+            progress.close()
+
+    return load
+
+
+def _from_file(pg_restore: str, dump: Path) -> Load:
+    def load(target: Target, args: list[str]) -> None:
+        pgrestore.run(pg_restore, target, dump, args)
+
+    return load
 
 
 def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
@@ -221,8 +292,9 @@ def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
     return manifest.id
 
 
-def _pick_pg_restore(ctx: Context, plan: RestorePlan, say: Say) -> str:
-    """pg_restore of the target server's major when it reads the dump (postgres/installations)."""
+def _pick_pg_restore(ctx: Context, plan: RestorePlan, say: Say) -> tuple[str, bool]:
+    """pg_restore of the target server's major when it reads the dump (postgres/installations),
+    and whether it is 17 or newer on an older server (which refuses its transaction_timeout)."""
     with targets.maintenance(plan.target) as conn:
         row = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
     target_major = int(row[0]) // 10000 if row else 0
@@ -239,13 +311,15 @@ def _pick_pg_restore(ctx: Context, plan: RestorePlan, say: Say) -> str:
         f"the dump is of PostgreSQL {plan.manifest.server_version.split()[0]}, "
         f"written by pg_dump {plan.manifest.tool_version}"
     )
-    return choice.path
+    return choice.path, choice.major >= 17 > target_major
 
 
 def _restore(
-    ctx: Context, plan: RestorePlan, pg_restore: str, dump: Path, say: Say
+    ctx: Context, plan: RestorePlan, source: _Source, say: Say
 ) -> dict[tuple[str, str], int | None]:
     if plan.options.data_only:
+        assert source.dump is not None  # --data-only never streams: it writes into the target
+        pg_restore, dump = source.pg_restore, source.dump
         say(f"restore {_what(plan)} into {plan.target.where} in one transaction")
         pgrestore.run(
             pg_restore, plan.target, dump, _data_only_args(plan), _toc(pg_restore, plan, dump)
@@ -255,11 +329,9 @@ def _restore(
     with targets.maintenance(plan.target) as conn:
         ddl.create_database(conn, staging.database)
     try:
-        say(
-            f"restore {_what(plan)} into staging database {staging.database} "
-            f"(pg_restore -j {plan.options.jobs})"
-        )
-        _restore_into(pg_restore, plan, staging, dump, say)
+        how = "streamed, no temporary file" if source.dump is None else f"-j {plan.options.jobs}"
+        say(f"restore {_what(plan)} into staging database {staging.database} (pg_restore {how})")
+        _restore_into(source, plan, staging, say)
         counts = _check_counts(ctx, plan, staging)
     except BaseException:
         with targets.maintenance(plan.target) as conn:
@@ -269,16 +341,16 @@ def _restore(
     return counts
 
 
-def _restore_into(
-    pg_restore: str, plan: RestorePlan, staging: Target, dump: Path, say: Say
-) -> None:
+def _restore_into(source: _Source, plan: RestorePlan, staging: Target, say: Say) -> None:
     o = plan.options
-    args = [f"--jobs={o.jobs}"]
+    args = [] if source.dump is None else [f"--jobs={o.jobs}"]
     args += ["--schema-only"] if o.schema_only else []
     args += ["--no-owner", "--no-acl"] if o.no_owner else []
     if not (o.tables or o.schemas):
-        pgrestore.run(pg_restore, staging, dump, args)
+        source.load(staging, args)
         return
+    pg_restore, dump = source.pg_restore, source.dump
+    assert dump is not None  # a selection never streams: it reads the table of contents twice
     selection = pgrestore.select_toc(
         pgrestore.list_toc(pg_restore, dump), plan.manifest.row_counts, _keys(plan.selection)
     )

@@ -88,15 +88,40 @@ def run(
     lenient = stop_on_error and "--single-transaction" not in args
     if result.returncode != 0 and lenient and _NEWER_SETTING in result.stderr:
         result = _pg_restore(pg_restore, target, dump, args, toc, False)
-        other = _errors(result.stderr)
-        if not other and (result.returncode == 0 or _IGNORED in result.stderr):
-            return ""
-        result.stderr = "\n".join(other) or result.stderr
+        return outcome(target, result.returncode, result.stderr, lenient=True)
     if result.returncode != 0 and stop_on_error:
-        raise TargetError(
-            f"pg_restore failed on {target.where}: {_summary(result.stderr)}" + _hint(result.stderr)
-        )
+        raise failure(target, result.stderr)
     return result.stderr
+
+
+def command(
+    pg_restore: str, target: Target, args: list[str], dump: Path | None, stop_on_error: bool
+) -> list[str]:
+    """The pg_restore command line; without a dump it reads the archive from its stdin."""
+    argv = [pg_restore, "--no-password", *args]
+    argv.append(f"--dbname={pgtools.conninfo(target.server, target.database)}")
+    argv += [] if dump is None else [str(dump)]
+    if stop_on_error:
+        argv.insert(1, "--exit-on-error")
+    return argv
+
+
+def outcome(target: Target, returncode: int, stderr: str, *, lenient: bool) -> str:
+    """pg_restore's error output when it succeeded; TargetError when it failed. Lenient: it ran
+    without --exit-on-error so that a newer pg_restore's SET transaction_timeout on an older
+    server did not stop it, and only the other errors count."""
+    if lenient:
+        other = _errors(stderr)
+        if not other and (returncode == 0 or _IGNORED in stderr):
+            return ""
+        raise failure(target, "\n".join(other) or stderr)
+    if returncode != 0:
+        raise failure(target, stderr)
+    return stderr
+
+
+def failure(target: Target, stderr: str) -> TargetError:
+    return TargetError(f"pg_restore failed on {target.where}: {_summary(stderr)}" + _hint(stderr))
 
 
 def _pg_restore(
@@ -113,18 +138,8 @@ def _pg_restore(
             listing.write(toc)
             listing.flush()
             extra = [f"--use-list={listing.name}"]
-        command = [
-            pg_restore,
-            "--no-password",
-            *args,
-            *extra,
-            f"--dbname={pgtools.conninfo(target.server, target.database)}",
-            str(dump),
-        ]
-        if stop_on_error:
-            command.insert(1, "--exit-on-error")
         return subprocess.run(
-            command,
+            command(pg_restore, target, [*args, *extra], dump, stop_on_error),
             capture_output=True,
             text=True,
             check=False,

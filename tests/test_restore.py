@@ -229,6 +229,8 @@ def test_too_little_temporary_space_is_refused(env, pg, backup, target, tmp_path
             "latest",
             "--target-db",
             target,
+            "--jobs",
+            "2",  # only a parallel restore downloads to a temporary file first
             check=False,
         )
     finally:

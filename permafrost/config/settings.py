@@ -135,7 +135,7 @@ class RestoreSettings:
     and the OS user a point-in-time recovery's server runs as."""
 
     tmpdir: str | None = None
-    jobs: int = 2
+    jobs: int = 1  # 1 streams the dump into pg_restore; N > 1 downloads it first
     verify_url: Secret | None = None
     pitr_os_user: str = "postgres"
     drill_margin: int = 60  # PITR_DRILL_MARGIN: a drill's target, before the newest archived WAL
@@ -208,7 +208,7 @@ def _compression(env: Env) -> CompressionSettings:
 def _restore(env: Env) -> RestoreSettings:
     return RestoreSettings(
         tmpdir=env.text("RESTORE_TMPDIR"),
-        jobs=env.integer("RESTORE_JOBS", 2, minimum=1),
+        jobs=env.integer("RESTORE_JOBS", 1, minimum=1),
         verify_url=env.secret("VERIFY_DATABASE_URL"),
         pitr_os_user=env.text("PITR_OS_USER", "postgres") or "postgres",
         drill_margin=env.duration("PITR_DRILL_MARGIN", 60),

@@ -1,6 +1,8 @@
 """The temporary directory fills up during a restore: simulated with a file-size limit
 (RLIMIT_FSIZE, with SIGXFSZ ignored, so a write past it fails with EFBIG as a full disk fails
-with ENOSPC). The restore says so (exit 10), removes its partial dump, and creates nothing."""
+with ENOSPC). The restore says so (exit 10), removes its partial dump, and creates nothing.
+Only a restore with --jobs above 1 downloads to a temporary file (a streamed one is in
+tests/test_restore_stream.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def test_the_temporary_directory_filling_up_fails_the_restore_cleanly(
     scratch.mkdir()
     target = f"{db}_never"
     result = subprocess.run(
-        [PERMAFROST, "restore", backup["id"], "--target-db", target],
+        [PERMAFROST, "restore", backup["id"], "--target-db", target, "--jobs", "2"],
         env={**denv, "RESTORE_TMPDIR": str(scratch)},
         capture_output=True,
         text=True,
