@@ -57,7 +57,7 @@ def push(repo: Repository, cluster: str, path: Path) -> Pushed:
     return Pushed(path.name, key, len(data), len(sealed), already_there=False)
 
 
-def seal(key: crypto.MasterKey, data: bytes) -> bytes:
+def seal(key: crypto.WriteKey, data: bytes) -> bytes:
     compressed = zstandard.ZstdCompressor(level=WAL_COMPRESSION_LEVEL).compress(data)
     return crypto.encrypt_bytes(key, compressed, compressed=True)
 
