@@ -35,6 +35,17 @@ def kms_key(settings: Settings) -> KmsKey:
     endpoint = settings.kms_endpoint_url or settings.storage.endpoint_url or "AWS KMS"
 
     def generate() -> tuple[bytes, bytes]:
+        # DescribeKey first: a disabled key is named as such (some KMS-compatible services, moto
+        # among them, would still hand out data keys), then one GenerateDataKey per process.
+        described = _call(
+            lambda: client.describe_key(KeyId=key_id), "DescribeKey", key_id, endpoint
+        )
+        state = described["KeyMetadata"].get("KeyState", "Enabled")
+        if state != "Enabled":
+            raise errors.WrongKey(
+                f"KMS key {key_id} is {state} (DisabledException): enable it, or set KMS_KEY_ID "
+                "to an enabled key; no backup can be written with it"
+            )
         answer = _call(
             lambda: client.generate_data_key(KeyId=key_id, KeySpec="AES_256"),
             "GenerateDataKey",
