@@ -14,6 +14,9 @@ Three modes:
 Each round runs the three modes in an order that rotates from round to round: a whole
 `permafrost backup` of the database, and `permafrost wal-push` of each segment (a new process
 per segment, as archive_command runs it). Each mode writes to its own prefix of one bucket.
+Also, in process: the cost of wrapping one object's data key (an Encryptor made, 2000 times) per
+mode, and the KMS calls a process makes once (DescribeKey + GenerateDataKey, on moto: a local
+server, so a real KMS adds its network round trips).
 Figures are medians; ratios are to the symmetric mode's median of the same run. Printed, and
 written as JSON to bench/.data/keys.json; nothing is asserted.
 """
@@ -113,6 +116,7 @@ def main() -> None:
         print(f"making {args.segments} WAL segments ...", flush=True)
         segments = make_segments(args.segments, work / "segments")
         report = measure(envs, segments, args.runs)
+        report |= wrap_costs(envs["kms"])
     finally:
         cluster.destroy()
         s3.stop()
@@ -141,6 +145,32 @@ def measure(envs: dict[str, dict[str, str]], segments: list[Path], runs: int) ->
     }
 
 
+def wrap_costs(kms_env: dict[str, str]) -> dict:
+    from permafrost.config.settings import Settings
+    from permafrost.repo import crypto
+    from permafrost.repo.kms import kms_key
+
+    public = keys.PublicKey(base64.b64decode(keys.generate_pair()[0]))
+    kms = kms_key(Settings.from_env(kms_env))
+    started = time.perf_counter()
+    kms.current()
+    first_call = time.perf_counter() - started
+    costs = {}
+    for mode, key in (("symmetric", crypto.MasterKey(bytes(32))), ("public key", public)):
+        costs[mode] = _per_object(key)
+    costs["kms"] = _per_object(kms)
+    return {"wrap_us_per_object": costs, "kms_calls_per_process_s": first_call}
+
+
+def _per_object(key: object, count: int = 2000) -> float:
+    from permafrost.repo import crypto
+
+    started = time.perf_counter()
+    for _ in range(count):
+        crypto.Encryptor(key, compressed=True)  # type: ignore[arg-type]
+    return (time.perf_counter() - started) / count * 1e6
+
+
 def show(report: dict) -> None:
     print(
         f"\ndatabase {report['database_bytes'] / 1e6:.0f} MB, {report['runs']} backup runs, "
@@ -151,6 +181,12 @@ def show(report: dict) -> None:
         for mode in MODES:
             value = report[what][mode]
             print(f"  {what[:-2]:<9} {mode:<11} {value:7.3f} s  x{value / base:.3f}")
+    for mode, micros in report["wrap_us_per_object"].items():
+        print(f"  wrap of one object's data key, {mode:<11} {micros:8.1f} µs")
+    print(
+        f"  KMS DescribeKey + GenerateDataKey, once per process: "
+        f"{report['kms_calls_per_process_s'] * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -51,6 +51,12 @@ def test_a_backup_host_with_the_public_key_writes_what_only_the_private_key_read
     backup = loads(run(writer, "backup", "--json").stdout)
     segment = _segment(pg, tmp_path)
     run(writer, "wal-push", str(segment))
+    run(writer, "wal-push", str(segment))  # PostgreSQL's retry: accepted without the private key
+    other = tmp_path / "other" / segment.name
+    other.parent.mkdir()
+    other.write_bytes(b"\0" * segment.stat().st_size)
+    clash = run(writer, "wal-push", str(other), check=False)
+    assert clash.returncode == 5 and "already archived with different contents" in clash.stderr
 
     # wal-fetch answers PostgreSQL: 126 stops recovery (1 would end it as "no more WAL").
     for code, *args in (
