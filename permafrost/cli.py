@@ -38,6 +38,7 @@ EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.Busy, 11),
     (errors.CheckFailed, 12),
     (errors.SystemMismatch, 13),
+    (errors.KmsUnavailable, 14),
 ]
 EXIT_INTERRUPTED = 130
 

@@ -130,6 +130,10 @@ class WrongKey(EncryptionKeyError):
     """The configured key does not open this repository or object."""
 
 
+class KmsUnavailable(PermafrostError):
+    """The key service (KMS) cannot be reached or failed; nothing was written."""
+
+
 class IntegrityError(PermafrostError):
     """Stored bytes are not what was written: corruption or tampering."""
 

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 import zstandard
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from permafrost import errors, layout
 from permafrost.config.settings import Settings
 from permafrost.repo import config as repository
-from permafrost.repo import crypto, manifest, pipeline
+from permafrost.repo import crypto, keys, manifest, pipeline
 from permafrost.storage.local import LocalStorage
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "FORMAT.md"
@@ -460,3 +461,63 @@ def test_it_documents_the_name_rules_the_code_applies() -> None:
     assert not layout.valid_name("a..b")
     assert not layout.valid_name("x" * 64)
     assert layout.valid_name("x" * 63)
+
+
+# --- header version 2: a data key wrapped for a public key (X25519) -----------------------
+
+
+X1 = inputs("x1.inputs")
+
+
+class _FixedEphemeral(keys.PublicKey):
+    """The vector's writer: its ephemeral key is the documented one, not a random one."""
+
+    def wrap(self, data_key: bytes, aad: bytes, ephemeral: bytes | None = None) -> bytes:
+        return super().wrap(data_key, aad, bytes.fromhex(X1["ephemeral_private"]))
+
+
+def test_it_wraps_for_the_documented_public_key_to_the_documented_bytes() -> None:
+    private = keys.PrivateKey(base64.b64decode(X1["recipient_private_base64"]))
+    assert private.public.raw.hex() == X1["recipient_public"]
+    assert base64.b64encode(private.public.raw).decode() == X1["recipient_public_base64"]
+    assert private.key_id == X1["key_id"]
+    public = _FixedEphemeral(private.public.raw)
+    enc = crypto.Encryptor(
+        public,
+        compressed=False,
+        chunk_size=int(X1["chunk_size"]),
+        data_key=bytes.fromhex(X1["data_key"]),
+        nonce_prefix=bytes.fromhex(X1["nonce_prefix"]),
+    )
+    produced = enc.update(bytes.fromhex(X1["plaintext"])) + enc.finish()
+    assert enc.header.to_bytes() == hex_block("x1.header")
+    assert produced == hex_block("x1.header") + hex_block("x1.chunks")
+    assert len(produced) == int(X1["object_length"])
+    assert public.subkey(b"permafrost manifest v1").hex() == X1["manifest_subkey"]
+
+
+def test_it_derives_the_documented_x25519_kek() -> None:
+    ephemeral = X25519PrivateKey.from_private_bytes(bytes.fromhex(X1["ephemeral_private"]))
+    recipient = bytes.fromhex(X1["recipient_public"])
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(recipient))
+    assert shared.hex() == X1["shared"]
+    mine = ephemeral.public_key().public_bytes_raw()
+    assert keys.kek(shared, mine, recipient).hex() == X1["kek"]
+    header = hex_block("x1.header")
+    wrap_aad = header[:41]
+    sealed = AESGCM(bytes.fromhex(X1["kek"])).decrypt(header[76:88], header[88:136], wrap_aad)
+    assert sealed.hex() == X1["data_key"]
+
+
+def test_only_the_documented_private_key_opens_vector_x1() -> None:
+    obj = hex_block("x1.header") + hex_block("x1.chunks")
+    private = keys.PrivateKey(bytes.fromhex(X1["recipient_private"]))
+    ring = crypto.Keyring(private.public, (), {crypto.Wrap.X25519: private})
+    header, plaintext = crypto.decrypt_bytes(ring, obj)
+    assert plaintext.hex() == X1["plaintext"] and header.wrap_type == crypto.Wrap.X25519
+    with pytest.raises(errors.WrongKey, match="only BACKUP_PRIVATE_KEY opens it"):
+        crypto.decrypt_bytes(crypto.Keyring(private.public), obj)
+    tampered = bytearray(obj)
+    tampered[100] ^= 1  # a bit of the wrapped data key
+    with pytest.raises(errors.HeaderCorrupt):
+        crypto.decrypt_bytes(ring, bytes(tampered))

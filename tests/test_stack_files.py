@@ -66,7 +66,8 @@ def test_each_service_has_a_restart_policy_health_and_ordered_dependencies() -> 
             assert condition["condition"] in ("service_healthy", "service_completed_successfully")
     for name in ("scheduler", "monitor", "restore"):
         assert SERVICES[name]["depends_on"]["metadata"]["condition"] == "service_healthy"
-        assert SERVICES[name]["env_file"] == ".env"
+        env_files = SERVICES[name]["env_file"]
+        assert (env_files if isinstance(env_files, str) else env_files[0]) == ".env"
     # A running backup gets STOP_GRACE_PERIOD (10m) before Docker kills the scheduler.
     assert SERVICES["scheduler"]["stop_grace_period"] == "11m"
     assert set(COMPOSE["volumes"]) >= {"metadata-data", "wal-spool"}
@@ -173,3 +174,10 @@ def test_links_in_emails_follow_monitor_port_when_env_example_is_copied(tmp_path
     assert settings.monitor.public_url == "http://localhost:9123"
     chosen = Settings.from_env({**values, "MONITOR_PUBLIC_URL": "https://backups.example.com/"})
     assert chosen.monitor.public_url == "https://backups.example.com"
+
+
+def test_only_the_restore_service_reads_the_private_key_file() -> None:
+    readers = [n for n, s in SERVICES.items() if "restore.env" in str(s.get("env_file"))]
+    assert readers == ["restore"]
+    assert {"path": "restore.env", "required": False} in SERVICES["restore"]["env_file"]
+    assert all("BACKUP_PRIVATE_KEY" not in str(s.get("environment")) for s in SERVICES.values())

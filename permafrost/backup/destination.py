@@ -113,7 +113,11 @@ class Destination:
             stored_sha256=stats.stored_sha256,
             key_id=self.repository.key.key_id,
             compression={"algorithm": "zstd", "level": self.compression.level},
-            encryption={"algorithm": "aes-256-gcm-stream", "chunk_size": crypto.CHUNK_SIZE},
+            encryption={
+                "algorithm": "aes-256-gcm-stream",
+                "chunk_size": crypto.CHUNK_SIZE,
+                **self.repository.key.manifest_fields(),
+            },
             objects={"data": made.data_key, **beside.objects},
             row_counts=made.row_counts,
             description=request.description,

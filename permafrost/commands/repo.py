@@ -14,12 +14,8 @@ from permafrost.backup.lookup import load_manifest, resolve
 from permafrost.catalog.sync import sync_catalog
 from permafrost.context import Context
 from permafrost.errors import ConfigError, UsageError
-from permafrost.repo import crypto
-from permafrost.repo.config import (
-    load_keys,
-    read_config,
-    reprobe_conditional_writes,
-)
+from permafrost.repo import crypto, keys
+from permafrost.repo.config import load_keys, read_config, reprobe_conditional_writes
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Manifest
 from permafrost.repo.pipeline import READ_SIZE, Opened
@@ -33,6 +29,12 @@ PLAINTEXT_MODE = 0o600
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("keygen", help="print a new encryption key")
+    p.add_argument(
+        "--pair",
+        action="store_true",
+        help="print an X25519 pair, BACKUP_PUBLIC_KEY=… and BACKUP_PRIVATE_KEY=… (public-key "
+        "mode: backup hosts get the public key only, the restore service the private key)",
+    )
     p.set_defaults(handler=keygen, needs_settings=False)
 
     p = commands.add_parser(
@@ -66,6 +68,15 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def keygen(ctx: Context | None, args: argparse.Namespace) -> int:
+    if args.pair:
+        public, private = keys.generate_pair()
+        print(f"BACKUP_PUBLIC_KEY={public}\nBACKUP_PRIVATE_KEY={private}")
+        print(
+            "Give BACKUP_PUBLIC_KEY to the hosts that take backups and BACKUP_PRIVATE_KEY only to"
+            " the restore service; keep a copy of the private key off this server.",
+            file=sys.stderr,
+        )
+        return 0
     print(crypto.generate_key())
     print(
         "Keep this key somewhere other than this server: without it no backup can be opened.",

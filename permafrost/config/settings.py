@@ -160,6 +160,11 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     window: WindowSettings = field(default_factory=WindowSettings)  # plan window's forecast
+    # Public-key and KMS modes (repo/keys.py): BACKUP_PUBLIC_KEY, BACKUP_PRIVATE_KEY, KMS_*.
+    public_key: Secret | None = None
+    private_key: Secret | None = None
+    kms_key_id: str | None = None
+    kms_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -182,6 +187,10 @@ def _parse(env: Env) -> Settings:
         metadata_url=env.secret("METADATA_DATABASE_URL"),
         encryption_key=env.secret("BACKUP_ENCRYPTION_KEY"),
         old_encryption_keys=_old_keys(env),
+        public_key=env.secret("BACKUP_PUBLIC_KEY"),
+        private_key=env.secret("BACKUP_PRIVATE_KEY"),
+        kms_key_id=env.text("KMS_KEY_ID"),
+        kms_endpoint_url=env.text("KMS_ENDPOINT_URL"),
         cluster_name=env.name("CLUSTER_NAME", "main"),
         compression=_compression(env),
         pg_bin_dirs=_bin_dirs(env),
@@ -359,6 +368,9 @@ def wal_fetch_env(settings: Settings) -> dict[str, str]:
             settings.encryption_key.reveal() if settings.encryption_key else None
         ),
         "BACKUP_ENCRYPTION_OLD_KEYS": ",".join(k.reveal() for k in settings.old_encryption_keys),
+        "BACKUP_PRIVATE_KEY": settings.private_key.reveal() if settings.private_key else None,
+        "KMS_KEY_ID": settings.kms_key_id,
+        "KMS_ENDPOINT_URL": settings.kms_endpoint_url,
         "CLUSTER_NAME": settings.cluster_name,
         "WAL_PREFETCH": str(settings.wal.prefetch),
         "LOG_LEVEL": settings.log_level.lower(),

@@ -33,7 +33,7 @@ from permafrost.errors import (
     WriteConflict,
     WrongKey,
 )
-from permafrost.repo import crypto
+from permafrost.repo import crypto, keys
 from permafrost.storage import ProviderConditions, Storage
 from permafrost.storage.conditional import Conditional, probe
 
@@ -52,7 +52,7 @@ class Repository:
     id_assigned: bool = False  # made before ids, it got its id just now (by this opening)
 
     @property
-    def key(self) -> crypto.MasterKey:
+    def key(self) -> crypto.WriteKey:
         return self.keyring.current
 
     @property
@@ -87,6 +87,8 @@ def open_repository(
         config = _guarded(storage, prefix, before_create) or _create(storage, prefix, settings)
     rely_on_record(storage, config)
     keyring = _keyring(settings, config)
+    if create and isinstance(keyring.current, keys.KmsKey):
+        keyring.current.current()  # KMS down: fail now, before anything of the backup is written
     _prove(storage, prefix, config, keyring)
     assigned = False
     if create and not config.get("id"):
@@ -141,8 +143,10 @@ def load_keys(settings: Settings, config: dict[str, Any] | None) -> crypto.Keyri
 
 
 def _all_raw(settings: Settings) -> bool:
-    keys = [settings.encryption_key, *settings.old_encryption_keys]
-    return all(k is not None and crypto.raw_key(k.reveal()) for k in keys)
+    if settings.encryption_key is None:
+        return bool(settings.public_key or settings.private_key or settings.kms_key_id)
+    symmetric = [settings.encryption_key, *settings.old_encryption_keys]
+    return all(crypto.raw_key(k.reveal()) for k in symmetric)
 
 
 def recorded_conditional_writes(config: dict[str, Any] | None) -> Conditional:
@@ -242,16 +246,62 @@ def _assign_id(
 
 
 def _keyring(settings: Settings, config: dict[str, Any]) -> crypto.Keyring:
-    if settings.encryption_key is None:
+    """The writing key is KMS_KEY_ID's, else the public key's, else BACKUP_ENCRYPTION_KEY; every
+    configured key also reads (symmetric keys, the private key, KMS)."""
+    symmetric = _symmetric(settings, config)
+    private = _private(settings)
+    public = _public(settings, private)
+    kms_key = _kms(settings)
+    current: crypto.WriteKey | None = kms_key or public or (symmetric[0] if symmetric else None)
+    if current is None:
         raise EncryptionKeyError(
-            "BACKUP_ENCRYPTION_KEY is not set: generate one with `permafrost keygen` and keep "
+            "BACKUP_ENCRYPTION_KEY is not set: generate one with `permafrost keygen` (or a pair "
+            "with `permafrost keygen --pair` for BACKUP_PUBLIC_KEY, or set KMS_KEY_ID) and keep "
             "a copy somewhere other than this server (a lost key means lost backups)"
         )
-    current = _master_key("BACKUP_ENCRYPTION_KEY", settings.encryption_key, config)
-    old = tuple(
+    openers: dict[crypto.Wrap, crypto.Opener] = {}
+    if private is not None:
+        openers[crypto.Wrap.X25519] = private
+    if kms_key is not None:
+        openers[crypto.Wrap.KMS] = kms_key
+    old = tuple(k for k in symmetric if k is not current)
+    return crypto.Keyring(current, old, openers)
+
+
+def _symmetric(settings: Settings, config: dict[str, Any]) -> list[crypto.MasterKey]:
+    found = []
+    if settings.encryption_key is not None:
+        found.append(_master_key("BACKUP_ENCRYPTION_KEY", settings.encryption_key, config))
+    found += [
         _master_key("BACKUP_ENCRYPTION_OLD_KEYS", k, config) for k in settings.old_encryption_keys
-    )
-    return crypto.Keyring(current, old)
+    ]
+    return found
+
+
+def _private(settings: Settings) -> keys.PrivateKey | None:
+    if settings.private_key is None:
+        return None
+    return keys.PrivateKey(keys.decode("BACKUP_PRIVATE_KEY", settings.private_key.reveal()))
+
+
+def _public(settings: Settings, private: keys.PrivateKey | None) -> keys.PublicKey | None:
+    if settings.public_key is None:
+        return private.public if private else None
+    public = keys.PublicKey(keys.decode("BACKUP_PUBLIC_KEY", settings.public_key.reveal()))
+    if private is not None and private.public.raw != public.raw:
+        raise EncryptionKeyError(
+            "BACKUP_PUBLIC_KEY is not the public key of BACKUP_PRIVATE_KEY: set the pair that "
+            "`permafrost keygen --pair` printed together"
+        )
+    return public
+
+
+def _kms(settings: Settings) -> keys.KmsKey | None:
+    if not settings.kms_key_id:
+        return None
+    from permafrost.repo.kms import kms_key  # boto3's KMS client, only when KMS is configured
+
+    return kms_key(settings)
 
 
 def _master_key(variable: str, secret: Secret, config: dict[str, Any]) -> crypto.MasterKey:
@@ -274,27 +324,74 @@ def _master_key(variable: str, secret: Secret, config: dict[str, Any]) -> crypto
 def _prove(storage: Storage, prefix: str, config: dict[str, Any], ring: crypto.Keyring) -> None:
     known = {entry["key_id"]: entry for entry in config.get("keys", [])}
     current = ring.current
+    variable = _VARIABLE[current.wrap_type]
     if current.key_id in known:
-        if not crypto.key_check_passes(current, known[current.key_id]["check"]):
-            raise WrongKey(f"BACKUP_ENCRYPTION_KEY fails the key check of {storage.url}")
+        if not _check_passes(current, ring, known[current.key_id]):
+            raise WrongKey(f"{variable} fails the key check of {storage.url}")
         return
-    vouching = [k for k in ring.by_id.values() if k.key_id in known and k is not current]
-    if not any(crypto.key_check_passes(k, known[k.key_id]["check"]) for k in vouching):
+    vouching = [k for k in _provers(ring) if k.key_id in known and k.key_id != current.key_id]
+    if not any(_check_passes(k, ring, known[k.key_id]) for k in vouching):
         raise WrongKey(
-            f"BACKUP_ENCRYPTION_KEY (key id {current.key_id}) is not a key of the repository at "
+            f"{variable} (key id {current.key_id}) is not a key of the repository at "
             f"{storage.url} (its keys: {', '.join(known) or 'none'}): set the key it was "
-            "created with; to rotate, put the old key in BACKUP_ENCRYPTION_OLD_KEYS"
+            "created with; to add a key, run once with it and a key the repository knows "
+            "(BACKUP_ENCRYPTION_KEY or _OLD_KEYS, or BACKUP_PRIVATE_KEY)"
         )
     config["keys"] = [*config.get("keys", []), _key_entry(current)]
     storage.put(layout.repository_config_key(prefix), _dump(config))
 
 
-def _key_entry(key: crypto.MasterKey) -> dict[str, str]:
-    return {
+_VARIABLE = {
+    crypto.Wrap.SYMMETRIC: "BACKUP_ENCRYPTION_KEY",
+    crypto.Wrap.X25519: "BACKUP_PUBLIC_KEY",
+    crypto.Wrap.KMS: "KMS_KEY_ID",
+}
+
+
+def _provers(ring: crypto.Keyring) -> list[Any]:
+    """The configured keys that can open a key check: symmetric keys and the private key."""
+    private = ring.openers.get(crypto.Wrap.X25519)
+    return [*ring.by_id.values(), *([private] if private is not None else [])]
+
+
+def _check_passes(key: Any, ring: crypto.Keyring, entry: dict[str, str]) -> bool:
+    """A symmetric key opens its check; a private key opens its public key's check; a public
+    key alone (a backup host) is known by its id; a KMS key is proved by its first call."""
+    if isinstance(key, crypto.MasterKey):
+        return crypto.key_check_passes(key, entry["check"])
+    private = ring.openers.get(crypto.Wrap.X25519)
+    if isinstance(key, keys.PublicKey | keys.PrivateKey) and isinstance(private, keys.PrivateKey):
+        return private.key_id == key.key_id and _opens(private, entry["check"])
+    return True
+
+
+def _opens(private: keys.PrivateKey, check: str) -> bool:
+    try:
+        return private.opens_check(base64.b64decode(check))
+    except (ValueError, IntegrityError, EncryptionKeyError):
+        return False
+
+
+def _key_entry(key: crypto.WriteKey) -> dict[str, str]:
+    entry = {
         "key_id": key.key_id,
-        "check": crypto.key_check(key),
+        "check": _new_check(key),
         "added_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if key.wrap_type != crypto.Wrap.SYMMETRIC:  # symmetric entries stay as version 1 wrote them
+        entry["type"] = _TYPE[key.wrap_type]
+    return entry
+
+
+_TYPE = {crypto.Wrap.SYMMETRIC: "symmetric", crypto.Wrap.X25519: "x25519", crypto.Wrap.KMS: "kms"}
+
+
+def _new_check(key: crypto.WriteKey) -> str:
+    if isinstance(key, crypto.MasterKey):
+        return crypto.key_check(key)
+    if isinstance(key, keys.PublicKey):
+        return base64.b64encode(key.check_value()).decode()
+    return ""
 
 
 def _dump(config: dict[str, Any]) -> bytes:

@@ -15,7 +15,10 @@ import hashlib
 import hmac
 import secrets
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import IntEnum
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -23,7 +26,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from permafrost import errors
 
 MAGIC = b"PFE1"
-VERSION = 1
+VERSION = 1  # symmetric key wrap, as first written
+VERSION_WRAPPED = 2  # a key-wrap type byte and a variable-length wrap (public key, KMS)
 FLAG_ZSTD = 0x01
 CHUNK_SIZE = 1024 * 1024
 TAG = 16
@@ -36,6 +40,45 @@ MAX_CHUNKS = 2**32 - 1
 _DIAGNOSE_WINDOW = 64
 
 
+class Wrap(IntEnum):
+    """How an object's data key is wrapped: the key-wrap type byte of a version 2 header."""
+
+    SYMMETRIC = 0  # AES-256-GCM under the master key (version 1 headers)
+    X25519 = 1  # for a public key: ephemeral X25519, HKDF-SHA256, AES-256-GCM
+    KMS = 2  # under a data key from a KMS (GenerateDataKey), opened with Decrypt
+
+
+class Signer(Protocol):
+    """What signs a manifest: a key that derives the HMAC key."""
+
+    def subkey(self, purpose: bytes) -> bytes: ...
+
+
+class WriteKey(Signer, Protocol):
+    """The key objects are written with: names itself in headers and wraps their data keys."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def wrap_type(self) -> Wrap: ...
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes: ...
+
+    def manifest_fields(self) -> dict[str, Any]: ...
+
+
+class Opener(Protocol):
+    """A key that opens the data keys of one wrap type (a private key, a KMS client)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    def unwrap(self, header: Header) -> bytes: ...
+
+    def signer(self, encryption: Mapping[str, Any]) -> Signer: ...
+
+
 @dataclass(frozen=True)
 class MasterKey:
     """A 32-byte master key and the id that names it in object headers."""
@@ -46,19 +89,61 @@ class MasterKey:
     def key_id(self) -> str:
         return hmac.new(self.key, b"permafrost key id v1", hashlib.sha256).hexdigest()[:16]
 
+    @property
+    def wrap_type(self) -> Wrap:
+        return Wrap.SYMMETRIC
+
     def subkey(self, purpose: bytes) -> bytes:
         return hmac.new(self.key, purpose, hashlib.sha256).digest()
+
+    def wrap(self, data_key: bytes, aad: bytes) -> bytes:
+        raise NotImplementedError("a symmetric key wraps in the version 1 header (Encryptor)")
+
+    def manifest_fields(self) -> dict[str, Any]:
+        return {}
 
     def __repr__(self) -> str:
         return f"MasterKey(key_id={self.key_id!r})"
 
 
 class Keyring:
-    """The current key (used to write) and older keys (accepted to read), by key id."""
+    """The current key (used to write), older symmetric keys (accepted to read), by key id,
+    and the openers of the other wrap types (a private key, a KMS client)."""
 
-    def __init__(self, current: MasterKey, old: tuple[MasterKey, ...] = ()) -> None:
+    def __init__(
+        self,
+        current: WriteKey,
+        old: tuple[MasterKey, ...] = (),
+        openers: Mapping[Wrap, Opener] | None = None,
+    ) -> None:
         self.current = current
-        self.by_id = {key.key_id: key for key in (*old, current)}
+        mine = (current,) if isinstance(current, MasterKey) else ()
+        self.by_id = {key.key_id: key for key in (*old, *mine)}
+        self.openers = dict(openers or {})
+
+    def unwrap(self, header: Header) -> bytes:
+        """The data key of an object; WrongKey when no configured key opens its wrap type."""
+        if header.wrap_type == Wrap.SYMMETRIC:
+            return _unwrap_symmetric(self.get(header.key_id), header)
+        opener = self.openers.get(Wrap(header.wrap_type))
+        if opener is None:
+            raise errors.WrongKey(_NO_OPENER[Wrap(header.wrap_type)].format(header.key_id))
+        return opener.unwrap(header)
+
+    def signer(self, key_id: str, encryption: Mapping[str, Any]) -> Signer | None:
+        """The key a manifest written with key `key_id` was signed with; None when this host
+        holds no symmetric key and the manifest is another mode's (a backup host with only the
+        public key reading a symmetric manifest): it cannot check it, the restore host does."""
+        if key_id in self.by_id:
+            return self.by_id[key_id]
+        for opener in self.openers.values():
+            if opener.key_id == key_id:
+                return opener.signer(encryption)
+        if self.current.key_id == key_id:
+            return self.current
+        if not self.by_id:
+            return None
+        return self.get(key_id)
 
     def get(self, key_id: str) -> MasterKey:
         try:
@@ -70,6 +155,18 @@ class Keyring:
                 f"{known}: set BACKUP_ENCRYPTION_KEY (or BACKUP_ENCRYPTION_OLD_KEYS) to that key "
                 "(if no key has that id, the object's header is damaged)"
             ) from None
+
+
+_NO_OPENER = {
+    Wrap.X25519: "this object is encrypted for the public key {0}: only BACKUP_PRIVATE_KEY opens it"
+    " (this host holds the public key only, by design); run this on the restore host",
+    Wrap.KMS: "this object's data key is held by KMS (key {0}): set KMS_KEY_ID (and KMS access)"
+    " to open it",
+}
+
+
+def _unwrap_symmetric(key: MasterKey, header: Header) -> bytes:
+    return AESGCM(key.key).decrypt(header.wrap_nonce, header.wrapped_key, header.prefix_bytes())
 
 
 def generate_key() -> str:
@@ -102,23 +199,33 @@ class Header:
     key_id: str
     chunk_size: int
     nonce_prefix: bytes
-    wrap_nonce: bytes
-    wrapped_key: bytes
+    wrap_nonce: bytes  # version 1 only; a version 2 wrap carries its own nonces
+    wrapped_key: bytes  # version 2: the whole wrap, as its type lays it out
+    wrap_type: int = Wrap.SYMMETRIC
 
     @property
     def compressed(self) -> bool:
         return bool(self.flags & FLAG_ZSTD)
 
-    def prefix_bytes(self) -> bytes:
+    @property
+    def version(self) -> int:
+        return VERSION if self.wrap_type == Wrap.SYMMETRIC else VERSION_WRAPPED
+
+    def wrap_aad(self) -> bytes:
+        """What a version 2 wrap authenticates: the header up to its wrap type."""
         kid = self.key_id.encode("ascii")
         return (
             MAGIC
-            + bytes([VERSION, self.flags, len(kid)])
+            + bytes([self.version, self.flags, len(kid)])
             + kid
             + struct.pack(">I", self.chunk_size)
             + self.nonce_prefix
-            + self.wrap_nonce
         )
+
+    def prefix_bytes(self) -> bytes:
+        if self.version == VERSION:
+            return self.wrap_aad() + self.wrap_nonce
+        return self.wrap_aad() + struct.pack(">BH", self.wrap_type, len(self.wrapped_key))
 
     def to_bytes(self) -> bytes:
         return self.prefix_bytes() + self.wrapped_key
@@ -130,15 +237,21 @@ def header_length(data: bytes | bytearray) -> int | None:
         return None
     if bytes(data[:4]) != MAGIC:
         raise errors.NotAnObject("not a Permafrost object: it does not start with PFE1")
-    if data[4] != VERSION:
+    if data[4] not in (VERSION, VERSION_WRAPPED):
         raise errors.NotAnObject(
             f"object format version {data[4]} is not supported by this Permafrost "
-            f"(it reads version {VERSION}); upgrade Permafrost"
+            f"(it reads versions {VERSION} and {VERSION_WRAPPED}); upgrade Permafrost"
         )
     kid_len = data[6]
     if not 1 <= kid_len <= MAX_KEY_ID:
         raise errors.HeaderCorrupt("object header is damaged: key id length out of range")
-    return 7 + kid_len + 4 + PREFIX_LEN + WRAP_NONCE_LEN + WRAPPED_KEY_LEN
+    fixed = 7 + kid_len + 4 + PREFIX_LEN
+    if data[4] == VERSION:
+        return fixed + WRAP_NONCE_LEN + WRAPPED_KEY_LEN
+    if len(data) < fixed + 3:
+        return None
+    (wrap_len,) = struct.unpack(">H", bytes(data[fixed + 1 : fixed + 3]))
+    return fixed + 3 + wrap_len
 
 
 def parse_header(data: bytes) -> Header:
@@ -154,6 +267,11 @@ def parse_header(data: bytes) -> Header:
     offset += 4
     prefix = data[offset : offset + PREFIX_LEN]
     offset += PREFIX_LEN
+    if data[4] == VERSION_WRAPPED:
+        if data[offset] not in tuple(Wrap) or data[offset] == Wrap.SYMMETRIC:
+            raise errors.HeaderCorrupt(f"object header has unknown key-wrap type {data[offset]}")
+        wrap = data[offset + 3 :]
+        return Header(data[5], key_id, chunk_size, prefix, b"", wrap, Wrap(data[offset]))
     wrap_nonce = data[offset : offset + WRAP_NONCE_LEN]
     offset += WRAP_NONCE_LEN
     wrapped = data[offset : offset + WRAPPED_KEY_LEN]
@@ -172,7 +290,7 @@ class Encryptor:
 
     def __init__(
         self,
-        key: MasterKey,
+        key: WriteKey,
         *,
         compressed: bool,
         chunk_size: int = CHUNK_SIZE,
@@ -190,16 +308,20 @@ class Encryptor:
             raise ValueError(f"a wrap nonce is {WRAP_NONCE_LEN} bytes")
         self.chunk_size = chunk_size
         self._data_key = data_key or secrets.token_bytes(32)
-        header = Header(
-            FLAG_ZSTD if compressed else 0,
-            key.key_id,
-            chunk_size,
-            nonce_prefix or secrets.token_bytes(PREFIX_LEN),
-            wrap_nonce or secrets.token_bytes(WRAP_NONCE_LEN),
-            b"",
+        self.header = _sealed_header(
+            key,
+            Header(
+                FLAG_ZSTD if compressed else 0,
+                key.key_id,
+                chunk_size,
+                nonce_prefix or secrets.token_bytes(PREFIX_LEN),
+                b"",
+                b"",
+                key.wrap_type,
+            ),
+            self._data_key,
+            wrap_nonce,
         )
-        wrapped = AESGCM(key.key).encrypt(header.wrap_nonce, self._data_key, header.prefix_bytes())
-        self.header = replace(header, wrapped_key=wrapped)
         self._aad = self.header.to_bytes()
         self._aead = AESGCM(self._data_key)
         self._buffer = bytearray()
@@ -241,7 +363,15 @@ class Encryptor:
         return self._aead.encrypt(nonce, plaintext, self._aad)
 
 
-def encrypt_bytes(key: MasterKey, data: bytes, *, compressed: bool = False) -> bytes:
+def _sealed_header(key: WriteKey, header: Header, data_key: bytes, nonce: bytes | None) -> Header:
+    if isinstance(key, MasterKey):
+        header = replace(header, wrap_nonce=nonce or secrets.token_bytes(WRAP_NONCE_LEN))
+        wrapped = AESGCM(key.key).encrypt(header.wrap_nonce, data_key, header.prefix_bytes())
+        return replace(header, wrapped_key=wrapped)
+    return replace(header, wrapped_key=key.wrap(data_key, header.wrap_aad()))
+
+
+def encrypt_bytes(key: WriteKey, data: bytes, *, compressed: bool = False) -> bytes:
     enc = Encryptor(key, compressed=compressed)
     return enc.update(data) + enc.finish()
 
@@ -299,11 +429,8 @@ class Decryptor:
             return False
         raw = bytes(self._buffer[:length])
         header = parse_header(raw)
-        key = self._keyring.get(header.key_id)
         try:
-            data_key = AESGCM(key.key).decrypt(
-                header.wrap_nonce, header.wrapped_key, header.prefix_bytes()
-            )
+            data_key = self._keyring.unwrap(header)
         except InvalidTag:
             raise errors.HeaderCorrupt(
                 f"the header of {self.name} failed authentication: it is damaged or was altered,"
@@ -415,9 +542,9 @@ def key_check_passes(key: MasterKey, check: str) -> bool:
     return True
 
 
-def sign(key: MasterKey, payload: bytes) -> str:
+def sign(key: Signer, payload: bytes) -> str:
     return hmac.new(key.subkey(b"permafrost manifest v1"), payload, hashlib.sha256).hexdigest()
 
 
-def signature_matches(key: MasterKey, payload: bytes, signature: str) -> bool:
+def signature_matches(key: Signer, payload: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(key, payload), signature)

@@ -105,7 +105,7 @@ class Manifest:
                 del body[optional]  # manifests without them stay as format 1 first wrote them
         return body
 
-    def to_json(self, key: crypto.MasterKey) -> bytes:
+    def to_json(self, key: crypto.Signer) -> bytes:
         body = self.body()
         body["signature"] = crypto.sign(key, _canonical(body))
         return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
@@ -128,8 +128,8 @@ def parse(raw: bytes, keyring: crypto.Keyring | None, where: str) -> Manifest:
             f"manifest {where} has format {manifest.format}; this Permafrost reads format {FORMAT}"
         )
     if keyring is not None:
-        key = keyring.get(manifest.key_id)
-        if not crypto.signature_matches(key, _canonical(body), signature):
+        key = keyring.signer(manifest.key_id, manifest.encryption)
+        if key is not None and not crypto.signature_matches(key, _canonical(body), signature):
             raise errors.ManifestInvalid(
                 f"manifest {where} does not match its signature: it was edited or damaged"
             )

@@ -39,7 +39,7 @@ class Sealer:
     """A write-only stream: hashes what it is given, compresses, encrypts, and stores it."""
 
     def __init__(
-        self, writer: ObjectWriter, key: crypto.MasterKey, *, level: int, threads: int
+        self, writer: ObjectWriter, key: crypto.WriteKey, *, level: int, threads: int
     ) -> None:
         self._writer = writer
         self._plain_hash = hashlib.sha256()
