@@ -262,6 +262,10 @@ native_up() {
     || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
 }
 
+# Sourced (`source ./setup.sh`, as the container test does to check the fallback line of
+# images_available), it defines the functions above and runs nothing.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+
 case "${1:-}" in
   test)
     shift

@@ -47,6 +47,10 @@ def load() -> None:
     if STATE.exists():
         state = pickle.loads(STATE.read_bytes())
         backend().__dict__.update(state)
+        # moto's registry of bucket names, outside the backend: without it a CreateBucket of a
+        # loaded bucket (the createbucket service, at every `up`) replaces it with an empty one.
+        for name, bucket in state["buckets"].items():
+            s3_backends.bucket_accounts[name] = (bucket.partition, bucket.account_id)
         say(f"loaded {STATE} ({STATE.stat().st_size} bytes, {len(state['buckets'])} buckets)")
 
 
