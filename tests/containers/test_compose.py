@@ -60,6 +60,10 @@ SOURCES = (
 README_PATH = "<!-- README's Docker path: tests/containers/test_compose.py runs these, in order -->"
 
 
+HEALTH = "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+SERVICE_AND_ID = '{{.Label "com.docker.compose.service"}} {{.ID}}'
+
+
 @contextmanager
 def step(name: str) -> Iterator[None]:
     started = time.monotonic()
@@ -140,15 +144,31 @@ class Stack:
         )
         return result.stdout.strip()
 
-    def health(self, service: str) -> str:
-        return self.inspect(
-            service, "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}"
+    def states(self, template: str) -> dict[str, str]:
+        """`docker inspect -f template` of each of SERVICES' containers, in two engine calls
+        (Compose v1 takes a second or more to start, each time)."""
+        project = f"label=com.docker.compose.project={self.env['COMPOSE_PROJECT_NAME']}"
+        listing = subprocess.run(
+            ["docker", "ps", "-a", "--filter", project, "--format", SERVICE_AND_ID],
+            capture_output=True,
+            text=True,
+            check=True,
         )
+        ids = dict(line.split() for line in listing.stdout.splitlines())
+        missing = [name for name in SERVICES if name not in ids]
+        assert not missing, f"not running: {missing}"
+        inspect = subprocess.run(
+            ["docker", "inspect", "-f", template, *(ids[name] for name in SERVICES)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return dict(zip(SERVICES, inspect.stdout.splitlines(), strict=True))
 
     def wait_healthy(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            states = {name: self.health(name) for name in SERVICES}
+            states = self.states(HEALTH)
             if all(state == "healthy" for state in states.values()):
                 return
             if time.monotonic() > deadline or "unhealthy" in states.values():
@@ -238,12 +258,12 @@ def test_setup_builds_starts_takes_the_first_backup_and_proves_it(stack: Stack) 
 
 def test_a_second_setup_changes_nothing(stack: Stack) -> None:
     template = "{{.Id}} {{.State.StartedAt}}"
-    before = {name: stack.inspect(name, template) for name in SERVICES}
+    before = stack.states(template)
     with step("./setup.sh again"):
         output = stack.setup()
     assert "no first backup taken" in output, output
     assert len(stack.backups()) == 1
-    assert {name: stack.inspect(name, template) for name in SERVICES} == before
+    assert stack.states(template) == before
 
 
 def test_without_a_pinned_image_setup_says_which_in_one_line(stack: Stack) -> None:
