@@ -139,12 +139,39 @@ compose() {
   $command --profile "${PERMAFROST_PROFILE:-local}" "$@"
 }
 
-# Every pinned image docker-compose.yml names (the project's own is built) that is not here is
-# pulled first; the first that cannot be is named in one line, and the caller carries on natively.
-# Read from the file itself: .env is written only once Docker is known to work.
+# A setting of setup.sh's own (the image's build, the published ports): the shell's environment
+# first, then .env, as Compose reads them; else the default given.
+setting() {
+  local value="${!1:-}"
+  [ -n "$value" ] || value=$( (grep -E "^$1=" "${PERMAFROST_DOTENV:-.env}" 2>/dev/null || true) | tail -n 1 | cut -d= -f2-)
+  printf '%s' "${value:-${2:-}}"
+}
+
+# The compose files Compose reads: COMPOSE_FILE (colon-separated, as Compose takes it; the
+# container test names its override there), else docker-compose.yml and the optional
+# docker-compose.override.yml.
+compose_files() {
+  if [ -n "${COMPOSE_FILE:-}" ]; then tr "${COMPOSE_PATH_SEPARATOR:-:}" '\n' <<<"$COMPOSE_FILE"
+  else echo docker-compose.yml; [ ! -f docker-compose.override.yml ] || echo docker-compose.override.yml; fi
+}
+
+# Each service's pinned image, a later file's replacing an earlier one's as Compose merges them;
+# the project's own (`${...}` in its name) is built, not pulled.
+pinned_images() {
+  awk '/^services:/ { inside = 1; next }
+       /^[^ #]/ { inside = 0 }
+       inside && /^  [A-Za-z0-9_.-]+:/ { service = $1 }
+       inside && /^    image:/ { gsub(/"/, "", $2); image[service] = $2 }
+       END { for (name in image) if (image[name] !~ /\$\{/) print image[name] }' \
+    $(compose_files) | sort -u
+}
+
+# Every pinned image that is not here is pulled first; the first that cannot be is named in one
+# line, and the caller carries on natively. Read from the files: .env is written only once Docker
+# is known to work.
 images_available() {
   local image reason
-  for image in $(awk '/^ *image:/ && !/\$\{/ {print $2}' docker-compose.yml | sort -u); do
+  for image in $(pinned_images); do
     docker image inspect "$image" >/dev/null 2>&1 && continue
     if ! reason=$(docker pull -q "$image" 2>&1 >/dev/null); then
       say "the image $image cannot be pulled ($(tail -n 1 <<<"$reason")): running the services as local processes"
@@ -174,8 +201,10 @@ docker_up() {
   # Compose recreates each service whose configuration (.env included) changed since it started,
   # and leaves the others running.
   say "docker compose recreates the services whose settings in .env changed; the others keep running"
-  if [ "$(compose_command)" = "docker compose" ]; then compose up -d --build --wait
-  else compose up -d --build; wait_healthy; fi
+  # The image was built just before (build_image): `up` builds nothing, so an unchanged image
+  # leaves every container as it is.
+  if [ "$(compose_command)" = "docker compose" ]; then compose up -d --wait
+  else compose up -d; wait_healthy; fi
   # The first backup, proved by a test restore; a second run, with a backup there, takes none.
   if compose exec -T restore permafrost list --status completed 2>/dev/null | grep -q completed; then
     say "a completed backup is there already: no first backup taken"
@@ -186,11 +215,10 @@ docker_up() {
   say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
   compose exec -T scheduler permafrost doctor \
     || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
-  port=$( (grep -E '^MONITOR_PORT=' "${PERMAFROST_DOTENV:-.env}" || true) | cut -d= -f2); port=${port:-8090}
   cat <<MSG
 Permafrost is running in Docker Compose.
-  dashboard   http://localhost:$port/   (DASHBOARD_USER / DASHBOARD_PASSWORD in .env)
-  alert mail  http://localhost:8025/   (Mailpit, in the local profile)
+  dashboard   http://localhost:$(setting MONITOR_PORT 8090)/   (DASHBOARD_USER / DASHBOARD_PASSWORD in .env)
+  alert mail  http://localhost:$(setting MAILPIT_PORT 8025)/   (Mailpit, in the local profile)
 Next:
   docker compose exec scheduler permafrost status
   docker compose exec restore permafrost list
@@ -203,10 +231,17 @@ MSG
 # The image is built before anything starts, so that a build that cannot work here (no base
 # image, no package source) is one line and the native mode, not a half-started stack.
 build_image() {
-  local log majors image="permafrost:${PERMAFROST_VERSION:-0.1.0}"
-  majors=$( (grep -E '^PG_MAJORS=' "${PERMAFROST_DOTENV:-.env}" 2>/dev/null || true) | cut -d= -f2-)
+  local log name value version image args=()
+  version=$(setting PERMAFROST_VERSION 0.1.0); image="permafrost:$version"
+  args+=(--build-arg "PG_MAJORS=$(setting PG_MAJORS '13 14 15 16 17 18')" --build-arg "VERSION=$version")
+  args+=(--build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+  # An offline build (README, "The image"): BASE_IMAGE, PG_SOURCE and EXTRA_REQUIREMENTS.
+  for name in BASE_IMAGE PG_SOURCE EXTRA_REQUIREMENTS; do
+    value=$(setting "$name"); [ -z "$value" ] || args+=(--build-arg "$name=$value")
+  done
   log=$(mktemp)
-  if docker build --build-arg PG_MAJORS="${majors:-13 14 15 16 17 18}" -t "$image" . >"$log" 2>&1
+  say "building the image $image"
+  if docker build "${args[@]}" -t "$image" . >"$log" 2>&1
   then rm -f "$log"; return 0; fi
   say "the image $image cannot be built ($(grep -v '^ *$' "$log" | tail -n 1)): running the services as local processes"
   rm -f "$log"
@@ -234,6 +269,10 @@ native_up() {
   "$VENV/bin/permafrost" --env-file "${PERMAFROST_HOME:-.permafrost}/permafrost.env" doctor \
     || say "permafrost doctor found something to fix (listed above); the stack runs anyway"
 }
+
+# Sourced (`source ./setup.sh`, as the container test does to check the fallback line of
+# images_available), it defines the functions above and runs nothing.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 
 case "${1:-}" in
   test)

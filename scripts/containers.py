@@ -265,12 +265,11 @@ def revision() -> str:
     return result.stdout.strip() or "unknown"
 
 
-def project_image(tag: str = IMAGE, version: str | None = None) -> str:
-    """Build the image as `tag`; `version` sets its version label (the upgrade test's next one)."""
+def project_image(tag: str = IMAGE) -> str:
+    """Build the image as `tag`: the stand-ins' image (docker-compose.test.yml). The test's
+    setup.sh builds permafrost:VERSION with the same arguments, from the layers cached here."""
     args = [f"--build-arg={name}={value}" for name, value in BUILD_ARGS.items()]
     args.append(f"--build-arg=REVISION={revision()}")
-    if version:
-        args.append(f"--build-arg=VERSION={version}")
     log = CACHE / "build.log"
     with log.open("w") as out:
         command = ["docker", "build", *args, "-t", tag, str(ROOT)]

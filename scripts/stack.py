@@ -117,6 +117,9 @@ DOCKER_LOCAL = {
     "SMTP_HOST": "mailpit",
     "SMTP_PORT": "1025",
     "SMTP_TLS": "none",
+    # So that a bare `docker compose up -d` (or `down`) takes the local profile too, as setup.sh
+    # does with --profile local.
+    "COMPOSE_PROFILES": "local",
 }
 
 

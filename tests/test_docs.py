@@ -12,7 +12,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Read by docker-compose.yml and ./setup.sh, not by the settings (tests/test_stack_files.py).
-STACK_ONLY = {"METADATA_PASSWORD", "PG_MAJORS", "PERMAFROST_VERSION", "NATIVE_PG_PORT"}
+STACK_ONLY = {
+    "METADATA_PASSWORD",
+    "PG_MAJORS",
+    "PERMAFROST_VERSION",
+    "NATIVE_PG_PORT",
+    "BASE_IMAGE",
+    "PG_SOURCE",
+    "MAILPIT_PORT",
+    "MINIO_CONSOLE_PORT",
+}
 
 
 def test_env_example_lists_every_variable_the_settings_read() -> None:
