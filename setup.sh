@@ -197,6 +197,9 @@ wait_healthy() {
 
 docker_up() {
   "$PYTHON" scripts/stack.py env --docker-local
+  # The restore service's own settings (BACKUP_PRIVATE_KEY in public-key mode): only it reads
+  # restore.env, and Compose v1 refuses a missing env_file, so an empty one is made.
+  [ -f restore.env ] || install -m 600 /dev/null restore.env
   say "building the image and starting the stack with Docker Compose"
   # Compose recreates each service whose configuration (.env included) changed since it started,
   # and leaves the others running.

@@ -179,5 +179,5 @@ def test_links_in_emails_follow_monitor_port_when_env_example_is_copied(tmp_path
 def test_only_the_restore_service_reads_the_private_key_file() -> None:
     readers = [n for n, s in SERVICES.items() if "restore.env" in str(s.get("env_file"))]
     assert readers == ["restore"]
-    assert {"path": "restore.env", "required": False} in SERVICES["restore"]["env_file"]
+    assert "restore.env" in SERVICES["restore"]["env_file"]
     assert all("BACKUP_PRIVATE_KEY" not in str(s.get("environment")) for s in SERVICES.values())
