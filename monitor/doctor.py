@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, render_template
 
 from monitor.stores import settings
 from monitor.web import wants_html
+from permafrost.postgres.doctor import Store, probe_store
 from permafrost.postgres.readiness import Report, calls_wal_push, examine, report_json
+from permafrost.sqlite.snapshot import describe_files
 from permafrost.text import human_bytes
 
 blueprint = Blueprint("doctor", __name__)
 CACHE_SECONDS = 30
 _lock = threading.Lock()
+T = TypeVar("T")
 
 
 @blueprint.get("/doctor")
 def doctor() -> Any:
+    if not settings().source.postgres:
+        return _sqlite_only()
     report = _report()
     if wants_html():
         return render_template(
@@ -35,12 +42,42 @@ def doctor() -> Any:
     return jsonify(report_json(report, redact=True))
 
 
-def _report() -> Report:
-    """The last report when it is younger than CACHE_SECONDS, else a new one (one at a time)."""
+def _sqlite_only() -> Any:
+    """DATABASE_URL names a SQLite file: no server to examine (never "does not answer"); the
+    files and the metadata store, as `permafrost doctor` shows them."""
+    files, store = _cached("permafrost_doctor_sqlite", _sqlite_facts)
+    problems = [str(f["state"]) for f in files if not f["ok"]]
+    if store.configured and not store.reachable:
+        problems.append(f"the metadata store does not answer: {store.error}")
+    if wants_html():
+        return render_template("doctor_sqlite.html", files=files, store=store, problems=problems)
+    return jsonify(
+        {
+            "ok": not problems,
+            "problems": problems,
+            "source": None,
+            "store": asdict(store),
+            "sqlite": files,
+        }
+    )
+
+
+def _sqlite_facts() -> tuple[list[dict[str, str | bool]], Store]:
+    current = settings()
+    return describe_files(current.source.sqlite), probe_store(current.metadata_url)
+
+
+def _cached(name: str, make: Callable[[], T]) -> T:
+    """What make() gave, while younger than CACHE_SECONDS (one at a time)."""
     with _lock:
-        cached: tuple[float, Report] | None = current_app.extensions.get("permafrost_doctor")
+        cached: tuple[float, T] | None = current_app.extensions.get(name)
         if cached is not None and time.monotonic() - cached[0] < CACHE_SECONDS:
             return cached[1]
-        report = examine(settings())
-        current_app.extensions["permafrost_doctor"] = (time.monotonic(), report)
-        return report
+        value = make()
+        current_app.extensions[name] = (time.monotonic(), value)
+        return value
+
+
+def _report() -> Report:
+    """The last report when it is younger than CACHE_SECONDS, else a new one (one at a time)."""
+    return _cached("permafrost_doctor", lambda: examine(settings()))

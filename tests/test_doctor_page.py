@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
@@ -52,3 +55,28 @@ def test_an_unreachable_source_is_a_line_on_the_page_not_a_hung_dashboard(
     report = client.get("/doctor").json  # the same report, from the cache
     assert report["ok"] is False and report["tools"] == []
     assert report["problems"][0].startswith(f"the source at 127.0.0.1:{refused} does not answer")
+
+
+def test_a_sqlite_only_deployment_shows_its_files_not_a_source_that_does_not_answer(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """DATABASE_URL names a SQLite file: there is no server to examine, so the page must not
+    say the source does not answer (it did: it probed PostgreSQL defaults)."""
+    app_db = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(app_db)) as conn:
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("PRAGMA user_version = 7")
+    missing = tmp_path / "gone.db"
+    files = {"DATABASE_URL": f"sqlite://{app_db}", "SQLITE_DATABASES": f"sqlite://{missing}"}
+    app = create_app(Settings.from_env({**env, **files}), evaluate=False)
+    client = app.test_client()
+
+    text = client.get("/doctor", headers=HTML).get_data(as_text=True)
+    report = client.get("/doctor").json
+
+    assert "does not answer" not in text
+    assert "No PostgreSQL server" in text
+    assert f"<td>{app_db}</td><td>readable" in text and "user_version 7" in text
+    assert report["source"] is None and report["store"]["reachable"] is True
+    assert [f["ok"] for f in report["sqlite"]] == [True, False]
+    assert report["ok"] is False and str(missing) in report["problems"][0]

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass
 
-from permafrost.config.settings import SqliteSource
 from permafrost.context import Context
-from permafrost.errors import CheckFailed, PermafrostError, SourceError
+from permafrost.errors import CheckFailed, PermafrostError
 from permafrost.postgres.doctor import Server, Space, Store, probe_store, restore_space
 from permafrost.postgres.readiness import Feature, Report, Status, calls_wal_push, examine
 from permafrost.postgres.readiness import report_json as as_json
 from permafrost.repo.config import read_config, reprobe_conditional_writes
-from permafrost.sqlite.snapshot import describe
+from permafrost.sqlite.snapshot import describe_files
 from permafrost.storage import ProviderConditions
 from permafrost.storage.conditional import LOCAL, MEANING, Conditional
 from permafrost.text import human_bytes, print_json, table
@@ -53,7 +52,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def doctor(ctx: Context, args: argparse.Namespace) -> int:
-    files = _sqlite_files(ctx.settings.source.sqlite)
+    files = describe_files(ctx.settings.source.sqlite)
     if not ctx.settings.source.postgres:  # SQLite files only: no server to examine
         return _sqlite_only(ctx, files, args.json)
     report = examine(ctx.settings)
@@ -99,16 +98,6 @@ def render_bucket(bucket: Bucket) -> str:
     else:
         kept = "as recorded in permafrost.json"
     return f"bucket {bucket.where}: reachable\n  conditional writes: {state} ({meaning}); {kept}"
-
-
-def _sqlite_files(sources: tuple[SqliteSource, ...]) -> list[dict[str, str | bool]]:
-    out: list[dict[str, str | bool]] = []
-    for s in sources:
-        try:
-            out.append({"name": s.name, "path": s.path, "ok": True, "state": describe(s.path)})
-        except SourceError as exc:
-            out.append({"name": s.name, "path": s.path, "ok": False, "state": str(exc)})
-    return out
 
 
 def _file_line(file: dict[str, str | bool]) -> str:

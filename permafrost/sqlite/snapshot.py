@@ -15,7 +15,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +154,18 @@ def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
 
 def quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def describe_files(sources: Iterable[Any]) -> list[dict[str, str | bool]]:
+    """Each configured file (a SqliteSource: name, path) as doctor shows it: readable and its
+    facts, or why not (`ok` False)."""
+    out: list[dict[str, str | bool]] = []
+    for s in sources:
+        try:
+            out.append({"name": s.name, "path": s.path, "ok": True, "state": describe(s.path)})
+        except SourceError as exc:
+            out.append({"name": s.name, "path": s.path, "ok": False, "state": str(exc)})
+    return out
 
 
 def describe(path: str) -> str:
