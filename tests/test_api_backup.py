@@ -78,7 +78,12 @@ def test_it_creates_a_backup_with_its_name_description_and_tags(
 def test_cleanup_is_a_dry_run_unless_applied(api_env: dict[str, str]) -> None:
     env = {**api_env, "RETENTION_MIN_KEEP": "1", "RETENTION_DAILY": "1"}
     env |= {"RETENTION_WEEKLY": "0", "RETENTION_MONTHLY": "0"}
-    ids = [loads(run(env, "backup", "--json").stdout)["id"] for _ in range(3)]
+    ids = []
+    for _ in range(3):
+        # A backup id tells its time to the second, which is what retention orders by: two
+        # backups within one second (a fast machine) would be equally new.
+        time.sleep(1 - time.time() % 1)
+        ids.append(loads(run(env, "backup", "--json").stdout)["id"])
     client = _client(env)
     assert client.post("/backup/cleanup").status_code == 401
     dry = client.post("/backup/cleanup", headers=AUTH)

@@ -218,8 +218,12 @@ def test_pitr_to_a_moment_on_the_majors_with_every_binary(
         server.execute("UPDATE t SET v = 'C'", database)
         switch_and_wait(server)
     with timed(f"pg{server_major} pitr"):
+        # --database: the server is the session's, and other tests leave databases of their own
+        # on it; without it pitr copies every one, each as TARGET_DB (as it says it did).
         out = run(
-            env, "pitr", "--target-time", at, "--target-db", target, "--target-url", server.url()
+            env,
+            *("pitr", "--target-time", at, "--database", database),
+            *("--target-db", target, "--target-url", server.url()),
         )
     assert "point-in-time recovery complete" in out.stdout, out.stdout
     assert values(server, target) == wanted and len(wanted) == 150
