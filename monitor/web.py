@@ -103,6 +103,10 @@ def json_body(allowed: tuple[str, ...]) -> dict[str, Any]:
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         abort(400, f"unknown fields {', '.join(unknown)}: this endpoint takes {', '.join(allowed)}")
+    # PostgreSQL's text cannot hold NUL: refused here, not a 500 from the metadata store.
+    with_nul = sorted(name for name, value in body.items() if "\x00" in str(value))
+    if with_nul:
+        abort(400, f"{', '.join(with_nul)} must not contain a NUL character")
     return body
 
 
