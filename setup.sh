@@ -224,6 +224,12 @@ wait_healthy() {
   done
 }
 
+# The databases (and SQLite files) the completed backups are of, one a line.
+first_backups() {
+  compose exec -T restore permafrost list --status completed --json \
+    | "$PYTHON" -c 'import json, sys; print(*sorted({r["database"] for r in json.load(sys.stdin)}), sep="\n")'
+}
+
 docker_up() {
   "$PYTHON" scripts/stack.py env --docker-local
   # The restore service's own settings (BACKUP_PRIVATE_KEY in public-key mode): only it reads
@@ -242,7 +248,12 @@ docker_up() {
     say "a completed backup is there already: no first backup taken"
   else
     compose exec -T scheduler permafrost backup
-    compose exec -T restore permafrost verify latest --test-restore
+    # `latest` of each database and SQLite file it took (`latest` alone is ambiguous with two).
+    local names; names=$(first_backups)
+    [ -n "$names" ] || die "the first backup completed nothing: docker compose logs scheduler says why"
+    for name in $names; do
+      compose exec -T restore permafrost verify latest --database "$name" --test-restore
+    done
   fi
   say "checking the source, the metadata store and the PostgreSQL programs: permafrost doctor"
   compose exec -T scheduler permafrost doctor \

@@ -19,12 +19,13 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import pytest
@@ -254,6 +255,9 @@ def test_setup_builds_starts_takes_the_first_backup_and_proves_it(stack: Stack) 
     assert re.search(rf"backup {first} verified by restoring [1-9]\d* tables", output), output
     assert stack.get("/health")[0] == 200
     assert isinstance(stack.mail_subjects(), list)  # the mailbox answers on the printed URL
+    # The restore service's env_file, which Compose v1 requires: setup.sh made it, private.
+    restore_env = stack.directory / "restore.env"
+    assert restore_env.read_text() == "" and restore_env.stat().st_mode & 0o777 == 0o600
 
 
 def test_a_second_setup_changes_nothing(stack: Stack) -> None:
@@ -469,6 +473,78 @@ def test_an_upgrade_migrates_once_and_restores_the_old_backups(stack: Stack) -> 
         )
     assert stack.rows("shop_v010") == stack.rows("shop")
     assert "completed" in stack.user("exec", "-T", "scheduler", "permafrost", "backup")
+
+
+SQLITE_IN_THE_STACK = "**In the stack.**"  # README's SQLite section: the override to write
+APP_ROWS = {"users": 3, "notes": 5}
+
+
+def sqlite_app(directory: Path) -> Path:
+    """An application's SQLite file in rollback-journal mode, readable by the containers' uid
+    10001, in a directory they may write (a restore writes beside the file)."""
+    path = directory / "app.db"
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("PRAGMA journal_mode=delete")
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        db.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, user_id INTEGER REFERENCES users)")
+        db.executemany("INSERT INTO users (name) VALUES (?)", [("ann",), ("bob",), ("cy",)])
+        db.executemany("INSERT INTO notes (user_id) VALUES (?)", [(1,), (1,), (2,), (3,), (3,)])
+    path.chmod(0o644)
+    directory.chmod(0o777)
+    return path
+
+
+def sqlite_override(directory: Path) -> str:
+    """README's docker-compose.override.yml for a SQLite file, the host directory swapped in."""
+    readme = (ROOT / "README.md").read_text().split("## SQLite files", 1)[1]
+    block = readme.split(SQLITE_IN_THE_STACK, 1)[1].split("```", 2)[1]
+    assert block.count("/srv/admin:/srv/admin") == 2 and block.count("/srv/admin/admin.db") == 2
+    block = block.replace("/srv/admin:/srv/admin", f"{directory}:/srv/app")
+    return block.replace("/srv/admin/admin.db", "/srv/app/app.db").lstrip("\n")
+
+
+def test_a_sqlite_file_is_backed_up_verified_restored_and_measured(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # As README's SQLite section says: its override, named in COMPOSE_FILE as this test sets
+    # that variable (Compose reads docker-compose.override.yml itself only without it), then
+    # `docker compose up -d`, which recreates the scheduler and the restore worker.
+    directory = tmp_path_factory.mktemp("sqlite-app")
+    sqlite_app(directory)
+    (stack.directory / "docker-compose.override.yml").write_text(sqlite_override(directory))
+    stack.env["COMPOSE_FILE"] += ":docker-compose.override.yml"
+    with step("sqlite: up -d with the override"):
+        stack.compose("up", "-d")
+        stack.wait_healthy()
+    with step("sqlite: backup, verify --test-restore, restore"):
+        made = json.loads(
+            stack.exec("scheduler", "permafrost", "backup", "--database", "app.db", "--json")
+        )
+        assert made["kind"] == "sqlite" and made["database"] == "app.db", made
+        assert made["sqlite"]["path"] == "/srv/app/app.db", made
+        verify = stack.exec(
+            "restore", "permafrost", "verify", "latest", "--database", "app.db", "--test-restore"
+        )
+        assert len(re.findall(r"^  \S.*? {2,}passed\b", verify, re.MULTILINE)) == 7, verify
+        stack.exec(
+            "restore",
+            "permafrost",
+            "restore",
+            "latest",
+            "--database",
+            "app.db",
+            "--target-path",
+            "/srv/app/restored.db",
+        )
+    with closing(
+        sqlite3.connect(f"{(directory / 'restored.db').as_uri()}?mode=ro", uri=True)
+    ) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        counts = {t: db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in APP_ROWS}
+    assert counts == APP_ROWS
+    metrics = stack.get("/metrics")[1]
+    sample = 'permafrost_backup_last_success_timestamp_seconds{database="app.db",kind="sqlite"}'
+    assert sample in metrics, metrics
 
 
 def test_readme_shows_the_docker_path_this_test_ran(stack: Stack) -> None:
