@@ -354,6 +354,7 @@ def test_the_supervisor_gives_up_on_a_service_that_keeps_crashing(tmp_path: Path
 
 FAKE_COMPOSE = """#!/bin/sh
 echo "$@" >> "$DOCKER_CALLS"
+case "$*" in *"list --status completed --json"*) echo '[{"database": "shop"}]' ;; esac
 exit 0
 """
 
@@ -381,7 +382,10 @@ def test_with_compose_it_says_changed_settings_are_applied_and_refuses_a_bad_env
         assert "docker compose recreates the services whose settings in .env changed" in (
             result.stderr
         )
-        assert "up -d --build --wait" in calls
+        # setup.sh builds the image itself: `up` builds nothing, so an unchanged image
+        # recreates no container
+        assert "up -d --wait" in calls and "up -d --build" not in calls
+        assert "exec -T restore permafrost verify latest --database shop --test-restore" in calls
         assert "exec -T scheduler permafrost doctor" in calls  # its findings never stop setup
     else:
         assert result.returncode == 2, result.stderr

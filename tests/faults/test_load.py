@@ -19,7 +19,7 @@ from tests.faults.conftest import Ledger
 from tests.services import Cluster, serve_http
 
 CLIENTS = 50
-SECONDS = 60
+SECONDS = 30
 PAGES = [
     ("/", "text/html"),
     ("/backups", "text/html"),
