@@ -83,8 +83,16 @@ python_env() {
     rm -rf "$VENV"
   fi
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  # The install is editable: only pyproject.toml (dependencies, the `permafrost` command) calls for
+  # it again. Skipping it otherwise keeps a second run quick, and leaves the venv untouched while
+  # something else runs from it (the tests run ./setup.sh beside other tests using .venv).
+  local stamp
+  stamp="$VENV/.installed-$1-$(sha256sum pyproject.toml | cut -c1-16)"
+  [ ! -f "$stamp" ] || return 0
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$1]"
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
 }
 
 run_tests() {
