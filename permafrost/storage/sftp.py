@@ -327,23 +327,19 @@ class SftpStorage:
             raise
 
     def _walk(self, folder: str, prefix: str) -> Iterator[ObjectInfo]:
-        base = f"{self.root}/{folder}".rstrip("/")
-        try:
-            entries = self._sftp().listdir_attr(base)
-        except FileNotFoundError:
-            return
-        for entry in entries:
-            key = f"{folder}/{entry.filename}".lstrip("/")
-            if entry.filename.startswith(".tmp-") or (not folder and entry.filename == STAGING):
-                continue
-            if stat.S_ISDIR(entry.st_mode or 0):
-                if key.startswith(prefix) or prefix.startswith(key + "/"):
-                    yield from self._walk(key, prefix)
-            elif key.startswith(prefix):
+        for key, entry in self._files(folder, prefix):
+            if not entry.filename.startswith(".tmp-"):
                 yield ObjectInfo(key, entry.st_size or 0, _modified(entry))
 
     def _leftovers(self, folder: str, prefix: str) -> Iterator[PendingUpload]:
         """Temporary files of writes that never finished: abandoned uploads too."""
+        for key, entry in self._files(folder, prefix):
+            if entry.filename.startswith(".tmp-"):
+                yield PendingUpload(key, TEMPORARY, _modified(entry))
+
+    def _files(self, folder: str, prefix: str) -> Iterator[tuple[str, Any]]:
+        """(key, attributes) of every file under folder whose key starts with prefix, walking
+        only the directories that can hold one; the multipart staging directory is left out."""
         base = f"{self.root}/{folder}".rstrip("/")
         try:
             entries = self._sftp().listdir_attr(base)
@@ -355,9 +351,9 @@ class SftpStorage:
                 continue
             if stat.S_ISDIR(entry.st_mode or 0):
                 if key.startswith(prefix) or prefix.startswith(key + "/"):
-                    yield from self._leftovers(key, prefix)
-            elif entry.filename.startswith(".tmp-") and key.startswith(prefix):
-                yield PendingUpload(key, TEMPORARY, _modified(entry))
+                    yield from self._files(key, prefix)
+            elif key.startswith(prefix):
+                yield key, entry
 
     def _makedirs(self, folder: str) -> None:
         if self._exists(folder):
