@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from permafrost.config.copies import CopySettings, copy_settings
 from permafrost.config.env import Env, Secret
 from permafrost.config.source import (
     SourceSettings,
@@ -160,6 +161,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     window: WindowSettings = field(default_factory=WindowSettings)  # plan window's forecast
+    copies: CopySettings = field(default_factory=CopySettings)  # COPY_STORAGE_URLS
     # Public-key and KMS modes (repo/keys.py): BACKUP_PUBLIC_KEY, BACKUP_PRIVATE_KEY, KMS_*.
     public_key: Secret | None = None
     private_key: Secret | None = None
@@ -184,6 +186,7 @@ def _parse(env: Env) -> Settings:
     return Settings(
         source=source_settings(env),
         storage=storage_settings(env),
+        copies=copy_settings(env),
         metadata_url=env.secret("METADATA_DATABASE_URL"),
         encryption_key=env.secret("BACKUP_ENCRYPTION_KEY"),
         old_encryption_keys=_old_keys(env),
