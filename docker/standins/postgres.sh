@@ -1,7 +1,7 @@
 #!/bin/sh
 # Stand-in for the postgres image's entrypoint, for docker-compose.test.yml only: PostgreSQL from
 # the project's own image (no registry to pull postgres from). Like the official image it reads
-# POSTGRES_USER, POSTGRES_PASSWORD and POSTGRES_DB, initialises PGDATA once, runs
+# POSTGRES_USER, POSTGRES_PASSWORD (or _FILE) and POSTGRES_DB, initialises PGDATA once, runs
 # /docker-entrypoint-initdb.d/*.sh, then runs the server: `postgres [-c name=value ...]`.
 # UTF8, as the official image (LANG=en_US.utf8): an initdb with no locale makes SQL_ASCII
 # databases, where psycopg returns text as bytes.
@@ -10,6 +10,8 @@ export PGDATA="${PGDATA:-/var/lib/postgresql/data}"
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 export PATH="$bin:$PATH"
 [ "${1:-}" = postgres ] && shift
+# POSTGRES_PASSWORD_FILE (Docker secrets), as the official image reads it.
+if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then POSTGRES_PASSWORD=$(cat "$POSTGRES_PASSWORD_FILE"); fi
 install -d -o postgres -g postgres -m 700 "$PGDATA"
 install -d -o postgres -g postgres /var/run/postgresql
 as_postgres() { runuser -u postgres -- "$@"; }

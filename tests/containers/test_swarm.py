@@ -1,0 +1,248 @@
+"""The stack on Docker Swarm: `docker stack deploy -c docker-stack.yml`, as README shows it.
+
+Run with the container stage (`./setup.sh test containers`), after the Compose test. The engine
+becomes a one-node swarm (`docker swarm init`), the stack is deployed from docker-stack.yml with
+docker-stack.test.yml's stand-ins (the same as docker-compose.test.yml's: no registry here), and
+the swarm is left again at the end. The services are reached with `docker exec`, as an operator
+on a node does: this engine has no IPVS, so published ports and virtual IPs do not answer here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.containers
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import containers  # noqa: E402
+
+STACK = "pfswarm"
+FILES = ("docker-stack.yml", "docker-stack.test.yml", ".env.example", "docker", "scripts")
+ALWAYS = ("metadata", "db", "minio", "mailpit", "scheduler", "monitor", "restore")
+
+
+def run(*command: str, timeout: float = 300, **kwargs: object) -> str:
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,  # type: ignore[call-overload]
+    )
+    assert result.returncode == 0, f"{' '.join(command)}: {result.stdout}{result.stderr}"
+    return str(result.stdout)
+
+
+class Swarm:
+    """One stack in a directory of its own (a copy of the files docker-stack.yml reads)."""
+
+    def __init__(self, directory: Path, workers: int) -> None:
+        self.directory = directory
+        self.workers = workers
+        self.env: dict[str, str] = {}
+
+    def prepare(self) -> None:
+        for name in FILES:
+            source, target = ROOT / name, self.directory / name
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, target)
+        # The .env that ./setup.sh writes for the local profile (generated keys and passwords).
+        run(sys.executable, "scripts/stack.py", "env", "--docker-local", cwd=self.directory)
+        (self.directory / "restore.env").touch(mode=0o600)
+        values = self.dotenv()
+        secrets = self.directory / "secrets"
+        secrets.mkdir(mode=0o700)
+        password = values["METADATA_PASSWORD"]
+        (secrets / "metadata_password").write_text(password)
+        url = f"postgresql://permafrost:{password}@metadata:5432/permafrost"
+        (secrets / "metadata_url").write_text(url)
+        self.env = {
+            **os.environ,
+            "PERMAFROST_VERSION": "test",  # permafrost:test, built by scripts/containers.py
+            "WORKER_REPLICAS": str(self.workers),
+            "DB_PASSWORD": values["DB_PASSWORD"],
+        }
+
+    def dotenv(self) -> dict[str, str]:
+        lines = (self.directory / ".env").read_text().splitlines()
+        return dict(line.split("=", 1) for line in lines if "=" in line and line[0] != "#")
+
+    def set_env(self, **values: str) -> None:
+        text = (self.directory / ".env").read_text()
+        for name, value in values.items():
+            text, found = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.MULTILINE)
+            if not found:
+                text += f"\n{name}={value}\n"
+        (self.directory / ".env").write_text(text)
+
+    def deploy(self) -> str:
+        return run(
+            "docker",
+            "stack",
+            "deploy",
+            "-c",
+            "docker-stack.yml",
+            "-c",
+            "docker-stack.test.yml",
+            STACK,
+            cwd=self.directory,
+            env=self.env,
+        )
+
+    def containers(self, service: str) -> list[str]:
+        """The running containers of one service, oldest first."""
+        listing = run(
+            "docker",
+            "ps",
+            "--filter",
+            f"label=com.docker.swarm.service.name={STACK}_{service}",
+            "--format",
+            "{{.ID}} {{.CreatedAt}}",
+        )
+        rows = sorted(line.split(" ", 1) for line in listing.splitlines() if line.strip())
+        return [row[0] for row in sorted(rows, key=lambda row: row[1])]
+
+    def exec(self, service: str, *command: str, timeout: float = 300) -> str:
+        (container, *_) = self.containers(service)
+        return run("docker", "exec", container, *command, timeout=timeout)
+
+    def replicas(self) -> dict[str, str]:
+        listing = run(
+            "docker",
+            "service",
+            "ls",
+            "--filter",
+            f"label=com.docker.stack.namespace={STACK}",
+            "--format",
+            "{{.Name}} {{.Replicas}}",
+        )
+        return {
+            name.removeprefix(f"{STACK}_"): replicas.split()[0]
+            for name, replicas in (line.split(" ", 1) for line in listing.splitlines())
+        }
+
+    def healthy(self, service: str) -> bool:
+        ids = self.containers(service)
+        if not ids:
+            return False
+        states = run(
+            "docker",
+            "inspect",
+            "-f",
+            "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}",
+            *ids,
+        ).split()
+        return all(state in ("healthy", "running") for state in states)
+
+    def wait(self, services: tuple[str, ...], timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            replicas = self.replicas()
+            ready = [
+                name
+                for name in services
+                if replicas.get(name, "0/1").split("/")[0]
+                == replicas.get(name, "0/1").split("/")[1]
+                and self.healthy(name)
+            ]
+            if len(ready) == len(services):
+                return
+            if time.monotonic() > deadline:
+                logs = {
+                    name: run(
+                        "docker", "service", "logs", "--tail", "15", f"{STACK}_{name}", timeout=30
+                    )
+                    for name in services
+                    if name not in ready
+                }
+                raise AssertionError(f"not ready: {replicas}\n{json.dumps(logs, indent=1)}")
+            time.sleep(3)
+
+    def metadata(self, query: str) -> str:
+        return self.exec(
+            "metadata", "psql", "-U", "permafrost", "-d", "permafrost", "-tAc", query
+        ).strip()
+
+    def source(self, database: str, query: str) -> str:
+        return self.exec("db", "psql", "-U", "backup", "-d", database, "-tAc", query).strip()
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    engine_was_running = containers.answers("docker", "info")
+    containers.timed("packages", containers.packages)
+    containers.timed("engine", containers.engine)
+    containers.timed("base image", containers.base_image)
+    containers.timed("wheelhouse", containers.wheelhouse)
+    containers.timed("image", containers.project_image)
+    was_swarm = "active" in run("docker", "info", "-f", "{{.Swarm.LocalNodeState}}")
+    if not was_swarm:
+        run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
+    stack = Swarm(tmp_path_factory.mktemp("swarm"), workers=3)
+    try:
+        stack.prepare()
+        started = time.monotonic()
+        stack.deploy()
+        stack.wait(("metadata", "minio", "db", "mailpit"))
+        bucket = stack.dotenv()["S3_BUCKET"]
+        stack.exec(
+            "minio",
+            "python",
+            "-c",
+            "import boto3, sys; boto3.client('s3', endpoint_url='http://localhost:9000', "
+            "region_name='us-east-1', aws_access_key_id='x', aws_secret_access_key='y')"
+            ".create_bucket(Bucket=sys.argv[1])",
+            bucket,
+        )
+        stack.wait(ALWAYS)
+        print(f"containers: swarm deploy {time.monotonic() - started:.1f}s", file=sys.stderr)
+        yield stack
+    finally:
+        subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, timeout=120)
+        if not was_swarm:
+            subprocess.run(
+                ["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120
+            )
+        if not engine_was_running:
+            containers.timed("engine stop", containers.stop)
+
+
+def test_the_stack_deploys_with_one_leading_scheduler_of_two(swarm: Swarm) -> None:
+    replicas = swarm.replicas()
+    assert replicas["scheduler"] == "2/2", replicas
+    assert len(swarm.containers("scheduler")) == 2
+    deadline = time.monotonic() + 90
+    roles = ""
+    while time.monotonic() < deadline:
+        roles = swarm.metadata(
+            "SELECT string_agg(role, ',' ORDER BY role) FROM heartbeats "
+            "WHERE beat_at > now() - interval '2 minutes' AND role <> 'stopped'"
+        )
+        if roles == "leader,standby":
+            break
+        time.sleep(3)
+    assert roles == "leader,standby"
+    health = swarm.exec("monitor", "curl", "-fsS", "http://localhost:8090/health")
+    assert json.loads(health)["status"] == "ok", health
+
+
+def test_a_backup_in_the_swarm_restores_the_same_rows(swarm: Swarm) -> None:
+    output = swarm.exec("scheduler", "permafrost", "backup")
+    backup = re.search(r"backup (\S+) of shop completed", output)
+    assert backup, output
+    swarm.exec("restore", "permafrost", "restore", backup.group(1), "--target-db", "shop_swarm")
+    query = "SELECT count(*), sum(total) FROM orders"
+    assert swarm.source("shop_swarm", query) == swarm.source("shop", query) != ""
