@@ -48,13 +48,20 @@ def located(manifest: Manifest, key: str) -> Manifest:
     return layout.relocate(manifest, key)
 
 
+# Downloads are ranges of at most 4 MiB, whatever the upload part size: each range is held twice
+# while its body is read (botocore joins the pieces), and CONCURRENCY + 1 of them are in flight,
+# so 8 MiB ranges cost about 50 MB more at the peak of a restore, for no speed on loopback or in
+# a region (bench/restore.py, docs/PERFORMANCE.md).
+READ_RANGE = 4 * 1024 * 1024
+
+
 def data_blocks(storage: Storage, manifest: Manifest, transfer: StorageSettings) -> Iterator[bytes]:
     """The stored bytes of a backup's data object, downloaded in parallel ranges."""
     return read_object(
         storage,
         manifest.objects["data"],
         manifest.stored_bytes,
-        part_size=transfer.part_size,
+        part_size=min(transfer.part_size, READ_RANGE),
         concurrency=transfer.concurrency,
     )
 
