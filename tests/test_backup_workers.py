@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from monitor.alerts.evaluator import Evaluator
 from tests.conftest import PERMAFROST, run, unique
 from tests.helpers import loads
 from tests.services import Cluster
+from tests.test_alerts import SMTPServer, make_settings, prepare
 
 SOURCES = {"alpha": 3, "beta": 3}  # source label → how many databases
 
@@ -250,3 +252,44 @@ def test_the_wal_stream_moves_to_another_worker_when_its_holder_is_killed(
     verify = run(env, "wal", "verify", check=False)
     assert verify.returncode == 0 and "no gaps" in verify.stdout, verify.stdout + verify.stderr
     assert "holding the WAL stream of cluster main" in logs[pids.index(other)].read_text()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+def test_a_stalled_queue_and_a_backup_waiting_too_long_page_by_email(
+    env: dict[str, str], metadata_db: str, smtp: SMTPServer
+) -> None:
+    env = {**env, "BACKUP_WORKERS": "queue"}
+    settings = make_settings(env, smtp.port)
+    catalog = prepare(settings)
+    [queued] = loads(run(env, "backup", "--queue", "--json").stdout)
+    evaluator = Evaluator(settings)
+    evaluator.run_once()
+    assert not smtp.mailbox.about("queue_stalled"), "queued a moment ago: no alarm yet"
+
+    catalog.conn.execute("UPDATE tasks SET created_at = now() - interval '6 minutes'")
+    evaluator.run_once()
+    [stalled] = smtp.mailbox.about("queue_stalled")
+    subject = str(stalled["Subject"])
+    assert subject.startswith(
+        "[permafrost] CRITICAL: the task queue is stalled: 1 task(s) waiting, "
+        f"{queued['task_id']} (backup of {queued['database']})"
+    ), subject
+    assert "no worker has ever run" in subject
+    assert not smtp.mailbox.about("task_stuck"), "not yet TASK_MAX_WAIT"
+
+    catalog.conn.execute("UPDATE tasks SET created_at = now() - interval '40 minutes'")
+    evaluator.run_once()
+    [stuck] = smtp.mailbox.about("task_stuck")
+    assert str(stuck["Subject"]).startswith("[permafrost] CRITICAL: 1 task(s) queued for over")
+
+    run(env, "worker", "--once")  # a worker takes it: both resolve
+    outcome = evaluator.run_once()
+    assert outcome is not None
+    assert sorted(outcome.applied.resolved) == ["queue_stalled", "task_stuck"]
+    assert len(loads(run(env, "list", "--json").stdout)) == 1

@@ -158,7 +158,8 @@ class TaskRows(Rows):
         each with its age on the server's clock and how many such tasks there are in all."""
         with self._errors("read the task queue"), self.conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(
-                "SELECT id, kind, payload->>'backup_id' AS backup_id, created_at,"
+                "SELECT id, kind, payload->>'backup_id' AS backup_id,"
+                " payload->>'database' AS database, source, created_at,"
                 " extract(epoch FROM now() - created_at)::float AS age_seconds,"
                 " count(*) OVER () AS total FROM tasks"
                 " WHERE status = 'queued' AND created_at < now() - make_interval(secs => %s)"
