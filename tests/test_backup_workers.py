@@ -293,3 +293,53 @@ def test_a_stalled_queue_and_a_backup_waiting_too_long_page_by_email(
     assert outcome is not None
     assert sorted(outcome.applied.resolved) == ["queue_stalled", "task_stuck"]
     assert len(loads(run(env, "list", "--json").stdout)) == 1
+
+
+def test_the_scheduler_only_queues_backups_for_the_workers(
+    env: dict[str, str], pg: Cluster, metadata_db: str, source_db: str, tmp_path: Path
+) -> None:
+    env = {
+        **env,
+        "BACKUP_WORKERS": "queue",
+        "BACKUP_SCHEDULE": "*/2 * * * * *",  # every two seconds (seconds first)
+        "BASE_BACKUP_SCHEDULE": "off",
+        "INCREMENTAL_SCHEDULE": "off",
+        "COMPLIANCE_SCHEDULE": "off",
+        "VERIFY_SCHEDULE": "off",
+        "CLEANUP_SCHEDULE": "off",
+        "LIFECYCLE_SCHEDULE": "off",
+        "PITR_DRILL_SCHEDULE": "off",
+        "LIFECYCLE_APPLY": "false",
+    }
+    assert (
+        "backups: queued for `permafrost worker` processes"
+        in run(env, "scheduler", "--check").stdout
+    )
+    log = tmp_path / "scheduler.log"
+    with log.open("wb") as out:
+        scheduler = subprocess.Popen(
+            [PERMAFROST, "scheduler"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        _wait(
+            "the scheduler queued nothing twice",
+            lambda: log.read_text().count("already waiting in the queue") >= 2,
+            60,
+            [log],
+        )
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        scheduler.wait(timeout=60)
+    [(_, status, _, _, database, source)] = _tasks(pg, metadata_db)
+    assert (status, database, source) == ("queued", source_db, "main")  # not run by the scheduler
+    assert pg.execute("SELECT count(*) FROM permafrost.job_runs", metadata_db) == [(0,)]
+
+    run(env, "worker", "--once")
+    [(_, status, _, _, _, _)] = _tasks(pg, metadata_db)
+    assert status == "succeeded"
+    [backup] = loads(run(env, "list", "--json").stdout)
+    assert (backup["database"], backup["status"]) == (source_db, "completed")
+    [(trigger,)] = pg.execute(
+        "SELECT details->>'trigger' FROM permafrost.job_runs WHERE job = 'backup'", metadata_db
+    )
+    assert trigger in ("schedule", "catch-up")  # the leader's first act may be its catch-up
