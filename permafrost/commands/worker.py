@@ -18,6 +18,7 @@ from permafrost.context import Context
 from permafrost.logs import sayer
 from permafrost.wal.supervisor import supervise_receiver
 from permafrost.worker.loop import Handler, Worker
+from permafrost.worker.queue import BACKUP_TASK
 from permafrost.worker.streams import StreamHolder
 
 say = sayer("worker")  # the worker's own lines, in LOG_FORMAT on stdout
@@ -45,6 +46,10 @@ def add_parsers(
 
 def worker(ctx: Context, args: argparse.Namespace, handlers: dict[str, Handler]) -> int:
     settings = ctx.settings
+    if settings.public_key is not None and settings.private_key is None:
+        # Public-key mode: this host may write backups but cannot read them, so it leaves the
+        # verifications and restores to a worker that has BACKUP_PRIVATE_KEY.
+        handlers = {kind: run for kind, run in handlers.items() if kind == BACKUP_TASK}
     work = Worker(
         ctx,
         say,
