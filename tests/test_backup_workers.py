@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import defaultdict
@@ -343,3 +344,44 @@ def test_the_scheduler_only_queues_backups_for_the_workers(
         "SELECT details->>'trigger' FROM permafrost.job_runs WHERE job = 'backup'", metadata_db
     )
     assert trigger in ("schedule", "catch-up")  # the leader's first act may be its catch-up
+
+
+def test_one_worker_runs_max_concurrent_backups_at_once_within_the_source_limit(
+    env: dict[str, str], pg: Cluster, metadata_db: str, tmp_path: Path
+) -> None:
+    dbs = []
+    for n in range(4):
+        db = pg.create_database(unique(f"slot{n}"))
+        pg.execute(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 300000) g",
+            db,
+        )
+        dbs.append(db)
+    try:
+        limits = {"MAX_CONCURRENT": "3", "MAX_CONCURRENT_PER_SOURCE": "2"}
+        envs = _env(env, pg, DB_NAME=",".join(dbs), **limits)
+        run(envs, "backup", "--all", "--queue")
+        log = tmp_path / "worker.log"
+        worker = _worker(envs, log)
+        try:
+            _wait(
+                "the queue was not drained",
+                lambda: all(t[1] == "succeeded" for t in _tasks(pg, metadata_db)),
+                300,
+                [log],
+            )
+        finally:
+            _stop([worker])
+        assert worker.returncode == 0, log.read_text()
+        runs = pg.execute(
+            "SELECT started_at, finished_at FROM permafrost.job_runs WHERE status = 'succeeded'",
+            metadata_db,
+        )
+        assert len(runs) == 4
+        # The most running at any one moment: two (the source's limit), never the three slots.
+        most = max(sum(1 for s, e in runs if s <= start < e) for start, _ in runs)
+        assert most == 2, runs
+        assert {t[2] for t in _tasks(pg, metadata_db)} == {f"{socket.gethostname()}:{worker.pid}"}
+    finally:
+        for db in dbs:
+            pg.drop_database(db)
