@@ -119,7 +119,7 @@ class Worker:
         deadline = time.monotonic() + self.ctx.settings.schedules.stop_grace
         for thread in threads:
             thread.join(timeout=max(deadline - time.monotonic(), 1))
-        left = sorted(self.current.values())
+        left = sorted(self.current.copy().values())
         if left:
             self.say(f"{self.title} {self.name} leaving tasks {left} to be requeued")
 
@@ -136,7 +136,7 @@ class Worker:
         ).start()
 
     def _details(self) -> dict[str, Any]:
-        tasks = sorted(self.current.values())
+        tasks = sorted(self.current.copy().values())  # a copy: the slots change it meanwhile
         held = [h.cluster for h in self.streams if h.holding]
         return {
             "kinds": self.kinds,

@@ -76,3 +76,20 @@ def queue_all(
     """Every configured database's backup of this job queued (a base backup: the cluster's)."""
     names = [settings.cluster_name] if job in BASE_JOBS else list(settings.source.backed_up)
     return [queue_backup(catalog, settings, job, name, requested_by, "manual") for name in names]
+
+
+def task_labels(settings: Settings, kind: str, payload: dict[str, Any]) -> dict[str, str]:
+    """The source and subject of a task queued by the API or the dashboard, so the workers'
+    limits hold for it too: a backup naming one database (or the cluster) has both; a backup of
+    every database has its source only (it runs them one after another); other tasks neither."""
+    if kind != BACKUP_TASK:
+        return {}
+    labels = {"source": source_label(settings)}
+    if payload.get("kind") == "base":
+        labels["subject"] = backup_lock_name(
+            Kind.BASE, payload.get("cluster") or settings.cluster_name
+        )
+    elif payload.get("database"):
+        name = str(payload["database"])
+        labels["subject"] = backup_lock_name(kind_of(settings.source, name), name)
+    return labels
