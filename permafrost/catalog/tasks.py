@@ -30,16 +30,19 @@ TASK_LOCK = 0x7461736B  # 'task'
 CLAIM_LOCK = 0x636C616D  # 'clam': held by each claim's transaction
 UNLIMITED = 2**31 - 1
 _CLAIM = """
+WITH busy AS (  -- the sources at their limit and the subjects taken, read once per claim
+    SELECT source FROM tasks WHERE status = 'running' AND source IS NOT NULL
+    GROUP BY source HAVING count(*) >= %(per_source)s
+), taken AS (
+    SELECT subject FROM tasks WHERE status = 'running' AND subject IS NOT NULL
+)
 UPDATE tasks SET status = 'running', started_at = now(), worker = %(worker)s,
        attempts = attempts + 1
 WHERE id = (
     SELECT t.id FROM tasks t
     WHERE t.status = 'queued' AND t.kind = ANY(%(kinds)s)
-      AND (t.subject IS NULL OR NOT EXISTS (
-           SELECT 1 FROM tasks r WHERE r.status = 'running' AND r.subject = t.subject))
-      AND (t.source IS NULL OR (
-           SELECT count(*) FROM tasks r WHERE r.status = 'running' AND r.source = t.source
-           ) < %(per_source)s)
+      AND (t.subject IS NULL OR t.subject NOT IN (SELECT subject FROM taken))
+      AND (t.source IS NULL OR t.source NOT IN (SELECT source FROM busy))
     ORDER BY t.id FOR UPDATE SKIP LOCKED LIMIT 1)
 RETURNING *
 """
