@@ -272,7 +272,8 @@ def ui_run_now() -> Any:
     labels = task_labels(stores().settings, "backup", payload)
     task_id = catalog().enqueue("backup", payload, _who(), **labels)
     catalog().audit(actor(), "queue-backup", database, {"by": _who()})
-    flash(f"Backup of {database} queued as task {task_id}: the scheduler takes it.")
+    who = "a worker" if stores().settings.schedules.backup_workers == "queue" else "the scheduler"
+    flash(f"Backup of {database} queued as task {task_id}: {who} takes it.")
     return redirect(url_for("dashboard.overview"))
 
 
