@@ -7,9 +7,8 @@ takes `backup` tasks from the queue (`POST /backup/run-now`, tasks.py) and looks
 (permafrost/worker/queue.py) for the `permafrost worker` processes, which also take the `backup`
 tasks and the WAL stream. A run missed while no scheduler was up (within SCHEDULE_MISFIRE_GRACE)
 is run once when a leader starts, however many were missed: the job runs table is the memory. On
-SIGTERM
-no new job starts; running ones get STOP_GRACE_PERIOD to finish and are then aborted (the
-upload aborted, the run recorded as aborted).
+SIGTERM no new job starts; running ones get STOP_GRACE_PERIOD to finish and are then aborted
+(the upload aborted, the run recorded as aborted).
 """
 
 from __future__ import annotations
