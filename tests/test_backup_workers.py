@@ -248,6 +248,8 @@ def test_the_wal_stream_moves_to_another_worker_when_its_holder_is_killed(
             return bool(status["last_segment"]) and status["last_segment"] >= last
 
         _wait(f"{last} was not archived", archived, 60, logs)
+        shown = run(env, "status").stdout
+        assert f"WAL stream: main on {socket.gethostname()}:{other}" in shown, shown
     finally:
         _stop(workers)
     verify = run(env, "wal", "verify", check=False)
@@ -334,6 +336,7 @@ def test_the_scheduler_only_queues_backups_for_the_workers(
     [(_, status, _, _, database, source)] = _tasks(pg, metadata_db)
     assert (status, database, source) == ("queued", source_db, "main")  # not run by the scheduler
     assert pg.execute("SELECT count(*) FROM permafrost.job_runs", metadata_db) == [(0,)]
+    assert "task queue: 1 waiting, 0 running" in run(env, "status").stdout
 
     run(env, "worker", "--once")
     [(_, status, _, _, _, _)] = _tasks(pg, metadata_db)

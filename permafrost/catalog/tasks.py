@@ -170,6 +170,15 @@ class TaskRows(Rows):
                 (seconds, limit),
             ).fetchall()
 
+    def queue_depth(self) -> dict[str, int]:
+        """How many tasks wait and run, by status (`permafrost status` with workers)."""
+        with self._errors("read the task queue"):
+            rows = self.conn.execute(
+                "SELECT status, count(*) FROM tasks WHERE status IN ('queued', 'running')"
+                " GROUP BY status"
+            ).fetchall()
+        return {"queued": 0, "running": 0, **{str(s): int(n) for s, n in rows}}
+
     def task(self, task_id: int) -> TaskRecord | None:
         with (
             self._errors("read a task"),
