@@ -30,6 +30,7 @@ from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
 from permafrost.errors import CatalogUnavailable, StorageError, UsageError
+from permafrost.worker.queue import task_labels
 
 blueprint = Blueprint("api", __name__)
 PER_PAGE = 50
@@ -179,7 +180,8 @@ def backup(name: str) -> Any:
 
 
 def queue(kind: str, payload: dict[str, Any], by: str) -> Response:
-    task_id = catalog().enqueue(kind, payload, by)
+    labels = task_labels(stores().settings, kind, payload)  # the workers' limits hold for it
+    task_id = catalog().enqueue(kind, payload, by, **labels)
     response = jsonify(
         {
             "task_id": task_id,

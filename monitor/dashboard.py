@@ -26,6 +26,7 @@ from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
 from permafrost.errors import UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
+from permafrost.worker.queue import task_labels
 
 blueprint = Blueprint("dashboard", __name__)
 CHART_DAYS = 90
@@ -268,9 +269,11 @@ def ui_run_now() -> Any:
     except UsageError as exc:
         abort(400, str(exc))
     payload = {"kind": "logical", "database": database, "tier": "standard"}
-    task_id = catalog().enqueue("backup", payload, _who())
+    labels = task_labels(stores().settings, "backup", payload)
+    task_id = catalog().enqueue("backup", payload, _who(), **labels)
     catalog().audit(actor(), "queue-backup", database, {"by": _who()})
-    flash(f"Backup of {database} queued as task {task_id}: the scheduler takes it.")
+    who = "a worker" if stores().settings.schedules.backup_workers == "queue" else "the scheduler"
+    flash(f"Backup of {database} queued as task {task_id}: {who} takes it.")
     return redirect(url_for("dashboard.overview"))
 
 

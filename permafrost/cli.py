@@ -57,11 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     from permafrost.commands import doctor as doctor_cli
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli
+    from permafrost.commands import worker as worker_cli
     from restore import cli as restore_cli
+    from restore import worker as restore_worker
     from restore.drills import cli as drill_cli
     from restore.pitr import cli as pitr_cli
     from scheduler import cli as scheduler_cli
     from scheduler import lifecycle_cli, retention_cli
+    from scheduler import tasks as scheduler_tasks
 
     parser = argparse.ArgumentParser(
         prog="permafrost",
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)
+    # A worker runs backups (the scheduler's jobs) and the restore kinds: composed here.
+    worker_handlers = {"backup": scheduler_tasks.run_backup_task, **restore_worker.HANDLERS}
+    worker_cli.add_parsers(commands_, worker_handlers)
     return parser
 
 

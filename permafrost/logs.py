@@ -32,10 +32,17 @@ SERVICES = {
     "scheduler": "scheduler",
     "monitor": "monitor",
     "restore-worker": "restore-worker",
+    "worker": "worker",
     "wal-receive": "wal-receive",
 }
 CLI = "cli"
-EVENT_LOGGERS = ("scheduler", "monitor", "restore", "wal")  # what services say, always shown
+EVENT_LOGGERS = (
+    "scheduler",
+    "monitor",
+    "restore",
+    "wal",
+    "worker",
+)  # what services say, always shown
 QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
 _RESERVED = frozenset(
     [*vars(logging.LogRecord("", 0, "", 0, "", None, None)), "message", "asctime", "taskName"]

@@ -15,6 +15,7 @@ from permafrost.errors import UsageError
 from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind
 from permafrost.text import human_bytes, print_json
+from scheduler import queue_cli
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -44,6 +45,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="if a backup of the same database is running, refuse (exit 11) instead of waiting",
     )
     parser.add_argument("--json", action="store_true", help="print the backup's record as JSON")
+    queue_cli.add_arguments(parser)
     parser.set_defaults(handler=backup)
     add_service_parsers(commands)
 
@@ -83,6 +85,8 @@ def _say(text: str) -> None:
 
 
 def backup(ctx: Context, args: argparse.Namespace) -> int:
+    if args.queue:
+        return queue_cli.queue_backups(ctx, args)
     if args.kind in ("base", "incremental"):
         return _base_backup(ctx, args)
     if args.database:

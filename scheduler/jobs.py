@@ -36,6 +36,7 @@ from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
+from permafrost.worker.queue import queue_backup
 from scheduler import incremental
 from scheduler.pings import ping
 
@@ -196,6 +197,31 @@ class Jobs:
         ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
         ctx.close()
         return {"backup_id": manifest.id}
+
+    def queue(self, spec: JobSpec, trigger: str) -> None:
+        """A backup job with BACKUP_WORKERS=queue: queued for the workers, not run here."""
+        assert spec.database is not None
+        ctx = Context(self.settings)
+        try:
+            queued = queue_backup(
+                ctx.catalog(), self.settings, spec.job, spec.database, "scheduler", trigger
+            )
+        except PermafrostError as exc:
+            error = f"could not queue it: {_reason(exc)}"
+            self.say(f"{spec.id} {error}", level=logging.ERROR, event="job_failed", job=spec.id)
+            self.alert(ctx, spec, error)
+            return
+        finally:
+            ctx.close()
+        what = "already waiting in the queue as" if queued.already else "queued as"
+        self.say(
+            f"{spec.id} {what} task {queued.task_id} for the workers",
+            event="backup_queued",
+            job=str(spec.job),
+            database=spec.database,
+            task_id=queued.task_id,
+            source=queued.source,
+        )
 
     def _progress(self, _: int) -> None:
         if self.abort.is_set():

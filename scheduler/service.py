@@ -3,15 +3,18 @@
 One scheduler is active at a time (election.py: an advisory lock, heartbeats). The leader runs
 the jobs (APScheduler cron triggers in the TZ time zone, with coalescing and a misfire grace),
 takes `backup` tasks from the queue (`POST /backup/run-now`, tasks.py) and looks after WAL
-(wal.py). A run missed while no scheduler was up (within SCHEDULE_MISFIRE_GRACE) is run once
-when a leader starts, however many were missed: the job runs table is the memory. On SIGTERM
-no new job starts; running ones get STOP_GRACE_PERIOD to finish and are then aborted (the
-upload aborted, the run recorded as aborted).
+(wal.py). With BACKUP_WORKERS=queue it runs no backup itself: a backup job's trigger queues it
+(permafrost/worker/queue.py) for the `permafrost worker` processes, which also take the `backup`
+tasks and the WAL stream. A run missed while no scheduler was up (within SCHEDULE_MISFIRE_GRACE)
+is run once when a leader starts, however many were missed: the job runs table is the memory. On
+SIGTERM no new job starts; running ones get STOP_GRACE_PERIOD to finish and are then aborted
+(the upload aborted, the run recorded as aborted).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -31,10 +34,12 @@ from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
 from permafrost.config.settings import Settings
 from permafrost.logs import Say, sayer
+from permafrost.wal.supervisor import supervise_receiver
+from permafrost.worker.streams import StreamHolder
 from scheduler.election import Election
 from scheduler.jobs import Jobs, JobSpec, Running
 from scheduler.tasks import TaskReader
-from scheduler.wal import supervise_receiver, switch_wal
+from scheduler.wal import switch_wal
 
 
 class Service:
@@ -61,6 +66,7 @@ class Service:
         self._term = threading.Event()  # the end of the current leadership
         self.specs = self._specs()
         self.zone = ZoneInfo(settings.schedules.timezone)
+        self.queued = settings.schedules.backup_workers == "queue"
 
     # --- what runs when ---------------------------------------------------------------------
 
@@ -85,6 +91,11 @@ class Service:
     def describe(self) -> list[str]:
         lines = [f"{spec.id}: {sched.text} ({sched.variable})" for spec, sched in self.specs]
         mode = self.settings.schedules.wal_archiving
+        if self.settings.schedules.backup_workers == "queue":
+            lines.append("backups: queued for `permafrost worker` processes (BACKUP_WORKERS=queue)")
+            if mode == "receive":
+                lines.append("wal-receive: on the worker holding the cluster's WAL stream lock")
+                return lines
         if mode == "push":
             lines.append("wal_switch: every minute (WAL_ARCHIVING=push)")
         elif mode == "receive":
@@ -135,9 +146,11 @@ class Service:
         self.say(f"scheduler {self.instance} is the leader", event="leader", instance=self.instance)
         sched = self._start_jobs()
         term = self._term = threading.Event()  # the end of this leadership (stop or store lost)
-        threads = [self._thread(self.tasks.run, "tasks", term)]
-        if self.settings.schedules.wal_archiving == "receive":
-            threads.append(self._thread(self._receive, "wal-receive", term))
+        threads = []
+        if not self.queued:  # BACKUP_WORKERS=queue: the workers take backups and the WAL stream
+            threads.append(self._thread(self.tasks.run, "tasks", term))
+            if self.settings.schedules.wal_archiving == "receive":
+                threads.append(self._thread(self._receive, "wal-receive", term))
         lost = False
         try:
             self.election.beat(catalog, Role.LEADER, _next_runs(sched))
@@ -195,7 +208,7 @@ class Service:
         while not self.stop.is_set():
             self.election.beat(catalog, Role.LEADER, _next_runs(sched))
             self.stop.wait(self.heartbeat_seconds)
-            if not threads[0].is_alive() and not self.stop.is_set():
+            if threads and not threads[0].is_alive() and not self.stop.is_set():
                 self.say("the task queue reader ended; starting it again")
                 threads[0] = self._thread(self.tasks.run, "tasks", term)
                 threads[0].start()
@@ -230,6 +243,9 @@ class Service:
             return  # queued before the stop or the lost leadership: not started
         with self.running.holding(spec.id):
             try:
+                if self.queued and spec.job in BACKUP_JOBS:
+                    self.jobs.queue(spec, trigger)
+                    return
                 self.jobs.run(spec, trigger)
             except BaseException as exc:  # nothing a job does may end the scheduler
                 self.say(
@@ -275,7 +291,11 @@ class Service:
             switch_wal(self.settings, self.jobs)
 
     def _receive(self, term: threading.Event) -> None:
-        supervise_receiver(self.settings, self.say, self.env_file, term)
+        """wal-receive under the cluster's WAL stream lock, as a worker would run it, so a
+        worker started by mistake beside an inline scheduler never streams the cluster twice."""
+        stream = functools.partial(supervise_receiver, self.settings, self.say, self.env_file)
+        cluster = self.settings.cluster_name
+        StreamHolder(self.settings, self.say, cluster, stream, term).run()
 
 
 def _next_runs(sched: Any) -> dict[str, str]:

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from permafrost.catalog.chains import newest_chains
+from permafrost.catalog.heartbeats import Service
 from permafrost.catalog.records import ChainStats
 from permafrost.catalog.schedulers import collect
+from permafrost.catalog.store import Catalog
 from permafrost.context import Context
 from permafrost.text import human_bytes, one_line, print_json, table
 
@@ -41,6 +43,8 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         print(f"running now: {', '.join(s['running'])}")
     for line in _services(data["services"]):
         print(line)
+    if ctx.settings.schedules.backup_workers == "queue":
+        print(workers_line(ctx.catalog(), ctx.settings.monitor.worker_max_silence))
     rows, errors = [], []
     for db, jobs in data["databases"].items():
         for job, info in jobs.items():
@@ -63,6 +67,20 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         for alert in data["alerts"]:
             print(f"ALERT ({alert['severity']}): {one_line(alert['summary'], None)}")
     return 0
+
+
+def workers_line(catalog: Catalog, silence: float) -> str:
+    """BACKUP_WORKERS=queue: the queue's depth and which live worker streams WAL."""
+    depth = catalog.queue_depth()
+    beats = catalog.service_beats(Service.WORKER)
+    streams = [
+        f"{cluster} on {b['instance']}"
+        for b in beats
+        if b["stopped_at"] is None and b["age_seconds"] <= silence
+        for cluster in (b["details"] or {}).get("wal_streams", [])
+    ]
+    held = f"; WAL stream: {', '.join(streams)}" if streams else ""
+    return f"task queue: {depth['queued']} waiting, {depth['running']} running{held}"
 
 
 CHAIN_HEADERS = ["CLUSTER", "CHAIN (FULL)", "INCREMENTALS", "NEWEST", "STORED", "CHANGED"]

@@ -80,6 +80,10 @@ def test_what_the_brief_asks_of_each_service() -> None:
     assert monitor["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/health"
     assert ("Service", "permafrost-monitor") in objects
     assert ("Deployment", "permafrost-restore") in objects
+    workers = objects[("Deployment", "permafrost-workers")]["spec"]["template"]["spec"]
+    assert workers["containers"][0]["command"] == ["permafrost", "worker"]
+    config = objects[("ConfigMap", next(n for k, n in objects if k == "ConfigMap"))]["data"]
+    assert config["BACKUP_WORKERS"] == "queue"
     assert not any(o["kind"] == "Secret" for o in objects.values())  # never overwrite yours
     for obj in objects.values():  # what `kubectl get all -l` and the NetworkPolicy select by
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "permafrost"

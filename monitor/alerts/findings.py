@@ -19,6 +19,7 @@ FAMILIES = (
     "scheduler_dead",
     "service_dead",
     "task_stuck",
+    "queue_stalled",
     "verification_failed",
     "verify_config",
     "wal_lag",

@@ -135,7 +135,8 @@ class Rows:
 
 
 class Locks(Rows):
-    """Session advisory locks: one backup per database, one leading scheduler."""
+    """Session advisory locks: one backup per database, one leading scheduler, one WAL stream
+    per cluster."""
 
     def try_lock(self, space: int, name: str) -> bool:
         """A session advisory lock on (space, hashtext(name)); False when someone holds it."""
@@ -148,3 +149,15 @@ class Locks(Rows):
     def unlock(self, space: int, name: str) -> None:
         with self._errors("release a lock"):
             self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (space, name))
+
+    def holds(self, space: int, name: str) -> bool:
+        """Whether this session still holds the lock (space, hashtext(name)): a statement, so a
+        lost session answers CatalogUnavailable rather than a stale yes."""
+        with self._errors("check a lock"):
+            row = self.conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                " AND pid = pg_backend_pid() AND granted AND objsubid = 2"
+                " AND classid = %s::oid AND objid = hashtext(%s)::oid)",
+                (space, name),
+            ).fetchone()
+        return bool(row and row[0])

@@ -115,6 +115,8 @@ class TaskRecord:
     attempts: int
     error: str | None
     result: dict[str, Any] | None
+    source: str | None = None  # a backup task's source label (migration 0021)
+    subject: str | None = None  # a backup task's backup lock name: one at a time per subject
 
 
 class DrillStatus(StrEnum):

@@ -64,6 +64,7 @@ class ScheduleSettings:
     wal_archiving: str = "off"  # off, push (archive_command) or receive (wal-receive)
     lifecycle_apply: bool = True
     pitr_drill: str = "0 5 * * 6"  # PITR_DRILL_SCHEDULE: Saturday 05:00
+    backup_workers: str = "inline"  # BACKUP_WORKERS: inline (the scheduler) or queue (workers)
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,7 @@ def _schedules(env: Env) -> ScheduleSettings:
         wal_archiving=env.choice("WAL_ARCHIVING", ("off", "push", "receive"), "off"),
         lifecycle_apply=env.flag("LIFECYCLE_APPLY", True),
         pitr_drill=env.text("PITR_DRILL_SCHEDULE", defaults.pitr_drill) or "",
+        backup_workers=env.choice("BACKUP_WORKERS", ("inline", "queue"), "inline"),
     )
 
 

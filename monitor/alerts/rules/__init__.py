@@ -22,7 +22,7 @@ from monitor.alerts.rules.backups import (
 from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle_drift
 from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
-from monitor.alerts.rules.services import service_dead, task_stuck
+from monitor.alerts.rules.services import queue_stalled, service_dead, task_stuck
 from monitor.alerts.rules.wal import wal_gap, wal_lag
 from monitor.alerts.run import Run, aware
 from permafrost.context import Context
@@ -37,6 +37,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("scheduler_dead", scheduler_dead),
     ("service_dead", service_dead),
     ("task_stuck", task_stuck),
+    ("queue_stalled", queue_stalled),
     ("verification_failed", verification_failed),
     ("verify_config", verification_blocked),
     ("wal_lag", wal_lag),

@@ -7,6 +7,11 @@ TASK_MAX_WAIT after it was queued raises task_stuck, naming the tasks and since 
 when no worker is alive to take them, a warning when one is (it is busy, or cannot keep up) or
 when they are `backup` tasks, which the scheduler takes (scheduler_dead covers a dead one).
 
+With BACKUP_WORKERS=queue the workers take the backups too, so a queue with no worker alive
+means no backups at all: queue_stalled pages (critical) as soon as a task has waited
+WORKER_MAX_SILENCE with no worker alive, long before TASK_MAX_WAIT, and task_stuck counts
+`backup` tasks as the workers'.
+
 The monitor that evaluates also records its own heartbeat here (service `monitor`), so a
 second monitor, or an operator, can see which one last evaluated and when.
 """
@@ -57,6 +62,35 @@ def service_dead(run: Run) -> list[Finding]:
     return [Finding("service_dead:worker", Severity.CRITICAL, summary(text), facts, WORKER_RUNBOOK)]
 
 
+QUEUE_RUNBOOK = (
+    "permafrost status\n"
+    "docker compose up -d --scale worker=3   # or: permafrost worker (any machine)"
+)
+
+
+def queue_stalled(run: Run) -> list[Finding]:
+    """BACKUP_WORKERS=queue: tasks waiting WORKER_MAX_SILENCE with no worker alive to take them."""
+    if run.settings.schedules.backup_workers != "queue":
+        return []  # the scheduler takes backups; task_stuck covers the restore kinds
+    limit = run.settings.monitor.worker_max_silence
+    waiting = run.catalog.queued_longer_than(limit)
+    if not waiting or _workers_alive(run):
+        return []
+    oldest = waiting[0]
+    named = ", ".join(_task(t) for t in waiting[:3])
+    more = f" and {oldest['total'] - 3} more" if oldest["total"] > 3 else ""
+    text = (
+        f"the task queue is stalled: {oldest['total']} task(s) waiting, {named}{more}, the "
+        f"oldest since {when(oldest['created_at'])}, and {_who(run, [])}"
+    )
+    facts = {
+        "total": oldest["total"],
+        "oldest_since": iso(oldest["created_at"]),
+        "tasks": [{"id": t["id"], "kind": t["kind"]} for t in waiting],
+    }
+    return [Finding("queue_stalled", Severity.CRITICAL, summary(text), facts, QUEUE_RUNBOOK)]
+
+
 def task_stuck(run: Run) -> list[Finding]:
     """Tasks queued longer than TASK_MAX_WAIT, the oldest named, with who could take them."""
     limit = run.settings.monitor.task_max_wait
@@ -67,7 +101,8 @@ def task_stuck(run: Run) -> list[Finding]:
     oldest = stuck[0]
     named = ", ".join(_task(t) for t in stuck[:3])
     more = f" and {oldest['total'] - 3} more" if oldest["total"] > 3 else ""
-    for_workers = any(t["kind"] not in SCHEDULER_KINDS for t in stuck)
+    queued = run.settings.schedules.backup_workers == "queue"  # workers take backups too
+    for_workers = queued or any(t["kind"] not in SCHEDULER_KINDS for t in stuck)
     who = _who(run, alive) if for_workers else SCHEDULER_TAKES
     text = (
         f"{oldest['total']} task(s) queued for over {spoken_duration(limit)}: {named}{more}, "
@@ -92,7 +127,8 @@ def task_stuck(run: Run) -> list[Finding]:
 
 
 def _task(task: dict[str, Any]) -> str:
-    target = f" of {task['backup_id']}" if task["backup_id"] else ""
+    subject = task["backup_id"] or task.get("database")
+    target = f" of {subject}" if subject else ""
     return f"{task['id']} ({task['kind']}{target})"
 
 
@@ -103,15 +139,14 @@ def _workers_alive(run: Run) -> list[str]:
 
 
 def _who(run: Run, alive: list[str]) -> str:
+    noun = "worker" if run.settings.schedules.backup_workers == "queue" else "restore worker"
     if alive:
-        return f"restore worker(s) {', '.join(alive)} alive but not taking them"
+        return f"{noun}(s) {', '.join(alive)} alive but not taking them"
     beats = run.catalog.service_beats(Service.WORKER)
     if not beats:
-        return "no restore worker has ever run"
+        return f"no {noun} has ever run"
     last = beats[0]
     if last["stopped_at"] is not None:
-        return (
-            f"no restore worker is alive ({last['instance']} stopped at {when(last['stopped_at'])})"
-        )
+        return f"no {noun} is alive ({last['instance']} stopped at {when(last['stopped_at'])})"
     heard = when(last["beat_at"])
-    return f"no restore worker is alive ({last['instance']} last heard from at {heard})"
+    return f"no {noun} is alive ({last['instance']} last heard from at {heard})"

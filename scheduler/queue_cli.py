@@ -1,0 +1,58 @@
+"""`permafrost backup --all --queue` (or `--database NAME --queue`): the backups queued for the
+`permafrost worker` processes instead of taken here; one task per database, printed with its id.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from permafrost.catalog.jobs import JobName
+from permafrost.context import Context
+from permafrost.errors import UsageError
+from permafrost.text import print_json
+from permafrost.worker.queue import Queued, queue_all, queue_backup
+
+BY_KIND = {"base": JobName.BASE_BACKUP, "incremental": JobName.INCREMENTAL_BACKUP}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # `--all` is also what the sources file's `backup --all [--source NAME]` adds: one of the
+    # two definitions goes when they meet.
+    parser.add_argument("--all", action="store_true", help="every configured database")
+    parser.add_argument(
+        "--queue",
+        action="store_true",
+        help="queue the backups for `permafrost worker` processes and print their task ids, "
+        "instead of taking them here",
+    )
+
+
+def queue_backups(ctx: Context, args: argparse.Namespace) -> int:
+    if args.description or args.tag:
+        raise UsageError("--description and --tag are not kept with queued backups yet")
+    job = _job(args)
+    catalog = ctx.catalog()  # no metadata store, no queue: exit 8 with the variable named
+    if args.database or args.cluster:
+        name = args.database or args.cluster
+        queued = [queue_backup(catalog, ctx.settings, job, name, "cli", "manual")]
+    else:
+        queued = queue_all(catalog, ctx.settings, job, "cli")
+    if not queued:
+        raise UsageError("no database to back up: set DB_NAME (or a database in DATABASE_URL)")
+    if args.json:
+        print_json([q.json() for q in queued])
+        return 0
+    for q in queued:
+        print(_line(q))
+    return 0
+
+
+def _job(args: argparse.Namespace) -> JobName:
+    if args.kind in BY_KIND:
+        return BY_KIND[args.kind]
+    return JobName.COMPLIANCE_BACKUP if args.tier == "compliance" else JobName.BACKUP
+
+
+def _line(q: Queued) -> str:
+    state = "already queued as" if q.already else "queued as"
+    return f"{q.job} of {q.name} (source {q.source}) {state} task {q.task_id}"
