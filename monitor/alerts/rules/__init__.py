@@ -23,6 +23,7 @@ from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle
 from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import service_dead, task_stuck
+from monitor.alerts.rules.sources import database_gone
 from monitor.alerts.rules.wal import wal_gap, wal_lag
 from monitor.alerts.run import Run, aware
 from permafrost.context import Context
@@ -46,6 +47,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("wal_gap", wal_gap),
     ("lifecycle_drift", lifecycle_drift),
     ("pitr_drill", pitr_drill),
+    ("database_gone", database_gone),
 )
 
 
