@@ -29,6 +29,7 @@ from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import load_fleet
 from permafrost.errors import CatalogUnavailable, StorageError, UsageError
 
 blueprint = Blueprint("api", __name__)
@@ -263,7 +264,7 @@ def _unconfigured(kind: str, name: str) -> Any:
     settings = stores().settings
     try:
         if kind == "logical":
-            refuse_unconfigured(settings.source, name)
+            refuse_unconfigured(settings.source, name, load_fleet(settings))
         elif name != settings.cluster_name:
             raise UsageError(
                 f"cluster {name!r} is not configured: CLUSTER_NAME is {settings.cluster_name}"

@@ -24,6 +24,7 @@ from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import load_fleet
 from permafrost.errors import UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 
@@ -264,7 +265,9 @@ def ui_run_now() -> Any:
     if not layout.valid_name(database):
         abort(400, "database is not a valid database name")
     try:
-        refuse_unconfigured(stores().settings.source, database)  # as the API and the CLI do
+        refuse_unconfigured(
+            stores().settings.source, database, load_fleet(stores().settings)
+        )  # as the API and the CLI do
     except UsageError as exc:
         abort(400, str(exc))
     payload = {"kind": "logical", "database": database, "tier": "standard"}
