@@ -68,6 +68,7 @@ def add_service_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
     p.set_defaults(handler=scheduler)
     p = commands.add_parser("status", help="the scheduler's state: leader, next runs, last results")
     p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--source", help="only this source's databases and jobs (SOURCES_FILE)")
     p.set_defaults(handler=status)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from permafrost.catalog.jobs import JobName
-from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
 from permafrost.config.fleet import BackupKind, Fleet, FleetSource
 from permafrost.config.settings import Settings
@@ -48,10 +47,3 @@ def source_schedules(settings: Settings, source: FleetSource) -> dict[str, sched
     for job, cron in crons.items():
         named[job] = replace(cron, variable=f"{cron.variable} (source {source.name})")
     return named
-
-
-def known_names(catalog: Catalog, source: FleetSource) -> list[str]:
-    """The catalog names a source's job backs up: the file's list, or its last listing."""
-    if not source.lists_all:
-        return [source.catalog_name(d) for d in source.databases or ()]
-    return [row["name"] for row in catalog.source_databases(source.name)]

@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from permafrost import __version__
+from permafrost.backup import sources
 from permafrost.backup.job import BACKUP_LOCK
 from permafrost.catalog.db import STORE_ERRORS
 from permafrost.catalog.heartbeats import Role
@@ -32,7 +33,7 @@ from permafrost.config import schedule
 from permafrost.config.settings import Settings
 from permafrost.logs import Say, sayer
 from scheduler.election import Election
-from scheduler.fleet import fleet_specs, known_names
+from scheduler.fleet import fleet_specs
 from scheduler.jobs import Jobs, JobSpec, Running
 from scheduler.tasks import TaskReader
 from scheduler.wal import supervise_receiver, switch_wal
@@ -261,7 +262,7 @@ class Service:
         did (the ones its file lists, or the ones its last listing found)."""
         if spec.source is None or spec.database is not None:
             return catalog.ran_since(spec.job, spec.database, missed)
-        names = known_names(catalog, self.fleet.source(spec.source))
+        names = sources.known_names(catalog, self.fleet.source(spec.source))
         return any(catalog.ran_since(spec.job, name, missed) for name in names)
 
     def _reap(self, catalog: Catalog) -> None:

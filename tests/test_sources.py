@@ -182,6 +182,16 @@ def test_backup_all_takes_every_database_of_one_source_now(
     refused = run(fleet_env, "backup", "--all", "--source", "nope", check=False)
     assert refused.returncode == 2
     assert "no source named 'nope'" in refused.stderr and "alpha, beta, gamma" in refused.stderr
+    listed = json.loads(run(fleet_env, "list", "--source", "alpha", "--json").stdout)
+    assert {b["database"] for b in listed} == {"alpha.one", "alpha.two"} and len(listed) == 4
+    status = run(fleet_env, "status", "--source", "beta").stdout
+    assert f"beta.{fleet.app}" in status and "alpha.one" not in status
+    state = json.loads(run(fleet_env, "status", "--source", "alpha", "--json").stdout)
+    assert sorted(state["databases"]) == ["alpha.one", "alpha.two"]
+    times = json.loads(run(fleet_env, "recovery-time", "--source", "gamma", "--json").stdout)
+    assert [e["database"] for e in times["estimates"]] == [f"gamma.{fleet.app}"]
+    plan = run(fleet_env, "plan", "disaster", "--source", "gamma").stdout
+    assert f"gamma.{fleet.app}" in plan and f"beta.{fleet.app}" not in plan
     one = run(fleet_env, "backup", "--database", f"beta.{fleet.app}", "--json")
     assert json.loads(one.stdout)["database"] == f"beta.{fleet.app}"
     typo = run(fleet_env, "backup", "--database", fleet.app, check=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from permafrost.catalog.store import Catalog
 from permafrost.config.fleet import Fleet, FleetSource
 from permafrost.config.source import SourceSettings
 from permafrost.context import Context
@@ -54,3 +55,24 @@ def configured(fleet: Fleet, name: str) -> bool:
     source = fleet.source_of(name)
     database = source.database_of(name) if source is not None else None
     return source is not None and database is not None and source.wanted(database)
+
+
+def known_names(catalog: Catalog, source: FleetSource) -> list[str]:
+    """The catalog names a source backs up: the file's list, or what its last listing found
+    (a database gone missing included: its state still matters)."""
+    if not source.lists_all:
+        return [source.catalog_name(d) for d in source.databases or ()]
+    return [row["name"] for row in catalog.source_databases(source.name)]
+
+
+def fleet_databases(
+    catalog: Catalog, fleet: Fleet, settings_source: SourceSettings, only: str | None = None
+) -> tuple[str, ...]:
+    """Every database the fleet backs up (of the source `only`, when given), for the status,
+    the dashboard and the metrics: the fleet of one's are the settings' (SQLite files too)."""
+    if fleet.from_file is None:
+        return settings_source.backed_up
+    names = [n for s in fleet.select(only) for n in known_names(catalog, s)]
+    if only is None:
+        names += [f.name for f in settings_source.sqlite]
+    return tuple(dict.fromkeys(names))

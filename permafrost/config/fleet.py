@@ -125,6 +125,18 @@ class Fleet:
                 return source
         return plain
 
+    def owner(self, catalog_name: str) -> str | None:
+        """The name of the source a catalog name belongs to (None: no source has it)."""
+        source = self.source_of(catalog_name)
+        return source.name if source is not None else None
+
+    def owns(self, source: str | None, catalog_name: str) -> bool:
+        """Whether `--source NAME` (None: every source) covers this database or cluster."""
+        if source is None:
+            return True
+        chosen = self.source(source)
+        return self.owner(catalog_name) == source or catalog_name == chosen.cluster
+
     def select(self, name: str | None) -> tuple[FleetSource, ...]:
         """Every source, or only the one `--source NAME` names."""
         return self.sources if name is None else (self.source(name),)
