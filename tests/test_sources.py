@@ -204,3 +204,91 @@ def test_the_old_variables_still_mean_one_server_with_unchanged_names(
     taken = json.loads(run(env, "backup", "--all", "--json").stdout)
     assert [t["database"] for t in taken] == [source_db]  # no source prefix: keys as before
     assert Settings.from_env(env).sources_file is None
+
+
+@pytest.fixture
+def fleet_monitor(fleet_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    import subprocess
+
+    from tests.conftest import PERMAFROST
+    from tests.services import serve_http
+
+    menv = {**fleet_env, "ALERT_CHECK_INTERVAL": "3600"}
+    log = (tmp_path / "monitor.log").open("wb")
+
+    def start(port: int) -> subprocess.Popen[bytes]:
+        command = [PERMAFROST, "monitor", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        return subprocess.Popen(command, env=menv, stdout=log, stderr=subprocess.STDOUT)
+
+    proc, port = serve_http(start)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_the_dashboard_shows_every_source_filters_by_one_and_metrics_label_the_source(
+    fleet: Fleet, fleet_env: dict[str, str], fleet_monitor: str
+) -> None:
+    import shutil
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    run(fleet_env, "backup", "--all")
+    fleet.alpha.drop_database("two")
+    fleet.alpha.create_database("three")  # backed up by the next run
+    run(fleet_env, "backup", "--all", "--source", "gamma")
+    run(fleet_env, "backup", "--all", "--source", "alpha")
+
+    with urllib.request.urlopen(fleet_monitor + "/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    labels = [
+        s.labels
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "permafrost_backup_last_success_timestamp_seconds"
+    ]
+    assert {"database": f"beta.{fleet.app}", "kind": "logical", "source": "beta"} in labels
+    assert {"database": "alpha.one", "kind": "logical", "source": "alpha"} in labels
+    assert all(
+        "source" in s.labels
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if "database" in s.labels
+    )
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=chromium, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        page.goto(fleet_monitor + "/")
+        cards = page.locator("article.card")
+        shown = {cards.nth(i).get_attribute("data-database") for i in range(cards.count())}
+        assert shown == {
+            "alpha.one",
+            "alpha.two",
+            "alpha.three",
+            f"beta.{fleet.app}",
+            f"gamma.{fleet.app}",
+        }
+        gone = page.locator("article.card[data-database='alpha.two']")
+        assert "gone" in (gone.get_attribute("class") or "") and "GONE" in gone.inner_text()
+        three = page.locator("article.card[data-database='alpha.three']").inner_text()
+        assert "Last backup: never" not in three  # created between two runs, taken by the next
+        assert "alpha (3, 1 gone)" in page.locator("nav.sources").inner_text()
+        page.locator("nav.sources a[data-source='beta']").click()
+        page.wait_for_url("**source=beta")
+        cards = page.locator("article.card")
+        assert cards.count() == 1
+        assert cards.first.get_attribute("data-source") == "beta"
+        assert "beta" in page.locator("nav.sources a.current").inner_text()
+        page.screenshot(path="test-artifacts/dashboard-fleet.png", full_page=True)
+        browser.close()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(fleet_monitor + "/?source=nope", timeout=10)
+    assert missing.value.code == 404
