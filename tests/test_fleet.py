@@ -184,3 +184,48 @@ def test_it_refuses_a_bad_file_at_start_up_with_the_config_exit_code(tmp_path: P
     assert done.returncode == 2, done.stderr  # ConfigError's code (permafrost/cli.py)
     assert f"SOURCES_FILE {path}, line 4, sources[0] (a).databases" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_sources_retention_decides_for_its_databases_only(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from permafrost.config.fleet import retention_for
+    from permafrost.retention.plan import Action, Item, plan
+
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - name: short\n    url: postgresql://h/p\n    databases: [app]\n"
+        "    retention: {daily: 2, weekly: 0, min_keep: 1}\n"
+        "  - name: usual\n    url: postgresql://h/p\n    databases: [app]\n"
+    )
+    forget_cached()
+    settings = Settings.from_env({"SOURCES_FILE": str(path)})
+    now = datetime(2026, 11, 22, 5, tzinfo=UTC)
+    items = [
+        Item(
+            id=f"{now - timedelta(days=d):%Y%m%dT%H%M%SZ}-00000{i}",
+            database=name,
+            tier="standard",
+            kind="logical",
+            started_at=now - timedelta(days=d, hours=3),
+        )
+        for i, name in enumerate(("short.app", "usual.app"))
+        for d in range(5)
+    ]
+    decided = plan(items, settings.retention, now, "UTC", retention_for(settings))
+    kept = {
+        name: sum(1 for d in decided if d.item.database == name and d.action == Action.KEEP)
+        for name in ("short.app", "usual.app")
+    }
+    assert kept == {"short.app": 2, "usual.app": 5}  # daily 2 there, RETENTION_DAILY=7 here
+
+
+def test_a_sources_retention_longer_than_the_tier_is_refused(tmp_path: Path) -> None:
+    message = _refusal(
+        tmp_path,
+        "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n"
+        "    retention: {weekly: 8}\n",
+    )
+    assert "line 5, sources[0] (a).retention: keeps standard backups 56 days" in message
+    assert "STANDARD_TIER_DAYS=30" in message

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -156,6 +157,17 @@ def load_fleet(settings: Settings) -> Fleet:
             _refuse_single_server(settings, path)
             _cache[path] = read_sources_file(path, settings)
         return _cache[path]
+
+
+def retention_for(settings: Settings) -> Callable[[str], RetentionSettings]:
+    """A database's retention rules: its file source's `retention:`, else the environment's."""
+    fleet = load_fleet(settings)
+
+    def policy(name: str) -> RetentionSettings:
+        source = fleet.source_of(name) if fleet.from_file is not None else None
+        return source.retention if source is not None else settings.retention
+
+    return policy
 
 
 def forget_cached() -> None:
@@ -445,7 +457,16 @@ def _retention(
                 f"{text!r} is not a whole number of at least {RETENTION_KEYS[key]}",
             )
         changes[key] = int(text)
-    return replace(defaults, **changes)
+    chosen = replace(defaults, **changes)
+    span = max(chosen.daily, chosen.weekly * 7)
+    if span > defaults.standard_days:  # lifecycle would expire what retention keeps
+        raise where.error(
+            fields["retention"][1],
+            f"{at}.retention",
+            f"keeps standard backups {span} days, longer than STANDARD_TIER_DAYS="
+            f"{defaults.standard_days}: raise STANDARD_TIER_DAYS to {span} or keep fewer",
+        )
+    return chosen
 
 
 def _flag(where: _Where, fields: dict[str, tuple[Any, Any]], key: str, at: str) -> bool:
