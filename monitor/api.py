@@ -25,6 +25,7 @@ from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
 from permafrost.backup.recovery import ASSUMED_RATE, drill_facts
 from permafrost.backup.request import refuse_unconfigured
+from permafrost.backup.sources import fleet_databases
 from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
@@ -135,7 +136,9 @@ def find_backup(name: str) -> BackupRecord:
 
 @blueprint.get("/backup/next-backup")
 def next_backup() -> Any:
-    state = collect(catalog(), stores().settings.source.backed_up)
+    settings = stores().settings
+    fleet = load_fleet(settings)
+    state = collect(catalog(), fleet_databases(catalog(), fleet, settings.source), fleet.owner)
     runs = []
     for db, jobs in state["databases"].items():
         for job, info in jobs.items():

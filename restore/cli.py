@@ -311,7 +311,9 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if plan.target_exists:
         _confirm(f"replace {plan.target.where}", plan.target.database, args.yes)
-    elif targets.recreates_source(plan.target, plan.manifest.database, plan.target_exists):
+    elif targets.recreates_source(
+        plan.target, targets.own_name(ctx.settings, plan.manifest.database), plan.target_exists
+    ):
         _confirm(
             f"recreate {plan.target.where}, the database this backup was taken from "
             "(it does not exist now)",

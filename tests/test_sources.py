@@ -182,6 +182,20 @@ def test_backup_all_takes_every_database_of_one_source_now(
     refused = run(fleet_env, "backup", "--all", "--source", "nope", check=False)
     assert refused.returncode == 2
     assert "no source named 'nope'" in refused.stderr and "alpha, beta, gamma" in refused.stderr
+    # a restore goes to the backup's own server by default, and never over its database
+    run(fleet_env, "restore", "latest", "--database", "alpha.one", "--target-db", "one_copy")
+    assert fleet.alpha.execute("SELECT 1 FROM pg_database WHERE datname = 'one_copy'")
+    over = run(
+        fleet_env,
+        "restore",
+        "latest",
+        "--database",
+        "alpha.one",
+        "--target-db",
+        "one",
+        check=False,
+    )
+    assert over.returncode == 2 and "refusing to restore over one" in over.stderr
     listed = json.loads(run(fleet_env, "list", "--source", "alpha", "--json").stdout)
     assert {b["database"] for b in listed} == {"alpha.one", "alpha.two"} and len(listed) == 4
     status = run(fleet_env, "status", "--source", "beta").stdout
