@@ -17,13 +17,14 @@ from permafrost.catalog.jobs import JobName
 from permafrost.catalog.store import Catalog, connect
 from permafrost.config.fleet import forget_cached
 from permafrost.config.settings import Settings
+from permafrost.layout import new_backup_id
 from permafrost.logs import sayer
 from scheduler.jobs import Jobs, JobSpec
 from scheduler.service import Service
 from tests.conftest import bucket_env, run, unique
 from tests.majors import Servers, client_bin, server_bin
 from tests.services import Cluster, S3Server
-from tests.test_alerts import SMTPServer, make_settings
+from tests.test_alerts import SMTPServer, alert, make_settings
 
 
 @pytest.fixture
@@ -160,6 +161,19 @@ def test_the_scheduler_backs_up_every_source_and_notices_new_and_dropped_databas
     assert "database two of source alpha is no longer on the server" in str(message["Subject"])
     body = message.get_body(preferencelist=("plain",))
     assert body is not None and "exclude of source alpha" in str(body.get_content())
+
+    # every alert about a fleet database says its source (details, so the email too)
+    catalog.conn.execute(
+        "INSERT INTO backups (id, database, kind, tier, status, started_at, finished_at, error)"
+        " VALUES (%s, %s, 'logical', 'standard', 'failed', now(), now(), 'pg_dump: oom')",
+        (new_backup_id(), f"beta.{app}"),
+    )
+    evaluator.run_once()
+    failed = alert(catalog, f"backup_failed:beta.{app}")
+    assert failed["details"]["source"] == "beta"
+    [mail] = smtp.mailbox.about(f"backup_failed:beta.{app}")
+    text = mail.get_body(preferencelist=("plain",))
+    assert text is not None and "beta" in str(text.get_content())
 
     # dropped on purpose: excluded in the file, the next listing forgets it and it resolves
     fleet.write(exclude="[scratch, postgres, two]")
