@@ -32,6 +32,23 @@ class FleetView:
         """What a card adds for the fleet: its source, and since when it is gone."""
         return {"source": self.fleet.owner(name) or "-", "gone_since": self.gone.get(name)}
 
+    def jobs(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The job runs of the chosen source's databases and cluster (all, without a filter)."""
+        if self.selected is None:
+            return runs
+        return [r for r in runs if r["database"] and self.fleet.owns(self.selected, r["database"])]
+
+    def alerts(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The alerts that name the chosen source (details.source, or its job's key)."""
+        if self.selected is None:
+            return rows
+        mine = f"@{self.selected}"
+        return [
+            a
+            for a in rows
+            if (a.get("details") or {}).get("source") == self.selected or a["key"].endswith(mine)
+        ]
+
     def summary(self, cards: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """A line per source over every card (not only the shown ones): for the filter."""
         out = []

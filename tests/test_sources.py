@@ -315,6 +315,8 @@ def test_the_dashboard_shows_every_source_filters_by_one_and_metrics_label_the_s
         assert cards.count() == 1
         assert cards.first.get_attribute("data-source") == "beta"
         assert "beta" in page.locator("nav.sources a.current").inner_text()
+        jobs = page.locator("h2:has-text('Recent jobs') + table").inner_text()
+        assert f"beta.{fleet.app}" in jobs and "alpha.one" not in jobs
         page.screenshot(path="test-artifacts/dashboard-fleet.png", full_page=True)
         browser.close()
     with pytest.raises(urllib.error.HTTPError) as missing:
