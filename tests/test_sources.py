@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,12 @@ def test_the_scheduler_backs_up_every_source_and_notices_new_and_dropped_databas
     assert any(k.startswith(f"backups/standard/beta.{app}/") for k in keys)
     assert any(k.startswith(f"backups/standard/gamma.{app}/") for k in keys)
     assert not any("/alpha.scratch/" in k or "/alpha.postgres/" in k for k in keys)
+
+    # a leader's catch-up: a source's job ran when any of its databases' did
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    specs = {spec.id: spec for spec, _ in service.specs}
+    assert service._ran_since(catalog, specs["backup:@alpha"], hour_ago)
+    assert not service._ran_since(catalog, specs["compliance_backup:@alpha"], hour_ago)
 
     fleet.alpha.create_database("three")  # between two runs: backed up from the next one on
     _source_job(jobs, "alpha")
