@@ -25,10 +25,12 @@ from permafrost.audit import actor
 from permafrost.backup.lookup import record_json
 from permafrost.backup.recovery import ASSUMED_RATE, drill_facts
 from permafrost.backup.request import refuse_unconfigured
+from permafrost.backup.sources import fleet_databases
 from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import load_fleet
 from permafrost.errors import CatalogUnavailable, StorageError, UsageError
 from permafrost.worker.queue import task_labels
 
@@ -135,7 +137,9 @@ def find_backup(name: str) -> BackupRecord:
 
 @blueprint.get("/backup/next-backup")
 def next_backup() -> Any:
-    state = collect(catalog(), stores().settings.source.backed_up)
+    settings = stores().settings
+    fleet = load_fleet(settings)
+    state = collect(catalog(), fleet_databases(catalog(), fleet, settings.source), fleet.owner)
     runs = []
     for db, jobs in state["databases"].items():
         for job, info in jobs.items():
@@ -265,7 +269,7 @@ def _unconfigured(kind: str, name: str) -> Any:
     settings = stores().settings
     try:
         if kind == "logical":
-            refuse_unconfigured(settings.source, name)
+            refuse_unconfigured(settings.source, name, load_fleet(settings))
         elif name != settings.cluster_name:
             raise UsageError(
                 f"cluster {name!r} is not configured: CLUSTER_NAME is {settings.cluster_name}"

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboard_protected
+from monitor.fleet_view import fleet_view
 from monitor.stores import catalog, stores
 from monitor.web import wants_html
 from permafrost import layout
@@ -24,7 +25,8 @@ from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
-from permafrost.errors import UsageError
+from permafrost.config.fleet import load_fleet
+from permafrost.errors import ConfigError, UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 from permafrost.worker.queue import task_labels
 
@@ -86,35 +88,44 @@ def overview() -> Any:
     cat = catalog()
     settings = stores().settings
     now = datetime.now(UTC)
-    state = collect(cat, settings.source.backed_up)
+    fleet = load_fleet(settings)
+    try:
+        view = fleet_view(cat, fleet, settings, request.args.get("source") or None)
+    except ConfigError as exc:
+        abort(404, str(exc))
+    state = collect(cat, view.configured, fleet.owner)
     rows = reads.databases(cat)
     wal = {w["cluster"]: w for w in cat.wal_status()}
     cluster_wal = (
         wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
     )
     names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
-    names += [db for db in settings.source.backed_up if db not in names]
+    names += [db for db in view.configured if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] in CARD_KINDS}
     limit = settings.monitor.max_backup_age
     files = {s.name for s in settings.source.sqlite}
-    cards = [
+    every = [
         _card(
             name,
             by_name.get(name, {}),
             state["databases"].get(name, {}),
-            None if name in files else cluster_wal,  # a SQLite file's point is its last copy
+            None if name in files or view.many else cluster_wal,  # a file: its last copy
             limit,
             now,
         )
         | {"sqlite": name in files or by_name.get(name, {}).get("kind") == "sqlite"}
+        | view.card(name)
         for name in names
     ]
+    cards = [c for c in every if view.shown(c["database"])]
     return render_template(
         "overview.html",
         cards=cards,
+        fleet=view,
+        sources=view.summary(every) if view.many else [],
         scheduler=state["scheduler"],
-        alerts=cat.alerts(active=True),
-        jobs=reads.job_history(cat, 15),
+        alerts=view.alerts(cat.alerts(active=True)),
+        jobs=view.jobs(reads.job_history(cat, 15 if view.selected is None else 200))[:15],
         storage=_storage(reads.stored_by_tier(cat), cat.usage()),
         drills=_drills(cat, settings.cluster_name),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
@@ -265,7 +276,9 @@ def ui_run_now() -> Any:
     if not layout.valid_name(database):
         abort(400, "database is not a valid database name")
     try:
-        refuse_unconfigured(stores().settings.source, database)  # as the API and the CLI do
+        refuse_unconfigured(
+            stores().settings.source, database, load_fleet(stores().settings)
+        )  # as the API and the CLI do
     except UsageError as exc:
         abort(400, str(exc))
     payload = {"kind": "logical", "database": database, "tier": "standard"}

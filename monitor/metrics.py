@@ -40,6 +40,7 @@ from permafrost.catalog import metrics as store_metrics
 from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.records import ChainStats
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.config.settings import Settings
 
 __all__ = ["CONTENT_TYPE", "RATE_SAMPLES", "SEVERITIES", "StoreCollector", "render"]
@@ -198,8 +199,24 @@ class StoreCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = _read(self.catalog, self.settings)
-        yield from _families(snap)
-        yield from metrics_drills.families(self.catalog)
+        fleet = load_fleet(self.settings)
+        families = [*_families(snap), *metrics_drills.families(self.catalog)]
+        if fleet.from_file is not None:  # the fleet of one's series stay as they were
+            families = [with_source(f, fleet) for f in families]
+        yield from families
+
+
+def with_source(family: Metric, fleet: Fleet) -> Metric:
+    """A SOURCES_FILE fleet's series: each per-database (or per-cluster) sample labelled by
+    its source too, so one source can be selected, summed or alerted on."""
+    clusters = {s.cluster: s.name for s in fleet.sources if s.cluster}
+    for sample in family.samples:
+        if "database" in sample.labels:
+            name = sample.labels["database"]
+            sample.labels["source"] = clusters.get(name) or fleet.owner(name) or ""
+        elif "cluster" in sample.labels:
+            sample.labels["source"] = clusters.get(sample.labels["cluster"], "")
+    return family
 
 
 def _families(snap: _Snapshot) -> Iterator[Metric]:

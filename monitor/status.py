@@ -5,20 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from permafrost.backup.sources import fleet_databases
 from permafrost.catalog import reads
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import load_fleet
 from permafrost.config.settings import Settings
 
 
 def status_json(catalog: Catalog, settings: Settings, now: datetime) -> dict[str, Any]:
-    state = collect(catalog, settings.source.backed_up)
+    fleet = load_fleet(settings)
+    configured = fleet_databases(catalog, fleet, settings.source)
+    state = collect(catalog, configured, fleet.owner)
     per_db = {
         row["database"]: _database_json(row, _next_runs(state, row["database"]), now)
         for row in reads.databases(catalog)
         if row["kind"] in ("logical", "sqlite")  # a database's card: a dump or a SQLite file
     }
-    for db in settings.source.backed_up:  # configured, and never backed up
+    for db in configured:  # configured, and never backed up
         per_db.setdefault(db, _never_backed_up(_next_runs(state, db)))
     return {
         "generated_at": now.isoformat(),

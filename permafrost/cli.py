@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from permafrost import __version__, errors, logs
 from permafrost.config.envfile import environment
+from permafrost.config.fleet import load_fleet
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.logs import LogFormat
@@ -105,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if getattr(args, "needs_settings", True):
             ctx = Context(Settings.from_env(environment(args.env_file)))
+            load_fleet(ctx.settings)  # a bad SOURCES_FILE is refused before anything runs
             level = detail if args.verbose else ctx.settings.log_level
             logs.configure(service, ctx.settings.log_format, level)
         return int(args.handler(ctx, args))

@@ -15,6 +15,7 @@ from permafrost.backup.lookup import (
     stats_from_records,
 )
 from permafrost.catalog.records import BackupRecord
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.retention import deletion
@@ -28,6 +29,7 @@ from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, r
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("list", help="list backups, newest first")
     p.add_argument("--database")
+    p.add_argument("--source", help="only this source's backups (SOURCES_FILE)")
     p.add_argument("--tier", choices=layout.LOGICAL_TIERS)
     p.add_argument("--status", choices=("running", "completed", "failed", "interrupted"))
     p.add_argument("--limit", type=_positive, default=None)
@@ -141,9 +143,12 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
         database=args.database,
         tier=args.tier,
         status=args.status,
-        limit=args.limit,
+        limit=None if args.source else args.limit,
         tags=tuple(args.tag),
     )
+    if args.source:  # SOURCE.DATABASE names (config/fleet.py): the source is in the name
+        fleet = load_fleet(ctx.settings)
+        records = [r for r in records if fleet.owns(args.source, r.database)][: args.limit]
     if args.json:
         print_json([record_json(r) for r in records])
         return 0
@@ -306,7 +311,9 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         return 0
     if plan.target_exists:
         _confirm(f"replace {plan.target.where}", plan.target.database, args.yes)
-    elif targets.recreates_source(plan.target, plan.manifest.database, plan.target_exists):
+    elif targets.recreates_source(
+        plan.target, targets.own_name(ctx.settings, plan.manifest.database), plan.target_exists
+    ):
         _confirm(
             f"recreate {plan.target.where}, the database this backup was taken from "
             "(it does not exist now)",

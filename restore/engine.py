@@ -88,11 +88,14 @@ def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) ->
     if options.schema_only and options.data_only:
         raise UsageError("--schema-only and --data-only exclude each other")
     manifest = load_manifest(ctx, record)
-    target = targets.resolve_target(ctx.settings, options.target_db, options.target_url)
+    target = targets.resolve_target(
+        ctx.settings, options.target_db, options.target_url, record.database
+    )
     selection = select_tables(manifest, options.tables, options.schemas)
     with targets.maintenance(target) as conn:
         target_exists = ddl.database_exists(conn, target.database)
-    targets.refuse_unsafe(target, manifest.database, options.drop_existing, target_exists)
+    own = targets.own_name(ctx.settings, manifest.database)
+    targets.refuse_unsafe(target, own, options.drop_existing, target_exists)
     if target_exists and targets.is_metadata_store(target):
         raise UsageError(
             f"refusing to restore into {target.where}: it is Permafrost's own metadata store"

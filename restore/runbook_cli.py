@@ -12,6 +12,7 @@ from permafrost.backup.recovery import (
     databases_with_backups,
     estimate,
 )
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, UsageError
 from permafrost.text import human_bytes, plain_duration, print_json
@@ -26,25 +27,30 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "--database",
         help="the database to recover (default: the only one; for disaster, every database)",
     )
+    p.add_argument("--source", help="only this source's databases (SOURCES_FILE)")
     p.add_argument("--workers", type=_workers, help="window: workers to simulate (default 1)")
     p.add_argument("--json", action="store_true", help="window: the forecast as JSON")
     p.set_defaults(handler=plan)
 
     p = commands.add_parser("recovery-time", help="how long restoring the newest backup takes")
     p.add_argument("--database", help="only this database (default: every database with backups)")
+    p.add_argument("--source", help="only this source's databases (SOURCES_FILE)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=recovery_time)
 
 
 def plan(ctx: Context, args: argparse.Namespace) -> int:
     if args.scenario == "window":
+        if args.source:
+            raise UsageError("plan window forecasts the whole fleet: --source does not apply")
         return plan_window(ctx, args)
     if args.workers is not None or args.json:
         raise UsageError("--workers and --json go with `permafrost plan window`")
     if args.scenario == "disaster" and not args.database:
-        databases = databases_with_backups(ctx)  # the server is lost: all of it comes back
+        # the server is lost: all of it comes back (all of the source's, with --source)
+        databases = databases_with_backups(ctx, args.source)
     else:
-        databases = [database_for(ctx, args.database)]
+        databases = [database_for(ctx, args.database, args.source)]
     print(render(ctx, args.scenario, databases))
     return 0
 
@@ -52,8 +58,9 @@ def plan(ctx: Context, args: argparse.Namespace) -> int:
 def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
     if args.database:
         return _one(ctx, args.database, args.json)
-    pitr = pitr_now(ctx)
-    estimates = [estimate(ctx, name) for name in _databases(ctx, pitr is not None)]
+    fleet = load_fleet(ctx.settings)
+    pitr = pitr_now(ctx) if fleet.owns(args.source, ctx.settings.cluster_name) else None
+    estimates = [estimate(ctx, name) for name in _databases(ctx, pitr is not None, args.source)]
     total = sum(e.seconds for e in estimates)
     if args.json:
         print_json(
@@ -73,10 +80,10 @@ def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _databases(ctx: Context, pitr: bool) -> list[str]:
+def _databases(ctx: Context, pitr: bool, source: str | None) -> list[str]:
     """Every database with logical backups; none, without an error, when pitr can recover."""
     try:
-        return databases_with_backups(ctx)
+        return databases_with_backups(ctx, source)
     except BackupNotFound:
         if pitr:
             return []

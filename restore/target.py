@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from permafrost import layout
+from permafrost.config.fleet import load_fleet
 from permafrost.config.settings import Settings, SourceSettings, source_from_url
 from permafrost.errors import SourceError, TargetError, UsageError
 from permafrost.postgres import ddl
@@ -41,12 +42,32 @@ class Target:
         return replace(self, database=database)
 
 
-def resolve_target(settings: Settings, database: str, url: str | None) -> Target:
+def resolve_target(
+    settings: Settings, database: str, url: str | None, backup_database: str | None = None
+) -> Target:
+    """--target-url's server, else the server the backup came from: a fleet source's (by the
+    backup's SOURCE.DATABASE name), else the configured source."""
     layout.check_name(database, "target database")
     if url is None:
-        return Target(settings.source, database, explicit=False)
+        return Target(_home_server(settings, backup_database), database, explicit=False)
     server = source_from_url(url, "--target-url")
     return Target(server, database, explicit=True)
+
+
+def own_name(settings: Settings, backup_database: str) -> str:
+    """The server's name for a backup's database: a fleet source's SOURCE.DATABASE is DATABASE
+    there (what the refusals to restore over the source compare with)."""
+    fleet = load_fleet(settings)
+    source = fleet.source_of(backup_database) if fleet.from_file is not None else None
+    return (source.database_of(backup_database) if source else None) or backup_database
+
+
+def _home_server(settings: Settings, backup_database: str | None) -> SourceSettings:
+    fleet = load_fleet(settings)
+    source = fleet.source_of(backup_database) if backup_database else None
+    if fleet.from_file is None or source is None:
+        return settings.source
+    return replace(source.server, databases=(source.maintenance_db,))
 
 
 def refuse_unsafe(

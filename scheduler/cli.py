@@ -7,15 +7,18 @@ import argparse
 import sys
 
 from permafrost import layout
+from permafrost.backup import sources
 from permafrost.backup.job import run_backup
 from permafrost.backup.lookup import record_from_manifest, record_json
 from permafrost.backup.request import BackupRequest, kind_of, refuse_unconfigured
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind
 from permafrost.text import human_bytes, print_json
 from scheduler import queue_cli
+from scheduler.fleet_cli import fleet_backup
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -36,6 +39,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     parser.add_argument(
         "--cluster", help="base backups: the cluster's name (default: CLUSTER_NAME)"
     )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every database of every source (SOURCES_FILE; `databases: all` listed now), "
+        "or of the --source named",
+    )
+    parser.add_argument("--source", help="with --all: only this source's databases")
     parser.add_argument("--tier", choices=("standard", "compliance"), default="standard")
     parser.add_argument("--description", default="", help="free text kept with the backup")
     parser.add_argument("--tag", action="append", default=[], help="a label; repeatable")
@@ -60,6 +70,7 @@ def add_service_parsers(commands: argparse._SubParsersAction) -> None:  # type: 
     p.set_defaults(handler=scheduler)
     p = commands.add_parser("status", help="the scheduler's state: leader, next runs, last results")
     p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--source", help="only this source's databases and jobs (SOURCES_FILE)")
     p.set_defaults(handler=status)
 
 
@@ -89,8 +100,13 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         return queue_cli.queue_backups(ctx, args)
     if args.kind in ("base", "incremental"):
         return _base_backup(ctx, args)
+    fleet = load_fleet(ctx.settings)
+    if args.all or args.source or (fleet.from_file and not args.database):
+        if args.database:
+            raise UsageError("--all backs up every database: --database does not go with it")
+        return fleet_backup(ctx, args, fleet, _say)
     if args.database:
-        refuse_unconfigured(ctx.settings.source, args.database)
+        refuse_unconfigured(ctx.settings.source, args.database, fleet)
     databases = [args.database] if args.database else list(ctx.settings.source.backed_up)
     if not databases:
         raise UsageError(
@@ -99,12 +115,14 @@ def backup(ctx: Context, args: argparse.Namespace) -> int:
         )
     records = []
     for database in databases:
+        kind = kind_of(ctx.settings.source, database)
         request = BackupRequest(
             database=database,
             tier=args.tier,
             description=args.description,
             tags=tuple(args.tag),
-            kind=kind_of(ctx.settings.source, database),
+            kind=kind,
+            source=None if kind == Kind.SQLITE else sources.server_for(fleet, database),
         )
         progress = Progress(f"backup {database}")
         manifest = run_backup(ctx, request, progress.advance, wait=not args.no_wait, say=_say)

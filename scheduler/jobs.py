@@ -18,6 +18,7 @@ from typing import Any
 from uuid import NAMESPACE_URL, uuid5
 
 from permafrost import layout
+from permafrost.backup import sources
 from permafrost.backup.job import job_name, run_backup
 from permafrost.backup.request import BackupRequest, kind_of
 from permafrost.catalog.drills import queue_drill
@@ -29,6 +30,7 @@ from permafrost.catalog.jobs import (
     RunStatus,
     outcome_of,
 )
+from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, IncrementalRefused, PermafrostError
@@ -52,6 +54,9 @@ class JobSpec:
     job: JobName
     database: str | None
     severity: str = "warning"
+    # A fleet source's name: with no database, the job backs up every database of the source
+    # (listed at the run for `databases: all`); with one, that database of the source.
+    source: str | None = None
 
 
 class Running:
@@ -89,11 +94,15 @@ class Jobs:
     ) -> None:
         self.settings, self.say, self.abort = settings, say, abort
         self.stopping = stopping or threading.Event()  # no new work: do not start a backup
+        self.fleet = load_fleet(settings)
 
     # --- the wrapper ------------------------------------------------------------------------
 
     def run(self, spec: JobSpec, trigger: str = "schedule") -> None:
         """Run one job to its end, whatever happens in it."""
+        if spec.job in BACKUP_JOBS and spec.database is None and spec.source is not None:
+            self.source_backups(spec, trigger)
+            return
         if spec.job in BACKUP_JOBS:
             self.backup(spec, trigger)
             return
@@ -138,7 +147,7 @@ class Jobs:
         assert spec.database is not None
         ctx = Context(self.settings)
         request = replace(
-            _request(spec, trigger, self.settings), description=description, tags=tags
+            _request(spec, trigger, self.settings, self.fleet), description=description, tags=tags
         )
         fields: dict[str, Any] = {
             "job": str(spec.job),
@@ -199,7 +208,12 @@ class Jobs:
         return {"backup_id": manifest.id}
 
     def queue(self, spec: JobSpec, trigger: str) -> None:
-        """A backup job with BACKUP_WORKERS=queue: queued for the workers, not run here."""
+        """A backup job with BACKUP_WORKERS=queue: queued for the workers, not run here (a
+        fleet source's job: each of its databases, listed now, queued on its own)."""
+        if spec.database is None and spec.source is not None:
+            for name in self._listed(spec) or ():
+                self.queue(JobSpec(f"{spec.job}:{name}", spec.job, name, "critical"), trigger)
+            return
         assert spec.database is not None
         ctx = Context(self.settings)
         try:
@@ -223,6 +237,54 @@ class Jobs:
             source=queued.source,
         )
 
+    def source_backups(self, spec: JobSpec, trigger: str) -> list[dict[str, Any]]:
+        """Every database of one fleet source, one after the other (one backup per source at a
+        time), listed now for `databases: all`: a new database is backed up from this run on,
+        and one gone is recorded missing for the database_gone alert."""
+        names = self._listed(spec)
+        if names is None:
+            assert spec.source is not None
+            return [{"source": spec.source, "error": "its databases could not be listed"}]
+        outcomes = []
+        for name in names:
+            if self.stopping.is_set():
+                break
+            each = JobSpec(f"{spec.job}:{name}", spec.job, name, "critical", spec.source)
+            outcomes.append({"database": name, **self.backup(each, trigger)})
+        return outcomes
+
+    def _listed(self, spec: JobSpec) -> tuple[str, ...] | None:
+        """A fleet source's databases to back up now (None: its server did not answer, which
+        alerts); a new one is said, a gone one recorded for the database_gone alert."""
+        assert spec.source is not None
+        source = self.fleet.source(spec.source)
+        ctx = Context(self.settings)
+        try:
+            found = sources.listing(ctx, source)
+        except Exception as exc:  # the server does not answer: every backup of it fails
+            error = _reason(exc)
+            self.say(
+                f"{spec.id}: cannot list {source.name}'s databases: {error}",
+                level=logging.ERROR,
+                event="job_failed",
+                job=str(spec.job),
+                source=source.name,
+                error=error,
+            )
+            self.alert(ctx, spec, error)
+            ctx.close()
+            return None
+        ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
+        ctx.close()
+        for database in found.new:
+            self.say(
+                f"source {source.name}: new database {database}, backed up from now on",
+                event="database_new",
+                source=source.name,
+                database=source.catalog_name(database),
+            )
+        return found.names
+
     def _progress(self, _: int) -> None:
         if self.abort.is_set():
             raise Aborted(
@@ -242,12 +304,16 @@ class Jobs:
 
     def alert(self, ctx: Context, spec: JobSpec, error: str) -> None:
         what = f"{spec.job} of {spec.database}" if spec.database else spec.job
+        if spec.source is not None and spec.database is None:
+            what = f"{spec.job} of source {spec.source}"
+        elif spec.source is not None:
+            what = f"{what} (source {spec.source})"
+        details = {"job": spec.job, "database": spec.database, "error": error}
+        if spec.source is not None:
+            details["source"] = spec.source
         ctx.record(
             lambda c: c.raise_alert(
-                _alert_key(spec),
-                spec.severity,
-                f"{what} failed: {error}",
-                {"job": spec.job, "database": spec.database, "error": error},
+                _alert_key(spec), spec.severity, f"{what} failed: {error}", details
             ),
             UNRECORDED,
         )
@@ -308,9 +374,9 @@ class Jobs:
         return {"action": result.action, "summary": result.summary()}
 
 
-def _request(spec: JobSpec, trigger: str, settings: Settings) -> BackupRequest:
+def _request(spec: JobSpec, trigger: str, settings: Settings, fleet: Fleet) -> BackupRequest:
     """What a backup job takes: its database, tier and kind follow from the job's name (and a
-    SQLite file's name makes it a SQLite backup)."""
+    SQLite file's name makes it a SQLite backup); a fleet source's server, from SOURCES_FILE."""
     assert spec.database is not None
     if spec.job in (JobName.BASE_BACKUP, JobName.INCREMENTAL_BACKUP):
         return BackupRequest(
@@ -319,13 +385,19 @@ def _request(spec: JobSpec, trigger: str, settings: Settings) -> BackupRequest:
             kind=Kind.BASE,
             trigger=trigger,
             incremental=spec.job == JobName.INCREMENTAL_BACKUP,
+            source=sources.server_for(fleet, spec.database, cluster=True),
         )
     tier = "compliance" if spec.job == JobName.COMPLIANCE_BACKUP else "standard"
     kind = kind_of(settings.source, spec.database)
-    return BackupRequest(database=spec.database, tier=tier, trigger=trigger, kind=kind)
+    server = None if kind == Kind.SQLITE else sources.server_for(fleet, spec.database)
+    return BackupRequest(
+        database=spec.database, tier=tier, trigger=trigger, kind=kind, source=server
+    )
 
 
 def _alert_key(spec: JobSpec) -> str:
+    if spec.database is None and spec.source is not None:
+        return f"job_failed:{spec.job}:@{spec.source}"  # the source's listing
     return f"job_failed:{spec.job}:{spec.database or '-'}"
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from permafrost.catalog.jobs import JobName
+from permafrost.backup import sources
+from permafrost.catalog.jobs import BASE_JOBS, JobName
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.text import print_json
@@ -16,9 +18,7 @@ BY_KIND = {"base": JobName.BASE_BACKUP, "incremental": JobName.INCREMENTAL_BACKU
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # `--all` is also what the sources file's `backup --all [--source NAME]` adds: one of the
-    # two definitions goes when they meet.
-    parser.add_argument("--all", action="store_true", help="every configured database")
+    # `--all [--source NAME]` is backup's own (scheduler/cli.py): with --queue it queues them.
     parser.add_argument(
         "--queue",
         action="store_true",
@@ -32,9 +32,14 @@ def queue_backups(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("--description and --tag are not kept with queued backups yet")
     job = _job(args)
     catalog = ctx.catalog()  # no metadata store, no queue: exit 8 with the variable named
+    fleet = load_fleet(ctx.settings)
     if args.database or args.cluster:
         name = args.database or args.cluster
         queued = [queue_backup(catalog, ctx.settings, job, name, "cli", "manual")]
+    elif fleet.from_file is not None and job not in BASE_JOBS:
+        # Each source's databases, listed now for `databases: all` (as `backup --all` does).
+        names = [n for s in fleet.select(args.source) for n in sources.listing(ctx, s).names]
+        queued = [queue_backup(catalog, ctx.settings, job, n, "cli", "manual") for n in names]
     else:
         queued = queue_all(catalog, ctx.settings, job, "cli")
     if not queued:

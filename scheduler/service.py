@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from permafrost import __version__
+from permafrost.backup import sources
 from permafrost.backup.job import BACKUP_LOCK
 from permafrost.catalog.db import STORE_ERRORS
 from permafrost.catalog.heartbeats import Role
@@ -37,6 +38,7 @@ from permafrost.logs import Say, sayer
 from permafrost.wal.supervisor import supervise_receiver
 from permafrost.worker.streams import StreamHolder
 from scheduler.election import Election
+from scheduler.fleet import fleet_specs
 from scheduler.jobs import Jobs, JobSpec, Running
 from scheduler.tasks import TaskReader
 from scheduler.wal import switch_wal
@@ -59,6 +61,7 @@ class Service:
         self.abort = threading.Event()
         self.schedules = schedule.schedules(settings)  # a bad schedule fails here, named
         self.jobs = Jobs(settings, say, self.abort, self.stop)
+        self.fleet = self.jobs.fleet
         self.election = Election(settings, say, self.stop, self._details, standby_poll)
         self.instance = self.election.instance
         self.running = Running()
@@ -78,14 +81,17 @@ class Service:
             out += [(JobSpec(f"{job}:{db}", job, db, "critical"), s[job]) for job in per_database]
         cluster = self.settings.cluster_name
         base = JobName.BASE_BACKUP
-        if self.settings.source.postgres:  # DATABASE_URL=sqlite:///... alone: no cluster
+        if self.fleet.from_file is not None:
+            out += fleet_specs(self.settings, self.fleet)
+        elif self.settings.source.postgres:  # DATABASE_URL=sqlite:///... alone: no cluster
             out.append((JobSpec(f"{base}:{cluster}", base, cluster, "critical"), s[base]))
             inc = JobName.INCREMENTAL_BACKUP
             out.append((JobSpec(f"{inc}:{cluster}", inc, cluster, "critical"), s[inc]))
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
         drill = JobName.PITR_DRILL
-        out.append((JobSpec(f"{drill}:{cluster}", drill, cluster), s[drill]))
+        if self.fleet.from_file is None or cluster in {c.cluster for c in self.fleet.sources}:
+            out.append((JobSpec(f"{drill}:{cluster}", drill, cluster), s[drill]))
         return [(spec, sched) for spec, sched in out if sched.enabled]
 
     def describe(self) -> list[str]:
@@ -136,6 +142,7 @@ class Service:
             "timezone": self.settings.schedules.timezone,
             "wal_archiving": self.settings.schedules.wal_archiving,
             "databases": list(self.settings.source.backed_up),
+            "sources": list(self.fleet.names),
             "schedules": {spec.id: sched.text for spec, sched in self.specs},
             "running": self.running.ids(),
         }
@@ -261,10 +268,18 @@ class Service:
         grace = timedelta(seconds=self.settings.schedules.misfire_grace)
         for spec, cron in self.specs:
             missed = cron.previous_before(now, grace)
-            if missed is None or catalog.ran_since(spec.job, spec.database, missed):
+            if missed is None or self._ran_since(catalog, spec, missed):
                 continue
             self.say(f"{spec.id} missed its run at {missed:%Y-%m-%d %H:%M %Z}: running it once now")
             sched.add_job(self._run, args=[spec, "catch-up"], id=f"{spec.id}:catch-up")
+
+    def _ran_since(self, catalog: Catalog, spec: JobSpec, missed: datetime) -> bool:
+        """Whether the job ran since; a fleet source's job ran when any of its databases'
+        did (the ones its file lists, or the ones its last listing found)."""
+        if spec.source is None or spec.database is not None:
+            return catalog.ran_since(spec.job, spec.database, missed)
+        names = sources.known_names(catalog, self.fleet.source(spec.source))
+        return any(catalog.ran_since(spec.job, name, missed) for name in names)
 
     def _reap(self, catalog: Catalog) -> None:
         """Backup runs left 'running' by a process that died: recorded as aborted."""

@@ -7,18 +7,22 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from permafrost.backup.sources import fleet_databases
 from permafrost.catalog.chains import newest_chains
 from permafrost.catalog.heartbeats import Service
 from permafrost.catalog.records import ChainStats
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.context import Context
 from permafrost.text import human_bytes, one_line, print_json, table
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:
-    data = collect(ctx.catalog(), ctx.settings.source.backed_up)
-    chains = newest_chains(ctx.catalog())
+    fleet = load_fleet(ctx.settings)
+    names = fleet_databases(ctx.catalog(), fleet, ctx.settings.source, args.source)
+    data = only_source(collect(ctx.catalog(), names, fleet.owner), fleet, args.source)
+    chains = [c for c in newest_chains(ctx.catalog()) if fleet.owns(args.source, c.cluster)]
     if args.json:
         print_json({**data, "chains": [asdict(c) for c in chains]})
         return 0
@@ -81,6 +85,23 @@ def workers_line(catalog: Catalog, silence: float) -> str:
     ]
     held = f"; WAL stream: {', '.join(streams)}" if streams else ""
     return f"task queue: {depth['queued']} waiting, {depth['running']} running{held}"
+
+
+def only_source(data: dict[str, Any], fleet: Fleet, source: str | None) -> dict[str, Any]:
+    """The status of one source (`--source`): its databases, its cluster's jobs and the jobs
+    of the whole repository (verify, retention, lifecycle), and the alerts that name it."""
+    if source is None:
+        return data
+    chosen = fleet.source(source)
+    data["databases"] = {d: j for d, j in data["databases"].items() if fleet.owns(source, d)}
+    data["jobs"] = {
+        i: j for i, j in data["jobs"].items() if ":" not in i or fleet.owns(source, i.split(":")[1])
+    }
+    mine = (f":{source}:", f":@{source}", *(f":{d}" for d in data["databases"]))
+    if chosen.cluster:
+        mine += (f":{chosen.cluster}",)
+    data["alerts"] = [a for a in data["alerts"] if any(m in a["key"] for m in mine)]
+    return data
 
 
 CHAIN_HEADERS = ["CLUSTER", "CHAIN (FULL)", "INCREMENTALS", "NEWEST", "STORED", "CHANGED"]

@@ -29,6 +29,7 @@ FAMILIES = (
     "key_check",
     "lifecycle_drift",
     "pitr_drill",
+    "database_gone",
 )
 
 

@@ -14,6 +14,7 @@ from datetime import UTC
 
 from permafrost.backup.lookup import find_backups
 from permafrost.catalog.records import BackupRecord, DrillRecord, DrillStatus
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, UsageError
 from permafrost.repo.manifest import Kind
@@ -46,13 +47,20 @@ class Estimate:
         }
 
 
-def database_for(ctx: Context, database: str | None) -> str:
+def database_for(ctx: Context, database: str | None, source: str | None = None) -> str:
     if database:
         return database
     configured = ctx.settings.source.databases
-    if len(configured) == 1:
+    if len(configured) == 1 and source is None:
         return configured[0]
-    names = sorted({r.database for r in find_backups(ctx, status="completed")})
+    fleet = load_fleet(ctx.settings)
+    names = sorted(
+        {
+            r.database
+            for r in find_backups(ctx, status="completed")
+            if fleet.owns(source, r.database)
+        }
+    )
     if len(names) == 1:
         return names[0]
     raise UsageError(
@@ -60,14 +68,21 @@ def database_for(ctx: Context, database: str | None) -> str:
     )
 
 
-def databases_with_backups(ctx: Context) -> list[str]:
-    """Every database with a completed logical backup: what a whole-server recovery restores."""
+def databases_with_backups(ctx: Context, source: str | None = None) -> list[str]:
+    """Every database with a completed logical backup (of one fleet source, when given): what
+    a whole-server recovery restores."""
+    fleet = load_fleet(ctx.settings)
     names = sorted(
-        {r.database for r in find_backups(ctx, status="completed") if r.kind == Kind.LOGICAL}
+        {
+            r.database
+            for r in find_backups(ctx, status="completed")
+            if r.kind == Kind.LOGICAL and fleet.owns(source, r.database)
+        }
     )
     if not names:
+        of = f" of source {source}" if source else ""
         raise BackupNotFound(
-            "no completed backup of any database: take one with `permafrost backup`"
+            f"no completed backup of any database{of}: take one with `permafrost backup`"
         )
     return names
 

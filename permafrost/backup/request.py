@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from permafrost import layout
+from permafrost.backup import sources
+from permafrost.config.fleet import Fleet
 from permafrost.config.settings import SourceSettings
 from permafrost.errors import UsageError
 from permafrost.repo.manifest import Kind
@@ -29,9 +31,17 @@ class BackupRequest:
     path: str | None = None
 
 
-def refuse_unconfigured(source: SourceSettings, database: str) -> None:
-    """A backup asked for by name must be of a configured database (DB_NAME, or DATABASE_URL's):
-    a typo is refused here, not left to fail, and alert, on every later run."""
+def refuse_unconfigured(source: SourceSettings, database: str, fleet: Fleet | None = None) -> None:
+    """A backup asked for by name must be of a configured database (DB_NAME, or DATABASE_URL's,
+    or a SOURCES_FILE source's SOURCE.DATABASE): a typo is refused here, not left to fail, and
+    alert, on every later run."""
+    if fleet is not None and fleet.from_file is not None:
+        if sources.configured(fleet, database) or source.sqlite_source(database) is not None:
+            return
+        raise UsageError(
+            f"database {database!r} is not one SOURCES_FILE backs up: name it SOURCE.DATABASE "
+            f"(the sources are {', '.join(fleet.names)}), or add it to the file"
+        )
     configured = source.backed_up
     if configured and database not in configured:
         raise UsageError(

@@ -6,6 +6,7 @@ Everything comes from the metadata store: the heartbeat rows the schedulers writ
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from permafrost.catalog.store import Catalog
@@ -13,8 +14,13 @@ from permafrost.catalog.store import Catalog
 ALIVE_SECONDS = 90  # three missed heartbeats
 
 
-def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
-    """The status as a dict (the monitor's /status reads the same)."""
+def collect(
+    catalog: Catalog,
+    databases: tuple[str, ...],
+    owner: Callable[[str], str | None] = lambda name: None,
+) -> dict[str, Any]:
+    """The status as a dict (the monitor's /status reads the same); `owner` names the fleet
+    source of a database (config/fleet.py), whose job (`backup:@SOURCE`) runs it next."""
     beats = catalog.heartbeats()
     leader = next((b for b in beats if b["role"] == "leader"), None)
     stopped = next((b for b in beats if b["role"] == "stopped"), None)
@@ -28,8 +34,13 @@ def collect(catalog: Catalog, databases: tuple[str, ...]) -> dict[str, Any]:
     )
     per_database = {}
     for db in names:
+        source = owner(db)
         per_database[db] = {
-            job: {"next_run": next_runs.get(f"{job}:{db}"), "last": _run(last.get((job, db)))}
+            job: {
+                "next_run": next_runs.get(f"{job}:{db}") or next_runs.get(f"{job}:@{source}"),
+                "last": _run(last.get((job, db))),
+                "source": source,
+            }
             for job in ("backup", "compliance_backup")
         }
     jobs = {}

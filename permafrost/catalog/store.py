@@ -18,6 +18,7 @@ from permafrost.catalog.drills import DrillRows
 from permafrost.catalog.heartbeats import HeartbeatRows
 from permafrost.catalog.jobs import JobRows
 from permafrost.catalog.repositories import RepositoryRows
+from permafrost.catalog.sources import SourceRows
 from permafrost.catalog.tasks import TASK_CHANNEL, TaskRows
 from permafrost.catalog.wal import WalRows
 from permafrost.config.settings import Secret
@@ -54,6 +55,7 @@ class Catalog(
     AlertRows,
     RepositoryRows,
     DrillRows,
+    SourceRows,
     Locks,
 ):
     def __init__(self, conn: psycopg.Connection) -> None:

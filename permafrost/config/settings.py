@@ -151,6 +151,7 @@ class Settings:
     encryption_key: Secret | None
     old_encryption_keys: tuple[Secret, ...]
     cluster_name: str = "main"
+    sources_file: str | None = None  # SOURCES_FILE: the fleet (config/fleet.py reads it)
     pg_bin_dirs: tuple[str, ...] = ()  # PG_BIN_DIRS, then PG_BIN_DIR (postgres/installations.py)
     backup_role_passwords: bool = False  # the globals beside each backup include role passwords
     log_level: str = "WARNING"
@@ -196,6 +197,7 @@ def _parse(env: Env) -> Settings:
         kms_key_id=env.text("KMS_KEY_ID"),
         kms_endpoint_url=env.text("KMS_ENDPOINT_URL"),
         cluster_name=env.name("CLUSTER_NAME", "main"),
+        sources_file=env.text("SOURCES_FILE"),
         compression=_compression(env),
         pg_bin_dirs=_bin_dirs(env),
         backup_role_passwords=env.flag("BACKUP_ROLE_PASSWORDS", False),

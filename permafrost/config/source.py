@@ -33,6 +33,9 @@ class SourceSettings:
     # False when DATABASE_URL names a SQLite file and no DB_* name a PostgreSQL server: then no
     # base backup is scheduled and no PostgreSQL server is probed.
     postgres: bool = True
+    # A fleet's catalog names (SOURCE.DATABASE, config/fleet.py) and the server's database each
+    # connects to; a name not here is the database itself.
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def backed_up(self) -> tuple[str, ...]:
@@ -46,7 +49,7 @@ class SourceSettings:
     def conninfo(self, database: str) -> dict[str, str]:
         """libpq keywords for one database, without the password."""
         params = dict(self.options)
-        params["dbname"] = database
+        params["dbname"] = dict(self.aliases).get(database, database)
         if self.host:
             params["host"] = self.host
         if self.port:

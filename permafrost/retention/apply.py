@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from permafrost import layout
 from permafrost.audit import actor
+from permafrost.config.fleet import retention_for
 from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, StorageError
 from permafrost.retention import keepchain, pins
@@ -226,7 +227,9 @@ def _plan(
     inv = inventory(storage, prefix, verified, safety)
     items = [i for i in inv.items if database is None or i.database == database]
     _base_finish_times(repo, items)
-    decisions = plan(items, settings.retention, now, settings.schedules.timezone)
+    decisions = plan(
+        items, settings.retention, now, settings.schedules.timezone, retention_for(settings)
+    )
     orphans = [
         o
         for o in inv.orphans

@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -153,16 +153,23 @@ class Decision:
 
 
 def plan(
-    items: Iterable[Item], policy: RetentionSettings, now: datetime, timezone: str = "UTC"
+    items: Iterable[Item],
+    default: RetentionSettings,
+    now: datetime,
+    timezone: str = "UTC",
+    policy_for: Callable[[str], RetentionSettings] | None = None,
 ) -> list[Decision]:
-    """A decision for every backup, newest first within each database."""
+    """A decision for every backup, newest first within each database; `policy_for` gives a
+    database's own rules (a fleet source's `retention:`), else `default` holds for all."""
+    policy = default
     zone = ZoneInfo(timezone)
     groups: dict[tuple[str, str], list[Item]] = defaultdict(list)
     safety: list[Item] = []
     for item in items:
         (safety if item.safety else groups[(item.kind, item.database)]).append(item)
     decisions: list[Decision] = []
-    for (kind, _), group in sorted(groups.items()):
+    for (kind, name), group in sorted(groups.items()):
+        policy = policy_for(name) if policy_for is not None else default
         group.sort(key=lambda i: (i.started_at, i.id), reverse=True)
         reasons: dict[str, list[str]] = {item.id: [] for item in group}
         if kind == "base":
@@ -187,7 +194,7 @@ def plan(
             keepchain.keep_whole(group, reasons)
         decisions += [_decide(item, reasons[item.id], policy, now) for item in group]
     safety.sort(key=lambda i: (i.database, -i.started_at.timestamp(), i.id))
-    decisions += [_safety_decision(item, policy, now) for item in safety]
+    decisions += [_safety_decision(item, default, now) for item in safety]
     return decisions
 
 

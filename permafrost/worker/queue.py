@@ -1,9 +1,9 @@
 """Backups queued for the workers: one task per database (or cluster), carrying its source
 label and its subject (the backup lock it will take), so the claim can keep the limits.
 
-The source label is one field on the task. Today there is one source, named by CLUSTER_NAME (as
-`plan window` names it); a sources file gives each server its own name, and `source_label` is
-the one place that says which.
+The source label is one field on the task: the SOURCES_FILE source the database belongs to
+(config/fleet.py), or for the single-server settings the fleet of one, named by CLUSTER_NAME;
+`source_label` is the one place that says which.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from permafrost import layout
 from permafrost.backup.request import kind_of
 from permafrost.catalog.jobs import BASE_JOBS, JobName, backup_lock_name
+from permafrost.config.fleet import load_fleet
 from permafrost.config.settings import Settings
 from permafrost.repo.manifest import Kind
 
@@ -43,10 +44,14 @@ class Queued:
         }
 
 
-def source_label(settings: Settings) -> str:
-    """The name of the source a backup reads: the configured source's, which today is the
-    cluster's (CLUSTER_NAME)."""
-    return settings.cluster_name
+def source_label(settings: Settings, name: str) -> str:
+    """The name of the source a backup of `name` (a database's catalog name, or a cluster's)
+    reads: its SOURCES_FILE source, else the one server's, named by CLUSTER_NAME."""
+    fleet = load_fleet(settings)
+    for source in fleet.sources:
+        if source.cluster == name:
+            return source.name
+    return fleet.owner(name) or settings.cluster_name
 
 
 def queue_backup(
@@ -61,7 +66,7 @@ def queue_backup(
     kind = Kind.BASE if job in BASE_JOBS else kind_of(settings.source, name)
     layout.check_name(name, "cluster" if kind == Kind.BASE else "database")
     subject = backup_lock_name(kind, name)
-    source = source_label(settings)
+    source = source_label(settings, name)
     waiting = catalog.queued_like(BACKUP_TASK, subject, str(job))
     if waiting is not None:
         return Queued(waiting, job, name, source, already=True)
@@ -84,12 +89,13 @@ def task_labels(settings: Settings, kind: str, payload: dict[str, Any]) -> dict[
     every database has its source only (it runs them one after another); other tasks neither."""
     if kind != BACKUP_TASK:
         return {}
-    labels = {"source": source_label(settings)}
+    labels = {"source": settings.cluster_name}
     if payload.get("kind") == "base":
-        labels["subject"] = backup_lock_name(
-            Kind.BASE, payload.get("cluster") or settings.cluster_name
-        )
+        cluster = payload.get("cluster") or settings.cluster_name
+        labels = {"source": source_label(settings, cluster)}
+        labels["subject"] = backup_lock_name(Kind.BASE, cluster)
     elif payload.get("database"):
         name = str(payload["database"])
+        labels = {"source": source_label(settings, name)}
         labels["subject"] = backup_lock_name(kind_of(settings.source, name), name)
     return labels

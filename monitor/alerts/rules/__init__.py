@@ -23,8 +23,10 @@ from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle
 from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import queue_stalled, service_dead, task_stuck
+from monitor.alerts.rules.sources import database_gone
 from monitor.alerts.rules.wal import wal_gap, wal_lag
 from monitor.alerts.run import Run, aware
+from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
 
@@ -47,6 +49,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("wal_gap", wal_gap),
     ("lifecycle_drift", lifecycle_drift),
     ("pitr_drill", pitr_drill),
+    ("database_gone", database_gone),
 )
 
 
@@ -66,6 +69,22 @@ def evaluate(ctx: Context, now: datetime, *, watching_since: datetime | None = N
             out.skipped[family] = f"{type(exc).__name__}: {exc}"
             log.exception("alert rule %s failed", family)
             continue
-        out.extend(found)
+        out.extend(named_sources(found, load_fleet(ctx.settings)))
         out.evaluated.add(family)
     return out
+
+
+def named_sources(found: list[Finding], fleet: Fleet) -> list[Finding]:
+    """In a SOURCES_FILE fleet, each finding about a database or cluster says its source
+    (`details["source"]`, shown in the email and on the alerts page); the summary names it
+    already, as SOURCE.DATABASE."""
+    if fleet.from_file is None:
+        return found
+    clusters = {s.cluster: s.name for s in fleet.sources if s.cluster}
+    for finding in found:
+        name = finding.details.get("database") or finding.details.get("cluster")
+        if isinstance(name, str) and "source" not in finding.details:
+            source = clusters.get(name) or fleet.owner(name)
+            if source is not None:
+                finding.details["source"] = source
+    return found
