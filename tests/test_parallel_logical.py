@@ -9,13 +9,17 @@ One backup serves the module; each refusal damages a part and puts the original 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import bucket_env, run, unique
-from tests.helpers import loads, table_digest
+from tests.conftest import KEY, PERMAFROST, bucket_env, run, unique
+from tests.helpers import flip_byte, get_object, loads, put_object, table_digest
 from tests.services import Cluster, S3Server
 
 
@@ -158,3 +162,121 @@ def test_verify_and_a_test_restore_read_every_part(stored: Stored) -> None:
     verified = loads(run(stored.env, "verify", stored.backup_id, "--json").stdout)
     assert verified["stored_bytes"] == stored.manifest["stored_bytes"]
     run(stored.env, "verify", stored.backup_id, "--test-restore")
+
+
+def _refused(pg: Cluster, stored: Stored, existing: str) -> str:
+    """Restore over an existing database; refused, with everything left as it was."""
+    result = run(
+        stored.env,
+        "restore",
+        stored.backup_id,
+        "--target-db",
+        existing,
+        "--drop-existing",
+        "--yes",
+        "--no-safety-backup",
+        "--jobs",
+        "4",
+        check=False,
+    )
+    assert result.returncode == 5, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert pg.execute("SELECT v FROM keep_me", existing) == [("precious",)]
+    assert not [d for d in databases(pg) if "_pfrestore_" in d]  # the staging database dropped
+    return result.stderr
+
+
+@pytest.mark.parametrize(
+    ("part", "damage"), [("data-2", "flip"), ("data-1", "cut"), ("data", "flip")]
+)
+def test_a_damaged_part_is_refused_and_nothing_is_renamed(
+    pg: Cluster, s3: S3Server, stored: Stored, part: str, damage: str
+) -> None:
+    existing = pg.create_database(unique("existing"))
+    pg.execute("CREATE TABLE keep_me (v text); INSERT INTO keep_me VALUES ('precious')", existing)
+    objects_ = stored.manifest["objects"]
+    assert isinstance(objects_, dict)
+    key = objects_[part]
+    original = get_object(s3, stored.bucket, key)
+    broken = (
+        flip_byte(original, len(original) // 2)
+        if damage == "flip"
+        else original[: len(original) // 2]
+    )
+    put_object(s3, stored.bucket, key, broken)
+    try:
+        stderr = _refused(pg, stored, existing)
+    finally:
+        put_object(s3, stored.bucket, key, original)
+        pg.drop_database(existing)
+    assert ("truncated" if damage == "cut" else "failed authentication") in stderr
+
+
+# About 100 MB of rows in four tables: the dump lasts long enough to be killed in the middle.
+BIG = "\n".join(
+    f"CREATE TABLE big{n} AS SELECT g, md5(g::text) || md5((g * {n + 7})::text) AS m"
+    f" FROM generate_series(1, 400000) g;"
+    for n in range(4)
+)
+
+
+def test_a_backup_killed_mid_way_leaves_no_backup_and_retention_removes_its_parts(
+    pg: Cluster, metadata_db: str, tmp_path: Path
+) -> None:
+    source = pg.create_database(unique("killed"))
+    pg.execute(BIG, source)
+    bucket = tmp_path / "bucket"
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DATABASE_URL": pg.url(source),
+        "METADATA_DATABASE_URL": pg.url(metadata_db),
+        "STORAGE_URL": f"file://{bucket}",
+        "BACKUP_ENCRYPTION_KEY": KEY,
+        "UPLOAD_PART_SIZE_MB": "5",
+        "LOGICAL_JOBS": "4",
+        "LOGICAL_JOBS_MIN_SIZE_MB": "0",
+    }
+    run(env, "init")
+    try:
+        proc = subprocess.Popen([PERMAFROST, "backup"], env=env, stderr=subprocess.PIPE)
+        folder = _wait_for_parts(bucket, proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert not (folder / "manifest.json").exists()
+        listed = loads(run(env, "list", "--json").stdout)
+        assert not [b for b in listed if b["status"] == "completed"]
+        assert run(env, "restore", "latest", "--target-db", unique("none"), check=False).returncode
+        _wait_for_no_dump(pg, source)  # every pg_dump died with its parent
+
+        two_days_ago = time.time() - 2 * 86400
+        for path in bucket.rglob("*"):
+            os.utime(path, (two_days_ago, two_days_ago))
+        result = run(env, "retention", "--apply")
+        assert "retention applied" in result.stdout
+        assert not folder.exists()
+        staged = bucket / ".multipart"
+        assert not staged.exists() or not any(staged.iterdir())
+    finally:
+        pg.drop_database(source)
+
+
+def _wait_for_parts(bucket: Path, proc: subprocess.Popen[bytes]) -> Path:
+    """The backup's folder once its schema part is stored and data parts are being uploaded."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the backup ended before it could be killed"
+        folders = list((bucket / "standard").glob("*/*/"))
+        staged = [k.read_text() for k in (bucket / ".multipart").glob("*/key")]
+        if folders and (folders[0] / "data.pfe").exists() and any("/data-" in k for k in staged):
+            return folders[0]
+        time.sleep(0.05)
+    raise AssertionError("no data part was being uploaded within two minutes")
+
+
+def _wait_for_no_dump(pg: Cluster, database: str) -> None:
+    deadline = time.monotonic() + 30
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+    while pg.execute(query.replace("%s", f"'{database}'"))[0][0] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pg.execute(query.replace("%s", f"'{database}'"))[0][0] == 0
