@@ -280,3 +280,38 @@ def _wait_for_no_dump(pg: Cluster, database: str) -> None:
     while pg.execute(query.replace("%s", f"'{database}'"))[0][0] and time.monotonic() < deadline:
         time.sleep(0.2)
     assert pg.execute(query.replace("%s", f"'{database}'"))[0][0] == 0
+
+
+def test_the_manual_commands_of_format_md_restore_it_with_pg_restore_alone(
+    pg: Cluster, stored: Stored, tmp_path: Path
+) -> None:
+    """docs/FORMAT.md, "A backup in parts": decrypt --part and plain pg_restore, step by step."""
+    target = pg.create_database(unique("byhand"))
+    restore = [str(pg.bin / "pg_restore"), "--exit-on-error", "--no-owner", "-d", pg.url(target)]
+    schema = tmp_path / "schema.dump"
+    decrypt = [PERMAFROST, "decrypt", "--backup", stored.backup_id]
+    try:
+        run(
+            stored.env, "decrypt", "--backup", stored.backup_id, "--part", "data", "-o", str(schema)
+        )
+        subprocess.run([*restore, "--section=pre-data", str(schema)], check=True)
+        subprocess.run([*restore, "--section=data", str(schema)], check=True)
+        for part in ("data-1", "data-2", "data-3", "data-4"):
+            opened = subprocess.Popen(
+                [*decrypt, "--part", part], env=stored.env, stdout=subprocess.PIPE
+            )
+            subprocess.run(restore, stdin=opened.stdout, check=True)
+            assert opened.wait() == 0
+        subprocess.run([*restore, "--section=post-data", "--jobs=4", str(schema)], check=True)
+        assert table_digest(pg, target) == table_digest(pg, stored.source)
+        assert schema_facts(pg, target) == schema_facts(pg, stored.source)
+    finally:
+        pg.drop_database(target)
+
+
+def test_decrypt_names_the_parts_when_asked_for_one_that_is_not_there(stored: Stored) -> None:
+    result = run(
+        stored.env, "decrypt", "--backup", stored.backup_id, "--part", "data-9", check=False
+    )
+    assert result.returncode == 2
+    assert "has no part 'data-9' (its parts: data, data-1, data-2, data-3, data-4)" in result.stderr
