@@ -14,6 +14,10 @@ temporary file, and both SHA-256s are checked before pg_restore sees the end of 
 The staging database is what makes that safe, so --data-only (which writes into the existing
 target) and --table/--schema (which read the dump's table of contents twice) keep the file.
 
+A backup in parts (LOGICAL_JOBS, manifest.parts) restores through restore/parts.py after the
+safety backup: pre-data from the schema part, the data parts streamed `jobs` at a time, then
+post-data with pg_restore -j; --table, --schema and --data-only are refused for it.
+
 A failure at any step leaves the target as it was, removes the staging database, is audit-logged
 and, for a row-count mismatch, recorded as a failed verification.
 """
