@@ -69,7 +69,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         metavar="URL",
         help="the target server, postgresql://user:password@host:port (default: the source server)",
     )
-    p.add_argument("--jobs", type=_positive, metavar="N", help="parallel pg_restore jobs")
+    p.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="parallel pg_restore jobs; for a backup in parts (LOGICAL_JOBS), also how many "
+        "data parts stream at once",
+    )
     p.add_argument(
         "--table",
         action="append",

@@ -315,3 +315,26 @@ def test_decrypt_names_the_parts_when_asked_for_one_that_is_not_there(stored: St
     )
     assert result.returncode == 2
     assert "has no part 'data-9' (its parts: data, data-1, data-2, data-3, data-4)" in result.stderr
+
+
+def test_a_schema_only_restore_of_parts_brings_back_empty_tables_with_their_indexes(
+    pg: Cluster, stored: Stored
+) -> None:
+    target = unique("schemaonly")
+    run(stored.env, "restore", stored.backup_id, "--target-db", target, "--schema-only")
+    try:
+        assert {count for count, _ in table_digest(pg, target).values()} == {0}
+        facts, source = schema_facts(pg, target), schema_facts(pg, stored.source)
+        assert facts["constraints"] == source["constraints"]
+        assert facts["indexes"] == source["indexes"]
+    finally:
+        pg.drop_database(target)
+
+
+def test_a_selection_of_a_backup_in_parts_is_refused_before_anything_runs(stored: Stored) -> None:
+    result = run(
+        stored.env, "restore", stored.backup_id, "--target-db", unique("sel"), "--table", "t01",
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "parallel parts, which are restored whole" in result.stderr
