@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import KEY, PERMAFROST, bucket_env, run, unique
-from tests.helpers import flip_byte, get_object, loads, put_object, table_digest
+from tests.helpers import (
+    flip_byte,
+    get_object,
+    loads,
+    objects,
+    pending_uploads,
+    put_object,
+    table_digest,
+)
 from tests.services import Cluster, S3Server
 
 
@@ -338,3 +346,48 @@ def test_a_selection_of_a_backup_in_parts_is_refused_before_anything_runs(stored
     )  # fmt: skip
     assert result.returncode == 2
     assert "parallel parts, which are restored whole" in result.stderr
+
+
+def test_a_part_that_fails_stops_the_others_and_leaves_nothing(
+    pg: Cluster, s3: S3Server, metadata_db: str, tmp_path: Path
+) -> None:
+    """One table the backup user cannot dump (row-level security it may not bypass): its part
+    fails, the other pg_dump processes are stopped, the finished parts are deleted, and the
+    backup is recorded as failed with the reason in one line."""
+    source = pg.create_database(unique("onefails"))
+    role = unique("reader")
+    pg.execute(
+        fifty_tables()
+        + f"""
+        CREATE ROLE {role} LOGIN PASSWORD 'reader-password';
+        GRANT USAGE ON SCHEMA public, ledger TO {role};
+        GRANT SELECT ON ALL TABLES IN SCHEMA public, ledger TO {role};
+        GRANT SELECT ON ALL SEQUENCES IN SCHEMA public, ledger TO {role};
+        ALTER TABLE public.t02 ENABLE ROW LEVEL SECURITY;
+        """,
+        source,
+    )
+    bucket = unique("pf-fails").replace("_", "-")
+    s3.client().create_bucket(Bucket=bucket)
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "DATABASE_URL": f"postgresql://{role}:reader-password@127.0.0.1:{pg.port}/{source}",
+        "METADATA_DATABASE_URL": pg.url(metadata_db),
+        **bucket_env(s3, bucket),
+        "UPLOAD_PART_SIZE_MB": "5",
+        "LOGICAL_JOBS": "4",
+        "LOGICAL_JOBS_MIN_SIZE_MB": "0",
+    }
+    try:
+        result = run(env, "backup", check=False)
+        assert result.returncode != 0
+        assert "row-level security" in result.stderr, result.stderr
+        stored = [k for k in objects(s3, bucket) if "/standard/" in k]
+        assert stored == [], stored
+        assert not [u for u in pending_uploads(s3, bucket) if "/standard/" in u]
+        listed = loads(run(env, "list", "--json").stdout)
+        assert [b["status"] for b in listed] in ([], ["failed"])
+    finally:
+        pg.drop_database(source)
+        pg.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
