@@ -391,7 +391,7 @@ def _restore(
 def _how(plan: RestorePlan, source: _Source) -> str:
     if plan.manifest.parts:
         count = len(plan.manifest.data_parts)
-        return f"{count} data parts streamed, {min(plan.options.jobs, count)} at a time"
+        return f"of {count} data parts streamed, {min(plan.options.jobs, count)} at a time"
     return "streamed, no temporary file" if source.dump is None else f"-j {plan.options.jobs}"
 
 
