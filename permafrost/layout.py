@@ -2,6 +2,7 @@
 
     {prefix}/permafrost.json
     {prefix}/{tier}/{database}/{backup_id}/data.pfe
+    {prefix}/{tier}/{database}/{backup_id}/data-{n}.pfe     a data part (LOGICAL_JOBS above 1)
     {prefix}/{tier}/{database}/{backup_id}/manifest.json
     {prefix}/base/{cluster}/{backup_id}/data.pfe            a base backup (pg_basebackup tar)
     {prefix}/base/{cluster}/{backup_id}/backup_manifest.pfe its backup_manifest, sealed on its own
@@ -103,6 +104,18 @@ def backup_folder(prefix: str, tier: str, database: str, backup_id: str) -> str:
 
 def data_key(prefix: str, tier: str, database: str, backup_id: str) -> str:
     return backup_folder(prefix, tier, database, backup_id) + DATA_OBJECT
+
+
+def part_name(index: int) -> str:
+    """A data part's name in a manifest's objects and parts: data-1, data-2, ..."""
+    if index < 1:
+        raise UsageError(f"data parts are numbered from 1, not {index}")
+    return f"data-{index}"
+
+
+def part_key(prefix: str, tier: str, database: str, backup_id: str, index: int) -> str:
+    """A data part of a logical backup dumped in parallel, beside its schema part (data.pfe)."""
+    return backup_folder(prefix, tier, database, backup_id) + part_name(index) + ".pfe"
 
 
 def globals_key(prefix: str, tier: str, database: str, backup_id: str) -> str:

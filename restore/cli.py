@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from permafrost import layout
 from permafrost.audit import actor
@@ -70,7 +71,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         metavar="URL",
         help="the target server, postgresql://user:password@host:port (default: the source server)",
     )
-    p.add_argument("--jobs", type=_positive, metavar="N", help="parallel pg_restore jobs")
+    p.add_argument(
+        "--jobs",
+        type=_positive,
+        metavar="N",
+        help="parallel pg_restore jobs; for a backup in parts (LOGICAL_JOBS), also how many "
+        "data parts stream at once",
+    )
     p.add_argument(
         "--table",
         action="append",
@@ -222,12 +229,34 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
                 [[c["schema"], c["table"], str(c["rows"])] for c in counts],
             )
         )
+    _print_parts(manifest)
     for check in checks:
         print(
             f"\nverified {when(check.finished_at)}: {check.kind} {check.status}"
             + (f" ({check.error})" if check.error else "")
         )
     return 0
+
+
+def _print_parts(manifest: dict[str, Any]) -> None:
+    """A backup dumped in parallel: each object, its sizes, SHA-256 and tables."""
+    parts = manifest.get("parts", [])
+    if not parts:
+        return
+    print(f"\nparts ({len(parts)}; `permafrost decrypt --backup ID --part NAME` opens one):")
+    rows = [
+        [
+            p["name"],
+            manifest.get("objects", {}).get(p["name"], "-").rsplit("/", 1)[-1],
+            human_bytes(p["plain_bytes"]),
+            human_bytes(p["stored_bytes"]),
+            str(len(p["row_counts"])) if p["name"] != "data" else "schema",
+            str(sum(c["rows"] for c in p["row_counts"])),
+            p["stored_sha256"][:16],
+        ]
+        for p in parts
+    ]
+    print(table(["PART", "OBJECT", "DUMP", "STORED", "TABLES", "ROWS", "STORED SHA256"], rows))
 
 
 def _client(kind: str) -> str:

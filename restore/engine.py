@@ -14,6 +14,10 @@ temporary file, and both SHA-256s are checked before pg_restore sees the end of 
 The staging database is what makes that safe, so --data-only (which writes into the existing
 target) and --table/--schema (which read the dump's table of contents twice) keep the file.
 
+A backup in parts (LOGICAL_JOBS, manifest.parts) restores through restore/parts.py after the
+safety backup: pre-data from the schema part, the data parts streamed `jobs` at a time, then
+post-data with pg_restore -j; --table, --schema and --data-only are refused for it.
+
 A failure at any step leaves the target as it was, removes the staging database, is audit-logged
 and, for a row-count mismatch, recorded as a failed verification.
 """
@@ -39,8 +43,8 @@ from permafrost.postgres import tools as pgtools
 from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind, Manifest, TableCount
 from permafrost.text import human_bytes
+from restore import parts, stream
 from restore import pg_restore as pgrestore
-from restore import stream
 from restore import target as targets
 from restore.fetch import check_space, fetch_dump, temp_dir
 from restore.target import Target
@@ -101,6 +105,7 @@ def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) ->
             f"refusing to restore into {target.where}: it is Permafrost's own metadata store"
         )
     _check_existing(target, target_exists, options)
+    _refuse_selection_of_parts(manifest, options)
     plan = RestorePlan(record, manifest, target, target_exists, selection, options)
     plan.steps = _steps(plan)
     return plan
@@ -112,6 +117,15 @@ def refuse_base(record: BackupRecord, action: str) -> None:
         raise UsageError(
             f"{record.id} is a base backup of cluster {record.database}, which {action} cannot "
             f"use: recover from it with `permafrost pitr --base {record.id} --latest ...`"
+        )
+
+
+def _refuse_selection_of_parts(manifest: Manifest, options: RestoreOptions) -> None:
+    if manifest.parts and (options.tables or options.schemas or options.data_only):
+        raise UsageError(
+            f"backup {manifest.id} was dumped in {len(manifest.data_parts)} parallel parts, which "
+            "are restored whole: drop --table, --schema and --data-only, restore it into "
+            "another --target-db and copy what you need from there"
         )
 
 
@@ -162,11 +176,19 @@ def _steps(plan: RestorePlan) -> list[str]:
     what = _what(plan)
     sizes = f"({human_bytes(m.stored_bytes)} stored, {human_bytes(m.dump_bytes)} dump)"
     steps = []
-    if not streams(plan):
+    if not streams(plan) and not m.parts:
         steps.append(f"download backup {m.id} of {m.database} {sizes} and check every byte")
     if plan.target_exists and o.safety_backup:
         steps.append(f"take a safety backup of {t.where}")
-    if streams(plan):
+    if m.parts:
+        steps.append(
+            f"download backup {m.id} of {m.database} {sizes}: its schema part into a temporary "
+            f"file, its {len(m.data_parts)} data parts streamed into pg_restore "
+            f"{min(o.jobs, len(m.data_parts))} at a time, checking every byte, to restore "
+            f"{what} into a staging database on {pgtools.where(t.server)} (pre-data, data, "
+            f"then post-data with pg_restore -j {o.jobs})"
+        )
+    elif streams(plan):
         steps.append(
             f"download backup {m.id} of {m.database} {sizes} and stream it into pg_restore, "
             f"checking every byte, to restore {what} into a staging database on "
@@ -217,7 +239,10 @@ def execute(ctx: Context, plan: RestorePlan, say: Say) -> RestoreResult:
     try:
         # before anything starts: it may not fit
         pg_restore, lenient = _pick_pg_restore(ctx, plan, say)
-        if streams(plan):
+        if plan.manifest.parts:
+            safety = _safety_backup(ctx, plan, say)
+            source = _Source(pg_restore, None, _from_parts(ctx, plan, pg_restore, lenient))
+        elif streams(plan):
             safety = _safety_backup(ctx, plan, say)
             source = _Source(pg_restore, None, _streamed(ctx, plan, pg_restore, lenient))
         else:
@@ -263,6 +288,28 @@ def _streamed(ctx: Context, plan: RestorePlan, pg_restore: str, lenient: bool) -
                 lenient=lenient,
                 on_progress=progress.advance,
             )
+        finally:
+            progress.close()
+
+    return load
+
+
+def _from_parts(ctx: Context, plan: RestorePlan, pg_restore: str, lenient: bool) -> Load:
+    manifest, o = plan.manifest, plan.options
+    restoring = parts.PartsRestore(
+        ctx.repository(),
+        ctx.settings.storage,
+        manifest,
+        pg_restore,
+        o.jobs,
+        lenient,
+        ctx.settings.restore.tmpdir,
+    )
+
+    def load(target: Target, args: list[str]) -> None:
+        progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
+        try:
+            parts.run(restoring, target, args, progress.advance, schema_only=o.schema_only)
         finally:
             progress.close()
 
@@ -332,7 +379,7 @@ def _restore(
     with targets.maintenance(plan.target) as conn:
         ddl.create_database(conn, staging.database)
     try:
-        how = "streamed, no temporary file" if source.dump is None else f"-j {plan.options.jobs}"
+        how = _how(plan, source)
         say(f"restore {_what(plan)} into staging database {staging.database} (pg_restore {how})")
         _restore_into(source, plan, staging, say)
         counts = _check_counts(ctx, plan, staging)
@@ -342,6 +389,13 @@ def _restore(
         raise
     _swap(plan, staging, say)
     return counts
+
+
+def _how(plan: RestorePlan, source: _Source) -> str:
+    if plan.manifest.parts:
+        count = len(plan.manifest.data_parts)
+        return f"of {count} data parts streamed, {min(plan.options.jobs, count)} at a time"
+    return "streamed, no temporary file" if source.dump is None else f"-j {plan.options.jobs}"
 
 
 def _restore_into(source: _Source, plan: RestorePlan, staging: Target, say: Say) -> None:

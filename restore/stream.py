@@ -32,6 +32,10 @@ QUEUE_DEPTH = 4  # plaintext pieces of at most 1 MiB between the decryptor and p
 PIPE_BYTES = 1024 * 1024  # a larger pipe means fewer wake-ups of pg_restore and the writer
 
 
+class Cancelled(Exception):
+    """Another stream of the same restore failed (restore/parts.py): this one stops too."""
+
+
 class _Stopped(Exception):
     """pg_restore failed and exited before the end of its input: its own error says why."""
 
@@ -90,10 +94,11 @@ def restore(
     argv: list[str],
     target: Target,
     on_progress: Callable[[int], None],
+    cancel: threading.Event | None = None,
 ) -> tuple[int, str]:
     """Stream the checked dump into pg_restore (argv reads stdin); its exit code and stderr.
 
-    Any failure of the download or its checks kills pg_restore and raises."""
+    Any failure of the download or its checks, or `cancel` set, kills pg_restore and raises."""
     check_data_object(repository.storage, manifest)
     with tempfile.TemporaryFile() as errors:
         proc = subprocess.Popen(
@@ -107,8 +112,14 @@ def restore(
         with contextlib.suppress(OSError, AttributeError):  # Linux only; a default pipe works
             fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         feeder = _Feeder(proc)
+
+        def feed(piece: bytes) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled
+            feeder.put(piece)
+
         try:
-            opened, dump_sha = read_back(repository, manifest, transfer, feeder.put, on_progress)
+            opened, dump_sha = read_back(repository, manifest, transfer, feed, on_progress)
             check_hashes(manifest, opened.stored_sha256, dump_sha)
             feeder.finish()
         except _Stopped:
@@ -133,6 +144,7 @@ def run(
     *,
     lenient: bool,
     on_progress: Callable[[int], None],
+    cancel: threading.Event | None = None,
 ) -> None:
     """pg_restore from the bucket into target; TargetError when pg_restore fails.
 
@@ -140,5 +152,5 @@ def run(
     since a stream cannot be read twice, and fails on any error but the SET of
     transaction_timeout that such a server refuses."""
     argv = pgrestore.command(pg_restore, target, args, None, stop_on_error=not lenient)
-    returncode, stderr = restore(repository, transfer, manifest, argv, target, on_progress)
+    returncode, stderr = restore(repository, transfer, manifest, argv, target, on_progress, cancel)
     pgrestore.outcome(target, returncode, stderr, lenient=lenient)

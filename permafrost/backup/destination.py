@@ -19,7 +19,7 @@ from permafrost.context import Context
 from permafrost.postgres import tools as pgtools
 from permafrost.repo import crypto
 from permafrost.repo.config import Repository
-from permafrost.repo.manifest import Kind, Manifest, TableCount
+from permafrost.repo.manifest import Kind, Manifest, Part, TableCount
 from permafrost.repo.pipeline import SealedStats, Sealer
 from permafrost.storage.transfer import ObjectWriter
 
@@ -39,6 +39,8 @@ class Made:
     physical: dict[str, Any] = field(default_factory=dict)
     sqlite: dict[str, Any] = field(default_factory=dict)
     tool_version: str = ""  # when there is no program to ask (SQLite: the library's version)
+    parts: list[Part] = field(default_factory=list)  # a logical backup dumped in parallel
+    part_keys: dict[str, str] = field(default_factory=dict)  # its data parts' object keys
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class Destination:
                 "chunk_size": crypto.CHUNK_SIZE,
                 **self.repository.key.manifest_fields(),
             },
-            objects={"data": made.data_key, **beside.objects},
+            objects={"data": made.data_key, **made.part_keys, **beside.objects},
             row_counts=made.row_counts,
             description=request.description,
             tags=list(request.tags),
@@ -126,4 +128,5 @@ class Destination:
             physical=made.physical,
             globals=beside.globals,
             sqlite=made.sqlite,
+            parts=made.parts,
         )

@@ -200,7 +200,8 @@ def _take(
     if request.kind == Kind.BASE:  # a base backup holds the globals already
         return physical.backup(destination, source, program, request, on_progress)
     destination = destination.storing_beside(lambda d, r: _globals(ctx, d, source, r, warnings))
-    return logical.dump(destination, source, program, request, on_progress)
+    jobs = ctx.settings.logical
+    return logical.dump(destination, source, program, request, on_progress, jobs)
 
 
 def _program_or_error(ctx: Context, request: BackupRequest) -> str | SourceError:

@@ -56,6 +56,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("-o", "--output", help="where to write (default: stdout)")
     p.add_argument("--backup", metavar="ID|latest", help="read this backup's data from the bucket")
     p.add_argument("--database", help="whose backup `latest` means")
+    p.add_argument(
+        "--part",
+        default="data",
+        metavar="NAME",
+        help="with --backup, which part of a backup dumped in parallel: data (the schema "
+        "part, the default) or data-1, data-2, ... (`permafrost show` lists them)",
+    )
     p.set_defaults(handler=decrypt)
 
     p = commands.add_parser("catalog", help="the metadata store")
@@ -105,6 +112,8 @@ def decrypt(ctx: Context, args: argparse.Namespace) -> int:
     if args.backup and args.file:
         raise UsageError("give either FILE or --backup, not both")
     manifest = load_manifest(ctx, resolve(ctx, args.backup, args.database)) if args.backup else None
+    if manifest is not None and (manifest.parts or args.part != "data"):
+        manifest = manifest.part(args.part)  # one object of a backup dumped in parallel
     blocks = _bucket_blocks(ctx, manifest) if manifest else _file_blocks(args.file)
     with _output(args.output) as out:
         name = object_name(manifest) if manifest else (args.file or "stdin")

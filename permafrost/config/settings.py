@@ -121,6 +121,15 @@ class CompressionSettings:
 
 
 @dataclass(frozen=True)
+class LogicalSettings:
+    """Logical backups in parallel (backup/parallel.py): LOGICAL_JOBS pg_dump processes for the
+    rows of a database of at least LOGICAL_JOBS_MIN_SIZE_MB; below that, one object."""
+
+    jobs: int = 1
+    min_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
 class WalSettings:
     """WAL shipping: how long a segment may wait, how far `wal-fetch` reads ahead, and where
     `wal-receive` spools and which replication slot it holds."""
@@ -157,6 +166,7 @@ class Settings:
     log_level: str = "WARNING"
     log_format: LogFormat = LogFormat.TEXT
     compression: CompressionSettings = field(default_factory=CompressionSettings)
+    logical: LogicalSettings = field(default_factory=LogicalSettings)
     wal: WalSettings = field(default_factory=WalSettings)
     restore: RestoreSettings = field(default_factory=RestoreSettings)
     schedules: ScheduleSettings = field(default_factory=ScheduleSettings)
@@ -199,6 +209,10 @@ def _parse(env: Env) -> Settings:
         cluster_name=env.name("CLUSTER_NAME", "main"),
         sources_file=env.text("SOURCES_FILE"),
         compression=_compression(env),
+        logical=LogicalSettings(
+            jobs=env.integer("LOGICAL_JOBS", 1, minimum=1),
+            min_bytes=env.integer("LOGICAL_JOBS_MIN_SIZE_MB", 256, minimum=0) * 1024 * 1024,
+        ),
         pg_bin_dirs=_bin_dirs(env),
         backup_role_passwords=env.flag("BACKUP_ROLE_PASSWORDS", False),
         restore=_restore(env),

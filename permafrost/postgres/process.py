@@ -117,6 +117,11 @@ class Child:
         self._proc = proc
         self._errors = errors
 
+    def kill(self) -> None:
+        """Stop the program now (another part of the same backup failed)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+
     def finish(self, what: str, hint: Callable[[str], str] = no_hint) -> None:
         """Wait for the program to exit; a failure is a SourceError in the program's words."""
         if self._proc.wait() != 0:

@@ -137,7 +137,7 @@ class SnapshotInfo:
 
 
 _USER_TABLES = """
-SELECT n.nspname, c.relname
+SELECT n.nspname, c.relname, pg_catalog.pg_table_size(c.oid)
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = 'r'
@@ -148,6 +148,13 @@ WHERE c.relkind = 'r'
                     AND d.objid = c.oid AND d.deptype = 'e')
 ORDER BY 1, 2
 """
+
+
+@dataclass(frozen=True)
+class TableSize:
+    schema: str
+    table: str
+    bytes: int
 
 
 class Snapshot:
@@ -165,12 +172,17 @@ class Snapshot:
         assert row is not None
         return SnapshotInfo(row[0], row[1], row[2])
 
+    def table_sizes(self) -> list[TableSize]:
+        """Every table row_counts counts, with its size on disk (TOAST included) in bytes."""
+        rows = self.conn.execute(_USER_TABLES).fetchall()
+        return [TableSize(schema, table, int(size or 0)) for schema, table, size in rows]
+
     def row_counts(self) -> list[TableCount]:
         from psycopg import sql  # imported here: start-up cost, as in connect
 
         tables = self.conn.execute(_USER_TABLES).fetchall()
         counts = []
-        for schema, table in tables:
+        for schema, table, _size in tables:
             query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
                 sql.Identifier(schema), sql.Identifier(table)
             )

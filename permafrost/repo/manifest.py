@@ -7,7 +7,7 @@ derived from the master key, so an edited manifest is detected before its number
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -32,6 +32,28 @@ class TableCount:
     schema: str
     table: str
     rows: int
+
+
+@dataclass(frozen=True)
+class Part:
+    """One object of a logical backup dumped in parallel (LOGICAL_JOBS, backup/parallel.py).
+
+    The schema part is named "data" (data.pfe: the whole schema, sequence values and large
+    objects, every table's rows left out); each data part "data-N" (data-N.pfe) holds the rows
+    of its tables, whose exact counts it lists. Each is a pg_dump custom-format archive of its
+    own, sealed through the pipeline like any data object.
+    """
+
+    name: str
+    plain_bytes: int
+    plain_sha256: str
+    compressed_bytes: int
+    stored_bytes: int
+    stored_sha256: str
+    row_counts: list[TableCount] = field(default_factory=list)
+
+
+SCHEMA_PART = "data"
 
 
 @dataclass(frozen=True)
@@ -65,6 +87,10 @@ class Manifest:
     # SQLite backups only: path, page_size, page_count, user_version, journal_mode,
     # sqlite_version (backup/sqlite.py); the row counts are in row_counts, schema "main".
     sqlite: dict[str, Any] = field(default_factory=dict)
+    # A logical backup dumped in parallel: the schema part first, then the data parts, biggest
+    # first. The top-level sizes are then the sums over the parts, the top-level SHA-256s those
+    # of the schema part (objects["data"]), and row_counts every table's.
+    parts: list[Part] = field(default_factory=list)
     format: int = FORMAT
 
     @property
@@ -98,9 +124,34 @@ class Manifest:
         full's whole size (the tar's size where an older manifest did not record it)."""
         return int(self.physical.get("changed_bytes", self.dump_bytes))
 
+    @property
+    def data_parts(self) -> list[Part]:
+        """The parts that hold table rows (none for a backup in one object)."""
+        return [p for p in self.parts if p.name != SCHEMA_PART]
+
+    def part(self, name: str) -> Manifest:
+        """The manifest as one of its parts alone would read: that object as objects["data"],
+        its sizes, SHA-256s and tables. The readers that check and open a data object
+        (repo/integrity.py, repo/reader.py, decrypt, verify, restore) take it unchanged."""
+        found = next((p for p in self.parts if p.name == name), None)
+        if found is None:
+            known = ", ".join(p.name for p in self.parts) or "data"
+            raise errors.UsageError(f"backup {self.id} has no part {name!r} (its parts: {known})")
+        return replace(
+            self,
+            objects={"data": self.objects[name]},
+            dump_bytes=found.plain_bytes,
+            compressed_bytes=found.compressed_bytes,
+            stored_bytes=found.stored_bytes,
+            dump_sha256=found.plain_sha256,
+            stored_sha256=found.stored_sha256,
+            row_counts=found.row_counts,
+            parts=[],
+        )
+
     def body(self) -> dict[str, Any]:
         body = asdict(self)
-        for optional in ("physical", "globals", "sqlite"):
+        for optional in ("physical", "globals", "sqlite", "parts"):
             if not body[optional]:
                 del body[optional]  # manifests without them stay as format 1 first wrote them
         return body
@@ -145,4 +196,11 @@ def _from_body(body: dict[str, Any]) -> Manifest:
     if "kind" in values:  # a missing one is refused with the other missing fields, below
         values["kind"] = Kind(values["kind"])
     values["row_counts"] = [TableCount(**row) for row in body.get("row_counts", [])]
+    values["parts"] = [_part(part) for part in body.get("parts", [])]
     return Manifest(**values)
+
+
+def _part(body: dict[str, Any]) -> Part:
+    values = dict(body)
+    values["row_counts"] = [TableCount(**row) for row in body.get("row_counts", [])]
+    return Part(**values)
