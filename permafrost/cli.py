@@ -24,6 +24,8 @@ from permafrost.text import error_line
 EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.UsageError, 2),
     (errors.ConfigError, 2),
+    (errors.LockUnsupported, 15),
+    (errors.ObjectLocked, 16),
     (errors.BackupNotFound, 3),
     (errors.NotFound, 3),
     (errors.EncryptionKeyError, 4),

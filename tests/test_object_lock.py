@@ -1,0 +1,116 @@
+"""Object lock tied to the tiers (OBJECT_LOCK): locked writes, refused deletes, refused buckets.
+
+Against moto's S3 server, which keeps object lock and legal holds as S3 does: a bucket created
+with ObjectLockEnabledForBucket, a version whose retain-until is ahead cannot be deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from botocore.exceptions import ClientError
+
+from permafrost.config.settings import Settings
+from permafrost.storage import LockingStorage, open_storage
+from permafrost.storage.lock import policy
+from permafrost.storage.transfer import ObjectWriter
+from tests.conftest import run
+from tests.helpers import loads, objects
+from tests.services import S3Server
+
+
+@pytest.fixture
+def locked_bucket(s3: S3Server) -> str:
+    name = f"pf-lock-{uuid.uuid4().hex[:10]}"
+    s3.client().create_bucket(Bucket=name, ObjectLockEnabledForBucket=True)
+    return name
+
+
+@pytest.fixture
+def lock_env(env: dict[str, str], locked_bucket: str) -> dict[str, str]:
+    return {**env, "STORAGE_URL": f"s3://{locked_bucket}/backups", "OBJECT_LOCK": "compliance"}
+
+
+def retain_until(s3: S3Server, bucket: str, key: str) -> tuple[str, datetime]:
+    head = s3.client().head_object(Bucket=bucket, Key=key)
+    return head["ObjectLockMode"], head["ObjectLockRetainUntilDate"]
+
+
+def days_ahead(moment: datetime) -> float:
+    return (moment - datetime.now(UTC)).total_seconds() / 86400
+
+
+def test_it_locks_every_object_for_its_tier_and_refuses_deleting_them(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str
+) -> None:
+    backup = loads(run(lock_env, "backup", "--json").stdout)
+    bid, db = backup["id"], backup["database"]
+    folder = f"backups/standard/{db}/{bid}/"
+    for name in ("data.pfe", "manifest.json"):
+        mode, until = retain_until(s3, locked_bucket, folder + name)
+        assert mode == "COMPLIANCE" and 29.9 < days_ahead(until) <= 30.01
+    mode, until = retain_until(s3, locked_bucket, "backups/permafrost.json")
+    assert mode == "COMPLIANCE" and 364.9 < days_ahead(until) <= 365.01
+    compliance = loads(run(lock_env, "backup", "--tier", "compliance", "--json").stdout)
+    key = f"backups/compliance/{db}/{compliance['id']}/data.pfe"
+    assert 364.9 < days_ahead(retain_until(s3, locked_bucket, key)[1]) <= 365.01
+
+    # The backup credentials cannot destroy the data: S3 refuses the version's deletion...
+    client = s3.client()
+    version = client.head_object(Bucket=locked_bucket, Key=folder + "data.pfe")["VersionId"]
+    with pytest.raises(ClientError) as refused:
+        client.delete_object(Bucket=locked_bucket, Key=folder + "data.pfe", VersionId=version)
+    assert refused.value.response["Error"]["Code"] == "AccessDenied"
+    # ... and Permafrost refuses before asking, in one line, deleting nothing.
+    result = run(lock_env, "delete", bid, "--apply", check=False)
+    assert result.returncode == 16, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "locked (COMPLIANCE) until" in line and "retention deletes it after" in line
+    assert folder + "manifest.json" in objects(s3, locked_bucket, folder)
+    run(lock_env, "verify", bid)
+
+
+def test_multipart_uploads_carry_the_lock(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str
+) -> None:
+    settings = Settings.from_env(lock_env)
+    storage = open_storage(settings.storage, policy(settings))
+    assert isinstance(storage, LockingStorage) and storage.locking
+    key = "backups/wal/main/00000001/000000010000000000000001.pfe"
+    writer = ObjectWriter(storage, key, part_size=5 * 1024 * 1024, concurrency=2)
+    writer.write(os.urandom(11 * 1024 * 1024))
+    writer.close()
+    mode, until = retain_until(s3, locked_bucket, key)
+    assert mode == "COMPLIANCE" and 29.9 < days_ahead(until) <= 30.01
+    state = storage.lock_state(key)
+    assert state.blocks(datetime.now(UTC)) and not state.blocks(until + timedelta(seconds=1))
+
+
+def test_a_bucket_without_object_lock_is_refused_in_one_line(env: dict[str, str]) -> None:
+    result = run({**env, "OBJECT_LOCK": "governance"}, "backup", check=False)
+    assert result.returncode == 15
+    [line] = result.stderr.strip().splitlines()
+    assert "was not created with object lock" in line and "unset OBJECT_LOCK" in line
+    doctor = run({**env, "OBJECT_LOCK": "governance"}, "doctor", check=False)
+    assert "was not created with object lock" in doctor.stdout + doctor.stderr
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ({"STORAGE_URL": "file://{tmp}/bucket"}, "a local directory (file://) cannot lock"),
+        ({"S3_PROVIDER": "spaces"}, "DigitalOcean Spaces does not support S3 Object Lock"),
+    ],
+)
+def test_destinations_without_object_lock_are_refused(
+    env: dict[str, str], tmp_path: Path, where: dict[str, str], said: str
+) -> None:
+    extra = {k: v.format(tmp=tmp_path) for k, v in where.items()}
+    result = run({**env, **extra, "OBJECT_LOCK": "compliance"}, "backup", check=False)
+    assert result.returncode == 15
+    [line] = result.stderr.strip().splitlines()
+    assert said in line and "unset OBJECT_LOCK" in line
