@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     from restore.drills import cli as drill_cli
     from restore.pitr import cli as pitr_cli
     from scheduler import cli as scheduler_cli
-    from scheduler import lifecycle_cli, retention_cli
+    from scheduler import lifecycle_cli, lock_cli, retention_cli
 
     parser = argparse.ArgumentParser(
         prog="permafrost",
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
+    lock_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)
     return parser
 

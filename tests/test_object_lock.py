@@ -114,3 +114,96 @@ def test_destinations_without_object_lock_are_refused(
     assert result.returncode == 15
     [line] = result.stderr.strip().splitlines()
     assert said in line and "unset OBJECT_LOCK" in line
+
+
+def legal_hold(s3: S3Server, bucket: str, key: str) -> str:
+    return str(s3.client().get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"])
+
+
+def test_pin_and_unpin_are_legal_holds_and_a_pinned_backup_survives_retention(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str
+) -> None:
+    # Governance: once unpinned, its lock can be shortened to let retention reach it today.
+    lock_env = {**lock_env, "OBJECT_LOCK": "governance", "RETENTION_MIN_KEEP": "1"}
+    old = loads(run(lock_env, "backup", "--json").stdout)
+    new = loads(run(lock_env, "backup", "--json").stdout)
+    bid, db = old["id"], old["database"]
+    folder = f"backups/standard/{db}/{bid}/"
+    result = run(lock_env, "pin", bid, "--reason", "audit 2026")
+    assert "under a legal hold in standard/" in result.stdout
+    for name in ("data.pfe", "manifest.json"):
+        assert legal_hold(s3, locked_bucket, folder + name) == "ON"
+    assert not objects(s3, locked_bucket, "backups/keep/")  # nothing copied, nothing deleted
+    assert "already pinned" in run(lock_env, "pin", bid).stdout
+
+    # Its lock gone (as if 30 days had passed), the hold alone keeps it through retention.
+    client = s3.client()
+    for key in objects(s3, locked_bucket, "backups/standard/"):
+        client.put_object_retention(
+            Bucket=locked_bucket,
+            Key=key,
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": datetime.now(UTC)},
+            BypassGovernanceRetention=True,
+        )
+    plan_json = loads(run(lock_env, "retention", "--json").stdout)
+    decisions = {b["id"]: b for b in plan_json["backups"]}
+    assert decisions[bid]["action"] == "keep"
+    assert decisions[bid]["reasons"][0].endswith(": audit 2026")
+    applied = run(lock_env, "retention", "--apply")
+    assert folder + "manifest.json" in objects(s3, locked_bucket, folder), applied.stdout
+    run(lock_env, "verify", bid)
+
+    run(lock_env, "unpin", bid)
+    for name in ("data.pfe", "manifest.json"):
+        assert legal_hold(s3, locked_bucket, folder + name) == "OFF"
+    assert folder + "pin.json" not in objects(s3, locked_bucket, folder)
+    assert "not pinned" in run(lock_env, "unpin", bid, check=False).stderr
+    # Unpinned, with its lock expired and min-keep held by the newer one, retention takes it.
+    time_passes = {**lock_env, "RETENTION_DAILY": "0", "RETENTION_WEEKLY": "0"}
+    run(lock_env, "verify", new["id"])  # the newest verified is the newer one
+    last = run(time_passes, "retention", "--apply")
+    assert not objects(s3, locked_bucket, folder), last.stdout + last.stderr
+    assert objects(s3, locked_bucket, f"backups/standard/{db}/{new['id']}/")
+
+
+def test_retention_defers_deleting_what_the_lock_still_holds(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str
+) -> None:
+    env = {**lock_env, "RETENTION_MIN_KEEP": "1", "RETENTION_DAILY": "0", "RETENTION_WEEKLY": "0"}
+    old = loads(run(env, "backup", "--json").stdout)
+    run(env, "backup", "--json")
+    result = run(env, "retention", "--apply", "--json")
+    outcome = loads(result.stdout)
+    assert not outcome["errors"]
+    [locked] = outcome["locked"]
+    assert locked.startswith(old["id"]) and "locked (COMPLIANCE) until" in locked
+    assert objects(s3, locked_bucket, f"backups/standard/{old['database']}/{old['id']}/")
+
+
+def test_lock_migrate_moves_keep_pins_to_legal_holds_and_they_still_restore(
+    env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str
+) -> None:
+    # A repository pinned the old way (into keep/), before OBJECT_LOCK was set.
+    before = {**env, "STORAGE_URL": f"s3://{locked_bucket}/backups"}
+    backup = loads(run(before, "backup", "--json").stdout)
+    bid, db = backup["id"], backup["database"]
+    run(before, "pin", bid, "--reason", "kept by the old scheme")
+    assert f"backups/keep/{db}/{bid}/manifest.json" in objects(s3, locked_bucket, "backups/keep/")
+    after = {**before, "OBJECT_LOCK": "compliance"}
+    listed = loads(run(after, "list", "--json").stdout)
+    assert [b["id"] for b in listed] == [bid]
+    run(after, "verify", bid)  # a legacy pin still restores under the lock
+
+    result = run(after, "lock", "migrate")
+    assert "migrated 1 backups" in result.stdout
+    folder = f"backups/standard/{db}/{bid}/"
+    assert not objects(s3, locked_bucket, "backups/keep/")
+    assert legal_hold(s3, locked_bucket, folder + "data.pfe") == "ON"
+    mode, until = retain_until(s3, locked_bucket, folder + "data.pfe")
+    assert mode == "COMPLIANCE" and days_ahead(until) > 29.9
+    plan_json = loads(run(after, "retention", "--json").stdout)
+    assert plan_json["backups"][0]["reasons"][0].endswith(": kept by the old scheme")
+    assert "nothing in keep/" in run(after, "lock", "migrate").stdout  # idempotent
+    run(after, "verify", bid)
+    shown = loads(run(after, "show", bid, "--json").stdout)
+    assert shown["tier"] == "standard"

@@ -13,7 +13,7 @@ import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -146,15 +146,15 @@ class S3Storage:
         from boto3.s3.transfer import TransferConfig  # start-up cost: only copies need it
 
         config = TransferConfig(multipart_threshold=256 * 1024 * 1024, max_concurrency=4)
-        extra = self._lock_args(target)
         with self._translate("copy", source):
             self._client.copy(
-                {"Bucket": self.bucket, "Key": source},
-                self.bucket,
-                target,
-                ExtraArgs=extra or None,
-                Config=config,
+                {"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=config
             )
+        if self._lock is not None:
+            # Set after the copy: a copy's lock headers want a checksum of a body it has none
+            # of (moto refuses them), and the source's lock is not copied.
+            self._require_lock()
+            self._confirm_lock(target)
 
     def lifecycle_rules(self) -> builtins.list[dict[str, Any]]:
         """The bucket's lifecycle rules as S3 returns them; none set is an empty list."""
@@ -274,10 +274,13 @@ class S3Storage:
 
     def _confirm_lock(self, key: str) -> None:
         """A completed multipart object has the lock CreateMultipartUpload asked for on AWS;
-        a provider that dropped it (moto does) gets it set here, so no object goes unlocked."""
+        a provider that dropped it (moto does), or a copy, gets it set (or extended) here, so no
+        object goes unlocked or locked short."""
         assert self._lock is not None
         until = self._lock.retain_until(key, datetime.now(UTC))
-        if until is None or self.lock_state(key).retain_until is not None:
+        current = self.lock_state(key).retain_until if until is not None else None
+        # Within an hour: the lock CreateMultipartUpload set when the upload began.
+        if until is None or (current is not None and current >= until - timedelta(hours=1)):
             return
         retention = {"Mode": self._lock.mode.value, "RetainUntilDate": until}
         with self._translate("lock", key):
