@@ -207,3 +207,54 @@ def test_lock_migrate_moves_keep_pins_to_legal_holds_and_they_still_restore(
     run(after, "verify", bid)
     shown = loads(run(after, "show", bid, "--json").stdout)
     assert shown["tier"] == "standard"
+
+
+def test_lifecycle_check_proves_lock_retention_and_rules_agree_and_names_a_short_tier(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str
+) -> None:
+    run(lock_env, "backup")
+    run(lock_env, "backup", "--tier", "compliance")
+    applied = run(lock_env, "lifecycle", "apply", "--json")
+    assert "Expiration" not in applied.stdout  # under a lock, retention deletes
+    report = loads(run(lock_env, "lifecycle", "check", "--json").stdout)
+    assert report["ok"], report
+    assert any("OBJECT_LOCK=compliance: each tier is locked" in n for n in report["notes"])
+
+    # Retention raised after the writes: the compliance backups' locks are now too short.
+    longer = {**lock_env, "COMPLIANCE_TIER_DAYS": "400", "RETENTION_MONTHLY": "13"}
+    failed = run(longer, "lifecycle", "check", check=False)
+    assert failed.returncode == 12
+    [problem] = [line for line in failed.stdout.splitlines() if line.startswith("problem:")]
+    assert problem.startswith("problem: compliance: ") and "short of the 400 days" in problem
+
+    # A rule that would hide locked backups, and a default retention that disagrees.
+    client = s3.client()
+    rules = client.get_bucket_lifecycle_configuration(Bucket=locked_bucket)["Rules"]
+    early = {"ID": "someone-else", "Status": "Enabled", "Filter": {"Prefix": "backups/standard/"}}
+    early["Expiration"] = {"Days": 10}
+    client.put_bucket_lifecycle_configuration(
+        Bucket=locked_bucket, LifecycleConfiguration={"Rules": [*rules, early]}
+    )
+    report = loads(run(lock_env, "lifecycle", "check", "--json", check=False).stdout)
+    assert not report["ok"]
+    assert "standard: rule someone-else expires its objects after 10 days" in "\n".join(
+        report["problems"]
+    )
+
+
+def test_lifecycle_check_refuses_a_default_retention_that_disagrees(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str
+) -> None:
+    # moto takes a default retention only on an empty bucket (AWS takes it at any time).
+    s3.client().put_object_lock_configuration(
+        Bucket=locked_bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 400}},
+        },
+    )
+    report = loads(run(lock_env, "lifecycle", "check", "--json", check=False).stdout)
+    assert not report["ok"]
+    text = "\n".join(report["problems"])
+    assert "default retention is GOVERNANCE, but OBJECT_LOCK=COMPLIANCE" in text
+    assert "default retention (400 days) is longer than the standard tier's lock" in text
