@@ -258,3 +258,30 @@ def test_lifecycle_check_refuses_a_default_retention_that_disagrees(
     text = "\n".join(report["problems"])
     assert "default retention is GOVERNANCE, but OBJECT_LOCK=COMPLIANCE" in text
     assert "default retention (400 days) is longer than the standard tier's lock" in text
+
+
+def test_lock_status_shows_each_tier_s_locks_holds_and_what_a_delete_would_do(
+    lock_env: dict[str, str],
+    s3: S3Server,
+    locked_bucket: str,
+    metadata_db: str,
+    env: dict[str, str],
+) -> None:
+    first = loads(run(lock_env, "backup", "--json").stdout)
+    run(lock_env, "backup")
+    run(lock_env, "pin", first["id"])
+    s3.client().put_object(Bucket=locked_bucket, Key="backups/wal/main/x.pfe", Body=b"unlocked")
+    tiers = {t["tier"]: t for t in loads(run(lock_env, "lock", "status", "--json").stdout)["tiers"]}
+    standard = tiers["standard"]
+    assert standard["objects"] == 6 and standard["without_lock"] == 0
+    assert standard["legal_hold"] == 3 and standard["delete_refused_today"] == 6
+    assert standard["modes"] == ["COMPLIANCE"] and standard["delete_today"] == "refused for all 6"
+    assert 29.9 < days_ahead(datetime.fromisoformat(standard["oldest_retain_until"])) <= 30.01
+    assert tiers["wal"]["without_lock"] == 1 and tiers["wal"]["delete_today"] == "allowed for all 1"
+    assert days_ahead(datetime.fromisoformat(tiers["repository"]["newest_retain_until"])) > 364.9
+    text = run(lock_env, "lock", "status").stdout
+    assert (
+        "OLDEST UNTIL" in text and "refused for all 6" in text and "1 objects carry no lock" in text
+    )
+    refused = run(env, "lock", "status", check=False)
+    assert refused.returncode == 2 and "needs OBJECT_LOCK" in refused.stderr
