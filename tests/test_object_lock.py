@@ -18,9 +18,9 @@ from permafrost.config.settings import Settings
 from permafrost.storage import LockingStorage, open_storage
 from permafrost.storage.lock import policy
 from permafrost.storage.transfer import ObjectWriter
-from tests.conftest import run
-from tests.helpers import loads, objects
-from tests.services import S3Server
+from tests.conftest import run, unique
+from tests.helpers import loads, objects, table_digest
+from tests.services import Cluster, S3Server
 
 
 @pytest.fixture
@@ -97,6 +97,8 @@ def test_a_bucket_without_object_lock_is_refused_in_one_line(env: dict[str, str]
     assert "was not created with object lock" in line and "unset OBJECT_LOCK" in line
     doctor = run({**env, "OBJECT_LOCK": "governance"}, "doctor", check=False)
     assert "was not created with object lock" in doctor.stdout + doctor.stderr
+    started = run({**env, "OBJECT_LOCK": "governance"}, "scheduler", "--check", check=False)
+    assert started.returncode == 15 and "was not created with object lock" in started.stderr
 
 
 @pytest.mark.parametrize(
@@ -181,7 +183,12 @@ def test_retention_defers_deleting_what_the_lock_still_holds(
 
 
 def test_lock_migrate_moves_keep_pins_to_legal_holds_and_they_still_restore(
-    env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str
+    env: dict[str, str],
+    s3: S3Server,
+    locked_bucket: str,
+    metadata_db: str,
+    pg: Cluster,
+    source_db: str,
 ) -> None:
     # A repository pinned the old way (into keep/), before OBJECT_LOCK was set.
     before = {**env, "STORAGE_URL": f"s3://{locked_bucket}/backups"}
@@ -204,9 +211,12 @@ def test_lock_migrate_moves_keep_pins_to_legal_holds_and_they_still_restore(
     plan_json = loads(run(after, "retention", "--json").stdout)
     assert plan_json["backups"][0]["reasons"][0].endswith(": kept by the old scheme")
     assert "nothing in keep/" in run(after, "lock", "migrate").stdout  # idempotent
-    run(after, "verify", bid)
     shown = loads(run(after, "show", bid, "--json").stdout)
     assert shown["tier"] == "standard"
+    target = unique("restored")
+    run(after, "restore", bid, "--target-db", target)
+    assert table_digest(pg, target) == table_digest(pg, source_db)
+    pg.drop_database(target)
 
 
 def test_lifecycle_check_proves_lock_retention_and_rules_agree_and_names_a_short_tier(
