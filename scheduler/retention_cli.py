@@ -103,6 +103,8 @@ def retention(ctx: Context, args: argparse.Namespace) -> int:
         print(f"retention applied: {summary}{extra}")
     else:
         print(f"dry run: {summary}{extra}; nothing was changed (add --apply to delete)")
+    for held in outcome.locked:  # OBJECT_LOCK: deletions deferred until the lock ends
+        print(f"locked, deleted by a later run: {held}")
     for error in outcome.errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if outcome.errors else 0
