@@ -119,7 +119,8 @@ def test_destinations_without_object_lock_are_refused(
 
 
 def legal_hold(s3: S3Server, bucket: str, key: str) -> str:
-    return str(s3.client().get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"])
+    hold = s3.client().get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]
+    return str(hold.get("Status", "OFF"))  # moto: no Status on an object never held
 
 
 def test_pin_and_unpin_are_legal_holds_and_a_pinned_backup_survives_retention(
@@ -295,3 +296,56 @@ def test_lock_status_shows_each_tier_s_locks_holds_and_what_a_delete_would_do(
     )
     refused = run(env, "lock", "status", check=False)
     assert refused.returncode == 2 and "needs OBJECT_LOCK" in refused.stderr
+
+
+def expire_locks(s3: S3Server, bucket: str, prefix: str) -> None:
+    """As if the retention had run out: governance locks shortened to now (bypass)."""
+    client = s3.client()
+    for key in objects(s3, bucket, prefix):
+        client.put_object_retention(
+            Bucket=bucket,
+            Key=key,
+            Retention={"Mode": "GOVERNANCE", "RetainUntilDate": datetime.now(UTC)},
+            BypassGovernanceRetention=True,
+        )
+
+
+def test_a_pinned_base_backup_holds_its_chain_and_its_wal_through_retention(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str
+) -> None:
+    from tests.test_chain_bucket import in_tier, put_chain
+
+    env = {**lock_env, "OBJECT_LOCK": "governance"}
+    run(env, "init")
+    old = put_chain(env, datetime.now(UTC) - timedelta(days=60), 4, "bbbb")
+    newer = put_chain(env, datetime.now(UTC) - timedelta(days=20), 2, "cccc", wal=0x20)
+    settings = Settings.from_env(env)
+    storage = open_storage(settings.storage, policy(settings))
+    for number in range(1, 0x23):  # segments 01 to 22: the old chain's in 02 to 05
+        storage.put(f"backups/wal/main/00000001/0000000100000000000000{number:02X}.pfe", b"")
+    run(env, "catalog", "sync")
+    pinned = run(env, "pin", old[2], "--reason", "audit 2026")
+    assert "under a legal hold in base/" in pinned.stdout and "held as well" in pinned.stdout
+    assert in_tier(s3, locked_bucket, "keep") == set()
+    wal = "backups/wal/main/00000001/0000000100000000000000{:02X}.pfe"
+    held = [wal.format(n) for n in (2, 3, 4)]
+    for member in old[:3]:
+        held += [
+            f"backups/base/main/{member}/data.pfe",
+            f"backups/base/main/{member}/manifest.json",
+        ]
+    assert all(legal_hold(s3, locked_bucket, key) == "ON" for key in held)
+    assert legal_hold(s3, locked_bucket, f"backups/base/main/{old[3]}/data.pfe") == "OFF"
+    assert legal_hold(s3, locked_bucket, wal.format(5)) == "OFF"
+
+    expire_locks(s3, locked_bucket, "backups/")
+    lean = {**env, "RETENTION_MIN_KEEP": "1"}
+    outcome = loads(run(lean, "retention", "--apply", "--json").stdout)
+    assert not outcome["errors"], outcome
+    assert in_tier(s3, locked_bucket, "base") == {*old[:3], *newer}
+    remaining = sorted(int(k[-6:-4], 16) for k in objects(s3, locked_bucket, "backups/wal/main/"))
+    assert remaining == [2, 3, 4, *range(0x20, 0x23)]
+
+    unpinned = run(env, "unpin", old[1])
+    assert all(f"unpinned backup {m} of main" in unpinned.stdout for m in old[:3])
+    assert all(legal_hold(s3, locked_bucket, key) == "OFF" for key in held)
