@@ -349,3 +349,17 @@ def test_a_pinned_base_backup_holds_its_chain_and_its_wal_through_retention(
     unpinned = run(env, "unpin", old[1])
     assert all(f"unpinned backup {m} of main" in unpinned.stdout for m in old[:3])
     assert all(legal_hold(s3, locked_bucket, key) == "OFF" for key in held)
+
+
+def test_the_api_refuses_deleting_a_locked_backup_with_409(
+    lock_env: dict[str, str], s3: S3Server, locked_bucket: str, metadata_db: str, source_db: str
+) -> None:
+    from tests.test_api_backup import AUTH, TOKEN, _client
+
+    env = {**lock_env, "DB_NAME": source_db, "MONITOR_API_TOKEN": TOKEN}
+    backup = loads(run(env, "backup", "--json").stdout)
+    with _client(env) as client:
+        refused = client.delete(f"/backup/{backup['id']}", headers=AUTH)
+    assert refused.status_code == 409, refused.json
+    assert "locked (COMPLIANCE) until" in refused.json["error"]
+    assert objects(s3, locked_bucket, f"backups/standard/{backup['database']}/{backup['id']}/")

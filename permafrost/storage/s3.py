@@ -136,7 +136,10 @@ class S3Storage:
                 state = self.lock_state(key)
             except NotFound:
                 return  # removing one that is not there is not an error
-            if state.blocks(datetime.now(UTC)):
+            # What Permafrost locks, or holds, is refused; a key it leaves unlocked (pin.json,
+            # a probe) goes, even where a bucket default retention keeps its version a while.
+            locked = self._lock.tier_of(key) is not None
+            if state.legal_hold or (locked and state.blocks(datetime.now(UTC))):
                 raise ObjectLocked(state.why())
         with self._translate("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
