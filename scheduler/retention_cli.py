@@ -31,7 +31,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--json", action="store_true", help="the plan as JSON")
     p.set_defaults(handler=retention)
 
-    p = commands.add_parser("pin", help="keep a backup for good: move it to keep/")
+    p = commands.add_parser(
+        "pin", help="keep a backup for good: move it to keep/ (under OBJECT_LOCK: a legal hold)"
+    )
     p.add_argument("backup", help="the backup id")
     p.add_argument("--reason", default="", help="why, for whoever reads it later")
     p.set_defaults(handler=pin)
