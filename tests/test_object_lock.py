@@ -72,6 +72,8 @@ def test_it_locks_every_object_for_its_tier_and_refuses_deleting_them(
     assert "locked (COMPLIANCE) until" in line and "retention deletes it after" in line
     assert folder + "manifest.json" in objects(s3, locked_bucket, folder)
     run(lock_env, "verify", bid)
+    doctor = run(lock_env, "doctor", check=False).stdout
+    assert "object lock: OBJECT_LOCK=compliance, enabled on the bucket, no default" in doctor
 
 
 def test_multipart_uploads_carry_the_lock(

@@ -17,6 +17,7 @@ from permafrost import layout
 from permafrost.config.settings import RetentionSettings, Settings
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import LockUnsupported
+from permafrost.storage.base import LockingStorage
 
 
 class LockMode(StrEnum):
@@ -100,4 +101,21 @@ def bucket_without_lock(storage_url: str, setting: str) -> LockUnsupported:
         f"OBJECT_LOCK={setting}: bucket {storage_url} was not created with object lock, so "
         "nothing written there could be locked; create a bucket with object lock enabled "
         "(aws s3api create-bucket ... --object-lock-enabled-for-bucket) or unset OBJECT_LOCK"
+    )
+
+
+def describe_lock(storage: object, setting: str) -> str | None:
+    """OBJECT_LOCK on this bucket in a line, for `doctor`; None when it is off."""
+    if not isinstance(storage, LockingStorage) or not storage.locking:
+        return None
+    bucket = storage.bucket_lock()
+    default = (
+        f"a default retention of {bucket.default_mode} {bucket.default_days} days"
+        if bucket.default_mode
+        else "no default retention (each object carries its tier's date)"
+    )
+    state = "enabled" if bucket.enabled else "NOT enabled"
+    return (
+        f"OBJECT_LOCK={setting}, {state} on the bucket, {default}; `permafrost lock status` "
+        "shows every tier"
     )
