@@ -23,7 +23,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog import reads
 from permafrost.catalog.records import BackupRecord
-from permafrost.errors import PermafrostError, UsageError
+from permafrost.errors import ObjectLocked, PermafrostError, UsageError
 from permafrost.postgres import ddl
 from permafrost.postgres import tools as pgtools
 from permafrost.retention import apply as retention
@@ -166,14 +166,17 @@ def delete(name: str) -> Any:
         return jsonify({"error": error, "would_delete": listing}), 409
     for dependant in doomed[:-1]:
         _refuse_if_busy(dependant.id)
-    done = deletion.carry_out(
-        context.storage,
-        settings().storage.prefix,
-        catalog(),
-        actor(),
-        doomed,
-        {"by": api_actor()},
-    )
+    try:
+        done = deletion.carry_out(
+            context.storage,
+            settings().storage.prefix,
+            catalog(),
+            actor(),
+            doomed,
+            {"by": api_actor()},
+        )
+    except ObjectLocked as exc:  # OBJECT_LOCK: locked or held; nothing was deleted
+        abort(409, str(exc))
     asked = done[-1]
     return jsonify({**asked, "status": "deleted", "deleted": [d["id"] for d in done]})
 

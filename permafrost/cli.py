@@ -25,6 +25,8 @@ from permafrost.text import error_line
 EXIT_CODES: list[tuple[type[errors.PermafrostError], int]] = [
     (errors.UsageError, 2),
     (errors.ConfigError, 2),
+    (errors.LockUnsupported, 15),
+    (errors.ObjectLocked, 16),
     (errors.BackupNotFound, 3),
     (errors.NotFound, 3),
     (errors.EncryptionKeyError, 4),
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     from restore.drills import cli as drill_cli
     from restore.pitr import cli as pitr_cli
     from scheduler import cli as scheduler_cli
-    from scheduler import lifecycle_cli, retention_cli
+    from scheduler import lifecycle_cli, lock_cli, retention_cli
     from scheduler import tasks as scheduler_tasks
 
     parser = argparse.ArgumentParser(
@@ -88,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
+    lock_cli.add_parsers(commands_)
     monitor_cli.add_parsers(commands_)
     # A worker runs backups (the scheduler's jobs) and the restore kinds: composed here.
     worker_handlers = {"backup": scheduler_tasks.run_backup_task, **restore_worker.HANDLERS}

@@ -17,6 +17,7 @@ from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, NotFound
 from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
+from permafrost.storage.lock import policy as lock_policy
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
@@ -35,7 +36,7 @@ class Context:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.storage)
+        return open_storage(self.settings.storage, lock_policy(self.settings))
 
     @cached_property
     def location(self) -> str:

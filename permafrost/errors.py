@@ -45,6 +45,16 @@ class WriteConflict(StorageError):
     it at the same time, on a bucket that does not honour conditional writes."""
 
 
+class LockUnsupported(StorageError):
+    """OBJECT_LOCK is set, but the destination cannot lock objects: a provider or backend
+    without S3 Object Lock, or a bucket created without it."""
+
+
+class ObjectLocked(StorageError):
+    """An object is under object lock (its retain-until is ahead) or a legal hold (a pin), so
+    it cannot be deleted yet; nothing was deleted."""
+
+
 # --- backups and the catalog ---------------------------------------------------------------
 
 

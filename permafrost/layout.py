@@ -167,6 +167,30 @@ def retired_wal_cluster(cluster: str, system_identifier: str) -> str:
     return check_name(f"{cluster[:room]}.{system_identifier}", "cluster")
 
 
+# Object lock (OBJECT_LOCK): the retention each key is locked for is its tier's, named here and
+# turned into days by storage/lock.py. The repository config opens every backup, so it is locked
+# as long as the longest tier; keep/ (legacy pins), pin.json, probes and clusters/ are not locked.
+LOCK_REPOSITORY = "repository"
+LOCKED_TIERS = ("standard", "compliance", BASE_TIER, "wal", LOCK_REPOSITORY)
+
+
+def lock_tier(prefix: str, key: str) -> str | None:
+    """The tier whose retention locks `key` (one of LOCKED_TIERS), or None for a key no lock
+    holds: what pin and unpin rewrite (pin.json), legacy keep/, probes, cluster identities."""
+    root = join(prefix) + "/" if prefix.strip("/") else ""
+    if not key.startswith(root):
+        return None
+    rest = key[len(root) :]
+    first = rest.split("/", 1)[0]
+    if rest == REPOSITORY_CONFIG:
+        return LOCK_REPOSITORY
+    if first == "wal" and "/" in rest:
+        return "wal"
+    if first in ("standard", "compliance", BASE_TIER) and not rest.endswith("/" + PIN_OBJECT):
+        return first
+    return None
+
+
 def tier_folder(prefix: str, tier: str) -> str:
     return join(prefix, check_tier(tier)) + "/"
 

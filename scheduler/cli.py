@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from permafrost import layout
 from permafrost.backup import sources
@@ -13,7 +14,7 @@ from permafrost.backup.lookup import record_from_manifest, record_json
 from permafrost.backup.request import BackupRequest, kind_of, refuse_unconfigured
 from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
-from permafrost.errors import UsageError
+from permafrost.errors import LockUnsupported, StorageError, UsageError
 from permafrost.progress import Progress
 from permafrost.repo.manifest import Kind
 from permafrost.text import human_bytes, print_json
@@ -78,11 +79,26 @@ def scheduler(ctx: Context, args: argparse.Namespace) -> int:
     from scheduler.service import Service, say  # start-up cost: APScheduler, for this command only
 
     service = Service(ctx.settings, say, env_file=args.env_file)
+    refuse_unlockable(ctx, say)
     if args.check:
         for line in service.describe():
             print(line)
         return 0
     return service.run()
+
+
+def refuse_unlockable(ctx: Context, say: Callable[[str], None]) -> None:
+    """OBJECT_LOCK on a destination or bucket that cannot lock: refused at start-up
+    (LockUnsupported, exit 15), not at the first backup; a bucket that does not answer now is
+    the first backup's to report, so the scheduler still starts through an outage."""
+    if ctx.settings.storage.object_lock == "off":
+        return
+    try:
+        ctx.storage.check()
+    except LockUnsupported:
+        raise
+    except StorageError as exc:
+        say(f"object lock not checked at start-up: {exc}")
 
 
 def status(ctx: Context, args: argparse.Namespace) -> int:

@@ -31,7 +31,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--json", action="store_true", help="the plan as JSON")
     p.set_defaults(handler=retention)
 
-    p = commands.add_parser("pin", help="keep a backup for good: move it to keep/")
+    p = commands.add_parser(
+        "pin", help="keep a backup for good: move it to keep/ (under OBJECT_LOCK: a legal hold)"
+    )
     p.add_argument("backup", help="the backup id")
     p.add_argument("--reason", default="", help="why, for whoever reads it later")
     p.set_defaults(handler=pin)
@@ -103,6 +105,8 @@ def retention(ctx: Context, args: argparse.Namespace) -> int:
         print(f"retention applied: {summary}{extra}")
     else:
         print(f"dry run: {summary}{extra}; nothing was changed (add --apply to delete)")
+    for held in outcome.locked:  # OBJECT_LOCK: deletions deferred until the lock ends
+        print(f"locked, deleted by a later run: {held}")
     for error in outcome.errors:
         print(f"error: {error}", file=sys.stderr)
     return 1 if outcome.errors else 0
@@ -121,10 +125,11 @@ def pin(ctx: Context, args: argparse.Namespace) -> int:
     if not any(m.changed for m in moved):
         print(f"backup {args.backup} is already pinned")
         return 0
-    print(
-        f"pinned backup {args.backup} of {asked.location.database}: it is in keep/ now, where "
-        "neither retention nor lifecycle expiry deletes it"
-    )
+    if asked.location.tier == layout.KEEP_TIER:
+        where = "it is in keep/ now, where neither retention nor lifecycle expiry deletes it"
+    else:
+        where = f"under a legal hold in {asked.location.tier}/, which no one can delete it from"
+    print(f"pinned backup {args.backup} of {asked.location.database}: {where}")
     if len(moved) > 1:
         _pinned_chain(ctx, moved)
     return 0
@@ -134,7 +139,7 @@ def _pinned_chain(ctx: Context, moved: list[pins.Pinned]) -> None:
     ids = ", ".join(m.location.backup_id for m in moved[:-1])
     print(
         f"pinned its chain too: {deletion.backups(len(moved) - 1)} it restores from ({ids}), "
-        "in keep/ now as well"
+        f"{'in keep/ now' if moved[0].location.tier == layout.KEEP_TIER else 'held'} as well"
     )
     print(
         "note: a base backup restores with the WAL from its start to its end, archived in wal/, "
@@ -155,7 +160,7 @@ def unpin(ctx: Context, args: argparse.Namespace) -> int:
         where = m.location
         chain = f" (in the chain of {m.chain_of})" if m.chain_of else ""
         print(
-            f"unpinned backup {where.backup_id} of {where.database}{chain}: back in the "
+            f"unpinned backup {where.backup_id} of {where.database}{chain}: in the "
             f"{where.tier} tier, where retention decides on it again"
         )
     return 0

@@ -22,6 +22,7 @@ from permafrost.repo.config import read_config, reprobe_conditional_writes
 from permafrost.sqlite.snapshot import describe_files
 from permafrost.storage import ProviderConditions
 from permafrost.storage.conditional import LOCAL, MEANING, Conditional
+from permafrost.storage.lock import describe_lock
 from permafrost.text import human_bytes, print_json, table
 
 
@@ -36,6 +37,7 @@ class Bucket:
     conditional_writes: str = str(Conditional.UNKNOWN)  # the probe's answer now
     recorded_before: str = str(Conditional.UNKNOWN)  # what permafrost.json said before it
     local: bool = False  # a local directory: no provider to probe
+    object_lock: str | None = None  # OBJECT_LOCK's state on the bucket (storage/lock.py)
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -80,10 +82,11 @@ def examine_bucket(ctx: Context) -> Bucket:
         storage.check()
         repository = read_config(storage, prefix) is not None
         before, now = reprobe_conditional_writes(storage, prefix)
+        locked = describe_lock(storage, ctx.settings.storage.object_lock)
     except PermafrostError as exc:
         return Bucket(ctx.location, reachable=False, error=str(exc))
     local = not isinstance(storage, ProviderConditions)
-    return Bucket(ctx.location, True, None, repository, str(now), str(before), local)
+    return Bucket(ctx.location, True, None, repository, str(now), str(before), local, locked)
 
 
 def render_bucket(bucket: Bucket) -> str:
@@ -97,7 +100,11 @@ def render_bucket(bucket: Bucket) -> str:
         kept = f"recorded in permafrost.json now (it said: {bucket.recorded_before})"
     else:
         kept = "as recorded in permafrost.json"
-    return f"bucket {bucket.where}: reachable\n  conditional writes: {state} ({meaning}); {kept}"
+    lock = f"\n  object lock: {bucket.object_lock}" if bucket.object_lock else ""
+    return (
+        f"bucket {bucket.where}: reachable\n  conditional writes: {state} ({meaning}); {kept}"
+        + lock
+    )
 
 
 def _file_line(file: dict[str, str | bool]) -> str:

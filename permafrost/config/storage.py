@@ -66,6 +66,7 @@ class StorageSettings:
     azure: AzureSettings | None = None
     gcs: GcsSettings | None = None
     sftp: SftpSettings | None = None
+    object_lock: str = "off"  # OBJECT_LOCK: off, governance, compliance (storage/lock.py)
 
     @property
     def scheme(self) -> str:
@@ -123,6 +124,7 @@ def storage_settings(env: Env) -> StorageSettings:
         azure=_azure(env, used=urlsplit(url).scheme == "azure"),
         gcs=_gcs(env, used=urlsplit(url).scheme == "gs"),
         sftp=_sftp(env, used=urlsplit(url).scheme == "sftp"),
+        object_lock=env.choice("OBJECT_LOCK", ("off", "governance", "compliance"), "off"),
     )
 
 

@@ -21,8 +21,8 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.config.fleet import retention_for
 from permafrost.config.settings import Settings
-from permafrost.errors import CatalogUnavailable, StorageError
-from permafrost.retention import keepchain, pins
+from permafrost.errors import CatalogUnavailable, ObjectLocked, StorageError
+from permafrost.retention import keepchain, locks, pins
 from permafrost.retention.plan import ORPHAN_AGE, Action, Decision, Item, Pin, plan
 from permafrost.storage import Storage
 from permafrost.storage.base import ObjectInfo, PendingUpload
@@ -88,6 +88,7 @@ class Outcome:
     usage: dict[tuple[str, str], list[int]]
     applied: bool = False
     errors: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)  # deletions the object lock defers
 
     def counts(self) -> dict[str, int]:
         tally: dict[str, int] = defaultdict(int)
@@ -118,6 +119,7 @@ class Outcome:
             ],
             "counts": self.counts(),
             "errors": self.errors,
+            "locked": self.locked,
         }
 
 
@@ -141,8 +143,8 @@ def inventory(
         if layout.MANIFEST_OBJECT not in names:
             inv.orphans.append(Orphan(folder, objects))
             continue
-        pin = None
-        if tier == layout.KEEP_TIER and layout.PIN_OBJECT in names:
+        pin = None  # in keep/ (a pin by copy), or beside a backup held in place (OBJECT_LOCK)
+        if layout.PIN_OBJECT in names:
             pin = pins.read_pin(storage, prefix, pins.Location(tier, database, backup_id))
         origin = pin.from_tier if pin is not None else tier
         inv.items.append(
@@ -230,6 +232,7 @@ def _plan(
     decisions = plan(
         items, settings.retention, now, settings.schedules.timezone, retention_for(settings)
     )
+    locks.hold_in_place(storage, decisions)
     orphans = [
         o
         for o in inv.orphans
@@ -308,6 +311,9 @@ def _apply(
         try:
             for key in keys:
                 storage.delete(key)
+        except ObjectLocked as exc:
+            outcome.locked.append(f"orphan {orphan.folder}: {exc}")
+            continue
         except StorageError as exc:
             outcome.errors.append(f"orphan {orphan.folder}: {exc}")
             continue
@@ -333,26 +339,43 @@ def _apply(
                 _delete(storage, catalog, who, decision, outcome, say)
         except CatalogUnavailable:
             raise  # without the audit log, nothing more is deleted
+        except ObjectLocked as exc:  # not yet: the lock outlives this rule; a later run deletes
+            outcome.locked.append(f"{item.id}: {exc}")
+            say(f"kept {item.id} of {item.database} for now: {exc}")
+            if item.parent_id is not None:
+                spared.add(item.parent_id)
         except Exception as exc:  # one backup's failure must not stop the others
             outcome.errors.append(f"{item.id}: {exc}")
             log.warning("retention could not %s %s: %s", decision.action, item.id, exc)
             if item.parent_id is not None:
                 spared.add(item.parent_id)  # never break a chain: its parent stays too
     for wal in outcome.wal:
-        if wal.delete:
-            catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())
-        for key in wal.delete:
-            storage.delete(key)
-        if wal.delete:
-            size = len(wal.delete)
-            say(f"deleted {size} WAL files of {wal.cluster} older than every kept base backup")
-            entry = outcome.usage.get(("wal", wal.cluster))
-            if entry is not None:
-                entry[0] -= size
-                entry[1] -= wal.bytes
+        _delete_wal(storage, catalog, who, wal, outcome, say)
     catalog.record_usage(
         [(tier, db, n, size) for (tier, db), (n, size) in sorted(outcome.usage.items()) if n > 0]
     )
+
+
+def _delete_wal(
+    storage: Storage, catalog: Catalog, who: str, wal: WalPlan, outcome: Outcome, say: Say
+) -> None:
+    if wal.delete:
+        catalog.audit(who, "retention-wal", wal.cluster, wal.to_json())
+    locked: list[ObjectLocked] = []
+    for key in wal.delete:
+        try:
+            storage.delete(key)
+        except ObjectLocked as exc:  # younger than WAL_RETENTION_DAYS: a later run takes it
+            locked.append(exc)
+    size = len(wal.delete) - len(locked)
+    if size:
+        say(f"deleted {size} WAL files of {wal.cluster} older than every kept base backup")
+        entry = outcome.usage.get(("wal", wal.cluster))
+        if entry is not None and not locked:  # else the next run's inventory counts them
+            entry[0] -= size
+            entry[1] -= wal.bytes
+    if locked:
+        outcome.locked.append(f"{len(locked)} WAL files of {wal.cluster}, first: {locked[0]}")
 
 
 def _hold(
@@ -394,6 +417,7 @@ def _delete(
         "reasons": decision.reasons,
         "objects": keys,
     }
+    locks.refuse_locked(storage, keys)  # all or nothing: a half-deleted backup is an orphan
     catalog.audit(who, "retention-delete", item.id, details)  # written before anything goes
     for key in keys:  # the manifest first: from then on the backup does not exist
         storage.delete(key)

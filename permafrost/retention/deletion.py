@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from permafrost import layout
 from permafrost.errors import UsageError
 from permafrost.repo.config import Repository
-from permafrost.retention import chains
+from permafrost.retention import chains, locks
 from permafrost.storage import Storage
 
 if TYPE_CHECKING:
@@ -85,14 +85,13 @@ def carry_out(
     extra: dict[str, object] | None = None,
     say: Say = lambda _: None,
 ) -> list[dict[str, object]]:
-    """Delete each backup in order, audit-logged; what was deleted, one entry per backup."""
+    """Delete each backup in order, audit-logged; what was deleted, one entry per backup.
+    Under OBJECT_LOCK, one object still locked or held refuses it all (ObjectLocked) first."""
     done = []
+    listed = {d.id: _keys(storage, d.folder(prefix)) for d in doomed}
+    locks.refuse_locked(storage, (key for keys in listed.values() for key in keys))
     for d in doomed:
-        folder = d.folder(prefix)
-        keys = sorted(
-            (info.key for info in storage.list(folder)),
-            key=lambda k: not k.endswith(layout.MANIFEST_OBJECT),
-        )
+        keys = listed[d.id]
         details: dict[str, object] = {"database": d.database, "tier": d.tier, "objects": keys}
         if d.dependant_of is not None:
             details["dependant_of"] = d.dependant_of
@@ -103,6 +102,14 @@ def carry_out(
         say(f"deleted backup {d.id} of {d.database} ({len(keys)} objects)")
         done.append({"id": d.id, **details})
     return done
+
+
+def _keys(storage: Storage, folder: str) -> list[str]:
+    """A backup's objects, its manifest first."""
+    return sorted(
+        (info.key for info in storage.list(folder)),
+        key=lambda k: not k.endswith(layout.MANIFEST_OBJECT),
+    )
 
 
 def backups(count: int) -> str:

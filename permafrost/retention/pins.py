@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from permafrost import layout
 from permafrost.errors import BackupNotFound, NotFound, UsageError
 from permafrost.repo.config import Repository
-from permafrost.retention import chains
+from permafrost.retention import chains, holds
 from permafrost.retention.plan import Pin
 from permafrost.storage import Storage
 
@@ -70,10 +70,23 @@ def move(
     say: Callable[[str], None] = lambda _: None,
 ) -> Location:
     """Copy a backup's objects into `tier`, then delete the originals; returns where it is now."""
+    target = copy_over(storage, prefix, source, tier, pin, say)
+    remove(storage, prefix, source)
+    return target
+
+
+def copy_over(
+    storage: Storage,
+    prefix: str,
+    source: Location,
+    tier: str,
+    pin: Pin | None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Location:
+    """Copy a backup's objects into `tier`, its manifest last (the copy exists from then on)."""
     target = Location(tier, source.database, source.backup_id)
     source_folder, target_folder = source.folder(prefix), target.folder(prefix)
-    objects = [info.key for info in storage.list(source_folder)]
-    names = [key[len(source_folder) :] for key in objects]
+    names = [info.key[len(source_folder) :] for info in storage.list(source_folder)]
     if layout.MANIFEST_OBJECT not in names:
         raise BackupNotFound(f"backup {source.backup_id} has no manifest in {source_folder}")
     payload = [n for n in names if n not in (layout.MANIFEST_OBJECT, layout.PIN_OBJECT)]
@@ -83,12 +96,16 @@ def move(
     if pin is not None:
         storage.put(target_folder + layout.PIN_OBJECT, pin.to_json())
     storage.copy(source_folder + layout.MANIFEST_OBJECT, target_folder + layout.MANIFEST_OBJECT)
-    # The copy is complete: now the original goes, its manifest first.
-    storage.delete(source_folder + layout.MANIFEST_OBJECT)
-    for name in names:
-        if name != layout.MANIFEST_OBJECT:
-            storage.delete(source_folder + name)
     return target
+
+
+def remove(storage: Storage, prefix: str, where: Location) -> None:
+    """Delete a backup's objects, its manifest first (from then on this copy does not exist)."""
+    folder = where.folder(prefix)
+    names = [info.key[len(folder) :] for info in storage.list(folder)]
+    names.sort(key=lambda n: n != layout.MANIFEST_OBJECT)
+    for name in names:
+        storage.delete(folder + name)
 
 
 def pin_backup(
@@ -98,10 +115,18 @@ def pin_backup(
     by: str,
     reason: str,
     say: Callable[[str], None] = lambda _: None,
+    wal: Callable[[Location], list[str]] = lambda _: [],
 ) -> tuple[Location, bool]:
-    """Pin a backup; (its location, whether anything changed)."""
+    """Pin a backup; (its location, whether anything changed). Under OBJECT_LOCK a legal hold
+    on its objects and on `wal(location)` (a base backup's WAL), where it is."""
     where = find(storage, prefix, backup_id)
     pin = Pin(datetime.now(UTC).isoformat(timespec="seconds"), by, reason, where.tier)
+    if holds.locking(storage) is not None and where.tier != layout.KEEP_TIER:
+        current = holds.read_pin(storage, where.folder(prefix))
+        if current is not None and not current.hold:
+            return where, False
+        holds.hold(storage, where.folder(prefix), pin, wal(where), say)
+        return where, True
     if where.tier == layout.KEEP_TIER:
         current = read_pin(storage, prefix, where)
         if current is not None and not current.hold:
@@ -115,9 +140,16 @@ def pin_backup(
 
 
 def unpin_backup(
-    storage: Storage, prefix: str, backup_id: str, say: Callable[[str], None] = lambda _: None
+    storage: Storage,
+    prefix: str,
+    backup_id: str,
+    say: Callable[[str], None] = lambda _: None,
+    wal: Callable[[Location], list[str]] = lambda _: [],
 ) -> Location:
     where = find(storage, prefix, backup_id)
+    if where.tier != layout.KEEP_TIER and pinned_in_place(storage, prefix, where):
+        holds.release(storage, where.folder(prefix), wal(where), say)
+        return where
     if where.tier != layout.KEEP_TIER:
         raise UsageError(f"backup {backup_id} is not pinned (it is in the {where.tier} tier)")
     pin = read_pin(storage, prefix, where)
@@ -125,6 +157,19 @@ def unpin_backup(
     if tier not in layout.BACKUP_TIERS or tier == layout.KEEP_TIER:
         tier = "standard"
     return move(storage, prefix, where, tier, None, say)
+
+
+def pinned_in_place(storage: Storage, prefix: str, where: Location) -> bool:
+    """A pin by legal hold: an operator's pin.json beside the backup in its own tier."""
+    if where.tier == layout.KEEP_TIER:
+        return False
+    pin = holds.read_pin(storage, where.folder(prefix))
+    return pin is not None and not pin.hold
+
+
+def pinned(storage: Storage, prefix: str, where: Location) -> bool:
+    """Pinned either way: in keep/ (legacy), or by a legal hold where it is."""
+    return where.tier == layout.KEEP_TIER or pinned_in_place(storage, prefix, where)
 
 
 @dataclass(frozen=True)
@@ -154,10 +199,14 @@ def pin_chain(
     for ancestor in _ancestors_to_pin(repo, where):
         because = f"{reason}; " if reason else ""
         because += f"an ancestor of pinned {backup_id}"
-        there, changed = pin_backup(repo.storage, repo.prefix, ancestor, by, because, say)
+        there, changed = pin_backup(
+            repo.storage, repo.prefix, ancestor, by, because, say, _wal_of(repo)
+        )
         done.append(Pinned(there, changed, chain_of=backup_id))
         moved(done[-1])
-    there, changed = pin_backup(repo.storage, repo.prefix, backup_id, by, reason, say)
+    there, changed = pin_backup(
+        repo.storage, repo.prefix, backup_id, by, reason, say, _wal_of(repo)
+    )
     done.append(Pinned(there, changed))
     moved(done[-1])
     return done
@@ -186,12 +235,14 @@ def unpin_chain(
     if _is_base(repo, where):
         found = chains.members(repo, where.database)
         chain = chains.chain(backup_id, chains.parents_of(found))
-        members = sorted((m for m in chain if found[m].tier == layout.KEEP_TIER), reverse=True)
+        members = sorted(
+            (m for m in chain if pinned(repo.storage, repo.prefix, _at(found[m]))), reverse=True
+        )
         if not members:
             raise UsageError(f"backup {backup_id} is not pinned, nor is any of its chain")
     done = []
     for member in members:
-        there = unpin_backup(repo.storage, repo.prefix, member, say)
+        there = unpin_backup(repo.storage, repo.prefix, member, say, _wal_of(repo))
         done.append(Pinned(there, True, chain_of=None if member == backup_id else backup_id))
         moved(done[-1])
     return done
@@ -202,3 +253,18 @@ def _is_base(repo: Repository, where: Location) -> bool:
         return True
     pin = read_pin(repo.storage, repo.prefix, where) if where.tier == layout.KEEP_TIER else None
     return pin is not None and pin.from_tier == layout.BASE_TIER
+
+
+def _at(member: chains.Member) -> Location:
+    return Location(member.tier, member.cluster, member.id)
+
+
+def _wal_of(repo: Repository) -> Callable[[Location], list[str]]:
+    """Under OBJECT_LOCK, the WAL a base backup's hold covers: its start to its end."""
+
+    def wal(where: Location) -> list[str]:
+        if holds.locking(repo.storage) is None or where.tier != layout.BASE_TIER:
+            return []
+        return holds.wal_keys(repo, where.database, where.backup_id)
+
+    return wal

@@ -107,7 +107,10 @@ class Item:
 
     @property
     def pinned(self) -> bool:
-        return self.tier == layout.KEEP_TIER and (self.pin is None or not self.pin.hold)
+        """An operator's pin: in keep/ (by copy), or a legal hold in place (OBJECT_LOCK)."""
+        if self.pin is not None:
+            return not self.pin.hold
+        return self.tier == layout.KEEP_TIER
 
     @property
     def held(self) -> bool:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from permafrost.config.storage import StorageSettings
 from permafrost.storage.base import (
     LifecycleStorage,
+    LockingStorage,
     ObjectInfo,
     PendingUpload,
     ProviderConditions,
@@ -13,6 +16,7 @@ from permafrost.storage.base import (
 
 __all__ = [
     "LifecycleStorage",
+    "LockingStorage",
     "ObjectInfo",
     "PendingUpload",
     "ProviderConditions",
@@ -21,7 +25,13 @@ __all__ = [
 ]
 
 
-def open_storage(settings: StorageSettings) -> Storage:
+if TYPE_CHECKING:
+    from permafrost.storage.lock import LockPolicy
+
+
+def open_storage(settings: StorageSettings, lock: LockPolicy | None = None) -> Storage:
+    """The backend STORAGE_URL names; with a lock (OBJECT_LOCK), only S3, which then writes
+    every object locked (storage/lock.py refused the others before this is called)."""
     # Each backend is imported when chosen: importing boto3 costs about 0.15 s, which a local
     # bucket need not pay.
     if settings.scheme == "file":
@@ -42,4 +52,4 @@ def open_storage(settings: StorageSettings) -> Storage:
         return SftpStorage(settings)
     from permafrost.storage.s3 import S3Storage
 
-    return S3Storage(settings)
+    return S3Storage(settings, lock)

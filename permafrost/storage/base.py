@@ -98,3 +98,60 @@ class ProviderConditions(Protocol):
 
     def rely_on_provider(self, honoured: bool) -> None:
         """Whether put(..., if_absent=True) may leave the refusal to the provider."""
+
+
+@dataclass(frozen=True)
+class LockState:
+    """What stops an object's deletion: a retention (mode, retain-until) and a legal hold."""
+
+    key: str
+    mode: str | None = None  # GOVERNANCE or COMPLIANCE, None: no retention set
+    retain_until: datetime | None = None
+    legal_hold: bool = False
+
+    def blocks(self, now: datetime) -> bool:
+        """Whether a delete of this object's version would be refused at `now`."""
+        return self.legal_hold or (self.retain_until is not None and self.retain_until > now)
+
+    def why(self) -> str:
+        """Why it cannot be deleted, in words ('' when nothing holds it)."""
+        if self.legal_hold:
+            return f"{self.key} is under a legal hold (pinned): `permafrost unpin` releases it"
+        if self.retain_until is not None:
+            return (
+                f"{self.key} is locked ({self.mode}) until {self.retain_until:%Y-%m-%d %H:%M} "
+                "UTC; retention deletes it after that"
+            )
+        return ""
+
+
+@dataclass(frozen=True)
+class BucketLock:
+    """A bucket's object lock configuration: enabled, and its default retention if any."""
+
+    enabled: bool
+    default_mode: str | None = None
+    default_days: int | None = None
+
+
+@runtime_checkable
+class LockingStorage(Protocol):
+    """A bucket with S3 Object Lock (OBJECT_LOCK): every object is written with the retain-until
+    of its tier (`storage/lock.py`), a delete is refused while an object is locked or held, and
+    a pin is a legal hold. Only S3Storage is one, and only with OBJECT_LOCK set."""
+
+    @property
+    def locking(self) -> bool:
+        """Whether OBJECT_LOCK is on for this storage (writes carry a retain-until)."""
+        ...
+
+    def bucket_lock(self) -> BucketLock:
+        """The bucket's object lock configuration (GetObjectLockConfiguration)."""
+        ...
+
+    def lock_state(self, key: str) -> LockState:
+        """The current version's retention and legal hold."""
+        ...
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        """Put (on) or remove a legal hold on the current version of `key`."""

@@ -7,10 +7,13 @@ connections back off and try again; what is left when they give up is translated
 
 from __future__ import annotations
 
+import base64
 import builtins
+import hashlib
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -26,21 +29,30 @@ from botocore.exceptions import (
 
 from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
-from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.errors import (
+    LockUnsupported,
+    NotFound,
+    ObjectLocked,
+    StorageError,
+    StorageUnavailable,
+)
+from permafrost.storage.base import BucketLock, LockState, ObjectInfo, PendingUpload
 from permafrost.storage.conditional import put_checked
+from permafrost.storage.lock import LockPolicy, bucket_without_lock
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
 
 
 class S3Storage:
-    def __init__(self, settings: StorageSettings) -> None:
+    def __init__(self, settings: StorageSettings, lock: LockPolicy | None = None) -> None:
         self.bucket = settings.bucket
         self.endpoint = settings.endpoint_url or "AWS S3"
         self.attempts = settings.max_attempts
         self._client = _client(settings)
         self._provider_honours = False  # until the repository's probe says so
+        self._lock = lock
+        self._lock_checked = False  # the bucket's lock configuration, read before a first write
 
     @property
     def url(self) -> str:
@@ -49,6 +61,8 @@ class S3Storage:
     def check(self) -> None:
         with self._translate("reach the bucket", ""):
             self._client.head_bucket(Bucket=self.bucket)
+        if self._lock is not None:
+            self._require_lock()
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
         """With if_absent: the provider's `If-None-Match: *` once the repository's probe found
@@ -59,11 +73,16 @@ class S3Storage:
             self.put_if_none_match(key, data)
         else:
             with self._translate("put", key):
-                self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+                self._client.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, **self._lock_args(key, data)
+                )
 
     def put_if_none_match(self, key: str, data: bytes) -> None:
+        extra = self._lock_args(key, data)
         with self._translate("put", key):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **extra
+            )
 
     def rely_on_provider(self, honoured: bool) -> None:
         self._provider_honours = honoured
@@ -110,6 +129,18 @@ class S3Storage:
                     yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
 
     def delete(self, key: str) -> None:
+        """Under OBJECT_LOCK, an object still locked or held is refused here (ObjectLocked),
+        before S3 is asked: S3 would hide it behind a delete marker, and keep it all the same."""
+        if self._lock is not None:
+            try:
+                state = self.lock_state(key)
+            except NotFound:
+                return  # removing one that is not there is not an error
+            # What Permafrost locks, or holds, is refused; a key it leaves unlocked (pin.json,
+            # a probe) goes, even where a bucket default retention keeps its version a while.
+            locked = self._lock.tier_of(key) is not None
+            if state.legal_hold or (locked and state.blocks(datetime.now(UTC))):
+                raise ObjectLocked(state.why())
         with self._translate("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
 
@@ -122,6 +153,11 @@ class S3Storage:
             self._client.copy(
                 {"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=config
             )
+        if self._lock is not None:
+            # Set after the copy: a copy's lock headers want a checksum of a body it has none
+            # of (moto refuses them), and the source's lock is not copied.
+            self._require_lock()
+            self._confirm_lock(target)
 
     def lifecycle_rules(self) -> builtins.list[dict[str, Any]]:
         """The bucket's lifecycle rules as S3 returns them; none set is an empty list."""
@@ -143,14 +179,22 @@ class S3Storage:
                 self._client.delete_bucket_lifecycle(Bucket=self.bucket)
 
     def create_multipart(self, key: str) -> str:
+        extra = self._lock_args(key)  # the lock goes on CreateMultipartUpload
         with self._translate("start upload of", key):
-            response = self._client.create_multipart_upload(Bucket=self.bucket, Key=key)
+            response = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
         return str(response["UploadId"])
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        # S3 wants each part of a locked object with its Content-MD5.
+        extra = {"ContentMD5": _md5(data)} if self._lock is not None else {}
         with self._translate(f"upload part {number} of", key):
             response = self._client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                **extra,
             )
         return str(response["ETag"])
 
@@ -165,6 +209,8 @@ class S3Storage:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": listing},
             )
+        if self._lock is not None:
+            self._confirm_lock(key)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:
@@ -179,6 +225,81 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Uploads", []):
                     yield PendingUpload(item["Key"], item["UploadId"], item["Initiated"])
+
+    # --- object lock (LockingStorage) -------------------------------------------------------
+
+    @property
+    def locking(self) -> bool:
+        return self._lock is not None
+
+    def bucket_lock(self) -> BucketLock:
+        try:
+            with self._translate("read the object lock configuration of", self.bucket):
+                response = self._client.get_object_lock_configuration(Bucket=self.bucket)
+        except StorageError as exc:
+            if isinstance(exc, StorageUnavailable) or not exc.permanent:
+                raise
+            return BucketLock(enabled=False)  # none configured, or the provider has no lock
+        config = response.get("ObjectLockConfiguration", {})
+        default = config.get("Rule", {}).get("DefaultRetention", {})
+        days = default.get("Days") or (365 * default["Years"] if default.get("Years") else None)
+        return BucketLock(
+            enabled=config.get("ObjectLockEnabled") == "Enabled",
+            default_mode=default.get("Mode"),
+            default_days=days,
+        )
+
+    def lock_state(self, key: str) -> LockState:
+        with self._translate("head", key):
+            response = self._client.head_object(Bucket=self.bucket, Key=key)
+        return LockState(
+            key,
+            mode=response.get("ObjectLockMode"),
+            retain_until=response.get("ObjectLockRetainUntilDate"),
+            legal_hold=response.get("ObjectLockLegalHoldStatus") == "ON",
+        )
+
+    def set_legal_hold(self, key: str, on: bool) -> None:
+        status = "ON" if on else "OFF"
+        with self._translate(f"set the legal hold {status} on", key):
+            self._client.put_object_legal_hold(
+                Bucket=self.bucket, Key=key, LegalHold={"Status": status}
+            )
+
+    def _require_lock(self) -> None:
+        """Refuse (LockUnsupported) a bucket without object lock, once per process."""
+        if self._lock_checked:
+            return
+        if not self.bucket_lock().enabled:
+            assert self._lock is not None
+            raise bucket_without_lock(self.url, self._lock.mode.lower())
+        self._lock_checked = True
+
+    def _confirm_lock(self, key: str) -> None:
+        """A completed multipart object has the lock CreateMultipartUpload asked for on AWS;
+        a provider that dropped it (moto does), or a copy, gets it set (or extended) here, so no
+        object goes unlocked or locked short."""
+        assert self._lock is not None
+        until = self._lock.retain_until(key, datetime.now(UTC))
+        current = self.lock_state(key).retain_until if until is not None else None
+        # Within an hour: the lock CreateMultipartUpload set when the upload began.
+        if until is None or (current is not None and current >= until - timedelta(hours=1)):
+            return
+        retention = {"Mode": self._lock.mode.value, "RetainUntilDate": until}
+        with self._translate("lock", key):
+            self._client.put_object_retention(Bucket=self.bucket, Key=key, Retention=retention)
+
+    def _lock_args(self, key: str, data: bytes | None = None) -> dict[str, Any]:
+        """The lock headers a write of `key` carries now (none without OBJECT_LOCK)."""
+        if self._lock is None:
+            return {}
+        self._require_lock()
+        extra: dict[str, Any] = {} if data is None else {"ContentMD5": _md5(data)}
+        until = self._lock.retain_until(key, datetime.now(UTC))
+        if until is not None:
+            extra["ObjectLockMode"] = self._lock.mode.value
+            extra["ObjectLockRetainUntilDate"] = until
+        return extra
 
     @contextmanager
     def _translate(self, action: str, key: str) -> Iterator[None]:
@@ -224,6 +345,10 @@ def _client(settings: StorageSettings) -> Any:
     )
 
 
+def _md5(data: bytes) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
 def _reveal(secret: Secret | None) -> str | None:
     return secret.reveal() if secret else None
 
@@ -241,6 +366,10 @@ def _client_error(exc: ClientError, action: str, key: str, storage: S3Storage) -
             f"{action} {key or storage.bucket}: access denied ({code}); check the access key, "
             "secret and bucket policy"
         )
+    if code == "ObjectLockConfigurationNotFoundError" or (
+        code in ("NotImplemented", "InvalidRequest") and "lock" in action
+    ):
+        return LockUnsupported(f"{action} {storage.bucket}: {error.get('Message') or code}")
     if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
         return StorageError(f"{key} already exists")
     transient = status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError")

@@ -13,7 +13,7 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.config.settings import Settings
-from permafrost.retention.lifecycle import chains
+from permafrost.retention.lifecycle import chains, locked
 from permafrost.retention.lifecycle.keeps import Requirement, check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, narrowed, rule_id, rule_prefix
 from permafrost.retention.lifecycle.report import (
@@ -56,6 +56,11 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
             problems.extend(found)
         else:
             notes.extend(f"disabled, but if enabled: {text}" for text in found)
+    lock_problems, lock_notes = locked.check(
+        settings, storage, actual, verdict.requirements, moment
+    )
+    problems.extend(lock_problems)
+    notes.extend(lock_notes)
     differences = _differences(actual, wanted)
     notes.extend(wanted.notes)
     return CheckReport(

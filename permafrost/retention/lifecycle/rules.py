@@ -12,6 +12,7 @@ from typing import Any
 
 from permafrost import layout
 from permafrost.config.settings import RetentionSettings, Settings
+from permafrost.storage.lock import retention_days
 
 RULE_PREFIX = "permafrost-"
 ABORT_RULE = RULE_PREFIX + "abort-multipart"
@@ -71,6 +72,8 @@ def desired(settings: Settings) -> Desired:
     notes: list[str] = []
     cold = _cold_after(settings.retention, notes) if provider == "aws" else None
     rules = _expiry_rules(settings.retention, folders(prefix), cold, notes)
+    if settings.storage.object_lock != "off":
+        rules = without_expiry(rules, notes)
     if cold is not None:
         rules.append(_keep_rule(folders(prefix)[layout.KEEP_TIER], cold))
     if provider != "minio":
@@ -83,14 +86,28 @@ def desired(settings: Settings) -> Desired:
     return Desired(provider, prefix, rules, notes)
 
 
+def without_expiry(rules: list[dict[str, Any]], notes: list[str]) -> list[dict[str, Any]]:
+    """Under OBJECT_LOCK: the tier rules without their Expiration (retention deletes once the
+    lock allows; an expiry on a versioned bucket would hide pinned backups behind delete markers);
+    a rule left with nothing goes."""
+    kept = []
+    for rule in rules:
+        if "Expiration" in rule:
+            rule = {k: v for k, v in rule.items() if k != "Expiration"}
+            if "Transitions" not in rule:
+                continue
+        kept.append(rule)
+    notes.append(
+        "OBJECT_LOCK: no expiry rules: retention deletes each backup once its lock has ended "
+        "(an expiry rule would hide pinned backups, held by a legal hold, behind a delete marker)"
+    )
+    return kept
+
+
 def _tier_days(policy: RetentionSettings) -> dict[str, int]:
     """The days after which each expiring tier's objects go."""
-    return {
-        "standard": policy.standard_days,
-        "compliance": policy.compliance_days,
-        layout.BASE_TIER: policy.wal_days,
-        "wal": policy.wal_days,
-    }
+    days = retention_days(policy)  # the one map from tier to days (object lock's too)
+    return {tier: days[tier] for tier in EXPIRING_TIERS}
 
 
 def _expiry_rules(
