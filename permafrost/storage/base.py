@@ -5,7 +5,8 @@ object raises `NotFound`, every other failure a `StorageError` that says whether
 help. The contract suite in tests/storage runs unchanged against both.
 
 An optional feature only some backends have is a capability of its own (`LifecycleStorage`,
-`ProviderConditions`), which callers test with `isinstance(storage, LifecycleStorage)`.
+`ProviderConditions`, `VersionedStorage`), which callers test with
+`isinstance(storage, LifecycleStorage)`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,17 @@ class ObjectInfo:
     key: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of an object in a versioned bucket, or a delete marker (deleted)."""
+
+    key: str
+    version_id: str
+    size: int
+    modified: datetime
+    deleted: bool
 
 
 @dataclass(frozen=True)
@@ -98,3 +110,24 @@ class ProviderConditions(Protocol):
 
     def rely_on_provider(self, honoured: bool) -> None:
         """Whether put(..., if_absent=True) may leave the refusal to the provider."""
+
+
+@runtime_checkable
+class VersionedStorage(Protocol):
+    """A bucket that can keep every version of an object (S3 bucket versioning): what was
+    deleted or overwritten can still be read by its version id (storage/asof.py)."""
+
+    def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on)."""
+        ...
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every version and delete marker under prefix: keys in order, each key's newest
+        first."""
+        ...
+
+    def get_version(
+        self, key: str, version_id: str, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """One version's bytes, or the range [offset, offset+length) of them."""
+        ...

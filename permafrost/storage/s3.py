@@ -27,7 +27,7 @@ from botocore.exceptions import (
 from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
-from permafrost.storage.base import ObjectInfo, PendingUpload
+from permafrost.storage.base import ObjectInfo, ObjectVersion, PendingUpload
 from permafrost.storage.conditional import put_checked
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
@@ -71,10 +71,18 @@ class S3Storage:
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """An object or a range of it. botocore retries a failed request, but not a body cut
         off after the headers arrived: that is retried here, with the same back-off."""
+        return self._get(key, offset, length, None)
+
+    def get_version(
+        self, key: str, version_id: str, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        return self._get(key, offset, length, version_id)
+
+    def _get(self, key: str, offset: int, length: int | None, version_id: str | None) -> bytes:
         attempt = 1
         while True:
             try:
-                return self._get_once(key, offset, length)
+                return self._get_once(key, offset, length, version_id)
             except StorageError as exc:
                 if (
                     exc.permanent
@@ -85,11 +93,13 @@ class S3Storage:
                 time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
                 attempt += 1
 
-    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
+    def _get_once(self, key: str, offset: int, length: int | None, version_id: str | None) -> bytes:
         extra = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             extra["Range"] = f"bytes={offset}-{end}"
+        if version_id is not None:
+            extra["VersionId"] = version_id
         with self._translate("get", key):
             response = self._client.get_object(Bucket=self.bucket, Key=key, **extra)
             body: bytes = response["Body"].read()
@@ -108,6 +118,22 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
+
+    def versioning(self) -> str:
+        with self._translate("read the versioning of", ""):
+            response = self._client.get_bucket_versioning(Bucket=self.bucket)
+        return str(response.get("Status", ""))
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Versions and delete markers, which S3 answers in two lists per page: merged back
+        into one, each key's newest first (the latest first on a tie of whole seconds)."""
+        paginator = self._client.get_paginator("list_object_versions")
+        with self._translate("list versions under", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                entries = [_version(v, False) for v in page.get("Versions", [])]
+                entries += [_version(m, True) for m in page.get("DeleteMarkers", [])]
+                entries.sort(key=lambda e: (e[0].key, -e[0].modified.timestamp(), not e[1]))
+                yield from (version for version, _ in entries)
 
     def delete(self, key: str) -> None:
         with self._translate("delete", key):
@@ -222,6 +248,14 @@ def _client(settings: StorageSettings) -> Any:
         aws_secret_access_key=_reveal(settings.secret_access_key),
         config=config,
     )
+
+
+def _version(item: dict[str, Any], deleted: bool) -> tuple[ObjectVersion, bool]:
+    """An entry of ListObjectVersions, and whether S3 marks it the key's latest."""
+    version = ObjectVersion(
+        item["Key"], str(item["VersionId"]), int(item.get("Size", 0)), item["LastModified"], deleted
+    )
+    return version, bool(item.get("IsLatest"))
 
 
 def _reveal(secret: Secret | None) -> str | None:
