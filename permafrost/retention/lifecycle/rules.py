@@ -55,6 +55,7 @@ class Desired:
     prefix: str
     rules: list[dict[str, Any]]
     notes: list[str]
+    versioned: bool = False  # the bucket keeps old versions: rules expire them (versions.py)
 
     @property
     def ids(self) -> list[str]:
@@ -83,7 +84,7 @@ def desired(settings: Settings) -> Desired:
     return Desired(provider, prefix, rules, notes)
 
 
-def _tier_days(policy: RetentionSettings) -> dict[str, int]:
+def tier_days(policy: RetentionSettings) -> dict[str, int]:
     """The days after which each expiring tier's objects go."""
     return {
         "standard": policy.standard_days,
@@ -99,7 +100,7 @@ def _expiry_rules(
     cold: tuple[str, int] | None,
     notes: list[str],
 ) -> list[dict[str, Any]]:
-    expiry = _tier_days(policy)
+    expiry = tier_days(policy)
     rules: list[dict[str, Any]] = []
     for tier in EXPIRING_TIERS:
         rule: dict[str, Any] = {

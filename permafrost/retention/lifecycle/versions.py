@@ -1,0 +1,120 @@
+"""Lifecycle on a versioned bucket: how long deleted and overwritten objects stay readable.
+
+With versioning on, a delete (retention's, an attacker's, or a tier's expiry rule) leaves the
+object as a noncurrent version, which `--as-of` reads back (storage/asof.py). Each tier's rule
+expires noncurrent versions after the tier's own days, so anything deleted can be brought back
+for as long as retention would have kept it, and no longer is paid for; keep/ (which never
+expires) keeps them COMPLIANCE_TIER_DAYS. permafrost.json and clusters/ get no rule: their few
+versions are kept for good, because without the old permafrost.json no old backup opens.
+
+`check` fails a rule (ours or not) that expires noncurrent versions under a tier sooner than
+that: an attack would then be past repair sooner than the settings promise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from permafrost import layout
+from permafrost.config.settings import RetentionSettings, Settings
+from permafrost.errors import StorageError
+from permafrost.retention.lifecycle.read import overlaps, rule_id, rule_prefix
+from permafrost.retention.lifecycle.rules import (
+    RULE_PREFIX,
+    TIER_VARIABLES,
+    Desired,
+    desired,
+    folders,
+    tier_days,
+)
+from permafrost.storage.base import VersionedStorage
+
+NONCURRENT = "NoncurrentVersionExpiration"
+KEEP_VARIABLE = "COMPLIANCE_TIER_DAYS"
+UNVERSIONED_NOTE = (
+    "the bucket has no versioning: an object deleted or overwritten (by retention, or by anyone "
+    "holding the credentials) is gone, and `--as-of` cannot bring it back; README: Security, "
+    "'Rolling back an attack', says how to turn versioning on"
+)
+
+
+def desired_for(settings: Settings, storage: object) -> Desired:
+    """The rules the settings call for on this bucket: with noncurrent-version expiry when it
+    keeps old versions (asked of the bucket: GetBucketVersioning)."""
+    wanted = desired(settings)
+    if not isinstance(storage, VersionedStorage):
+        return wanted  # a local directory, another destination: no versions, no rules
+    notes = list(wanted.notes)
+    rules = [dict(rule) for rule in wanted.rules]
+    if not versioned_or_note(storage, notes):
+        notes.append(UNVERSIONED_NOTE)
+        return Desired(wanted.provider, wanted.prefix, rules, notes)
+    add_noncurrent(rules, settings, notes)
+    return Desired(wanted.provider, wanted.prefix, rules, notes, versioned=True)
+
+
+def versioned(storage: object) -> bool:
+    """Whether the bucket keeps old versions (versioning on, or suspended after being on)."""
+    return isinstance(storage, VersionedStorage) and storage.versioning() in (
+        "Enabled",
+        "Suspended",
+    )
+
+
+def versioned_or_note(storage: object, notes: list[str]) -> bool:
+    """versioned(), or False with a note when the bucket does not answer the question (a
+    provider without versioning may refuse GetBucketVersioning)."""
+    try:
+        return versioned(storage)
+    except StorageError as exc:
+        notes.append(f"whether the bucket keeps old versions is unknown: {exc}")
+        return False
+
+
+def noncurrent_days(policy: RetentionSettings) -> dict[str, int]:
+    """How long each folder keeps a deleted or overwritten object readable."""
+    return {**tier_days(policy), layout.KEEP_TIER: policy.compliance_days}
+
+
+def add_noncurrent(rules: list[dict[str, Any]], settings: Settings, notes: list[str]) -> None:
+    """Each tier's rule also expires noncurrent versions after the tier's days; keep/ gets
+    its own rule where it has none (only AWS moves it to cold storage)."""
+    days = noncurrent_days(settings.retention)
+    by_id = {rule["ID"]: rule for rule in rules}
+    for tier, count in days.items():
+        rule = by_id.get(RULE_PREFIX + tier)
+        if rule is None:
+            rule = {
+                "ID": RULE_PREFIX + tier,
+                "Status": "Enabled",
+                "Filter": {"Prefix": folders(settings.storage.prefix)[tier]},
+            }
+            rules.append(rule)
+        rule[NONCURRENT] = {"NoncurrentDays": count}
+    notes.append(
+        "the bucket is versioned: a deleted or overwritten object stays readable with --as-of "
+        "for its tier's days after (standard "
+        f"{days['standard']}, compliance {days['compliance']}, base and wal "
+        f"{days['wal']}, keep/ {days[layout.KEEP_TIER]}), then its old version expires; "
+        f"{layout.REPOSITORY_CONFIG} keeps every version"
+    )
+
+
+def noncurrent_problems(rule: dict[str, Any], settings: Settings) -> list[str]:
+    """What one bucket rule cuts short: a folder's deleted objects expiring before its days."""
+    found = (rule.get(NONCURRENT) or {}).get("NoncurrentDays")
+    if found is None:
+        return []
+    prefix = rule_prefix(rule)
+    where = folders(settings.storage.prefix)
+    problems = []
+    for tier, days in noncurrent_days(settings.retention).items():
+        if overlaps(prefix, where[tier]) and int(found) < days:
+            variable = TIER_VARIABLES.get(tier, KEEP_VARIABLE)
+            problems.append(
+                f"rule {rule_id(rule)} expires old versions under {where[tier]} {found} days "
+                f"after they were deleted or overwritten: a backup deleted by an attack could "
+                f"be brought back with --as-of for only {found} days, not the {days} of "
+                f"{variable}"
+            )
+    return problems
