@@ -7,16 +7,20 @@ from permafrost.storage.base import (
     LifecycleStorage,
     ObjectInfo,
     PendingUpload,
+    PermissionProbing,
     ProviderConditions,
     Storage,
+    VersionedStorage,
 )
 
 __all__ = [
     "LifecycleStorage",
     "ObjectInfo",
     "PendingUpload",
+    "PermissionProbing",
     "ProviderConditions",
     "Storage",
+    "VersionedStorage",
     "open_storage",
 ]
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from permafrost.storage.probes import Probe
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
@@ -130,4 +132,15 @@ class VersionedStorage(Protocol):
         self, key: str, version_id: str, offset: int = 0, length: int | None = None
     ) -> bytes:
         """One version's bytes, or the range [offset, offset+length) of them."""
+        ...
+
+
+@runtime_checkable
+class PermissionProbing(Protocol):
+    """A bucket whose credentials can be asked what they may do, one harmless request per
+    permission (`permafrost doctor`; storage/probes.py names them)."""
+
+    def probe_permissions(self, probe_key: str, read_key: str) -> list[Probe]:
+        """Probe with an object of its own at probe_key (removed where the credentials may);
+        read_key is an object to read when none could be written."""
         ...

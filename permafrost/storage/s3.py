@@ -26,9 +26,10 @@ from botocore.exceptions import (
 
 from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
-from permafrost.errors import NotFound, StorageError, StorageUnavailable
+from permafrost.errors import AccessDenied, NotFound, StorageError, StorageUnavailable
 from permafrost.storage.base import ObjectInfo, ObjectVersion, PendingUpload
 from permafrost.storage.conditional import put_checked
+from permafrost.storage.probes import Probe
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
@@ -134,6 +135,13 @@ class S3Storage:
                 entries += [_version(m, True) for m in page.get("DeleteMarkers", [])]
                 entries.sort(key=lambda e: (e[0].key, -e[0].modified.timestamp(), not e[1]))
                 yield from (version for version, _ in entries)
+
+    def probe_permissions(self, probe_key: str, read_key: str) -> builtins.list[Probe]:
+        """What these credentials may do here, one harmless request each (s3probes.py)."""
+        from permafrost.storage import s3probes  # start-up cost: only doctor probes
+
+        root = probe_key.rsplit("/", 1)[0] + "/" if "/" in probe_key else ""
+        return s3probes.probe(self._client, self.bucket, root, probe_key, read_key)
 
     def delete(self, key: str) -> None:
         with self._translate("delete", key):
@@ -271,7 +279,7 @@ def _client_error(exc: ClientError, action: str, key: str, storage: S3Storage) -
     if code in ("NoSuchBucket",) or (code in _NOT_FOUND and not key):
         return StorageUnavailable(f"bucket {storage.bucket} does not exist at {storage.endpoint}")
     if code in _DENIED:
-        return StorageUnavailable(
+        return AccessDenied(
             f"{action} {key or storage.bucket}: access denied ({code}); check the access key, "
             "secret and bucket policy"
         )
