@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from permafrost.config.settings import Settings
+from permafrost.errors import AccessDenied
+from permafrost.retention import lifecycle
 from tests.conftest import KEY, run
 from tests.helpers import loads
 from tests.services import S3Server
@@ -97,3 +101,40 @@ def test_rules_written_before_versioning_are_named_as_out_of_date(lenv, s3, buck
     assert "rule permafrost-keep is missing" in stale.stdout
     run(lenv, "lifecycle", "apply")
     assert "lifecycle check passed" in run(lenv, "lifecycle", "check").stdout
+
+
+class Bucket:
+    """A bucket with lifecycle rules and versioning, whose versioning answer can be refused
+    (credentials without s3:GetBucketVersioning, such as a monitor's)."""
+
+    def __init__(self) -> None:
+        self.rules: list[dict[str, Any]] = []
+        self.state: str | None = "Enabled"
+
+    def lifecycle_rules(self) -> list[dict[str, Any]]:
+        return [dict(rule) for rule in self.rules]
+
+    def put_lifecycle_rules(self, rules: list[dict[str, Any]]) -> None:
+        self.rules = list(rules)
+
+    def versioning(self) -> str:
+        if self.state is None:
+            raise AccessDenied("read the versioning of b: access denied (AccessDenied)")
+        return self.state
+
+    def list_versions(self, prefix: str) -> Iterator[Any]:
+        return iter(())
+
+    def get_version(self, key: str, version_id: str, offset: int = 0, length=None) -> bytes:
+        raise NotImplementedError
+
+
+def test_credentials_that_may_not_ask_about_versioning_judge_from_the_rules() -> None:
+    s = Settings.from_env({"STORAGE_URL": "s3://b/backups", "S3_PROVIDER": "generic"})
+    bucket = Bucket()
+    assert lifecycle.apply(s, bucket).ok
+    assert noncurrent({r["ID"]: r for r in bucket.rules}["permafrost-wal"]) == 30
+    bucket.state = None  # the monitor's key: no s3:GetBucketVersioning
+    report = lifecycle.check(s, bucket)
+    assert report.ok, report.differences
+    assert any("judged from Permafrost's rules" in note for note in report.notes)

@@ -10,6 +10,7 @@ from permafrost.retention.lifecycle.check import other_repositories, rule_proble
 from permafrost.retention.lifecycle.keeps import check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, rule_id
 from permafrost.retention.lifecycle.report import ApplyAction, ApplyResult, no_rules_note
+from permafrost.retention.lifecycle.rules import desired
 from permafrost.retention.lifecycle.versions import desired_for, noncurrent_problems
 from permafrost.storage.base import LifecycleStorage
 
@@ -22,16 +23,17 @@ def apply(settings: Settings, storage: object, now: datetime | None = None) -> A
     like ours reaches outside this repository. Rules that are not ours and would delete what
     must stay are reported as problems after writing ours (they are not ours to change).
     """
-    wanted = desired_for(settings, storage)
-    notes = list(wanted.notes)
     if not isinstance(storage, LifecycleStorage):
+        wanted = desired(settings)
         why = no_rules_note(settings.storage.scheme)
         return ApplyResult(wanted.provider, ApplyAction.LOCAL, wanted.rules, [], [], [], [], why)
+    actual = list(storage.lifecycle_rules())
+    wanted = desired_for(settings, storage, actual)
+    notes = list(wanted.notes)
     verdict = check_settings(settings, now or datetime.now(UTC))
     notes.extend(verdict.notes)
     if verdict.problems:
         return _refused(wanted.provider, wanted.rules, verdict.problems, notes)
-    actual = list(storage.lifecycle_rules())
     conflicts = other_repositories(actual, wanted.prefix)
     if conflicts:
         return _refused(wanted.provider, wanted.rules, conflicts, notes)

@@ -42,7 +42,8 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
     # Chains are cut only by lifecycle rules: a local directory has none.
     spans = chains.spans(storage, settings.storage.prefix) if _has_rules(storage) else []
     chains.chain_requirement(settings, moment, spans, verdict)
-    wanted = desired_for(settings, storage)
+    actual = list(storage.lifecycle_rules()) if isinstance(storage, LifecycleStorage) else []
+    wanted = desired_for(settings, storage, actual)
     problems = list(verdict.problems)
     notes = list(verdict.notes)
     if not isinstance(storage, LifecycleStorage):
@@ -50,7 +51,6 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
         return CheckReport(
             wanted.provider, False, problems, [], notes, verdict.requirements, rules=[]
         )
-    actual = list(storage.lifecycle_rules())
     for rule in actual:
         found = rule_problems(rule, verdict.requirements)
         if wanted.versioned:

@@ -18,7 +18,7 @@ from typing import Any
 from permafrost import layout
 from permafrost.config.settings import RetentionSettings, Settings
 from permafrost.errors import StorageError
-from permafrost.retention.lifecycle.read import overlaps, rule_id, rule_prefix
+from permafrost.retention.lifecycle.read import is_ours, overlaps, rule_id, rule_prefix
 from permafrost.retention.lifecycle.rules import (
     RULE_PREFIX,
     TIER_VARIABLES,
@@ -38,16 +38,28 @@ UNVERSIONED_NOTE = (
 )
 
 
-def desired_for(settings: Settings, storage: object) -> Desired:
+def desired_for(
+    settings: Settings, storage: object, actual: list[dict[str, Any]] | None = None
+) -> Desired:
     """The rules the settings call for on this bucket: with noncurrent-version expiry when it
-    keeps old versions (asked of the bucket: GetBucketVersioning)."""
+    keeps old versions (asked of the bucket: GetBucketVersioning). Credentials that may not ask
+    (a monitor's, say) judge from the bucket's rules (`actual`): ours with a noncurrent expiry
+    were written for a versioned bucket, so they are not reported as different for want of it."""
     wanted = desired(settings)
     if not isinstance(storage, VersionedStorage):
         return wanted  # a local directory, another destination: no versions, no rules
     notes = list(wanted.notes)
     rules = [dict(rule) for rule in wanted.rules]
-    if not versioned_or_note(storage, notes):
+    state = _versioning(storage, notes)
+    if state is None:
+        state = any(is_ours(rule) and NONCURRENT in rule for rule in actual or [])
+        notes.append(
+            "so it is judged from Permafrost's rules in the bucket: "
+            + ("they expire old versions" if state else "none expires old versions")
+        )
+    elif not state:
         notes.append(UNVERSIONED_NOTE)
+    if not state:
         return Desired(wanted.provider, wanted.prefix, rules, notes)
     add_noncurrent(rules, settings, notes)
     return Desired(wanted.provider, wanted.prefix, rules, notes, versioned=True)
@@ -61,14 +73,14 @@ def versioned(storage: object) -> bool:
     )
 
 
-def versioned_or_note(storage: object, notes: list[str]) -> bool:
-    """versioned(), or False with a note when the bucket does not answer the question (a
-    provider without versioning may refuse GetBucketVersioning)."""
+def _versioning(storage: object, notes: list[str]) -> bool | None:
+    """versioned(), or None with a note when the bucket does not answer the question
+    (credentials without s3:GetBucketVersioning, a provider without versioning)."""
     try:
         return versioned(storage)
     except StorageError as exc:
-        notes.append(f"whether the bucket keeps old versions is unknown: {exc}")
-        return False
+        notes.append(f"whether the bucket keeps old versions is unknown ({exc})")
+        return None
 
 
 def noncurrent_days(policy: RetentionSettings) -> dict[str, int]:
