@@ -108,6 +108,24 @@ def test_it_reports_every_permission_and_what_each_service_needs(
     assert mine == []
 
 
+def test_the_doctor_page_shows_the_monitors_reads_and_writes_nothing(
+    env: dict[str, str], s3: S3Server, bucket: str, source_db: str
+) -> None:
+    from monitor.app import create_app  # the dashboard, as test_doctor_page builds it
+    from permafrost.config.settings import Settings
+
+    app = create_app(Settings.from_env({**env, "DB_NAME": source_db}), evaluate=False)
+    client = app.test_client()
+    text = client.get("/doctor", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert '<tr data-action="list"><td>list</td><td>s3:ListBucket</td><td>allowed</td>' in text
+    assert '<tr data-action="put"><td>put</td><td>s3:PutObject</td><td>not probed</td>' in text
+    assert "monitor: whether it may also put, delete was not probed" in text
+    report = client.get("/doctor").json
+    assert report["permissions"]["service"] == "monitor"
+    assert access(report["permissions"])["get-lifecycle"] == "allowed"
+    assert objects(s3, bucket) == []  # nothing was written from the dashboard
+
+
 def _body(s3: S3Server, bucket: str, version: dict[str, Any]) -> str:
     got = s3.client().get_object(Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"])
     return str(got["Body"].read())

@@ -19,7 +19,7 @@ versions. Credentials that have it can destroy the history `--as-of` restores fr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -61,6 +61,7 @@ class Fit:
     missing: list[Action]  # needed, denied
     unknown: list[Action]  # needed, not known (not probed, or the probe failed)
     excess: list[Action]  # must not have, allowed
+    unchecked: list[Action] = field(default_factory=list)  # must not have, not known
 
     def line(self) -> str:
         name = self.need.service
@@ -71,6 +72,8 @@ class Fit:
             parts.append(f"should not have {', '.join(self.excess)}, which these credentials may")
         if self.unknown:
             parts.append(f"not known: {', '.join(self.unknown)}")
+        if self.unchecked:
+            parts.append(f"whether it may also {', '.join(self.unchecked)} was not probed")
         verdict = "; ".join(parts) if parts else "has what it needs, and nothing it must not"
         return f"{name}: {verdict} (needs {', '.join(self.need.needs)}; {self.need.why})"
 
@@ -82,6 +85,7 @@ class Fit:
             "missing": [str(a) for a in self.missing],
             "unknown": [str(a) for a in self.unknown],
             "excess": [str(a) for a in self.excess],
+            "unchecked": [str(a) for a in self.unchecked],
         }
 
 
@@ -140,6 +144,7 @@ def fit(need: Need, probes: list[Probe]) -> Fit:
         missing=[a for a in wanted if access.get(a) is Access.DENIED],
         unknown=[a for a in wanted if access.get(a) in (Access.UNKNOWN, Access.NOT_PROBED)],
         excess=[a for a in need.never if access.get(a) is Access.ALLOWED],
+        unchecked=[a for a in need.never if access.get(a) in (Access.UNKNOWN, Access.NOT_PROBED)],
     )
 
 
@@ -194,8 +199,11 @@ class Permissions:
         }
 
 
-def examine(settings: Settings, storage: Storage, service: Service | None) -> Permissions:
-    """Probe the bucket (S3) and hold the answers against each service's needs."""
+def examine(
+    settings: Settings, storage: Storage, service: Service | None, writes: bool = True
+) -> Permissions:
+    """Probe the bucket (S3) and hold the answers against each service's needs; without
+    writes (the dashboard), only what reading can tell."""
     if not isinstance(storage, PermissionProbing):
         why = (
             f"{settings.storage.scheme} destinations are not probed: the account or directory "
@@ -204,7 +212,7 @@ def examine(settings: Settings, storage: Storage, service: Service | None) -> Pe
         return Permissions(False, why, [], [], service)
     prefix = settings.storage.prefix
     probes = storage.probe_permissions(
-        layout.probe_key(prefix), layout.repository_config_key(prefix)
+        layout.probe_key(prefix), layout.repository_config_key(prefix), writes
     )
     fits = [fit(need, probes) for need in needs(settings)]
     return Permissions(True, "", probes, fits, service)

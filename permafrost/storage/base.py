@@ -140,7 +140,8 @@ class PermissionProbing(Protocol):
     """A bucket whose credentials can be asked what they may do, one harmless request per
     permission (`permafrost doctor`; storage/probes.py names them)."""
 
-    def probe_permissions(self, probe_key: str, read_key: str) -> list[Probe]:
+    def probe_permissions(self, probe_key: str, read_key: str, writes: bool = True) -> list[Probe]:
         """Probe with an object of its own at probe_key (removed where the credentials may);
-        read_key is an object to read when none could be written."""
+        read_key is an object to read when none could be written. Without writes, only the
+        reads are tried (the dashboard writes nothing)."""
         ...

@@ -136,12 +136,14 @@ class S3Storage:
                 entries.sort(key=lambda e: (e[0].key, -e[0].modified.timestamp(), not e[1]))
                 yield from (version for version, _ in entries)
 
-    def probe_permissions(self, probe_key: str, read_key: str) -> builtins.list[Probe]:
+    def probe_permissions(
+        self, probe_key: str, read_key: str, writes: bool = True
+    ) -> builtins.list[Probe]:
         """What these credentials may do here, one harmless request each (s3probes.py)."""
         from permafrost.storage import s3probes  # start-up cost: only doctor probes
 
         root = probe_key.rsplit("/", 1)[0] + "/" if "/" in probe_key else ""
-        return s3probes.probe(self._client, self.bucket, root, probe_key, read_key)
+        return s3probes.probe(self._client, self.bucket, root, probe_key, read_key, writes)
 
     def delete(self, key: str) -> None:
         with self._translate("delete", key):

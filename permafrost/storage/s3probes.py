@@ -35,8 +35,11 @@ _EMPTY = {
 }
 
 
-def probe(client: Any, bucket: str, root: str, probe_key: str, read_key: str) -> list[Probe]:
-    """Every probe, in the order they depend on each other."""
+def probe(
+    client: Any, bucket: str, root: str, probe_key: str, read_key: str, writes: bool = True
+) -> list[Probe]:
+    """Every probe, in the order they depend on each other; without writes (the dashboard),
+    only the reads: put, delete and delete-version are then not probed."""
     versioning = _try(Action.GET_VERSIONING, lambda: client.get_bucket_versioning(Bucket=bucket))
     versioned = versioning.access is Access.ALLOWED and versioning.detail in (
         "Enabled",
@@ -44,13 +47,10 @@ def probe(client: Any, bucket: str, root: str, probe_key: str, read_key: str) ->
     )
     probes = [versioning]
     probes.append(_try(Action.LIST, lambda: _list(client, bucket, root)))
-    put, version_id = _put(client, bucket, probe_key)
-    probes.append(put)
-    stored = put.access is Access.ALLOWED
-    probes.append(_get(client, bucket, probe_key if stored else read_key, stored))
-    probes.append(_delete(client, bucket, probe_key, stored))
-    if versioned:
-        probes += _version_probes(client, bucket, root, probe_key, version_id)
+    if writes:
+        probes += _object_probes(client, bucket, root, probe_key, read_key, versioned)
+    else:
+        probes += _reads_only(client, bucket, root, read_key, versioned)
     probes.append(_lifecycle(client, bucket))
     probes.append(
         Probe(Action.PUT_LIFECYCLE, Access.NOT_PROBED, "doctor never changes the lifecycle rules")
@@ -58,6 +58,33 @@ def probe(client: Any, bucket: str, root: str, probe_key: str, read_key: str) ->
     probes.append(
         _try(Action.GET_OBJECT_LOCK, lambda: client.get_object_lock_configuration(Bucket=bucket))
     )
+    return probes
+
+
+def _object_probes(
+    client: Any, bucket: str, root: str, probe_key: str, read_key: str, versioned: bool
+) -> list[Probe]:
+    put, version_id = _put(client, bucket, probe_key)
+    stored = put.access is Access.ALLOWED
+    probes = [put, _get(client, bucket, probe_key if stored else read_key, stored)]
+    probes.append(_delete(client, bucket, probe_key, stored))
+    if versioned:
+        probes += _version_probes(client, bucket, root, probe_key, version_id)
+    return probes
+
+
+def _reads_only(client: Any, bucket: str, root: str, read_key: str, versioned: bool) -> list[Probe]:
+    why = "nothing is written from here (`permafrost doctor` probes it)"
+    probes = [_get(client, bucket, read_key, True), Probe(Action.PUT, Access.NOT_PROBED, why)]
+    probes.append(Probe(Action.DELETE, Access.NOT_PROBED, why))
+    if versioned:
+        probes.append(
+            _try(
+                Action.LIST_VERSIONS,
+                lambda: client.list_object_versions(Bucket=bucket, Prefix=root, MaxKeys=1) and "",
+            )
+        )
+        probes.append(Probe(Action.DELETE_VERSION, Access.NOT_PROBED, why))
     return probes
 
 
