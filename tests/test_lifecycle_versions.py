@@ -58,6 +58,9 @@ def test_it_expires_old_versions_after_each_tiers_days(lenv, s3, bucket) -> None
     keep = rules["permafrost-keep"]
     assert noncurrent(keep) == 400 and "Expiration" not in keep  # pins never expire
     assert rules["permafrost-standard"]["Expiration"] == {"Days": 30}
+    probes = rules["permafrost-probes"]  # the probes' old versions and lone delete markers
+    assert probes["Filter"] == {"Prefix": "backups/.probe-"} and noncurrent(probes) == 1
+    assert probes["Expiration"] == {"ExpiredObjectDeleteMarker": True}
 
     checked = run({**lenv, "COMPLIANCE_TIER_DAYS": "400"}, "lifecycle", "check")
     assert "lifecycle check passed" in checked.stdout

@@ -30,6 +30,7 @@ from permafrost.retention.lifecycle.rules import (
 from permafrost.storage.base import VersionedStorage
 
 NONCURRENT = "NoncurrentVersionExpiration"
+PROBE_RULE = RULE_PREFIX + "probes"
 KEEP_VARIABLE = "COMPLIANCE_TIER_DAYS"
 UNVERSIONED_NOTE = (
     "the bucket has no versioning: an object deleted or overwritten (by retention, or by anyone "
@@ -103,6 +104,7 @@ def add_noncurrent(rules: list[dict[str, Any]], settings: Settings, notes: list[
             }
             rules.append(rule)
         rule[NONCURRENT] = {"NoncurrentDays": count}
+    rules.append(_probe_rule(settings.storage.prefix))
     notes.append(
         "the bucket is versioned: a deleted or overwritten object stays readable with --as-of "
         "for its tier's days after (standard "
@@ -110,6 +112,19 @@ def add_noncurrent(rules: list[dict[str, Any]], settings: Settings, notes: list[
         f"{days['wal']}, keep/ {days[layout.KEEP_TIER]}), then its old version expires; "
         f"{layout.REPOSITORY_CONFIG} keeps every version"
     )
+
+
+def _probe_rule(prefix: str) -> dict[str, Any]:
+    """The probes' leftovers (`.probe-*`, written and deleted by init, doctor and wal-push): on a
+    versioned bucket each delete leaves an old version and a delete marker, which no tier's rule
+    covers; they go after a day, and so do the markers left alone."""
+    return {
+        "ID": PROBE_RULE,
+        "Status": "Enabled",
+        "Filter": {"Prefix": layout.join(prefix, ".probe-")},
+        NONCURRENT: {"NoncurrentDays": 1},
+        "Expiration": {"ExpiredObjectDeleteMarker": True},
+    }
 
 
 def noncurrent_problems(rule: dict[str, Any], settings: Settings) -> list[str]:
