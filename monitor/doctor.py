@@ -1,7 +1,9 @@
 """`/doctor`: `permafrost doctor`'s report, a page for a browser and JSON for scripts.
 
 Like the other reads it is open (the page asks for the dashboard's login, as every page does),
-so archive_command is not shown, only whether it calls `permafrost wal-push`.
+so archive_command is not shown, only whether it calls `permafrost wal-push`. The bucket's
+permissions are the monitor's own credentials', read only (nothing is written from here): what
+reading can tell, held against what the monitor needs.
 It connects to the source and the metadata store, so each server gets a short connect timeout
 (permafrost.postgres.doctor.TIMEOUT) and one report serves every request for CACHE_SECONDS:
 a reload, or many clients, cannot make the dashboard pile connections onto the source.
@@ -17,8 +19,10 @@ from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, jsonify, render_template
 
-from monitor.stores import settings
+from monitor.stores import settings, stores
 from monitor.web import wants_html
+from permafrost.commands import permissions
+from permafrost.errors import PermafrostError
 from permafrost.postgres.doctor import Store, probe_store
 from permafrost.postgres.readiness import Report, calls_wal_push, examine, report_json
 from permafrost.sqlite.snapshot import describe_files
@@ -35,11 +39,25 @@ def doctor() -> Any:
     if not settings().source.postgres:
         return _sqlite_only()
     report = _report()
+    rights = _cached("permafrost_doctor_permissions", _permissions)
     if wants_html():
         return render_template(
-            "doctor.html", report=report, human_bytes=human_bytes, calls_wal_push=calls_wal_push
+            "doctor.html",
+            report=report,
+            rights=rights,
+            human_bytes=human_bytes,
+            calls_wal_push=calls_wal_push,
         )
-    return jsonify(report_json(report, redact=True))
+    return jsonify({**report_json(report, redact=True), "permissions": rights.to_json()})
+
+
+def _permissions() -> permissions.Permissions:
+    """The monitor's credentials, read only: reads tried, writes not (this page writes nothing)."""
+    monitor = permissions.Service.MONITOR
+    try:
+        return permissions.examine(settings(), stores().context.storage, monitor, writes=False)
+    except PermafrostError as exc:
+        return permissions.Permissions(False, f"not probed: {exc}", [], [], monitor)
 
 
 def _sqlite_only() -> Any:

@@ -3,6 +3,9 @@
 Each is opened on first use, so `permafrost keygen` touches nothing and `permafrost list`
 never proves a key it does not need. The catalog is scoped to the configured repository (the one
 STORAGE_URL opens): its lookups see only that repository's backups and WAL.
+
+`ctx.as_of(TIME)` is the same, reading the bucket as it was then (`AsOfContext`, over
+storage/asof.py): read only, its lookups from the bucket's manifests, never the catalog.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
 
@@ -17,7 +21,9 @@ from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, NotFound
 from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
+from permafrost.storage.asof import as_of
 from permafrost.storage.lock import policy as lock_policy
+from permafrost.text import parse_moment
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
@@ -27,6 +33,9 @@ T = TypeVar("T")
 
 
 class Context:
+    reads_bucket = False  # lookups may ask the catalog (AsOfContext: never)
+    moment: datetime | None = None  # AsOfContext: the moment the bucket is read as of
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._repository: Repository | None = None
@@ -92,6 +101,16 @@ class Context:
             catalog.scope(repo.id)
 
         self.record(note, "the catalog learns of this repository with the next write")
+
+    def as_of(self, moment: str | None) -> Context:
+        """This context, or, given a moment (--as-of), the repository as it was then."""
+        if moment is None:
+            return self
+        return AsOfContext(self, parse_moment(moment, "--as-of"))
+
+    def writer(self) -> Context:
+        """Where a write goes (a restore's safety backup): the live repository."""
+        return self
 
     def catalog(self) -> Catalog:
         """The catalog, or CatalogUnavailable (remembered, so one outage is one attempt)."""
@@ -165,3 +184,28 @@ class Context:
     def close(self) -> None:
         if self._catalog is not None:
             self._catalog.close()
+
+
+class AsOfContext(Context):
+    """The repository as it was at a moment, from a versioned bucket's old versions: read only.
+
+    Lookups read the manifests from the bucket, not the catalog, which an attacker who deleted
+    backups may have changed too. The catalog is still the live one's, for what a command
+    records (the audit log), and a write (a safety backup) goes to the live repository."""
+
+    reads_bucket = True
+
+    def __init__(self, live: Context, moment: datetime) -> None:
+        super().__init__(live.settings)
+        self.live = live
+        self.moment = self._at = moment
+
+    @cached_property
+    def storage(self) -> Storage:
+        return as_of(self.live.storage, self.live.storage.url, self._at)
+
+    def writer(self) -> Context:
+        return self.live
+
+    def catalog(self) -> Catalog:
+        return self.live.catalog()

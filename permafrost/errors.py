@@ -40,6 +40,10 @@ class StorageUnavailable(StorageError):
     """The bucket cannot be reached at all (network, DNS, credentials, missing bucket)."""
 
 
+class AccessDenied(StorageUnavailable):
+    """The bucket refused the credentials this operation (a policy without the permission)."""
+
+
 class WriteConflict(StorageError):
     """An object read back right after it was written holds other bytes: another writer wrote
     it at the same time, on a bucket that does not honour conditional writes."""

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from permafrost.errors import UsageError
+
 
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=_default)
@@ -43,6 +45,19 @@ def when(moment: datetime | None) -> str:
 def iso(moment: datetime | None, timespec: str = "seconds") -> str | None:
     """A moment in UTC for JSON and for machines, or None."""
     return moment.astimezone(UTC).isoformat(timespec=timespec) if moment else None
+
+
+def parse_moment(text: str, option: str) -> datetime:
+    """A moment given on the command line: ISO 8601 (`Z` or an offset; none: the local time
+    zone, TZ), or UsageError naming the option."""
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"{option} {text!r} is not a time: use ISO 8601, like "
+            "2026-11-22T03:15:00Z or '2026-11-22 03:15:00+01:00'"
+        ) from None
+    return moment if moment.tzinfo else moment.astimezone()
 
 
 def one_line(text: object, limit: int | None = 60) -> str:

@@ -26,6 +26,16 @@ from restore import runbook_cli as plan_cli
 from restore import target as targets
 from restore.engine import RestoreOptions, RestorePlan, execute, plan_restore, refuse_base
 
+AS_OF_HELP = (
+    "read the bucket as it was at this moment (ISO 8601; no offset: local time, TZ) from a "
+    "versioned bucket's old object versions, not the catalog: backups deleted or overwritten "
+    "since come back"
+)
+
+
+def add_as_of(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--as-of", metavar="TIME", help=AS_OF_HELP)
+
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = commands.add_parser("list", help="list backups, newest first")
@@ -41,12 +51,14 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="only backups with this tag (backup --tag); repeatable: every one of them",
     )
     p.add_argument("--json", action="store_true")
+    add_as_of(p)
     p.set_defaults(handler=list_backups)
 
     p = commands.add_parser("show", help="show one backup: manifest, row counts, verifications")
     p.add_argument("backup", metavar="ID|latest")
     p.add_argument("--database", help="whose backup `latest` means")
     p.add_argument("--json", action="store_true")
+    add_as_of(p)
     p.set_defaults(handler=show)
 
     p = commands.add_parser(
@@ -114,6 +126,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument("--yes", action="store_true", help="do not ask before replacing anything")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_as_of(p)
     p.set_defaults(handler=restore)
 
     p = commands.add_parser(
@@ -145,6 +158,7 @@ def _positive(text: str) -> int:
 
 
 def list_backups(ctx: Context, args: argparse.Namespace) -> int:
+    ctx = ctx.as_of(args.as_of)
     records = find_backups(
         ctx,
         database=args.database,
@@ -159,6 +173,8 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
     if args.json:
         print_json([record_json(r) for r in records])
         return 0
+    if ctx.moment is not None:
+        print(f"as of {when(ctx.moment)}, from the bucket's object versions:")
     if not records:
         print("no backups")
         return 0
@@ -205,6 +221,7 @@ def _described(record: BackupRecord) -> str:
 
 
 def show(ctx: Context, args: argparse.Namespace) -> int:
+    ctx = ctx.as_of(args.as_of)
     record = resolve(ctx, args.backup, args.database)
     manifest = record.manifest or {}
     catalog = ctx.catalog_or_none("showing the backup without its verification history")
@@ -301,6 +318,7 @@ def _size(count: int | None) -> str:
 
 
 def restore(ctx: Context, args: argparse.Namespace) -> int:
+    ctx = ctx.as_of(args.as_of)
     if args.globals:
         return globals_cli.restore_globals(ctx, args)
     if args.backup is not None and args.target_db is None:
@@ -329,9 +347,10 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         no_owner=args.no_owner,
     )
     plan = plan_restore(ctx, record, options)
+    as_of = f", read as of {when(ctx.moment)}" if ctx.moment else ""
     print(
         f"restore plan for backup {record.id} of {record.database} "
-        f"(taken {when(record.started_at)}):"
+        f"(taken {when(record.started_at)}{as_of}):"
     )
     for number, step in enumerate(plan.steps, start=1):
         print(f"  {number}. {step}")

@@ -333,7 +333,7 @@ def _safety_backup(ctx: Context, plan: RestorePlan, say: Say) -> str | None:
         tags=(SAFETY_TAG,),  # a safety backup: no card, no staleness alert, its own retention
         source=plan.target.server,
     )
-    manifest = run_backup(ctx, request)
+    manifest = run_backup(ctx.writer(), request)  # as of a moment: into the live repository
     say(
         f"safety backup {manifest.id} of {plan.target.database} taken "
         f"({human_bytes(manifest.stored_bytes)}); restore it with: permafrost restore "

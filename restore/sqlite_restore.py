@@ -164,7 +164,7 @@ def _safety_backup(ctx: Context, plan: FilePlan, say: Say) -> str | None:
         tags=(SAFETY_TAG,),
         path=str(plan.target),
     )
-    manifest = run_backup(ctx, request)
+    manifest = run_backup(ctx.writer(), request)  # as of a moment: into the live repository
     say(
         f"safety backup {manifest.id} of {plan.target} taken "
         f"({human_bytes(manifest.stored_bytes)}); restore it with: permafrost restore "

@@ -49,6 +49,11 @@ def lifecycle_show(ctx: Context, args: argparse.Namespace) -> int:
     if ctx.settings.storage.scheme != "s3":
         note = lifecycle.no_rules_note(ctx.settings.storage.scheme)
         notes.insert(0, f"{note}; an S3 bucket would get these")
+    else:
+        notes.append(
+            "on a versioned bucket, `apply` also expires each tier's old (deleted or "
+            "overwritten) versions after the tier's days, keep/'s after COMPLIANCE_TIER_DAYS"
+        )
     if args.json:
         print_json({**wanted.to_json(), "notes": notes})
         return 0

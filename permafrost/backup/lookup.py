@@ -8,7 +8,7 @@ still list and verify backups during an outage of the metadata database.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from permafrost import layout
 from permafrost.catalog.records import BackupRecord, TierStats
@@ -18,6 +18,9 @@ from permafrost.repo import crypto
 from permafrost.repo.config import read_config
 from permafrost.repo.manifest import Kind, Manifest
 from permafrost.repo.reader import manifest_keys, read_manifest
+
+if TYPE_CHECKING:
+    from permafrost.catalog.store import Catalog
 
 FALLBACK = "reading backups from the bucket instead"
 
@@ -97,7 +100,7 @@ def find_backups(
 ) -> list[BackupRecord]:
     """Backups newest first, from the catalog, or from the bucket if the catalog is down;
     with tags, those that carry every one of them."""
-    catalog = ctx.catalog_or_none(FALLBACK)
+    catalog = _index(ctx)
     if catalog is not None:
         return catalog.find(database=database, tier=tier, status=status, limit=limit, tags=tags)
     if status not in (None, "completed"):
@@ -110,6 +113,12 @@ def find_backups(
         and set(tags) <= set(r.tags)
     ]
     return records[:limit] if limit is not None else records
+
+
+def _index(ctx: Context) -> Catalog | None:
+    """The catalog to look backups up in: none as of a moment (the bucket's versions are read),
+    or while the metadata store is down (after a warning)."""
+    return None if ctx.reads_bucket else ctx.catalog_or_none(FALLBACK)
 
 
 def _bucket_keyring(ctx: Context) -> crypto.Keyring | None:
@@ -163,7 +172,7 @@ def _elsewhere(ctx: Context) -> str:
 
 
 def _by_id(ctx: Context, backup_id: str) -> BackupRecord | None:
-    catalog = ctx.catalog_or_none(FALLBACK)
+    catalog = _index(ctx)
     if catalog is not None:
         return catalog.get(backup_id)
     if _no_repository(ctx):

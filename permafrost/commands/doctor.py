@@ -5,14 +5,18 @@ It prints the report (a table, or `--json`) and then fails with CheckFailed (exi
 source does not answer or logical backups are not ready (postgres/readiness.py has the rule),
 or the bucket cannot be written. The bucket's conditional writes are probed on every run and the
 answer recorded in permafrost.json when it differs (the dashboard's /doctor writes nothing, so
-it has no bucket section).
+it has no bucket section). The credentials' permissions are probed too, one harmless request
+each (commands/permissions.py): with --service, a permission that service needs and is denied
+fails doctor, and one it must not have (delete, for an append-only scheduler) is a warning.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from permafrost.commands import permissions
 from permafrost.context import Context
 from permafrost.errors import CheckFailed, PermafrostError
 from permafrost.postgres.doctor import Server, Space, Store, probe_store, restore_space
@@ -50,24 +54,34 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "a source does not answer or logical backups are not ready.",
     )
     p.add_argument("--json", action="store_true", help="the same facts as JSON")
+    p.add_argument(
+        "--service",
+        choices=[str(s) for s in permissions.Service],
+        help="whose credentials these are: fail when they lack what it needs, warn when they "
+        "may do what it must not (delete, for the monitor, restore, wal-push, or a scheduler "
+        "with CLEANUP_SCHEDULE=off)",
+    )
     p.set_defaults(handler=doctor)
 
 
 def doctor(ctx: Context, args: argparse.Namespace) -> int:
     files = describe_files(ctx.settings.source.sqlite)
     if not ctx.settings.source.postgres:  # SQLite files only: no server to examine
-        return _sqlite_only(ctx, files, args.json)
+        return _sqlite_only(ctx, files, args.json, args.service)
     report = examine(ctx.settings)
     bucket = examine_bucket(ctx)
+    rights = _permissions(ctx, bucket, args.service)
     if args.json:
         sqlite = {"sqlite": files} if files else {}
-        print_json({**as_json(report), "bucket": asdict(bucket), **sqlite})
+        print_json({**as_json(report), "bucket": _bucket_json(bucket, rights), **sqlite})
     else:
         sqlite_lines = "".join(f"\n\n{_file_line(f)}" for f in files)
-        print(render(report) + "\n\n" + render_bucket(bucket) + sqlite_lines)
+        text = render(report) + "\n\n" + _render_bucket(bucket, rights) + sqlite_lines
+        print(text)
     problems = [*report.problems]
     if not bucket.reachable:
         problems.append(f"the bucket cannot be used: {bucket.error}")
+    problems += rights.problems() if rights else []
     if problems:
         raise CheckFailed(f"doctor: {problems[0]}")
     _refuse_unreadable(files)
@@ -87,6 +101,28 @@ def examine_bucket(ctx: Context) -> Bucket:
         return Bucket(ctx.location, reachable=False, error=str(exc))
     local = not isinstance(storage, ProviderConditions)
     return Bucket(ctx.location, True, None, repository, str(now), str(before), local, locked)
+
+
+def _permissions(
+    ctx: Context, bucket: Bucket, service: str | None
+) -> permissions.Permissions | None:
+    """The credentials' permissions, probed where the bucket answers."""
+    if not bucket.reachable:
+        return None
+    named = permissions.Service(service) if service else None
+    try:
+        return permissions.examine(ctx.settings, ctx.storage, named)
+    except PermafrostError as exc:
+        return permissions.Permissions(False, f"not probed: {exc}", [], [], named)
+
+
+def _bucket_json(bucket: Bucket, rights: permissions.Permissions | None) -> dict[str, Any]:
+    return {**asdict(bucket), "permissions": rights.to_json() if rights else None}
+
+
+def _render_bucket(bucket: Bucket, rights: permissions.Permissions | None) -> str:
+    text = render_bucket(bucket)
+    return text + "\n" + permissions.render(rights) if rights else text
 
 
 def render_bucket(bucket: Bucket) -> str:
@@ -111,19 +147,24 @@ def _file_line(file: dict[str, str | bool]) -> str:
     return f"SQLite file {file['name']} ({file['path']}): {file['state']}"
 
 
-def _sqlite_only(ctx: Context, files: list[dict[str, str | bool]], json: bool) -> int:
+def _sqlite_only(
+    ctx: Context, files: list[dict[str, str | bool]], json: bool, service: str | None
+) -> int:
     store = probe_store(ctx.settings.metadata_url)
     space = restore_space(ctx.settings.restore.tmpdir)
     bucket = examine_bucket(ctx)
+    rights = _permissions(ctx, bucket, service)
     if json:
         facts = {"source": None, "store": asdict(store), "space": asdict(space)}
-        print_json({**facts, "bucket": asdict(bucket), "sqlite": files})
+        print_json({**facts, "bucket": _bucket_json(bucket, rights), "sqlite": files})
     else:
         lines = ["source: no PostgreSQL server (DATABASE_URL names a SQLite file)"]
-        lines += [_store(store), _machine(space, ()), render_bucket(bucket)]
+        lines += [_store(store), _machine(space, ()), _render_bucket(bucket, rights)]
         print("\n\n".join([*lines, *map(_file_line, files)]))
     if not bucket.reachable:
         raise CheckFailed(f"doctor: the bucket cannot be used: {bucket.error}")
+    if rights and rights.problems():
+        raise CheckFailed(f"doctor: {rights.problems()[0]}")
     _refuse_unreadable(files)
     return 0
 

@@ -67,11 +67,18 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("name", help="the WAL file's name (%%f)")
     p.add_argument("path", help="where to write it (%%p)")
     p.add_argument("--cluster", help=CLUSTER_HELP)
+    p.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="the archive as it was at TIME, from a versioned bucket's object versions "
+        "(pitr --as-of writes this into its restore_command)",
+    )
     p.set_defaults(handler=wal_fetch)
 
     p = commands.add_parser("wal-prefetch", help=argparse.SUPPRESS)
     p.add_argument("folder")
     p.add_argument("--cluster")
+    p.add_argument("--as-of")
     p.set_defaults(handler=wal_prefetch)
 
     p = commands.add_parser(
@@ -139,6 +146,7 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
 def wal_fetch(ctx: Context, args: argparse.Namespace) -> int:
     target = Path(args.path)
     try:
+        ctx = ctx.as_of(args.as_of)
         cluster = _cluster(ctx, args)
         depth = ctx.settings.wal.prefetch
         segment = walnames.parse_segment(args.name)
@@ -166,12 +174,12 @@ def _ask_for_more(ctx: Context, args: argparse.Namespace, cluster: str, folder: 
         walprefetch.request(
             folder,
             args.name,
-            lambda: walprefetch.spawn_prefetcher(env_file, cluster, folder),
+            lambda: walprefetch.spawn_prefetcher(env_file, cluster, folder, args.as_of),
         )
 
 
 def wal_prefetch(ctx: Context, args: argparse.Namespace) -> int:
-    repo = ctx.repository()
+    repo = ctx.as_of(args.as_of).repository()
     cluster = _cluster(ctx, args)
     walprefetch.run_prefetcher(
         Path(args.folder),

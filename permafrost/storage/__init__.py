@@ -10,8 +10,10 @@ from permafrost.storage.base import (
     LockingStorage,
     ObjectInfo,
     PendingUpload,
+    PermissionProbing,
     ProviderConditions,
     Storage,
+    VersionedStorage,
 )
 
 __all__ = [
@@ -19,8 +21,10 @@ __all__ = [
     "LockingStorage",
     "ObjectInfo",
     "PendingUpload",
+    "PermissionProbing",
     "ProviderConditions",
     "Storage",
+    "VersionedStorage",
     "open_storage",
 ]
 

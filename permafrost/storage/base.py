@@ -5,7 +5,8 @@ object raises `NotFound`, every other failure a `StorageError` that says whether
 help. The contract suite in tests/storage runs unchanged against both.
 
 An optional feature only some backends have is a capability of its own (`LifecycleStorage`,
-`ProviderConditions`), which callers test with `isinstance(storage, LifecycleStorage)`.
+`ProviderConditions`, `VersionedStorage`), which callers test with
+`isinstance(storage, LifecycleStorage)`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from permafrost.storage.probes import Probe
+
 
 @dataclass(frozen=True)
 class ObjectInfo:
     key: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One version of an object in a versioned bucket, or a delete marker (deleted)."""
+
+    key: str
+    version_id: str
+    size: int
+    modified: datetime
+    deleted: bool
 
 
 @dataclass(frozen=True)
@@ -155,3 +169,36 @@ class LockingStorage(Protocol):
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Put (on) or remove a legal hold on the current version of `key`."""
+
+
+@runtime_checkable
+class VersionedStorage(Protocol):
+    """A bucket that can keep every version of an object (S3 bucket versioning): what was
+    deleted or overwritten can still be read by its version id (storage/asof.py)."""
+
+    def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", or "" (never turned on)."""
+        ...
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every version and delete marker under prefix: keys in order, each key's newest
+        first."""
+        ...
+
+    def get_version(
+        self, key: str, version_id: str, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        """One version's bytes, or the range [offset, offset+length) of them."""
+        ...
+
+
+@runtime_checkable
+class PermissionProbing(Protocol):
+    """A bucket whose credentials can be asked what they may do, one harmless request per
+    permission (`permafrost doctor`; storage/probes.py names them)."""
+
+    def probe_permissions(self, probe_key: str, read_key: str, writes: bool = True) -> list[Probe]:
+        """Probe with an object of its own at probe_key (removed where the credentials may);
+        read_key is an object to read when none could be written. Without writes, only the
+        reads are tried (the dashboard writes nothing)."""
+        ...

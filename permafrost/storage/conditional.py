@@ -13,10 +13,19 @@ the provider can do that.
 
 from __future__ import annotations
 
+import logging
 from enum import StrEnum
 
-from permafrost.errors import NotFound, StorageError, StorageUnavailable, WriteConflict
+from permafrost.errors import (
+    AccessDenied,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+    WriteConflict,
+)
 from permafrost.storage.base import ProviderConditions, Storage
+
+log = logging.getLogger("permafrost")
 
 PROBE_BODIES = (b"permafrost conditional write probe: first\n", b"second\n")
 
@@ -62,7 +71,20 @@ def probe(storage: Storage, key: str) -> Conditional:
             raise
         return Conditional.NOT_HONOURED
     finally:
+        _remove_probe(storage, key)
+
+
+def _remove_probe(storage: Storage, key: str) -> None:
+    """Delete the probe object; credentials that may not delete (an append-only policy) leave
+    it, which is said, not an error: the probe's answer stands."""
+    try:
         storage.delete(key)
+    except AccessDenied:
+        log.warning(
+            "the conditional-write probe object %s is left in the bucket: these credentials may "
+            "not delete (an append-only policy); remove it with credentials that may",
+            key,
+        )
 
 
 def _first_write(storage: Storage, conditions: ProviderConditions, key: str) -> bool:

@@ -30,15 +30,17 @@ from botocore.exceptions import (
 from permafrost.config.env import Secret
 from permafrost.config.storage import StorageSettings
 from permafrost.errors import (
+    AccessDenied,
     LockUnsupported,
     NotFound,
     ObjectLocked,
     StorageError,
     StorageUnavailable,
 )
-from permafrost.storage.base import BucketLock, LockState, ObjectInfo, PendingUpload
+from permafrost.storage.base import BucketLock, LockState, ObjectInfo, ObjectVersion, PendingUpload
 from permafrost.storage.conditional import put_checked
 from permafrost.storage.lock import LockPolicy, bucket_without_lock
+from permafrost.storage.probes import Probe
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound", "NoSuchUpload", "NoSuchLifecycleConfiguration"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "Forbidden"}
@@ -90,10 +92,18 @@ class S3Storage:
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes:
         """An object or a range of it. botocore retries a failed request, but not a body cut
         off after the headers arrived: that is retried here, with the same back-off."""
+        return self._get(key, offset, length, None)
+
+    def get_version(
+        self, key: str, version_id: str, offset: int = 0, length: int | None = None
+    ) -> bytes:
+        return self._get(key, offset, length, version_id)
+
+    def _get(self, key: str, offset: int, length: int | None, version_id: str | None) -> bytes:
         attempt = 1
         while True:
             try:
-                return self._get_once(key, offset, length)
+                return self._get_once(key, offset, length, version_id)
             except StorageError as exc:
                 if (
                     exc.permanent
@@ -104,11 +114,13 @@ class S3Storage:
                 time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
                 attempt += 1
 
-    def _get_once(self, key: str, offset: int, length: int | None) -> bytes:
+    def _get_once(self, key: str, offset: int, length: int | None, version_id: str | None) -> bytes:
         extra = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             extra["Range"] = f"bytes={offset}-{end}"
+        if version_id is not None:
+            extra["VersionId"] = version_id
         with self._translate("get", key):
             response = self._client.get_object(Bucket=self.bucket, Key=key, **extra)
             body: bytes = response["Body"].read()
@@ -127,6 +139,31 @@ class S3Storage:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield ObjectInfo(item["Key"], item["Size"], item["LastModified"])
+
+    def versioning(self) -> str:
+        with self._translate("read the versioning of", ""):
+            response = self._client.get_bucket_versioning(Bucket=self.bucket)
+        return str(response.get("Status", ""))
+
+    def list_versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Versions and delete markers, which S3 answers in two lists per page: merged back
+        into one, each key's newest first (the latest first on a tie of whole seconds)."""
+        paginator = self._client.get_paginator("list_object_versions")
+        with self._translate("list versions under", prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                entries = [_version(v, False) for v in page.get("Versions", [])]
+                entries += [_version(m, True) for m in page.get("DeleteMarkers", [])]
+                entries.sort(key=lambda e: (e[0].key, -e[0].modified.timestamp(), not e[1]))
+                yield from (version for version, _ in entries)
+
+    def probe_permissions(
+        self, probe_key: str, read_key: str, writes: bool = True
+    ) -> builtins.list[Probe]:
+        """What these credentials may do here, one harmless request each (s3probes.py)."""
+        from permafrost.storage import s3probes  # start-up cost: only doctor probes
+
+        root = probe_key.rsplit("/", 1)[0] + "/" if "/" in probe_key else ""
+        return s3probes.probe(self._client, self.bucket, root, probe_key, read_key, writes)
 
     def delete(self, key: str) -> None:
         """Under OBJECT_LOCK, an object still locked or held is refused here (ObjectLocked),
@@ -349,6 +386,14 @@ def _md5(data: bytes) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
+def _version(item: dict[str, Any], deleted: bool) -> tuple[ObjectVersion, bool]:
+    """An entry of ListObjectVersions, and whether S3 marks it the key's latest."""
+    version = ObjectVersion(
+        item["Key"], str(item["VersionId"]), int(item.get("Size", 0)), item["LastModified"], deleted
+    )
+    return version, bool(item.get("IsLatest"))
+
+
 def _reveal(secret: Secret | None) -> str | None:
     return secret.reveal() if secret else None
 
@@ -362,7 +407,7 @@ def _client_error(exc: ClientError, action: str, key: str, storage: S3Storage) -
     if code in ("NoSuchBucket",) or (code in _NOT_FOUND and not key):
         return StorageUnavailable(f"bucket {storage.bucket} does not exist at {storage.endpoint}")
     if code in _DENIED:
-        return StorageUnavailable(
+        return AccessDenied(
             f"{action} {key or storage.bucket}: access denied ({code}); check the access key, "
             "secret and bucket policy"
         )

@@ -55,11 +55,15 @@ def request(folder: Path, name: str, spawn: Callable[[], None]) -> None:
     spawn()
 
 
-def spawn_prefetcher(env_file: str | None, cluster: str, folder: Path) -> None:
+def spawn_prefetcher(
+    env_file: str | None, cluster: str, folder: Path, as_of: str | None = None
+) -> None:
     command = [sys.executable, "-m", "permafrost.cli"]
     if env_file:
         command += ["--env-file", env_file]
     command += ["wal-prefetch", "--cluster", cluster, str(folder)]
+    if as_of is not None:
+        command += ["--as-of", as_of]  # pitr --as-of: the archive as it was
     subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,

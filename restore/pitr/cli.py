@@ -53,6 +53,13 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument(
         "--no-owner", action="store_true", help="--target-db: skip ownership and privileges"
     )
+    p.add_argument(
+        "--as-of",
+        metavar="TIME",
+        help="read base backups and WAL as the bucket held them at this moment (ISO 8601; no "
+        "offset: local time, TZ), from a versioned bucket's old object versions: what was "
+        "deleted or overwritten since comes back",
+    )
     p.set_defaults(handler=run_pitr)
 
 
@@ -61,6 +68,7 @@ def say(line: str) -> None:
 
 
 def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
+    ctx = ctx.as_of(args.as_of)
     if args.target_db is None and (args.target_url or args.database or args.no_owner):
         raise UsageError("--target-url, --database and --no-owner go with --target-db")
     if args.target_dir is None and (args.port or args.stop):
@@ -118,6 +126,8 @@ def _run(ctx: Context, args: argparse.Namespace, plan: pitr_plan.PitrPlan) -> in
         f"(consistent from {base.stop_time.isoformat()}); recoverable window: {plan.window}"
     )
     say(f"chain: {plan.chain.describe()}")
+    if ctx.moment is not None:
+        say(f"base backups and WAL read as the bucket held them at {ctx.moment.isoformat()}")
     user = osuser.OsUser.for_server(ctx.settings.restore.pitr_os_user)
     work = osuser.work_dir(ctx.settings.restore.tmpdir, user)
     created = False

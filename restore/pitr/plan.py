@@ -15,6 +15,7 @@ from permafrost.errors import (
     IntegrityError,
     UsageError,
 )
+from permafrost.text import parse_moment
 from permafrost.wal import archive as walarchive
 from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
@@ -56,14 +57,7 @@ class RecoveryTarget:
 
 def parse_time(text: str) -> datetime:
     """ISO 8601; without an offset, the local time zone (TZ) of this process."""
-    try:
-        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"--target-time {text!r} is not a time: use ISO 8601, like "
-            "2026-11-22T03:15:00Z or '2026-11-22 03:15:00+01:00'"
-        ) from None
-    return moment if moment.tzinfo else moment.astimezone()
+    return parse_moment(text, "--target-time")
 
 
 def recovery_target(

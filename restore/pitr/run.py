@@ -163,6 +163,8 @@ def configure(
         "--cluster",
         plan.wal_cluster,
     ]
+    if ctx.moment is not None:  # pitr --as-of: WAL as the bucket held it then, too
+        command += ["--as-of", ctx.moment.isoformat()]
     restore_command = " ".join(shlex.quote(part) for part in command) + " %f %p"
     settings = {"restore_command": restore_command}
     if target is not None:

@@ -19,6 +19,7 @@ from permafrost.retention.lifecycle.report import (
     no_rules_note,
 )
 from permafrost.retention.lifecycle.rules import RULE_PREFIX, Desired, desired, repository_root
+from permafrost.retention.lifecycle.versions import desired_for
 
 __all__ = [
     "LOCAL_NOTE",
@@ -32,6 +33,7 @@ __all__ = [
     "check",
     "describe",
     "desired",
+    "desired_for",
     "no_rules_note",
     "repository_root",
     "rule_prefix",

@@ -11,6 +11,7 @@ from permafrost.retention.lifecycle.keeps import check_settings
 from permafrost.retention.lifecycle.read import canonical, is_ours, rule_id
 from permafrost.retention.lifecycle.report import ApplyAction, ApplyResult, no_rules_note
 from permafrost.retention.lifecycle.rules import desired
+from permafrost.retention.lifecycle.versions import desired_for, noncurrent_problems
 from permafrost.storage.base import LifecycleStorage
 
 
@@ -22,16 +23,17 @@ def apply(settings: Settings, storage: object, now: datetime | None = None) -> A
     like ours reaches outside this repository. Rules that are not ours and would delete what
     must stay are reported as problems after writing ours (they are not ours to change).
     """
-    wanted = desired(settings)
-    notes = list(wanted.notes)
     if not isinstance(storage, LifecycleStorage):
+        wanted = desired(settings)
         why = no_rules_note(settings.storage.scheme)
         return ApplyResult(wanted.provider, ApplyAction.LOCAL, wanted.rules, [], [], [], [], why)
+    actual = list(storage.lifecycle_rules())
+    wanted = desired_for(settings, storage, actual)
+    notes = list(wanted.notes)
     verdict = check_settings(settings, now or datetime.now(UTC))
     notes.extend(verdict.notes)
     if verdict.problems:
         return _refused(wanted.provider, wanted.rules, verdict.problems, notes)
-    actual = list(storage.lifecycle_rules())
     conflicts = other_repositories(actual, wanted.prefix)
     if conflicts:
         return _refused(wanted.provider, wanted.rules, conflicts, notes)
@@ -45,7 +47,10 @@ def apply(settings: Settings, storage: object, now: datetime | None = None) -> A
         text
         for rule in others
         if rule.get("Status") == "Enabled"
-        for text in rule_problems(rule, verdict.requirements)
+        for text in [
+            *rule_problems(rule, verdict.requirements),
+            *(noncurrent_problems(rule, settings) if wanted.versioned else []),
+        ]
     ]
     removed = [rule_id(rule) for rule in ours if rule_id(rule) not in wanted.ids]
     kept = [rule_id(rule) for rule in others]

@@ -23,7 +23,8 @@ from permafrost.retention.lifecycle.report import (
     describe,
     no_rules_note,
 )
-from permafrost.retention.lifecycle.rules import Desired, desired, repository_root
+from permafrost.retention.lifecycle.rules import Desired, repository_root
+from permafrost.retention.lifecycle.versions import desired_for, noncurrent_problems
 from permafrost.storage.base import LifecycleStorage
 
 # Objects in these classes must be thawed before they can be read.
@@ -41,7 +42,8 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
     # Chains are cut only by lifecycle rules: a local directory has none.
     spans = chains.spans(storage, settings.storage.prefix) if _has_rules(storage) else []
     chains.chain_requirement(settings, moment, spans, verdict)
-    wanted = desired(settings)
+    actual = list(storage.lifecycle_rules()) if isinstance(storage, LifecycleStorage) else []
+    wanted = desired_for(settings, storage, actual)
     problems = list(verdict.problems)
     notes = list(verdict.notes)
     if not isinstance(storage, LifecycleStorage):
@@ -49,9 +51,10 @@ def check(settings: Settings, storage: object, now: datetime | None = None) -> C
         return CheckReport(
             wanted.provider, False, problems, [], notes, verdict.requirements, rules=[]
         )
-    actual = list(storage.lifecycle_rules())
     for rule in actual:
         found = rule_problems(rule, verdict.requirements)
+        if wanted.versioned:
+            found += noncurrent_problems(rule, settings)
         if rule.get("Status") == "Enabled":
             problems.extend(found)
         else:

@@ -55,6 +55,9 @@ def _actions(rule: dict[str, Any]) -> list[str]:
     for move in rule.get("Transitions") or []:
         when = f"after {move['Days']} days" if "Days" in move else f"on {move.get('Date')}"
         actions.append(f"move to {move.get('StorageClass')} {when}")
+    noncurrent = rule.get("NoncurrentVersionExpiration") or {}
+    if "NoncurrentDays" in noncurrent:
+        actions.append(f"expire old versions {noncurrent['NoncurrentDays']} days after")
     abort = rule.get("AbortIncompleteMultipartUpload") or {}
     if "DaysAfterInitiation" in abort:
         actions.append(f"abort incomplete uploads after {abort['DaysAfterInitiation']} days")

@@ -56,6 +56,7 @@ class Desired:
     prefix: str
     rules: list[dict[str, Any]]
     notes: list[str]
+    versioned: bool = False  # the bucket keeps old versions: rules expire them (versions.py)
 
     @property
     def ids(self) -> list[str]:
@@ -104,7 +105,7 @@ def without_expiry(rules: list[dict[str, Any]], notes: list[str]) -> list[dict[s
     return kept
 
 
-def _tier_days(policy: RetentionSettings) -> dict[str, int]:
+def tier_days(policy: RetentionSettings) -> dict[str, int]:
     """The days after which each expiring tier's objects go."""
     days = retention_days(policy)  # the one map from tier to days (object lock's too)
     return {tier: days[tier] for tier in EXPIRING_TIERS}
@@ -116,7 +117,7 @@ def _expiry_rules(
     cold: tuple[str, int] | None,
     notes: list[str],
 ) -> list[dict[str, Any]]:
-    expiry = _tier_days(policy)
+    expiry = tier_days(policy)
     rules: list[dict[str, Any]] = []
     for tier in EXPIRING_TIERS:
         rule: dict[str, Any] = {
