@@ -85,6 +85,14 @@ def test_what_the_brief_asks_of_each_service() -> None:
     config = objects[("ConfigMap", next(n for k, n in objects if k == "ConfigMap"))]["data"]
     assert config["BACKUP_WORKERS"] == "queue"
     assert not any(o["kind"] == "Secret" for o in objects.values())  # never overwrite yours
+    # Public-key mode: the private key reaches the restore service only; every service can
+    # take either the symmetric key or the public key.
+    for (kind, name), obj in objects.items():
+        if kind not in ("Deployment", "StatefulSet"):
+            continue
+        env = {e["name"] for c in obj["spec"]["template"]["spec"]["containers"] for e in c["env"]}
+        assert {"BACKUP_ENCRYPTION_KEY", "BACKUP_PUBLIC_KEY"} <= env, name
+        assert ("BACKUP_PRIVATE_KEY" in env) == (name == "permafrost-restore"), name
     for obj in objects.values():  # what `kubectl get all -l` and the NetworkPolicy select by
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "permafrost"
 

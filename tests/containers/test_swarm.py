@@ -9,6 +9,7 @@ on a node does: this engine has no IPVS, so published ports and virtual IPs do n
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -29,7 +30,9 @@ import containers  # noqa: E402
 
 STACK = "pfswarm"
 FILES = ("docker-stack.yml", "docker-stack.test.yml", ".env.example", "docker", "scripts")
-ALWAYS = ("metadata", "db", "minio", "mailpit", "scheduler", "monitor", "restore")
+ALWAYS = ("metadata", "db", "minio", "mailpit", "scheduler", "monitor", "restore", "worker")
+BIG = "big"
+DATABASES = ("shop", BIG, "w2", "w3", "w4", "w5")
 
 
 def run(*command: str, timeout: float = 300, **kwargs: object) -> str:
@@ -69,6 +72,13 @@ class Swarm:
         (secrets / "metadata_password").write_text(password)
         url = f"postgresql://permafrost:{password}@metadata:5432/permafrost"
         (secrets / "metadata_url").write_text(url)
+        # Backups are queued for the three workers, one at a time per source (the one server).
+        self.set_env(
+            BACKUP_WORKERS="queue",
+            DB_NAME=",".join(DATABASES),
+            MAX_CONCURRENT_PER_SOURCE="1",
+            WORKER_MAX_SILENCE="2m",
+        )
         self.env = {
             **os.environ,
             "PERMAFROST_VERSION": "test",  # permafrost:test, built by scripts/containers.py
@@ -171,6 +181,27 @@ class Swarm:
                 raise AssertionError(f"not ready: {replicas}\n{json.dumps(logs, indent=1)}")
             time.sleep(3)
 
+    def tasks(self) -> list[dict[str, object]]:
+        rows = self.metadata(
+            "SELECT coalesce(json_agg(json_build_object('id', id, 'status', status, 'worker',"
+            " worker, 'attempts', attempts, 'database', payload->>'database', 'tier',"
+            " payload->>'job') ORDER BY id), '[]') FROM tasks WHERE kind = 'backup'"
+        )
+        found: list[dict[str, object]] = json.loads(rows)
+        for task in found:
+            task["tier"] = "compliance" if "compliance" in str(task["tier"]) else "standard"
+        return found
+
+    def container_of(self, hostname: str) -> str:
+        """The worker container whose hostname (Swarm's default: its short id) is this."""
+        for container in self.containers("worker"):
+            if (
+                run("docker", "inspect", "-f", "{{.Config.Hostname}}", container).strip()
+                == hostname
+            ):
+                return container
+        raise AssertionError(f"no worker container is {hostname}")
+
     def metadata(self, query: str) -> str:
         return self.exec(
             "metadata", "psql", "-U", "permafrost", "-d", "permafrost", "-tAc", query
@@ -197,6 +228,16 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         started = time.monotonic()
         stack.deploy()
         stack.wait(("metadata", "minio", "db", "mailpit"))
+        for database in DATABASES[1:]:  # the sample database is shop; five more, one big
+            rows = 1_500_000 if database == BIG else 100_000
+            stack.exec(
+                "db", "psql", "-U", "backup", "-d", "shop", "-qc", f"CREATE DATABASE {database}"
+            )
+            stack.source(
+                database,
+                "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v"
+                f" FROM generate_series(1, {rows}) g",
+            )
         bucket = stack.dotenv()["S3_BUCKET"]
         stack.exec(
             "minio",
@@ -237,6 +278,70 @@ def test_the_stack_deploys_with_one_leading_scheduler_of_two(swarm: Swarm) -> No
     assert roles == "leader,standby"
     health = swarm.exec("monitor", "curl", "-fsS", "http://localhost:8090/health")
     assert json.loads(health)["status"] == "ok", health
+
+
+def test_three_worker_replicas_run_each_queued_backup_once_and_a_killed_ones_elsewhere(
+    swarm: Swarm,
+) -> None:
+    assert swarm.replicas()["worker"] == "3/3"
+    for tier in ("standard", "compliance"):
+        out = swarm.exec(
+            "scheduler", "permafrost", "backup", "--all", "--queue", "--tier", tier, "--json"
+        )
+        assert [q["database"] for q in json.loads(out)] == list(DATABASES)
+    tasks = swarm.tasks()
+    assert len(tasks) == 12
+    big = next(t for t in tasks if t["database"] == BIG and t["tier"] != "compliance")
+
+    # Catch the big backup's worker mid-backup and kill its container, as a node's failure would.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        running = swarm.metadata(
+            f"SELECT worker FROM tasks WHERE id = {big['id']} AND status = 'running'"
+        )
+        if running:
+            break
+        time.sleep(0.5)
+    assert running, f"the big backup never ran: {swarm.tasks()}"
+    time.sleep(1.0)
+    victim = swarm.container_of(running.rsplit(":", 1)[0])
+    run("docker", "kill", victim)
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        tasks = swarm.tasks()
+        if all(t["status"] == "succeeded" for t in tasks):
+            break
+        time.sleep(3)
+    assert all(t["status"] == "succeeded" for t in tasks), tasks
+    # Only the killed one ran twice, and another worker finished it.
+    assert [t["id"] for t in tasks if t["attempts"] != 1] == [big["id"]], tasks
+    retried = next(t for t in tasks if t["id"] == big["id"])
+    assert retried["worker"] != running
+    # Swarm replaced the killed replica.
+    deadline = time.monotonic() + 120
+    while swarm.replicas()["worker"] != "3/3" and time.monotonic() < deadline:
+        time.sleep(3)
+    assert swarm.replicas()["worker"] == "3/3"
+    assert victim not in swarm.containers("worker")
+
+    # Each database once per tier in the catalog, the killed attempt interrupted, not completed.
+    listed = json.loads(swarm.exec("restore", "permafrost", "list", "--json"))
+    completed = sorted((b["database"], b["tier"]) for b in listed if b["status"] == "completed")
+    assert completed == sorted((d, t) for d in DATABASES for t in ("standard", "compliance"))
+    assert [(b["database"], b["status"]) for b in listed if b["status"] != "completed"] == [
+        (BIG, "interrupted")
+    ]
+    # MAX_CONCURRENT_PER_SOURCE=1 across the three workers: no two backups overlapped.
+    spans = swarm.metadata(
+        "SELECT string_agg(extract(epoch FROM started_at) || ' '"
+        " || extract(epoch FROM finished_at), ',' ORDER BY started_at) FROM job_runs"
+        " WHERE status = 'succeeded' AND database IS NOT NULL"
+    ).split(",")
+    times = [tuple(map(float, span.split())) for span in spans]
+    assert len(times) == 12
+    for (_, end), (start, _) in itertools.pairwise(times):
+        assert end <= start, f"two backups of the one source overlapped: {times}"
 
 
 def test_a_backup_in_the_swarm_restores_the_same_rows(swarm: Swarm) -> None:
