@@ -228,7 +228,12 @@ def test_lifecycle_check_proves_lock_retention_and_rules_agree_and_names_a_short
     run(lock_env, "backup")
     run(lock_env, "backup", "--tier", "compliance")
     applied = run(lock_env, "lifecycle", "apply", "--json")
-    assert "Expiration" not in applied.stdout  # under a lock, retention deletes
+    # Under a lock, retention deletes: no rule expires a current object by age. The bucket is
+    # versioned (a lock needs it), so each tier's old versions expire after its days, and the
+    # probes' delete markers go (ExpiredObjectDeleteMarker).
+    rules = loads(applied.stdout)["rules"]
+    assert [r["ID"] for r in rules if "Days" in r.get("Expiration", {})] == []
+    assert any("NoncurrentVersionExpiration" in r for r in rules), rules
     report = loads(run(lock_env, "lifecycle", "check", "--json").stdout)
     assert report["ok"], report
     assert any("OBJECT_LOCK=compliance: each tier is locked" in n for n in report["notes"])
@@ -237,8 +242,10 @@ def test_lifecycle_check_proves_lock_retention_and_rules_agree_and_names_a_short
     longer = {**lock_env, "COMPLIANCE_TIER_DAYS": "400", "RETENTION_MONTHLY": "13"}
     failed = run(longer, "lifecycle", "check", check=False)
     assert failed.returncode == 12
-    [problem] = [line for line in failed.stdout.splitlines() if line.startswith("problem:")]
-    assert problem.startswith("problem: compliance: ") and "short of the 400 days" in problem
+    # (The versioned bucket's rules for old versions, written for 365 days, are now short too.)
+    problems = [line for line in failed.stdout.splitlines() if line.startswith("problem:")]
+    [problem] = [line for line in problems if line.startswith("problem: compliance: ")]
+    assert "short of the 400 days" in problem, failed.stdout
 
     # A rule that would hide locked backups, and a default retention that disagrees.
     client = s3.client()
