@@ -42,6 +42,10 @@ class Context:
         """Where STORAGE_URL points, as the catalog remembers where each repository is."""
         return self.settings.storage.location
 
+    def own_key(self, key: str) -> str:
+        """A key as the catalog recorded it, in this context's bucket (a copy: readfrom.py)."""
+        return key
+
     def repository(self, *, create: bool = False, init: bool = False) -> Repository:
         """The repository at STORAGE_URL. create: a write's opening, which makes one where there
         is none unless the catalog knows another for this deployment (init: make it anyway)."""

@@ -17,6 +17,7 @@ from permafrost.backup.lookup import (
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
+from permafrost.readfrom import Reader, add_from_argument
 from permafrost.retention import deletion
 from permafrost.text import human_bytes, one_line, print_json, table, when
 from restore import globals_cli, sqlite_cli, verify_cli
@@ -105,6 +106,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     )
     p.add_argument("--yes", action="store_true", help="do not ask before replacing anything")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    add_from_argument(p)
     p.set_defaults(handler=restore)
 
     p = commands.add_parser(
@@ -269,10 +271,11 @@ def _size(count: int | None) -> str:
 def restore(ctx: Context, args: argparse.Namespace) -> int:
     if args.globals:
         return globals_cli.restore_globals(ctx, args)
+    reader = Reader(ctx, args.read_from)
     if args.backup is not None and args.target_db is None:
-        record = resolve(ctx, args.backup, args.database)
+        record = reader.read(lambda c: resolve(c, args.backup, args.database))
         if record.kind == "sqlite":
-            return sqlite_cli.restore(ctx, record, args)
+            return sqlite_cli.restore(reader.ctx, record, args)
     if args.target_path is not None or args.force:
         raise UsageError("--target-path and --force are for SQLite backups (kind sqlite)")
     if args.backup is None or args.target_db is None:
@@ -280,7 +283,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
             "restore needs a backup and a target: permafrost restore ID|latest --target-db NAME "
             "(or --globals for the server's roles and tablespaces)"
         )
-    record = resolve(ctx, args.backup, args.database)
+    record = reader.read(lambda c: resolve(c, args.backup, args.database))
     refuse_base(record, "restore")
     options = RestoreOptions(
         target_db=args.target_db,
@@ -294,7 +297,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         safety_backup=not args.no_safety_backup,
         no_owner=args.no_owner,
     )
-    plan = plan_restore(ctx, record, options)
+    plan = plan_restore(ctx, record, options, reader)
     print(
         f"restore plan for backup {record.id} of {record.database} "
         f"(taken {when(record.started_at)}):"
@@ -319,7 +322,8 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         _print_counts(plan, exc.counts)
         raise
     _print_counts(plan, result.counts)
-    print(f"restored backup {record.id} into {plan.target.where} in {result.seconds:.1f} s")
+    copy = f" from copy {plan.reader.copy}" if plan.reader.copy else ""
+    print(f"restored backup {record.id}{copy} into {plan.target.where} in {result.seconds:.1f} s")
     return 0
 
 
