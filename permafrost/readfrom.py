@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
 
 T = TypeVar("T")
+READING_FROM_COPY = "reading from copy"  # in each line that says so (pitr repeats wal-fetch's)
 Warn = Callable[[str], None]
 
 
@@ -94,6 +95,7 @@ class Reader:
 
     def __init__(self, ctx: Context, source: str | None = None, warn: Warn = _stderr) -> None:
         self.primary, self._warn = ctx, warn
+        self.failures: list[str] = []  # what each repository left behind said, in order
         copies = ctx.settings.copies
         if source is None:
             self.ctx: Context = ctx
@@ -102,7 +104,12 @@ class Reader:
             destination = copies.named(source)  # ConfigError naming the known copies
             self.ctx = CopyContext(ctx, destination, ())
             self._left = []
-            warn(f"reading from copy {destination.name} ({destination.storage.location})")
+            warn(f"{READING_FROM_COPY} {destination.name} ({destination.storage.location})")
+
+    def details(self) -> dict[str, object]:
+        """Where the reads came from, for a verification's or an audit entry's details."""
+        found: dict[str, object] = {"read_from": self.copy or "primary"}
+        return found | ({"failed": list(self.failures)} if self.failures else {})
 
     @property
     def copy(self) -> str | None:
@@ -123,10 +130,11 @@ class Reader:
     def _move_on(self, exc: PermafrostError) -> None:
         failed = f"copy {self.copy}" if self.copy else "the primary repository"
         failed += f" ({self.ctx.location})"
+        self.failures.append(f"{failed}: {error_line(exc)}")
         destination = self._left.pop(0)
         self.ctx = CopyContext(self.primary, destination, tuple(self._left))
         self._warn(
-            f"{failed} failed: {error_line(exc)}; reading from copy {destination.name} "
+            f"{failed} failed: {error_line(exc)}; {READING_FROM_COPY} {destination.name} "
             f"({destination.storage.location}) instead"
         )
 

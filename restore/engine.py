@@ -481,7 +481,7 @@ def _audit(ctx: Context, plan: RestorePlan, started: datetime, error: BaseExcept
         "tables": len(plan.selection),
         "schema_only": plan.options.schema_only,
         "data_only": plan.options.data_only,
-        "read_from": plan.reader.copy or "primary",
+        **plan.reader.details(),
     }
     ctx.record(
         lambda c: c.audit(actor(), "restore", plan.manifest.id, details),

@@ -142,3 +142,17 @@ def test_from_an_unknown_copy_is_one_clear_line(copied, target, pg) -> None:
         "permafrost: error: no copy destination named 'nope' (COPY_STORAGE_URLS: dr)"
     ]
     assert target not in databases(pg)
+
+
+def test_verify_reads_a_damaged_backup_from_the_copy_and_records_both(copied, s3, bucket) -> None:
+    env, backup = copied
+    data_key = backup["manifest"]["objects"]["data"]
+    data = get_object(s3, bucket, data_key)
+    put_object(s3, bucket, data_key, data[:-100])  # truncated on the primary
+    result = run(env, "verify", backup["id"])
+    assert f"backup {backup['id']} verified (from copy dr)" in result.stdout
+    assert "the primary repository" in result.stderr and "reading from copy dr" in result.stderr
+    as_json = loads(run(env, "verify", backup["id"], "--json", "--from", "dr").stdout)
+    assert as_json["status"] == "verified" and as_json["read_from"] == "dr"
+    unknown = run(env, "verify", backup["id"], "--from", "nope", check=False)
+    assert unknown.returncode == 2 and "no copy destination named 'nope'" in unknown.stderr
