@@ -8,7 +8,6 @@ from pathlib import Path
 
 from tests.conftest import run
 from tests.helpers import loads, table_digest
-from tests.services import Cluster
 from tests.test_copies import alone, empty_bucket, push_a_segment
 from tests.test_destinations import azure_env, gcs_env, sftp_env
 
