@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from permafrost import layout
 from permafrost.audit import actor
@@ -14,8 +15,10 @@ from permafrost.backup.lookup import (
     resolve,
     stats_from_records,
 )
+from permafrost.catalog.copy_records import CopyRecord
 from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
+from permafrost.copies.run import copy_json, where_copied
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
 from permafrost.readfrom import Reader, add_from_argument
 from permafrost.retention import deletion
@@ -146,8 +149,9 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
         limit=args.limit,
         tags=tuple(args.tag),
     )
+    copies = where_copied(ctx, [r.id for r in records])
     if args.json:
-        print_json([record_json(r) for r in records])
+        print_json([_with_copies(record_json(r), copies.get(r.id, [])) for r in records])
         return 0
     if not records:
         print("no backups")
@@ -163,6 +167,7 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
             human_bytes(r.size_bytes) if r.size_bytes is not None else "-",
             r.verification_status or "-",
             ", ".join(r.tags) or "-",
+            ", ".join(c.destination for c in copies.get(r.id, [])) or "-",
             _described(r),
         ]
         for r in records
@@ -179,12 +184,18 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
                 "SIZE",
                 "VERIFIED",
                 "TAGS",
+                "COPIES",
                 "DESCRIPTION",
             ],
             rows,
         )
     )
     return 0
+
+
+def _with_copies(out: dict[str, Any], copies: list[CopyRecord]) -> dict[str, Any]:
+    """A backup's JSON with where its verified copies are (issue 18)."""
+    return {**out, "copies": [copy_json(c) for c in copies]}
 
 
 def _described(record: BackupRecord) -> str:
@@ -199,10 +210,11 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
     manifest = record.manifest or {}
     catalog = ctx.catalog_or_none("showing the backup without its verification history")
     checks = catalog.verifications(record.id) if catalog else []
+    copies = where_copied(ctx, [record.id]).get(record.id, [])
     if args.json:
         print_json(
             {
-                **record_json(record),
+                **_with_copies(record_json(record), copies),
                 "location": ctx.location,  # where the backup lives: STORAGE_URL's repository
                 "manifest": manifest,
                 "verifications": [vars(v) for v in checks],
@@ -210,6 +222,8 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
         )
         return 0
     _print_record(record, ctx.location)
+    for copy in copies:
+        print(f"copy at {copy.destination}: verified {when(copy.verified_at)} ({copy.method})")
     counts = manifest.get("row_counts", [])
     if counts:
         print("\nrow counts:")

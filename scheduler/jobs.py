@@ -31,6 +31,7 @@ from permafrost.catalog.jobs import (
 )
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.copies.run import DestinationResult, copy_to
 from permafrost.errors import CheckFailed, IncrementalRefused, PermafrostError
 from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
@@ -194,8 +195,65 @@ class Jobs:
             run_id=rid,
         )
         ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
+        self.copy_backup(ctx, manifest.id, manifest.tier)
         ctx.close()
         return {"backup_id": manifest.id}
+
+    def copy_backup(self, ctx: Context, backup_id: str, tier: str) -> None:
+        """The backup to every destination that copies its tier. It is done whatever happens
+        here: a destination that is down is recorded, and the `copy` job catches up."""
+        for destination in ctx.settings.copies.destinations:
+            if not destination.copies_tier(tier):
+                continue
+            try:
+                record = ctx.catalog().get(backup_id)
+                if record is not None:
+                    copy_to(ctx, destination, [record], say=self.say)
+            except Exception as exc:  # the backup stands; the copy waits for the `copy` job
+                self.say(
+                    f"copy of {backup_id} to {destination.name} failed: {_reason(exc)}",
+                    level=logging.WARNING,
+                    event="copy_failed",
+                    backup_id=backup_id,
+                    destination=destination.name,
+                )
+
+    def copy_pending(self) -> None:
+        """Every minute: to each destination, its new WAL and any backup it lacks (after an
+        outage: all it missed). A run is recorded only when something was copied or failed,
+        not for the minutes with nothing to do."""
+        ctx = Context(self.settings)
+        try:
+            results = [
+                copy_to(ctx, d, None, wal=True, say=self.say)
+                for d in self.settings.copies.destinations
+            ]
+            if any(r.copied or r.wal_segments or not r.ok for r in results):
+                self._record_copies(ctx, results)
+        except Exception as exc:  # an exception ends the job, never the scheduler
+            self.say(f"copy failed: {_reason(exc)}", level=logging.WARNING, event="copy_failed")
+        finally:
+            ctx.close()
+
+    def _record_copies(self, ctx: Context, results: list[DestinationResult]) -> None:
+        run = RecordedRun.start(ctx, UNRECORDED, JobName.COPY, None)
+        details: dict[str, Any] = {
+            r.name: {
+                "copied": r.copied,
+                "wal_files": r.wal_segments,
+                "failed": r.failed,
+                "error": r.error,
+            }
+            for r in results
+        }
+        problems = [
+            f"{r.name}: {r.error or next(iter(r.failed.values()))}" for r in results if not r.ok
+        ]
+        if problems:
+            error = "; ".join(problems)
+            run.ended_by(PermafrostError(error), error)
+        else:
+            run.succeeded(details)
 
     def _progress(self, _: int) -> None:
         if self.abort.is_set():

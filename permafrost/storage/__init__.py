@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from permafrost.config.storage import StorageSettings
 from permafrost.storage.base import (
+    BucketCopy,
     LifecycleStorage,
     ObjectInfo,
     PendingUpload,
@@ -12,6 +13,7 @@ from permafrost.storage.base import (
 )
 
 __all__ = [
+    "BucketCopy",
     "LifecycleStorage",
     "ObjectInfo",
     "PendingUpload",

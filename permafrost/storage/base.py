@@ -98,3 +98,13 @@ class ProviderConditions(Protocol):
 
     def rely_on_provider(self, honoured: bool) -> None:
         """Whether put(..., if_absent=True) may leave the refusal to the provider."""
+
+
+@runtime_checkable
+class BucketCopy(Protocol):
+    """A store that copies an object from another bucket of the same account without the bytes
+    passing through this process (S3's CopyObject / UploadPartCopy). A copy destination uses it
+    when it is at the same endpoint with the same credentials as the primary (copies/)."""
+
+    def copy_from_bucket(self, bucket: str, source: str, target: str) -> None:
+        """Copy `source` of `bucket` to `target` in this bucket, server-side."""
