@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from monitor import metrics_drills
+from monitor import metrics_copies, metrics_drills
 from monitor.alerts.findings import Severity
 from permafrost.backup.recovery import ASSUMED_RATE
 from permafrost.catalog import metrics as store_metrics
@@ -200,6 +200,7 @@ class StoreCollector(Collector):
         snap = _read(self.catalog, self.settings)
         yield from _families(snap)
         yield from metrics_drills.families(self.catalog)
+        yield from metrics_copies.families(self.catalog, self.settings.copies)
 
 
 def _families(snap: _Snapshot) -> Iterator[Metric]:

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import run
 from tests.helpers import flip_byte, get_object, loads, objects, put_object
 from tests.services import Cluster, S3Server
-from tests.test_copy_restore import copy_env, mirror
+from tests.test_copy_restore import catch_up, copy_env
 from tests.test_pitr import Archiving
 
 
@@ -38,7 +38,7 @@ def copied(s3: S3Server, pg: Cluster, tmp_path_factory: pytest.TempPathFactory) 
     loads(run(env, "backup", "--kind", "base", "--json").stdout)
     src.execute("INSERT INTO t (v) SELECT 'B' || g FROM generate_series(1, 50) g", db)
     archiving.switch_and_wait()
-    mirror(primary, archiving.bucket, s3, copy_bucket)
+    catch_up(env)
     yield Copied(primary, archiving, env)
     archiving.cluster.destroy()
     if primary.proc.poll() is None:

@@ -1,7 +1,6 @@
 """Restoring from a copy: `--from NAME`, and the fallback when the primary is down or damaged.
 
-The copy is made here as a copy destination holds it (the primary's layout: the same
-permafrost.json, the same keys under its prefix), by copying the bucket's objects.
+The copies are made by `permafrost copy --all-missing`, as after an outage.
 """
 
 from __future__ import annotations
@@ -17,13 +16,10 @@ from tests.helpers import flip_byte, get_object, loads, objects, put_object, tab
 from tests.services import Cluster, S3Server
 
 
-def mirror(source: S3Server, bucket: str, dest: S3Server, copy_bucket: str) -> int:
-    """Every object of the primary's bucket into the copy's: a copy brought up to date."""
-    client = dest.client()
-    keys = objects(source, bucket)
-    for key in keys:
-        client.put_object(Bucket=copy_bucket, Key=key, Body=get_object(source, bucket, key))
-    return len(keys)
+def catch_up(env: dict[str, str]) -> None:
+    """Every backup (and WAL) the copy lacks, copied and verified there."""
+    out = run(env, "copy", "--all-missing").stdout
+    assert "dr: " in out and "copied and verified" in out, out
 
 
 def copy_env(s3: S3Server, copy_bucket: str, name: str = "dr") -> dict[str, str]:
@@ -77,7 +73,7 @@ def down_env(env, s3, copy_bucket, primary) -> dict[str, str]:
         **copy_env(s3, copy_bucket),
     }
     run(env, "backup")
-    assert mirror(primary, bucket, s3, copy_bucket) >= 3
+    catch_up(env)
     primary.stop()
     return env
 
@@ -106,7 +102,7 @@ def test_it_restores_from_the_copy_with_the_catalog_down_too(
 def copied(env, s3, bucket, copy_bucket) -> tuple[dict[str, str], dict]:
     env = {**env, **copy_env(s3, copy_bucket)}
     backup = loads(run(env, "backup", "--json").stdout)
-    mirror(s3, bucket, s3, copy_bucket)
+    catch_up(env)
     return env, loads(run(env, "show", backup["id"], "--json").stdout)
 
 

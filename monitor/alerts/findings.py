@@ -28,6 +28,7 @@ FAMILIES = (
     "key_check",
     "lifecycle_drift",
     "pitr_drill",
+    "copy_lag",
 )
 
 

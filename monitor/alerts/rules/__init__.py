@@ -20,6 +20,7 @@ from monitor.alerts.rules.backups import (
     verification_failed,
 )
 from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle_drift
+from monitor.alerts.rules.copies import copy_lag
 from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import service_dead, task_stuck
@@ -46,6 +47,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("wal_gap", wal_gap),
     ("lifecycle_drift", lifecycle_drift),
     ("pitr_drill", pitr_drill),
+    ("copy_lag", copy_lag),
 )
 
 
