@@ -17,6 +17,7 @@ from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, NotFound
 from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
+from permafrost.storage.ratelimit import limited
 
 if TYPE_CHECKING:
     from permafrost.catalog.store import Catalog
@@ -35,7 +36,8 @@ class Context:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.storage)
+        # UPLOAD_RATE_LIMIT: every write to the primary shares one budget (storage/ratelimit.py)
+        return limited(open_storage(self.settings.storage), self.settings.copies.upload_rate_limit)
 
     @cached_property
     def location(self) -> str:

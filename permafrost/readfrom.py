@@ -34,6 +34,8 @@ from permafrost.errors import (
     StorageUnavailable,
 )
 from permafrost.layout import join
+from permafrost.storage import Storage, open_storage
+from permafrost.storage.ratelimit import limited
 from permafrost.text import error_line
 
 if TYPE_CHECKING:
@@ -63,6 +65,10 @@ class CopyContext(Context):
         super().__init__(dataclasses.replace(settings, storage=destination.storage, copies=copies))
         self.primary = primary
         self.destination = destination
+
+    @cached_property
+    def storage(self) -> Storage:
+        return limited(open_storage(self.destination.storage), self.destination.rate_limit)
 
     @cached_property
     def location(self) -> str:

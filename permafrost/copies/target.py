@@ -16,6 +16,7 @@ from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError, IntegrityError, StorageError
 from permafrost.repo.config import CONDITIONAL_WRITES, Repository, open_repository, read_config
 from permafrost.storage import Storage, open_storage
+from permafrost.storage.ratelimit import limited
 
 COPY_OF = "copy_of"  # permafrost.json of a copy: the id of the repository it copies
 
@@ -56,7 +57,7 @@ def open_target(
             f"copy {destination.name!r} is the primary's own STORAGE_URL: a copy must be "
             "somewhere else"
         )
-    storage = open_storage(destination.storage)
+    storage = limited(open_storage(destination.storage), destination.rate_limit)
     prefix = destination.storage.prefix
     found = read_config(storage, prefix)
     if found is None:
