@@ -37,6 +37,8 @@ from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
+from permafrost.retention.copies import run_copies, settings_for
+from permafrost.storage import open_storage
 from scheduler import incremental
 from scheduler.pings import ping
 
@@ -319,15 +321,29 @@ class Jobs:
         details: dict[str, Any] = dict(outcome.counts())
         details["orphans"] = len(outcome.orphans)
         details["wal_deleted"] = sum(len(w.delete) for w in outcome.wal)
-        if outcome.errors:
-            raise PermafrostError("; ".join(outcome.errors))
+        errors = list(outcome.errors)
+        for copy in run_copies(ctx.settings, ctx.repository(), datetime.now(UTC), apply=True):
+            if copy.outcome is not None:
+                details[f"copy {copy.destination}"] = copy.outcome.counts()
+                errors += [f"copy {copy.destination}: {e}" for e in copy.outcome.errors]
+            if copy.error:
+                errors.append(f"copy {copy.destination}: {copy.error}")
+        if errors:
+            raise PermafrostError("; ".join(errors))
         return details
 
     def lifecycle(self, ctx: Context) -> dict[str, Any]:
         report = lifecycle.check(ctx.settings, ctx.storage, datetime.now(UTC))
         if not report.ok:
             raise CheckFailed(report.summary())
-        return {"summary": report.summary()}
+        details = {"summary": report.summary()}
+        for destination in ctx.settings.copies.destinations:  # each copy's own rules
+            own = settings_for(ctx.settings, destination)
+            each = lifecycle.check(own, open_storage(destination.storage), datetime.now(UTC))
+            if not each.ok:
+                raise CheckFailed(f"copy {destination.name}: {each.summary()}")
+            details[f"copy {destination.name}"] = each.summary()
+        return details
 
     def pitr_drill(self, ctx: Context) -> dict[str, Any]:
         """Queue a PITR drill of the cluster for the restore worker (restore/drills/)."""
@@ -337,7 +353,14 @@ class Jobs:
         result = lifecycle.apply(ctx.settings, ctx.storage)
         if not result.ok:
             raise CheckFailed(result.summary())
-        return {"action": result.action, "summary": result.summary()}
+        details = {"action": result.action, "summary": result.summary()}
+        for destination in ctx.settings.copies.destinations:  # each copy's own rules
+            own = settings_for(ctx.settings, destination)
+            each = lifecycle.apply(own, open_storage(destination.storage))
+            if not each.ok:
+                raise CheckFailed(f"copy {destination.name}: {each.summary()}")
+            details[f"copy {destination.name}"] = each.summary()
+        return details
 
 
 def _request(spec: JobSpec, trigger: str, settings: Settings) -> BackupRequest:

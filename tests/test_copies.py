@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,63 @@ def test_the_minute_job_copies_new_wal_and_a_backup_the_copy_missed(
     assert f"c/wal/main/00000001/{segment}.pfe" in keys
     assert any(k.endswith(f"/{backup['id']}/manifest.json") for k in keys)
     assert "c/clusters/main.json" in keys and "c/permafrost.json" in keys
+
+
+def synthetic_backup(bucket: Path, moment: datetime) -> str:
+    """A backup folder as retention sees it (its listing: a manifest and a data object)."""
+    backup = f"{moment:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+    folder = bucket / "standard" / "app" / backup
+    folder.mkdir(parents=True)
+    (folder / "data.pfe").write_bytes(b"x" * 1000)
+    (folder / "manifest.json").write_bytes(b"{}")
+    return backup
+
+
+def test_each_copy_keeps_by_its_own_retention_and_deletes_only_there(env, tmp_path):
+    primary, copy = tmp_path / "primary", tmp_path / "copy"
+    env = {
+        **env,
+        "STORAGE_URL": f"file://{primary}",
+        "COPY_STORAGE_URLS": f"short=file://{copy}",
+        "COPY_1_RETENTION_DAYS": "3",
+    }
+    run(env, "init")
+    today = datetime.now(UTC).replace(hour=0, minute=30, second=0, microsecond=0)
+    ids = [synthetic_backup(primary, today - timedelta(days=d)) for d in range(40)]
+    shutil.copytree(primary / "standard", copy / "standard")
+
+    dry = loads(run(env, "retention", "--json").stdout)
+    kept_here = {b["id"] for b in dry["backups"] if b["keep"]}
+    kept_there = {b["id"] for b in dry["copies"]["short"]["backups"] if b["keep"]}
+    assert kept_there < kept_here  # 3 days there, 30 here: fewer kept, none kept only there
+
+    applied = run(env, "retention", "--apply").stdout
+    assert "copy short: retention applied" in applied, applied
+    assert {p.name for p in (primary / "standard" / "app").iterdir()} == kept_here
+    # min-keep's, older than the copy's lifecycle expiry, are held in its keep/ (as anywhere)
+    there = [*(copy / "standard" / "app").iterdir(), *(copy / "keep" / "app").iterdir()]
+    assert {p.name for p in there} == kept_there, applied
+    assert set(ids) >= kept_here
+    assert (copy / "permafrost.json").exists()  # the copy is a repository of its own
+
+
+def test_lifecycle_apply_and_check_cover_each_copy_with_its_own_days(env, s3, bucket):
+    far = new_bucket(s3)
+    env = {
+        **env,
+        "COPY_STORAGE_URLS": f"far=s3://{far}/c",
+        **s3_copy(1, s3, "other"),
+        "COPY_1_RETENTION_DAYS": "5",
+    }
+    applied = run(env, "lifecycle", "apply")
+    assert "copy far:" in applied.stdout
+    checked = loads(run(env, "lifecycle", "check", "--json").stdout)
+    assert "far" in checked["copies"]
+
+    def expiries(name: str) -> set[int]:
+        rules = s3.client().get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+        return {r["Expiration"]["Days"] for r in rules if "Days" in r.get("Expiration", {})}
+
+    assert expiries(far) != expiries(bucket)  # the copy's standard tier: its own 5 days
+    text = run(env, "lifecycle", "check").stdout
+    assert "copy far:" in text
