@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 from permafrost.config.copies import CopyDestination
 from permafrost.context import Context
 from permafrost.errors import (
+    CatalogUnavailable,
     IntegrityError,
     NotFound,
     PermafrostError,
@@ -78,6 +79,9 @@ class CopyContext(Context):
         # The same repository (its id is in the copy's permafrost.json): the primary's catalog,
         # scoped by the primary context, and closed by it.
         return self.primary.catalog()
+
+    def _warn(self, exc: CatalogUnavailable, purpose: str) -> None:
+        self.primary._warn(exc, purpose)  # one warning per command about the store, not two
 
     def own_key(self, key: str) -> str:
         """A key the catalog recorded under the primary's prefix, under this copy's."""

@@ -121,11 +121,15 @@ def test_a_corrupt_object_on_the_primary_is_restored_from_the_copy(
     assert not [d for d in databases(pg) if "_pfrestore_" in d]
 
 
-def test_from_names_the_copy_to_read(copied, s3, bucket, pg, source_db, target) -> None:
+@pytest.mark.parametrize("named", [True, False], ids=["from", "fallback"])
+def test_an_emptied_primary_restores_from_the_copy(
+    copied, s3, bucket, pg, source_db, target, named
+) -> None:
     env, backup = copied
-    for key in objects(s3, bucket):  # the primary emptied: only the copy can answer
+    for key in objects(s3, bucket):  # a leaked key deleted it all: only the copy can answer
         s3.client().delete_object(Bucket=bucket, Key=key)
-    result = run(env, "restore", backup["id"], "--target-db", target, "--from", "dr")
+    asked = ["--from", "dr"] if named else []
+    result = run(env, "restore", backup["id"], "--target-db", target, *asked)
     assert table_digest(pg, target) == table_digest(pg, source_db)
     assert "reading from copy dr" in result.stderr
 
