@@ -22,9 +22,11 @@ def catch_up(env: dict[str, str]) -> None:
     assert "dr: " in out and "copied and verified" in out, out
 
 
-def copy_env(s3: S3Server, copy_bucket: str, name: str = "dr") -> dict[str, str]:
+def copy_env(
+    s3: S3Server, copy_bucket: str, name: str = "dr", prefix: str = "backups"
+) -> dict[str, str]:
     return {
-        "COPY_STORAGE_URLS": f"{name}=s3://{copy_bucket}/backups",
+        "COPY_STORAGE_URLS": f"{name}=s3://{copy_bucket}/{prefix}",
         "COPY_1_S3_ENDPOINT_URL": s3.url,
         "COPY_1_S3_REGION": "us-east-1",
         "COPY_1_S3_ACCESS_KEY_ID": "testing",
@@ -100,7 +102,8 @@ def test_it_restores_from_the_copy_with_the_catalog_down_too(
 
 @pytest.fixture
 def copied(env, s3, bucket, copy_bucket) -> tuple[dict[str, str], dict]:
-    env = {**env, **copy_env(s3, copy_bucket)}
+    # Under another prefix: the catalog's keys (the primary's) are rebased onto the copy's.
+    env = {**env, **copy_env(s3, copy_bucket, prefix="offsite/pf")}
     backup = loads(run(env, "backup", "--json").stdout)
     catch_up(env)
     return env, loads(run(env, "show", backup["id"], "--json").stdout)
@@ -156,3 +159,25 @@ def test_verify_reads_a_damaged_backup_from_the_copy_and_records_both(copied, s3
     assert as_json["status"] == "verified" and as_json["read_from"] == "dr"
     unknown = run(env, "verify", backup["id"], "--from", "nope", check=False)
     assert unknown.returncode == 2 and "no copy destination named 'nope'" in unknown.stderr
+
+
+def test_a_stream_cut_off_midway_restarts_its_staging_database_from_the_copy(
+    copied, s3, bucket, pg, source_db, target
+) -> None:
+    env, _ = copied
+    pg.execute(  # about 4 MiB stored: several 1 MiB chunks, the last one damaged
+        "CREATE TABLE noise AS SELECT g, md5(g::text) || md5((g * 7)::text) AS m"
+        " FROM generate_series(1, 150000) g",
+        source_db,
+    )
+    backup = loads(run(env, "backup", "--json").stdout)
+    run(env, "copy", backup["id"])
+    shown = loads(run(env, "show", backup["id"], "--json").stdout)
+    data_key = shown["manifest"]["objects"]["data"]
+    data = get_object(s3, bucket, data_key)
+    assert len(data) > 2 * 1024 * 1024
+    put_object(s3, bucket, data_key, flip_byte(data, len(data) - 100))
+    result = run(env, "restore", backup["id"], "--target-db", target, "--jobs", "1")
+    assert table_digest(pg, target) == table_digest(pg, source_db)
+    assert "reading from copy dr" in result.stderr
+    assert not [d for d in databases(pg) if "_pfrestore_" in d]
