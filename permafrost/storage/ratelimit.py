@@ -2,20 +2,22 @@
 second, whichever thread writes it (the concurrent parts of a multipart upload, WAL, manifests).
 
 A wrapper around the backend, as retries are (restic's shape): `limited(storage, rate)` answers
-the same protocol, and each write (a whole object, or one part) first waits its turn on a token
-bucket that starts empty and holds no burst: a write of n bytes takes the next n/rate seconds of
-the budget, and goes once they have passed. So whatever the concurrency, an upload of S bytes
-takes at least S/rate seconds; within that, each request is sent at the link's own speed (the
-rate is kept on average over parts of UPLOAD_PART_SIZE_MB). Reads, listings and server-side
+the same protocol, and each write (a whole object, or one part) takes its share of a token
+bucket that starts empty and holds no burst: a write of n bytes gets the next n/rate seconds of
+the budget, is sent when they begin and is not over before they end. So whatever the
+concurrency, an upload of S bytes takes at least S/rate seconds, and about that when the link
+is faster; each request itself goes at the link's speed (the rate is kept on average over parts
+of UPLOAD_PART_SIZE_MB, not within one). Reads, listings and server-side
 copies are not limited. The optional capabilities pass through (`isinstance` sees the
 backend's own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from permafrost.storage.base import Storage
@@ -29,13 +31,20 @@ class TokenBucket:
         self._lock = threading.Lock()
         self._free_at = clock()
 
-    def take(self, count: int) -> None:
-        """Wait until `count` bytes of the budget are this caller's."""
+    @contextlib.contextmanager
+    def spending(self, count: int) -> Iterator[None]:
+        """Send `count` bytes within their share of the budget: the next count/rate seconds
+        after what others hold. The sending starts when that share does, and is over no
+        earlier than it ends (a failed send gives nothing back: it used the link too)."""
         with self._lock:
             start = max(self._clock(), self._free_at)
-            self._free_at = start + count / self.rate
-            until = self._free_at
-        delay = until - self._clock()
+            self._free_at = end = start + count / self.rate
+        self._sleep_until(start)
+        yield
+        self._sleep_until(end)
+
+    def _sleep_until(self, moment: float) -> None:
+        delay = moment - self._clock()
         if delay > 0:
             time.sleep(delay)
 
@@ -51,20 +60,20 @@ class RateLimitedStorage:
         return self.inner.url
 
     def put(self, key: str, data: bytes, *, if_absent: bool = False) -> None:
-        self.bucket.take(len(data))
-        self.inner.put(key, data, if_absent=if_absent)
+        with self.bucket.spending(len(data)):
+            self.inner.put(key, data, if_absent=if_absent)
 
     def upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
-        self.bucket.take(len(data))
-        return self.inner.upload_part(key, upload_id, number, data)
+        with self.bucket.spending(len(data)):
+            return self.inner.upload_part(key, upload_id, number, data)
 
     def __getattr__(self, name: str) -> Any:
         found = getattr(self.inner, name)  # AttributeError: the backend lacks the capability
         if name == "put_if_none_match":
 
             def limited_put(key: str, data: bytes) -> None:
-                self.bucket.take(len(data))
-                found(key, data)
+                with self.bucket.spending(len(data)):
+                    found(key, data)
 
             return limited_put
         return found
