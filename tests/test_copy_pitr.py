@@ -78,6 +78,17 @@ def test_pitr_recovers_from_the_copy_when_the_primary_is_down(copied: Copied, pg
     assert "the primary repository" in line and "instead" in line
 
 
+def test_pitr_from_the_copy_with_the_catalog_down_too(copied: Copied, pg, refused) -> None:
+    if copied.primary.proc.poll() is None:
+        copied.primary.stop()
+    gone = f"postgresql://x@127.0.0.1:{refused}/x"
+    got, said = recover(
+        Copied(copied.primary, copied.archiving, {**copied.env, "METADATA_DATABASE_URL": gone}), pg
+    )
+    assert len(got) == 150 and got[-1] == "B50"
+    assert "reading from copy dr" in said
+
+
 def test_pitr_from_an_unknown_copy_is_one_clear_line(copied: Copied, tmp_path: Path) -> None:
     result = run(
         copied.env,
