@@ -209,6 +209,9 @@ def test_a_destination_down_fails_no_backup_and_copy_catches_up_with_backups_and
         (down["backup_id"], "completed", [])
     ]
     segment, wal = push_a_segment(env, pg, tmp_path)
+    still_down = run(env, "copy", "--all-missing", check=False)
+    assert still_down.returncode == 6, still_down.stderr
+    assert "far: not reached" in still_down.stdout
 
     outage.start("far")
     caught_up = run(env, "copy", "--all-missing")

@@ -75,7 +75,8 @@ class CopyRows(Rows):
                 " ON CONFLICT (backup_id, repository_id) DO UPDATE SET"
                 " destination = EXCLUDED.destination, manifest_key = EXCLUDED.manifest_key,"
                 " stored_bytes = EXCLUDED.stored_bytes, method = EXCLUDED.method,"
-                " seconds = EXCLUDED.seconds, verified_at = EXCLUDED.verified_at",
+                " seconds = EXCLUDED.seconds, verified_at = EXCLUDED.verified_at,"
+                " removed_at = NULL",
                 (
                     copy.backup_id,
                     copy.repository_id,
@@ -89,10 +90,12 @@ class CopyRows(Rows):
             )
 
     def copy_removed(self, backup_id: str, repository_id: str) -> None:
-        """The copy's own retention deleted it there."""
-        with self._errors("forget a copy"):
+        """The copy's own retention deleted it there: no longer one of its copies, and not
+        missing either (it is not copied again)."""
+        with self._errors("record a copy's removal"):
             self.conn.execute(
-                f"DELETE FROM {SCHEMA}.backup_copies WHERE backup_id = %s AND repository_id = %s",
+                f"UPDATE {SCHEMA}.backup_copies SET removed_at = now()"
+                " WHERE backup_id = %s AND repository_id = %s",
                 (backup_id, repository_id),
             )
 
@@ -111,7 +114,7 @@ class CopyRows(Rows):
         ):
             rows = cur.execute(
                 f"SELECT * FROM {SCHEMA}.backup_copies WHERE backup_id = ANY(%s)"
-                " ORDER BY destination",
+                " AND removed_at IS NULL ORDER BY destination",
                 (ids,),
             ).fetchall()
         out: dict[str, list[CopyRecord]] = {}
@@ -142,7 +145,8 @@ class CopyRows(Rows):
                 f" JOIN {SCHEMA}.copy_destinations d"
                 "   ON d.name = c.destination AND d.repository_id = c.repository_id"
                 f" JOIN {SCHEMA}.backups b ON b.id = c.backup_id"
-                " WHERE d.name = %s ORDER BY b.started_at DESC, b.id DESC LIMIT 1",
+                " WHERE d.name = %s AND c.removed_at IS NULL"
+                " ORDER BY b.started_at DESC, b.id DESC LIMIT 1",
                 (destination,),
             ).fetchone()
 

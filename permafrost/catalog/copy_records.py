@@ -19,6 +19,7 @@ class CopyRecord:
     method: str  # stream | server-side | found (already there, read back and matched)
     seconds: float
     verified_at: datetime
+    removed_at: datetime | None = None  # deleted there by the copy's own retention
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from permafrost.catalog.copy_records import CopyRecord, WalCopyRecord
 from permafrost.catalog.records import BackupRecord
@@ -122,11 +122,11 @@ def _copy_locked(
         ctx.settings.storage,
         server_side_bucket(ctx.settings.storage, destination.storage),
     )
-    todo = (
-        catalog.missing_copies(destination.name, _tiers(destination))
-        if backups is None
-        else (wanted(destination, backups))
-    )
+    if backups is None:  # what it lacks, but not what its own retention would delete now
+        missing = catalog.missing_copies(destination.name, _tiers(destination))
+        todo = [r for r in missing if _young_enough(destination, r, datetime.now(UTC))]
+    else:
+        todo = wanted(destination, backups)
     for record in todo:
         if not _copy_one(ctx, source, target, record, say, result):
             return  # the destination went away: the rest waits for the next run
@@ -185,7 +185,8 @@ def _copy_wal(
 ) -> None:
     catalog = ctx.catalog()
     try:
-        clusters = copy_wal(source, ctx.settings.storage.prefix, target)
+        marks = {w.cluster: w.last_segment for w in catalog.wal_copies(target.name)}
+        clusters = copy_wal(source, ctx.settings.storage.prefix, target, marks)
     except PermafrostError as exc:
         error = first_line(exc)
         result.failed["wal"] = error
@@ -210,6 +211,17 @@ def _copy_wal(
                 f"copy {target.name}: {cluster.segments} WAL files of {cluster.cluster} "
                 "verified there"
             )
+
+
+def _young_enough(destination: CopyDestination, record: BackupRecord, now: datetime) -> bool:
+    """Whether the copy's own retention days (COPY_<N>_RETENTION_DAYS for standard backups,
+    _COMPLIANCE_RETENTION_DAYS for compliance ones) still cover the backup: older ones are not
+    sent only to be deleted there by the next retention run."""
+    days = {
+        "standard": destination.retention_days,
+        "compliance": destination.compliance_retention_days,
+    }.get(record.tier)
+    return days is None or now - record.started_at < timedelta(days=days)
 
 
 def _tiers(destination: CopyDestination) -> tuple[str, ...]:

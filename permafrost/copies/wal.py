@@ -10,6 +10,7 @@ checked against the SHA-256 of the bytes read from the primary, then each cluste
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from permafrost import layout
@@ -25,11 +26,18 @@ class WalCopy:
     cluster: str
     segments: int = 0
     bytes: int = 0
-    last_segment: str = ""  # the newest object's name at the copy ('' : none)
+    last_segment: str = ""  # `{timeline}/{name}.pfe` of the newest: the copy is complete up to it
 
 
-def copy_wal(source: Source, prefix: str, target: CopyTarget) -> list[WalCopy]:
-    """Copy the WAL the copy lacks, cluster by cluster, oldest first."""
+def copy_wal(
+    source: Source, prefix: str, target: CopyTarget, copied: Mapping[str, str] | None = None
+) -> list[WalCopy]:
+    """Copy the WAL the copy lacks, cluster by cluster, oldest first.
+
+    copied: per cluster, the newest WAL (`{timeline}/{name}.pfe`) an earlier run left the copy
+    complete up to; what is not newer is not looked at again, so WAL that the copy's own
+    retention deleted is not sent again."""
+    marks = copied or {}
     folder = layout.join(prefix, "wal") + "/"
     there = {
         layout.rebase(info.key, target.prefix, prefix): info.size
@@ -43,7 +51,7 @@ def copy_wal(source: Source, prefix: str, target: CopyTarget) -> list[WalCopy]:
             continue  # an upload in progress, or nothing of ours
         result = results.setdefault(cluster, WalCopy(cluster))
         result.last_segment = max(result.last_segment, rest)
-        if there.get(info.key) == info.size:
+        if rest <= marks.get(cluster, "") or there.get(info.key) == info.size:
             continue
         target_key = layout.rebase(info.key, prefix, target.prefix)
         copy_object(source, info.key, target.storage, target_key, target.destination.storage, None)

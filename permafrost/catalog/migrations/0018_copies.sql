@@ -5,8 +5,8 @@
 --     the last attempt's outcome (an unreachable destination is an error here, not a failure
 --     of the backup it was copying).
 --   backup_copies: one row per backup and repository holding a copy whose every object's
---     SHA-256 was read back from the destination and matched; deleted when the copy's own
---     retention removes it there.
+--     SHA-256 was read back from the destination and matched; removed_at set when the copy's
+--     own retention deletes it there (so it is not copied again).
 --   wal_copies: per destination and cluster, what of the primary's WAL reached it.
 
 CREATE TABLE copy_destinations (
@@ -28,6 +28,7 @@ CREATE TABLE backup_copies (
     method        text NOT NULL CHECK (method IN ('stream', 'server-side', 'found')),
     seconds       double precision NOT NULL DEFAULT 0,
     verified_at   timestamptz NOT NULL DEFAULT now(),
+    removed_at    timestamptz,
     PRIMARY KEY (backup_id, repository_id)
 );
 CREATE INDEX backup_copies_destination ON backup_copies (destination, verified_at DESC);
