@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,6 +14,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.alerts.evaluator import Evaluator
 from monitor.app import create_app
 from monitor.metrics import render
+from permafrost.catalog.copy_lag import copy_lags
+from permafrost.catalog.store import connect
+from permafrost.config.settings import Secret, Settings
 from tests.conftest import run
 from tests.helpers import loads
 from tests.services import S3Server
@@ -90,3 +94,24 @@ def test_a_copy_down_for_a_while_alerts_by_email_and_resolves_once_caught_up(
     page = create_app(settings).test_client().get("/").get_data(as_text=True)
     newest = loads(run(up, "list", "--json").stdout)[0]["id"]
     assert f">{newest}</a>, verified" in page
+
+
+def test_the_lag_leaves_out_what_the_copy_keeps_no_longer(pg, metadata_db, tmp_path) -> None:
+    """A backup older than the copy's own days is not sent (its retention would delete it
+    there): it is not missing, so a copy kept for 1 day does not lag by the primary's 30."""
+    catalog = connect(Secret(pg.url(metadata_db)))
+    for hours in (72, 2):
+        catalog.conn.execute(
+            "INSERT INTO backups (id, database, kind, tier, status, started_at, finished_at)"
+            " VALUES (%s, 'app', 'logical', 'standard', 'completed',"
+            " now() - %s * interval '1 hour', now() - %s * interval '1 hour')",
+            (f"20260101T000000Z-{uuid.uuid4().hex[:6]}", hours, hours),
+        )
+    url = {"COPY_STORAGE_URLS": f"dr=file://{tmp_path}/copy"}
+    now = datetime.now(UTC)
+    [kept_all] = copy_lags(catalog, Settings.from_env(url).copies)
+    assert kept_all.missing == 2 and kept_all.lag_seconds(now) > 71 * 3600
+    one_day = Settings.from_env({**url, "COPY_1_RETENTION_DAYS": "1"}).copies
+    [short] = copy_lags(catalog, one_day)
+    assert short.missing == 1 and 3600 < short.lag_seconds(now) < 3 * 3600
+    catalog.close()

@@ -30,13 +30,17 @@ _LAG = f"""
 WITH missing AS (
     SELECT b.id, coalesce(b.finished_at, b.started_at) AS at FROM backups b
     WHERE b.status = 'completed' AND b.tier = ANY(%(tiers)s) AND NOT EXISTS ({_HELD})
+      AND NOT (b.tier = 'standard' AND %(standard_days)s::int IS NOT NULL
+               AND b.started_at <= now() - %(standard_days)s::int * interval '1 day')
+      AND NOT (b.tier = 'compliance' AND %(compliance_days)s::int IS NOT NULL
+               AND b.started_at <= now() - %(compliance_days)s::int * interval '1 day')
 ), newest AS (
     SELECT b.id, coalesce(b.finished_at, b.started_at) AS at, c.verified_at
     FROM {SCHEMA}.backup_copies c
     JOIN {SCHEMA}.copy_destinations d
       ON d.name = c.destination AND d.repository_id = c.repository_id
     JOIN backups b ON b.id = c.backup_id
-    WHERE d.name = %(name)s AND b.status = 'completed'
+    WHERE d.name = %(name)s AND b.status = 'completed' AND c.removed_at IS NULL
     ORDER BY b.started_at DESC, b.id DESC LIMIT 1
 )
 SELECT %(name)s AS destination,
@@ -72,20 +76,46 @@ class CopyLag:
         return max(0.0, (now - self.oldest_missing_at).total_seconds())
 
 
-def copy_lag(catalog: Catalog, name: str, tiers: Iterable[str]) -> CopyLag:
-    """The destination `name` (copying these tiers) against the configured repository."""
+def copy_lag(
+    catalog: Catalog,
+    name: str,
+    tiers: Iterable[str],
+    standard_days: int | None = None,
+    compliance_days: int | None = None,
+) -> CopyLag:
+    """The destination `name` (copying these tiers) against the configured repository. A backup
+    older than the copy's own days for its tier is not missing: the copy engine does not send
+    it (its retention would delete it there), and a copy its retention removed is not missing
+    either (backup_copies.removed_at)."""
     with (
         db_errors("read how far a copy lags"),
         catalog.conn.cursor(row_factory=class_row(CopyLag)) as cur,
     ):
-        row = cur.execute(_LAG, {"name": name, "tiers": list(tiers)}).fetchone()
+        row = cur.execute(
+            _LAG,
+            {
+                "name": name,
+                "tiers": list(tiers),
+                "standard_days": standard_days,
+                "compliance_days": compliance_days,
+            },
+        ).fetchone()
     assert row is not None  # one row always: FROM (SELECT 1)
     return row
 
 
 def copy_lags(catalog: Catalog, copies: CopySettings) -> list[CopyLag]:
     """Every configured destination's lag, in COPY_STORAGE_URLS order."""
-    return [copy_lag(catalog, d.name, copied_tiers(d)) for d in copies.destinations]
+    return [
+        copy_lag(
+            catalog,
+            d.name,
+            copied_tiers(d),
+            d.retention_days,
+            d.compliance_retention_days,
+        )
+        for d in copies.destinations
+    ]
 
 
 def copied_tiers(destination: CopyDestination) -> tuple[str, ...]:
