@@ -22,6 +22,7 @@ from permafrost.audit import actor
 from permafrost.backup.request import refuse_unconfigured
 from permafrost.catalog import reads
 from permafrost.catalog.chains import newest_chains
+from permafrost.catalog.copy_lag import copy_lags
 from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
@@ -130,6 +131,9 @@ def overview() -> Any:
         drills=_drills(cat, settings.cluster_name),
         chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
         chains=newest_chains(cat),
+        copies=copy_lags(cat, settings.copies),
+        copy_locations={d.name: d.storage.location for d in settings.copies.destinations},
+        copy_max_lag=settings.copies.max_lag,
         max_age=short_duration(limit),
         now=now,
     )

@@ -33,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from monitor import metrics_drills
+from monitor import metrics_copies, metrics_drills
 from monitor.alerts.findings import Severity
 from permafrost.backup.recovery import ASSUMED_RATE
 from permafrost.catalog import metrics as store_metrics
@@ -200,7 +200,11 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = _read(self.catalog, self.settings)
         fleet = load_fleet(self.settings)
-        families = [*_families(snap), *metrics_drills.families(self.catalog)]
+        families = [
+            *_families(snap),
+            *metrics_drills.families(self.catalog),
+            *metrics_copies.families(self.catalog, self.settings.copies),
+        ]
         if fleet.from_file is not None:  # the fleet of one's series stay as they were
             families = [with_source(f, fleet) for f in families]
         yield from families

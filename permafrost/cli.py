@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     # The composition root: imported here, not at the top, so that `permafrost.cli`'s helpers
     # (EXIT_CODES, exit_code) load without every service's command-line module.
     from monitor import cli as monitor_cli
+    from permafrost.commands import copy as copy_cli
     from permafrost.commands import doctor as doctor_cli
     from permafrost.commands import repo as commands
     from permafrost.commands import wal as wal_cli
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parsers(commands_)
     wal_cli.add_parsers(commands_)
     doctor_cli.add_parsers(commands_)
+    copy_cli.add_parsers(commands_)
     lifecycle_cli.add_parsers(commands_)
     retention_cli.add_parsers(commands_)
     lock_cli.add_parsers(commands_)

@@ -23,6 +23,7 @@ from permafrost.repo.config import Repository, open_repository
 from permafrost.storage import Storage, open_storage
 from permafrost.storage.asof import as_of
 from permafrost.storage.lock import policy as lock_policy
+from permafrost.storage.ratelimit import limited
 from permafrost.text import parse_moment
 
 if TYPE_CHECKING:
@@ -45,12 +46,20 @@ class Context:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.settings.storage, lock_policy(self.settings))
+        # UPLOAD_RATE_LIMIT: every write to the primary shares one budget (storage/ratelimit.py)
+        return limited(
+            open_storage(self.settings.storage, lock_policy(self.settings)),
+            self.settings.copies.upload_rate_limit,
+        )
 
     @cached_property
     def location(self) -> str:
         """Where STORAGE_URL points, as the catalog remembers where each repository is."""
         return self.settings.storage.location
+
+    def own_key(self, key: str) -> str:
+        """A key as the catalog recorded it, in this context's bucket (a copy: readfrom.py)."""
+        return key
 
     def repository(self, *, create: bool = False, init: bool = False) -> Repository:
         """The repository at STORAGE_URL. create: a write's opening, which makes one where there

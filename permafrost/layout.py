@@ -191,6 +191,15 @@ def lock_tier(prefix: str, key: str) -> str | None:
     return None
 
 
+def rebase(key: str, old_prefix: str, new_prefix: str) -> str:
+    """The same object's key under another repository's prefix (a copy's layout is the
+    primary's): `{old_prefix}/rest` becomes `{new_prefix}/rest`."""
+    root = join(old_prefix) + "/" if old_prefix.strip("/") else ""
+    if not key.startswith(root):
+        raise UsageError(f"{key} is not under the repository prefix {old_prefix!r}")
+    return join(new_prefix, key[len(root) :])
+
+
 def tier_folder(prefix: str, tier: str) -> str:
     return join(prefix, check_tier(tier)) + "/"
 

@@ -15,10 +15,13 @@ from permafrost.backup.lookup import (
     resolve,
     stats_from_records,
 )
+from permafrost.catalog.copy_records import CopyRecord
 from permafrost.catalog.records import BackupRecord
 from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
+from permafrost.copies.run import copy_json, where_copied
 from permafrost.errors import CatalogUnavailable, RowCountMismatch, UsageError
+from permafrost.readfrom import Reader, add_from_argument
 from permafrost.retention import deletion
 from permafrost.text import human_bytes, one_line, print_json, table, when
 from restore import globals_cli, sqlite_cli, verify_cli
@@ -127,6 +130,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--yes", action="store_true", help="do not ask before replacing anything")
     p.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     add_as_of(p)
+    add_from_argument(p)
     p.set_defaults(handler=restore)
 
     p = commands.add_parser(
@@ -170,8 +174,9 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
     if args.source:  # SOURCE.DATABASE names (config/fleet.py): the source is in the name
         fleet = load_fleet(ctx.settings)
         records = [r for r in records if fleet.owns(args.source, r.database)][: args.limit]
+    copies = where_copied(ctx, [r.id for r in records])
     if args.json:
-        print_json([record_json(r) for r in records])
+        print_json([_with_copies(record_json(r), copies.get(r.id, [])) for r in records])
         return 0
     if ctx.moment is not None:
         print(f"as of {when(ctx.moment)}, from the bucket's object versions:")
@@ -189,6 +194,7 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
             human_bytes(r.size_bytes) if r.size_bytes is not None else "-",
             r.verification_status or "-",
             ", ".join(r.tags) or "-",
+            ", ".join(c.destination for c in copies.get(r.id, [])) or "-",
             _described(r),
         ]
         for r in records
@@ -205,12 +211,18 @@ def list_backups(ctx: Context, args: argparse.Namespace) -> int:
                 "SIZE",
                 "VERIFIED",
                 "TAGS",
+                "COPIES",
                 "DESCRIPTION",
             ],
             rows,
         )
     )
     return 0
+
+
+def _with_copies(out: dict[str, Any], copies: list[CopyRecord]) -> dict[str, Any]:
+    """A backup's JSON with where its verified copies are (issue 18)."""
+    return {**out, "copies": [copy_json(c) for c in copies]}
 
 
 def _described(record: BackupRecord) -> str:
@@ -226,10 +238,11 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
     manifest = record.manifest or {}
     catalog = ctx.catalog_or_none("showing the backup without its verification history")
     checks = catalog.verifications(record.id) if catalog else []
+    copies = where_copied(ctx, [record.id]).get(record.id, [])
     if args.json:
         print_json(
             {
-                **record_json(record),
+                **_with_copies(record_json(record), copies),
                 "location": ctx.location,  # where the backup lives: STORAGE_URL's repository
                 "manifest": manifest,
                 "verifications": [vars(v) for v in checks],
@@ -237,6 +250,8 @@ def show(ctx: Context, args: argparse.Namespace) -> int:
         )
         return 0
     _print_record(record, ctx.location)
+    for copy in copies:
+        print(f"copy at {copy.destination}: verified {when(copy.verified_at)} ({copy.method})")
     counts = manifest.get("row_counts", [])
     if counts:
         print("\nrow counts:")
@@ -321,10 +336,11 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
     ctx = ctx.as_of(args.as_of)
     if args.globals:
         return globals_cli.restore_globals(ctx, args)
+    reader = Reader(ctx, args.read_from)
     if args.backup is not None and args.target_db is None:
-        record = resolve(ctx, args.backup, args.database)
+        record = reader.read(lambda c: resolve(c, args.backup, args.database))
         if record.kind == "sqlite":
-            return sqlite_cli.restore(ctx, record, args)
+            return sqlite_cli.restore(reader.ctx, record, args)
     if args.target_path is not None or args.force:
         raise UsageError("--target-path and --force are for SQLite backups (kind sqlite)")
     if args.backup is None or args.target_db is None:
@@ -332,7 +348,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
             "restore needs a backup and a target: permafrost restore ID|latest --target-db NAME "
             "(or --globals for the server's roles and tablespaces)"
         )
-    record = resolve(ctx, args.backup, args.database)
+    record = reader.read(lambda c: resolve(c, args.backup, args.database))
     refuse_base(record, "restore")
     options = RestoreOptions(
         target_db=args.target_db,
@@ -346,7 +362,7 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         safety_backup=not args.no_safety_backup,
         no_owner=args.no_owner,
     )
-    plan = plan_restore(ctx, record, options)
+    plan = plan_restore(ctx, record, options, reader)
     as_of = f", read as of {when(ctx.moment)}" if ctx.moment else ""
     print(
         f"restore plan for backup {record.id} of {record.database} "
@@ -374,7 +390,8 @@ def restore(ctx: Context, args: argparse.Namespace) -> int:
         _print_counts(plan, exc.counts)
         raise
     _print_counts(plan, result.counts)
-    print(f"restored backup {record.id} into {plan.target.where} in {result.seconds:.1f} s")
+    copy = f" from copy {plan.reader.copy}" if plan.reader.copy else ""
+    print(f"restored backup {record.id}{copy} into {plan.target.where} in {result.seconds:.1f} s")
     return 0
 
 

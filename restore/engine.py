@@ -41,6 +41,7 @@ from permafrost.errors import PermafrostError, RowCountMismatch, TargetExists, U
 from permafrost.postgres import ddl, installations
 from permafrost.postgres import tools as pgtools
 from permafrost.progress import Progress
+from permafrost.readfrom import Reader
 from permafrost.repo.manifest import Kind, Manifest, TableCount
 from permafrost.text import human_bytes
 from restore import parts, stream
@@ -76,6 +77,8 @@ class RestorePlan:
     target_exists: bool
     selection: list[TableCount]
     options: RestoreOptions
+    reader: Reader  # the primary, or the copy it moved to (readfrom.py)
+    read_from: Context  # the context the manifest above was read through
     steps: list[str] = field(default_factory=list)
 
 
@@ -87,11 +90,15 @@ class RestoreResult:
     seconds: float
 
 
-def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) -> RestorePlan:
-    """Everything decided and checked that can be without downloading or writing anything."""
+def plan_restore(
+    ctx: Context, record: BackupRecord, options: RestoreOptions, reader: Reader | None = None
+) -> RestorePlan:
+    """Everything decided and checked that can be without downloading or writing anything.
+    Reads go through `reader` (default: the primary, falling back to its copies)."""
     if options.schema_only and options.data_only:
         raise UsageError("--schema-only and --data-only exclude each other")
-    manifest = load_manifest(ctx, record)
+    reader = reader or Reader(ctx)
+    manifest = reader.read(lambda c: load_manifest(c, record))
     target = targets.resolve_target(
         ctx.settings, options.target_db, options.target_url, record.database
     )
@@ -106,7 +113,9 @@ def plan_restore(ctx: Context, record: BackupRecord, options: RestoreOptions) ->
         )
     _check_existing(target, target_exists, options)
     _refuse_selection_of_parts(manifest, options)
-    plan = RestorePlan(record, manifest, target, target_exists, selection, options)
+    plan = RestorePlan(
+        record, manifest, target, target_exists, selection, options, reader, reader.ctx
+    )
     plan.steps = _steps(plan)
     return plan
 
@@ -264,56 +273,83 @@ def _download(ctx: Context, plan: RestorePlan, say: Say) -> Path:
     """The checked dump in a temporary file (the caller removes it)."""
     directory = temp_dir(ctx.settings.restore.tmpdir)
     check_space(directory, plan.manifest)
-    progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
     say(plan.steps[0])
-    repository, transfer = ctx.repository(), ctx.settings.storage
-    dump = fetch_dump(repository, transfer, plan.manifest, directory, progress.advance)
-    progress.close()
-    return dump
+
+    def fetch(c: Context) -> Path:
+        progress = Progress(f"download {plan.manifest.id}", total=plan.manifest.dump_bytes)
+        try:
+            manifest, storage = _manifest(plan, c), c.settings.storage
+            return fetch_dump(c.repository(), storage, manifest, directory, progress.advance)
+        finally:
+            progress.close()
+
+    return plan.reader.read(fetch)
+
+
+def _manifest(plan: RestorePlan, c: Context) -> Manifest:
+    """The backup's manifest in the repository `c` reads: once moved to a copy, every object
+    comes from the copy's manifest, never the primary's."""
+    return plan.manifest if c is plan.read_from else load_manifest(c, plan.record)
 
 
 def _streamed(ctx: Context, plan: RestorePlan, pg_restore: str, lenient: bool) -> Load:
-    repository, transfer, manifest = ctx.repository(), ctx.settings.storage, plan.manifest
-
     def load(target: Target, args: list[str]) -> None:
-        progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
-        try:
-            stream.run(
-                repository,
-                transfer,
-                manifest,
-                pg_restore,
-                target,
-                args,
-                lenient=lenient,
-                on_progress=progress.advance,
-            )
-        finally:
-            progress.close()
+        def attempt(c: Context) -> None:
+            manifest = _manifest(plan, c)
+            progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
+            try:
+                stream.run(
+                    c.repository(),
+                    c.settings.storage,
+                    manifest,
+                    pg_restore,
+                    target,
+                    args,
+                    lenient=lenient,
+                    on_progress=progress.advance,
+                )
+            finally:
+                progress.close()
+
+        # A stream cut off by a failed check leaves part of the dump in the staging database:
+        # it is dropped and made again, empty, before the copy's stream begins.
+        plan.reader.read(attempt, restart=lambda: _recreate(plan, target))
 
     return load
 
 
 def _from_parts(ctx: Context, plan: RestorePlan, pg_restore: str, lenient: bool) -> Load:
-    manifest, o = plan.manifest, plan.options
-    restoring = parts.PartsRestore(
-        ctx.repository(),
-        ctx.settings.storage,
-        manifest,
-        pg_restore,
-        o.jobs,
-        lenient,
-        ctx.settings.restore.tmpdir,
-    )
+    o = plan.options
 
     def load(target: Target, args: list[str]) -> None:
-        progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
-        try:
-            parts.run(restoring, target, args, progress.advance, schema_only=o.schema_only)
-        finally:
-            progress.close()
+        def attempt(c: Context) -> None:
+            manifest = _manifest(plan, c)
+            restoring = parts.PartsRestore(
+                c.repository(),
+                c.settings.storage,
+                manifest,
+                pg_restore,
+                o.jobs,
+                lenient,
+                c.settings.restore.tmpdir,
+            )
+            progress = Progress(f"restore {manifest.id}", total=manifest.dump_bytes)
+            try:
+                parts.run(restoring, target, args, progress.advance, schema_only=o.schema_only)
+            finally:
+                progress.close()
+
+        # As a stream: a part that fails its check mid-way leaves the staging database half
+        # filled; it is made again, empty, before the copy's parts are read (readfrom.py).
+        plan.reader.read(attempt, restart=lambda: _recreate(plan, target))
 
     return load
+
+
+def _recreate(plan: RestorePlan, staging: Target) -> None:
+    with targets.maintenance(plan.target) as conn:
+        ddl.drop_database(conn, staging.database)
+        ddl.create_database(conn, staging.database)
 
 
 def _from_file(pg_restore: str, dump: Path) -> Load:
@@ -508,6 +544,7 @@ def _audit(ctx: Context, plan: RestorePlan, started: datetime, error: BaseExcept
         "tables": len(plan.selection),
         "schema_only": plan.options.schema_only,
         "data_only": plan.options.data_only,
+        **plan.reader.details(),
     }
     ctx.record(
         lambda c: c.audit(actor(), "restore", plan.manifest.id, details),

@@ -17,6 +17,7 @@ from permafrost.catalog.records import BackupRecord
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
 from permafrost.postgres import ddl
+from permafrost.readfrom import Reader
 from permafrost.repo.manifest import Kind
 from restore import target as targets
 from restore.engine import RestoreOptions, Say, execute, plan_restore
@@ -38,7 +39,9 @@ class TrialResult:
         return self.dump_bytes / max(self.seconds, 1e-3)
 
 
-def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
+def test_restore(
+    ctx: Context, record: BackupRecord, say: Say, reader: Reader | None = None
+) -> TrialResult:
     if record.kind == Kind.BASE:  # a full or incremental base backup: its chain, recovered
         base = trial_restore_base(ctx, record, say)
         return TrialResult(record.id, base.tables, base.data_bytes, base.seconds)
@@ -53,7 +56,7 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
     started, clock = datetime.now(UTC), time.monotonic()
     plan = None
     try:
-        plan = plan_restore(ctx, record, options)
+        plan = plan_restore(ctx, record, options, reader)
         result = execute(ctx, plan, say)
     except PermafrostError as exc:
         record_failure(ctx, record.id, "test_restore", started, exc)
@@ -77,6 +80,7 @@ def test_restore(ctx: Context, record: BackupRecord, say: Say) -> TrialResult:
             "seconds": round(trial.seconds, 3),
             "bytes_per_second": round(trial.bytes_per_second),
             "target": plan.target.where,
+            **plan.reader.details(),
         },
     )
     return trial

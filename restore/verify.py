@@ -36,6 +36,7 @@ from permafrost.errors import (
 )
 from permafrost.postgres import tools as pgtools
 from permafrost.postgres.tarwatch import BACKUP_MANIFEST, TarWatcher
+from permafrost.readfrom import Reader
 from permafrost.repo.config import Repository
 from permafrost.repo.integrity import check_data_object, check_hashes
 from permafrost.repo.manifest import Kind, Manifest
@@ -112,12 +113,17 @@ class Verified:
 
 
 def verify_backup(
-    ctx: Context, record: BackupRecord, on_progress: Callable[[int], None] | None = None
+    ctx: Context,
+    record: BackupRecord,
+    on_progress: Callable[[int], None] | None = None,
+    reader: Reader | None = None,
 ) -> Verified:
+    """Read the backup back from the primary (falling back to each copy: `reader`)."""
     refuse_unfinished(record)
+    reader = reader or Reader(ctx)
     started, clock = datetime.now(UTC), time.monotonic()
     try:
-        result = _verify(ctx, record, clock, on_progress)
+        result = reader.read(lambda c: _verify(c, record, clock, on_progress))
     except PermafrostError as exc:
         record_failure(ctx, record.id, "integrity", started, exc)
         raise
@@ -132,6 +138,7 @@ def verify_backup(
             "dump_bytes": result.dump_bytes,
             "toc_entries": result.toc_entries,
             "seconds": round(result.seconds, 3),
+            **reader.details(),
         },
     )
     return result

@@ -11,6 +11,7 @@ from permafrost.context import Context
 from permafrost.errors import PermafrostError, UsageError
 from permafrost.logs import sayer
 from permafrost.progress import Progress
+from permafrost.readfrom import Reader, add_from_argument
 from permafrost.text import human_bytes, print_json
 from restore import sqlite_cli
 from restore.pitr.trial import trial_restore_base
@@ -46,6 +47,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="every completed backup that has not been verified yet",
     )
     p.add_argument("--json", action="store_true")
+    add_from_argument(p)
     p.set_defaults(handler=verify)
 
     p = commands.add_parser("restore-worker", help="run queued verifications and test restores")
@@ -63,8 +65,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 def verify(ctx: Context, args: argparse.Namespace) -> int:
     if args.all_unverified == bool(args.backup):
         raise UsageError("name one backup (ID or latest), or give --all-unverified")
+    reader = Reader(ctx, args.read_from)
     records = (
-        _unverified(ctx) if args.all_unverified else [resolve(ctx, args.backup, args.database)]
+        _unverified(ctx)
+        if args.all_unverified
+        else [reader.read(lambda c: resolve(c, args.backup, args.database))]
     )
     if args.queue:
         return _queue(ctx, records, args)
@@ -72,7 +77,7 @@ def verify(ctx: Context, args: argparse.Namespace) -> int:
     results = []
     for record in records:
         try:
-            results.append(_verify_one(ctx, record, args))
+            results.append(_verify_one(ctx, record, args, reader))
         except PermafrostError as exc:
             if not args.all_unverified or blocking_setting(exc) is not None:
                 raise  # a setting that stops one verification stops them all: not "FAILED"
@@ -91,14 +96,19 @@ def _unverified(ctx: Context) -> list[BackupRecord]:
     return [r for r in catalog.find(status="completed") if r.verification_status is None]
 
 
-def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) -> dict:
+def _verify_one(
+    ctx: Context, record: BackupRecord, args: argparse.Namespace, reader: Reader
+) -> dict:
     if args.test_restore and record.kind == "base":
-        return _test_restore_base(ctx, record, args)
+        return _test_restore_base(reader.ctx, record, args)
     if record.kind == "sqlite":  # the named checks: four, or seven with --test-restore
-        return sqlite_cli.verify(ctx, record, full=args.test_restore, json=args.json)
+        return sqlite_cli.verify(reader.ctx, record, full=args.test_restore, json=args.json)
     if args.test_restore:
         trial = test_restore(
-            ctx, record, say=lambda line: None if args.json else print(f"- {line}", flush=True)
+            ctx,
+            record,
+            say=lambda line: None if args.json else print(f"- {line}", flush=True),
+            reader=reader,
         )
         if not args.json:
             print(
@@ -115,11 +125,12 @@ def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) ->
             "bytes_per_second": round(trial.bytes_per_second),
         }
     progress = Progress(f"verify {record.id}", total=record.dump_bytes)
-    result = verify_backup(ctx, record, progress.advance)
+    result = verify_backup(ctx, record, progress.advance, reader)
     progress.close()
     if not args.json:
+        copy = f" (from copy {reader.copy})" if reader.copy else ""
         print(
-            f"backup {result.backup_id} verified: {human_bytes(result.stored_bytes)} read, "
+            f"backup {result.backup_id} verified{copy}: {human_bytes(result.stored_bytes)} read, "
             f"hashes and every chunk's tag match, {_readable(record, result.toc_entries)} "
             f"({result.seconds:.1f} s)"
         )
@@ -131,6 +142,7 @@ def _verify_one(ctx: Context, record: BackupRecord, args: argparse.Namespace) ->
         "dump_bytes": result.dump_bytes,
         "toc_entries": result.toc_entries,
         "seconds": round(result.seconds, 3),
+        **reader.details(),
     }
 
 

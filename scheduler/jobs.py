@@ -33,11 +33,14 @@ from permafrost.catalog.jobs import (
 from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.config.settings import Settings
 from permafrost.context import Context
+from permafrost.copies.run import DestinationResult, copy_to
 from permafrost.errors import CheckFailed, IncrementalRefused, PermafrostError
 from permafrost.logs import Say
 from permafrost.repo.manifest import Kind
 from permafrost.retention import apply as cleanup
 from permafrost.retention import lifecycle
+from permafrost.retention.copies import run_copies, settings_for
+from permafrost.storage import open_storage
 from permafrost.worker.queue import queue_backup
 from scheduler import incremental
 from scheduler.pings import ping
@@ -204,6 +207,7 @@ class Jobs:
             run_id=rid,
         )
         ctx.record(lambda c: c.resolve_alert(_alert_key(spec)), UNRECORDED)
+        self.copy_backup(ctx, manifest.id, manifest.tier)
         ctx.close()
         return {"backup_id": manifest.id}
 
@@ -285,6 +289,62 @@ class Jobs:
             )
         return found.names
 
+    def copy_backup(self, ctx: Context, backup_id: str, tier: str) -> None:
+        """The backup to every destination that copies its tier. It is done whatever happens
+        here: a destination that is down is recorded, and the `copy` job catches up."""
+        for destination in ctx.settings.copies.destinations:
+            if not destination.copies_tier(tier):
+                continue
+            try:
+                record = ctx.catalog().get(backup_id)
+                if record is not None:
+                    copy_to(ctx, destination, [record], say=self.say)
+            except Exception as exc:  # the backup stands; the copy waits for the `copy` job
+                self.say(
+                    f"copy of {backup_id} to {destination.name} failed: {_reason(exc)}",
+                    level=logging.WARNING,
+                    event="copy_failed",
+                    backup_id=backup_id,
+                    destination=destination.name,
+                )
+
+    def copy_pending(self) -> None:
+        """Every minute: to each destination, its new WAL and any backup it lacks (after an
+        outage: all it missed). A run is recorded only when something was copied or failed,
+        not for the minutes with nothing to do."""
+        ctx = Context(self.settings)
+        try:
+            results = [
+                copy_to(ctx, d, None, wal=True, say=self.say)
+                for d in self.settings.copies.destinations
+            ]
+            if any(r.copied or r.wal_segments or not r.ok for r in results):
+                self._record_copies(ctx, results)
+        except Exception as exc:  # an exception ends the job, never the scheduler
+            self.say(f"copy failed: {_reason(exc)}", level=logging.WARNING, event="copy_failed")
+        finally:
+            ctx.close()
+
+    def _record_copies(self, ctx: Context, results: list[DestinationResult]) -> None:
+        run = RecordedRun.start(ctx, UNRECORDED, JobName.COPY, None)
+        details: dict[str, Any] = {
+            r.name: {
+                "copied": r.copied,
+                "wal_files": r.wal_segments,
+                "failed": r.failed,
+                "error": r.error,
+            }
+            for r in results
+        }
+        problems = [
+            f"{r.name}: {r.error or next(iter(r.failed.values()))}" for r in results if not r.ok
+        ]
+        if problems:
+            error = "; ".join(problems)
+            run.ended_by(PermafrostError(error), error)
+        else:
+            run.succeeded(details)
+
     def _progress(self, _: int) -> None:
         if self.abort.is_set():
             raise Aborted(
@@ -353,15 +413,29 @@ class Jobs:
         details: dict[str, Any] = dict(outcome.counts())
         details["orphans"] = len(outcome.orphans)
         details["wal_deleted"] = sum(len(w.delete) for w in outcome.wal)
-        if outcome.errors:
-            raise PermafrostError("; ".join(outcome.errors))
+        errors = list(outcome.errors)
+        for copy in run_copies(ctx.settings, ctx.repository(), datetime.now(UTC), apply=True):
+            if copy.outcome is not None:
+                details[f"copy {copy.destination}"] = copy.outcome.counts()
+                errors += [f"copy {copy.destination}: {e}" for e in copy.outcome.errors]
+            if copy.error:
+                errors.append(f"copy {copy.destination}: {copy.error}")
+        if errors:
+            raise PermafrostError("; ".join(errors))
         return details
 
     def lifecycle(self, ctx: Context) -> dict[str, Any]:
         report = lifecycle.check(ctx.settings, ctx.storage, datetime.now(UTC))
         if not report.ok:
             raise CheckFailed(report.summary())
-        return {"summary": report.summary()}
+        details = {"summary": report.summary()}
+        for destination in ctx.settings.copies.destinations:  # each copy's own rules
+            own = settings_for(ctx.settings, destination)
+            each = lifecycle.check(own, open_storage(destination.storage), datetime.now(UTC))
+            if not each.ok:
+                raise CheckFailed(f"copy {destination.name}: {each.summary()}")
+            details[f"copy {destination.name}"] = each.summary()
+        return details
 
     def pitr_drill(self, ctx: Context) -> dict[str, Any]:
         """Queue a PITR drill of the cluster for the restore worker (restore/drills/)."""
@@ -371,7 +445,14 @@ class Jobs:
         result = lifecycle.apply(ctx.settings, ctx.storage)
         if not result.ok:
             raise CheckFailed(result.summary())
-        return {"action": result.action, "summary": result.summary()}
+        details = {"action": result.action, "summary": result.summary()}
+        for destination in ctx.settings.copies.destinations:  # each copy's own rules
+            own = settings_for(ctx.settings, destination)
+            each = lifecycle.apply(own, open_storage(destination.storage))
+            if not each.ok:
+                raise CheckFailed(f"copy {destination.name}: {each.summary()}")
+            details[f"copy {destination.name}"] = each.summary()
+        return details
 
 
 def _request(spec: JobSpec, trigger: str, settings: Settings, fleet: Fleet) -> BackupRequest:

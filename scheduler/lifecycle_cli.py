@@ -12,9 +12,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.errors import CheckFailed
 from permafrost.retention import lifecycle
+from permafrost.retention.copies import settings_for
+from permafrost.storage import Storage, open_storage
 from permafrost.text import print_json, table
 
 
@@ -90,12 +93,21 @@ def _print_notes(notes: list[str]) -> None:
 
 def lifecycle_apply(ctx: Context, args: argparse.Namespace) -> int:
     result = lifecycle.apply(ctx.settings, ctx.storage, datetime.now(UTC))
+    copies = [
+        (name, lifecycle.apply(own, storage, datetime.now(UTC)))
+        for name, own, storage in _copies(ctx)
+    ]
     if args.json:
-        print_json(result.to_json())
+        print_json(_with_copies(result.to_json(), copies))
     else:
         print(result.summary())
         for line in result.messages():
             print(line)
+        for name, each in copies:
+            print(f"copy {name}: {each.summary()}")
+            for line in each.messages():
+                print(f"copy {name}: {line}")
+    result.problems += [f"copy {name}: {p}" for name, each in copies for p in each.problems]
     if not result.ok:
         refused = result.action is lifecycle.ApplyAction.REFUSED
         raise CheckFailed(
@@ -108,14 +120,39 @@ def lifecycle_apply(ctx: Context, args: argparse.Namespace) -> int:
 
 def lifecycle_check(ctx: Context, args: argparse.Namespace) -> int:
     report = lifecycle.check(ctx.settings, ctx.storage, datetime.now(UTC))
+    copies = [
+        (name, lifecycle.check(own, storage, datetime.now(UTC)))
+        for name, own, storage in _copies(ctx)
+    ]
     if args.json:
-        print_json(report.to_json())
+        print_json(_with_copies(report.to_json(), copies))
     else:
         for line in report.messages():
             print(line)
         if report.ok:
             print(report.summary())
-    if not report.ok:
+        for name, each in copies:
+            for line in each.messages():
+                print(f"copy {name}: {line}")
+            if each.ok:
+                print(f"copy {name}: {each.summary()}")
+    failed = [r.summary() for r in (report, *(each for _, each in copies)) if not r.ok]
+    if failed:
         sys.stdout.flush()
-        raise CheckFailed(report.summary())
+        raise CheckFailed(failed[0] if not report.ok else f"copy: {failed[0]}")
     return 0
+
+
+def _copies(ctx: Context) -> list[tuple[str, Settings, Storage]]:
+    """Each copy destination as lifecycle sees it: its storage and its own retention (issue 18);
+    a destination without lifecycle rules (Azure, GCS, SFTP) says so as the primary would."""
+    return [
+        (d.name, settings_for(ctx.settings, d), open_storage(d.storage))
+        for d in ctx.settings.copies.destinations
+    ]
+
+
+def _with_copies(body: dict[str, Any], copies: list[tuple[str, Any]]) -> dict[str, Any]:
+    if not copies:
+        return body
+    return {**body, "copies": {name: each.to_json() for name, each in copies}}

@@ -14,6 +14,7 @@ from permafrost.context import Context
 from permafrost.errors import CatalogUnavailable
 from permafrost.retention import apply as cleanup
 from permafrost.retention import deletion, pins
+from permafrost.retention.copies import CopyRetention, run_copies
 from permafrost.retention.plan import Action
 from permafrost.text import human_bytes, print_json, table
 
@@ -73,9 +74,21 @@ def retention(ctx: Context, args: argparse.Namespace) -> int:
         database=args.database,
         say=_say,
     )
+    copies = run_copies(
+        ctx.settings,
+        ctx.repository(),
+        datetime.now(UTC),
+        apply=args.apply,
+        database=args.database,
+        say=_say,
+    )
+    errors = [*outcome.errors, *_copy_errors(copies)]
     if args.json:
-        print_json(outcome.to_json())
-        return 1 if outcome.errors else 0
+        body = outcome.to_json()
+        if copies:
+            body["copies"] = {c.destination: _copy_json(c) for c in copies}
+        print_json(body)
+        return 1 if errors else 0
     rows = [
         [
             d.action.upper() if d.action is not Action.KEEP else d.action.value,
@@ -107,9 +120,36 @@ def retention(ctx: Context, args: argparse.Namespace) -> int:
         print(f"dry run: {summary}{extra}; nothing was changed (add --apply to delete)")
     for held in outcome.locked:  # OBJECT_LOCK: deletions deferred until the lock ends
         print(f"locked, deleted by a later run: {held}")
-    for error in outcome.errors:
+    for copy in copies:
+        _print_copy(copy)
+    for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    return 1 if outcome.errors else 0
+    return 1 if errors else 0
+
+
+def _print_copy(copy: CopyRetention) -> None:
+    """A copy's own retention: what it deletes there (what it keeps, counted)."""
+    if copy.outcome is None:
+        return
+    for d in copy.outcome.decisions:
+        if d.action is not Action.KEEP:
+            reasons = "; ".join(d.reasons)
+            print(f"copy {copy.destination}: {d.action.upper()} {d.item.id} ({reasons})")
+    counts = copy.outcome.counts()
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing"
+    state = "applied" if copy.outcome.applied else "dry run"
+    print(f"copy {copy.destination}: retention {state}: {summary}")
+
+
+def _copy_errors(copies: list[CopyRetention]) -> list[str]:
+    out = [f"copy {c.destination}: {c.error}" for c in copies if c.error]
+    return out + [
+        f"copy {c.destination}: {e}" for c in copies if c.outcome for e in c.outcome.errors
+    ]
+
+
+def _copy_json(copy: CopyRetention) -> dict[str, object]:
+    return {"error": copy.error, **(copy.outcome.to_json() if copy.outcome else {})}
 
 
 def pin(ctx: Context, args: argparse.Namespace) -> int:

@@ -189,7 +189,11 @@ class Service:
         sched = BackgroundScheduler(
             timezone=self.zone,
             # The WAL switch has a thread of its own: nightly backups must not starve it.
-            executors={"default": ThreadPoolExecutor(4), "wal": ThreadPoolExecutor(1)},
+            executors={
+                "default": ThreadPoolExecutor(4),
+                "wal": ThreadPoolExecutor(1),
+                "copy": ThreadPoolExecutor(1),
+            },
             job_defaults={
                 "coalesce": True,
                 "max_instances": 1,
@@ -204,6 +208,10 @@ class Service:
                 IntervalTrigger(seconds=60),
                 id=f"wal_switch:{self.settings.cluster_name}",
                 executor="wal",
+            )
+        if self.settings.copies.destinations:  # its own thread: a long copy delays no backup
+            sched.add_job(
+                self.jobs.copy_pending, IntervalTrigger(seconds=60), id="copy", executor="copy"
             )
         sched.start()
         return sched

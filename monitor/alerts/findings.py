@@ -30,6 +30,7 @@ FAMILIES = (
     "lifecycle_drift",
     "pitr_drill",
     "database_gone",
+    "copy_lag",
 )
 
 

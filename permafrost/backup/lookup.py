@@ -237,7 +237,8 @@ def load_manifest(ctx: Context, record: BackupRecord) -> Manifest:
     """The backup's manifest from the bucket, its signature checked against the keys."""
     if record.status != "completed" or record.manifest_key is None:
         raise BackupNotFound(f"backup {record.id} is {record.status}, not a completed backup")
-    return read_manifest(ctx.storage, record.manifest_key, ctx.repository().keyring)
+    key = ctx.own_key(record.manifest_key)
+    return read_manifest(ctx.storage, key, ctx.repository().keyring)
 
 
 def stats_from_records(records: list[BackupRecord]) -> list[TierStats]:

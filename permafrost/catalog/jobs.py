@@ -64,6 +64,7 @@ class JobName(StrEnum):
     LIFECYCLE_APPLY = "lifecycle_apply"
     WAL_SWITCH = "wal_switch"
     PITR_DRILL = "pitr_drill"  # queues a drill for the restore worker (restore/drills/)
+    COPY = "copy"  # backups and WAL to the copy destinations (copies/), recorded when it did any
 
 
 BACKUP_JOBS = (

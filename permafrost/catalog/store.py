@@ -13,6 +13,7 @@ from permafrost.catalog import db
 from permafrost.catalog.alerts import AlertRows
 from permafrost.catalog.audit import AuditRows
 from permafrost.catalog.backups import BackupRows
+from permafrost.catalog.copies import CopyRows
 from permafrost.catalog.db import Locks
 from permafrost.catalog.drills import DrillRows
 from permafrost.catalog.heartbeats import HeartbeatRows
@@ -56,6 +57,7 @@ class Catalog(
     RepositoryRows,
     DrillRows,
     SourceRows,
+    CopyRows,
     Locks,
 ):
     def __init__(self, conn: psycopg.Connection) -> None:

@@ -32,6 +32,7 @@ from permafrost.errors import (
     UsageError,
 )
 from permafrost.postgres import tools as pgtools
+from permafrost.readfrom import Reader
 from permafrost.repo.config import settle_conditional_writes
 from permafrost.text import iso, print_json
 from permafrost.wal import archive as walarchive
@@ -154,7 +155,7 @@ def wal_fetch(ctx: Context, args: argparse.Namespace) -> int:
         if segment is not None and depth and walprefetch.take(folder, args.name, target):
             _ask_for_more(ctx, args, cluster, folder)
             return 0
-        data = wal.fetch(ctx.repository(), cluster, args.name)
+        data = _fetch(Reader(ctx), cluster, args.name)
     except PermafrostError as exc:
         print(f"permafrost: error: wal-fetch {args.name}: {exc}", file=sys.stderr)
         return FETCH_FATAL
@@ -168,6 +169,11 @@ def wal_fetch(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+def _fetch(reader: Reader, cluster: str, name: str) -> bytes | None:
+    """A segment from the primary, or, when the primary fails, from each copy in turn."""
+    return reader.read(lambda c: wal.fetch(c.repository(), cluster, name))
+
+
 def _ask_for_more(ctx: Context, args: argparse.Namespace, cluster: str, folder: Path) -> None:
     env_file = getattr(args, "env_file", None) or os.environ.get("PERMAFROST_ENV_FILE")
     with contextlib.suppress(OSError):  # an optimisation: the segment itself is in place
@@ -179,12 +185,14 @@ def _ask_for_more(ctx: Context, args: argparse.Namespace, cluster: str, folder: 
 
 
 def wal_prefetch(ctx: Context, args: argparse.Namespace) -> int:
-    repo = ctx.as_of(args.as_of).repository()
+    reader = Reader(
+        ctx.as_of(args.as_of), warn=lambda line: logging.getLogger("permafrost").warning("%s", line)
+    )
     cluster = _cluster(ctx, args)
     walprefetch.run_prefetcher(
         Path(args.folder),
         ctx.settings.wal.prefetch,
-        lambda name: wal.fetch(repo, cluster, name),
+        lambda name: _fetch(reader, cluster, name),
         walnames.DEFAULT_SEGMENT_SIZE,
     )
     return 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from permafrost.config.copies import CopySettings, copy_settings
+from permafrost.config.copyenv import copies_env
 from permafrost.config.env import Env, Secret
 from permafrost.config.source import (
     SourceSettings,
@@ -396,4 +397,5 @@ def wal_fetch_env(settings: Settings) -> dict[str, str]:
         "WAL_PREFETCH": str(settings.wal.prefetch),
         "LOG_LEVEL": settings.log_level.lower(),
     }
+    values |= copies_env(settings.copies)  # wal-fetch falls back segment by segment
     return {name: value for name, value in values.items() if value}

@@ -186,14 +186,18 @@ def run(
     apply: bool,
     database: str | None = None,
     say: Say = lambda _: None,
+    amend: Callable[[list[Decision]], list[Decision]] | None = None,
 ) -> Outcome:
-    """Plan retention and, with apply, carry it out (the catalog is required then)."""
+    """Plan retention and, with apply, carry it out (the catalog is required then). amend:
+    rules of a copy's own applied to the plan before anything is carried out (copies.py)."""
     if apply and catalog is None:
         raise AssertionError("applying retention needs the catalog (deletions are audit-logged)")
     if catalog is not None and apply:
         wait_for_lock(catalog, say)
     try:
         outcome = _plan(settings, storage, repo, catalog, now, database)
+        if amend is not None:
+            outcome.decisions = amend(outcome.decisions)
         if apply:
             assert catalog is not None
             _apply(settings, storage, catalog, outcome, say)

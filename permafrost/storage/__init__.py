@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from permafrost.config.storage import StorageSettings
 from permafrost.storage.base import (
+    BucketCopy,
     LifecycleStorage,
     LockingStorage,
     ObjectInfo,
@@ -17,6 +18,7 @@ from permafrost.storage.base import (
 )
 
 __all__ = [
+    "BucketCopy",
     "LifecycleStorage",
     "LockingStorage",
     "ObjectInfo",

@@ -202,3 +202,13 @@ class PermissionProbing(Protocol):
         read_key is an object to read when none could be written. Without writes, only the
         reads are tried (the dashboard writes nothing)."""
         ...
+
+
+@runtime_checkable
+class BucketCopy(Protocol):
+    """A store that copies an object from another bucket of the same account without the bytes
+    passing through this process (S3's CopyObject / UploadPartCopy). A copy destination uses it
+    when it is at the same endpoint with the same credentials as the primary (copies/)."""
+
+    def copy_from_bucket(self, bucket: str, source: str, target: str) -> None:
+        """Copy `source` of `bucket` to `target` in this bucket, server-side."""

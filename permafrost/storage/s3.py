@@ -183,13 +183,15 @@ class S3Storage:
 
     def copy(self, source: str, target: str) -> None:
         """A server-side copy (multipart for large objects, by boto3's managed transfer)."""
+        self.copy_from_bucket(self.bucket, source, target)
+
+    def copy_from_bucket(self, bucket: str, source: str, target: str) -> None:
+        """A server-side copy from another bucket at this endpoint, with these credentials."""
         from boto3.s3.transfer import TransferConfig  # start-up cost: only copies need it
 
         config = TransferConfig(multipart_threshold=256 * 1024 * 1024, max_concurrency=4)
         with self._translate("copy", source):
-            self._client.copy(
-                {"Bucket": self.bucket, "Key": source}, self.bucket, target, Config=config
-            )
+            self._client.copy({"Bucket": bucket, "Key": source}, self.bucket, target, Config=config)
         if self._lock is not None:
             # Set after the copy: a copy's lock headers want a checksum of a body it has none
             # of (moto refuses them), and the source's lock is not copied.

@@ -18,6 +18,7 @@ from permafrost.errors import (
     TargetError,
     UsageError,
 )
+from permafrost.readfrom import Reader, add_from_argument
 from restore import target as targets
 from restore.pitr import copy as pitr_copy
 from restore.pitr import osuser, recover
@@ -60,6 +61,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "offset: local time, TZ), from a versioned bucket's old object versions: what was "
         "deleted or overwritten since comes back",
     )
+    add_from_argument(p)
     p.set_defaults(handler=run_pitr)
 
 
@@ -80,14 +82,22 @@ def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
     if args.target_db is not None:
         layout.check_name(args.target_db, "target database")
         pitr_copy.check_target_free(_target(ctx, args, args.target_db))
-    plan = pitr_plan.plan_pitr(ctx, cluster, target, args.base)
+    reader = Reader(ctx, args.read_from)
+    plan = reader.read(lambda c: pitr_plan.plan_pitr(c, cluster, target, args.base))
+    planned = reader.ctx
     started = datetime.now(UTC)
+
+    def recover(c: Context) -> int:
+        # Once moved to a copy, the chain and the WAL come from the copy's own manifests.
+        here = plan if c is planned else pitr_plan.plan_pitr(c, cluster, target, args.base)
+        return _run(c, args, here)
+
     try:
-        result = _run(ctx, args, plan)
+        result = reader.read(recover)
     except BaseException as exc:
-        _audit(ctx, args, plan, started, exc)
+        _audit(ctx, args, plan, started, exc, reader)
         raise
-    _audit(ctx, args, plan, started, None)
+    _audit(ctx, args, plan, started, None, reader)
     return result
 
 
@@ -97,6 +107,7 @@ def _audit(
     plan: pitr_plan.PitrPlan,
     started: datetime,
     error: BaseException | None,
+    reader: Reader,
 ) -> None:
     if ctx.settings.metadata_url is None:
         return
@@ -111,6 +122,7 @@ def _audit(
         "started_at": started.isoformat(),
         "finished_at": datetime.now(UTC).isoformat(),
         "result": result,
+        **reader.details(),
     }
     ctx.record(
         lambda c: c.audit(actor(), "pitr", plan.base.id, details),

@@ -34,6 +34,7 @@ from permafrost.config.settings import SourceSettings, wal_fetch_env
 from permafrost.context import Context
 from permafrost.errors import PermafrostError, TargetError
 from permafrost.postgres import tools as pgtools
+from permafrost.readfrom import READING_FROM_COPY
 from restore.pitr.osuser import OsUser, as_user, permafrost_command
 from restore.pitr.plan import PitrPlan, RecoveryTarget
 
@@ -199,6 +200,7 @@ _LAST_TX = re.compile(r"last completed transaction was at log time (.*)")
 _TIMELINE = re.compile(r"selected new timeline ID: (\d+)")
 _READY = "database system is ready to accept connections"
 _MISSED = "recovery ended before configured recovery target was reached"
+_OURS = "permafrost: "
 
 
 def watch_recovery(server: Server, say: Say) -> Reached:
@@ -220,6 +222,8 @@ def watch_recovery(server: Server, say: Say) -> Reached:
                 reached.target_missed = True
             elif _READY in line:
                 return reached
+            elif line.startswith(_OURS) and READING_FROM_COPY in line:
+                say(line.removeprefix(_OURS))  # wal-fetch fell back to a copy for a segment
         if not server.alive():
             for line in server.new_lines():
                 if _MISSED in line:

@@ -20,6 +20,7 @@ from monitor.alerts.rules.backups import (
     verification_failed,
 )
 from monitor.alerts.rules.bucket import bucket_unreachable, key_check, lifecycle_drift
+from monitor.alerts.rules.copies import copy_lag
 from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import queue_stalled, service_dead, task_stuck
@@ -50,6 +51,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("lifecycle_drift", lifecycle_drift),
     ("pitr_drill", pitr_drill),
     ("database_gone", database_gone),
+    ("copy_lag", copy_lag),
 )
 
 
