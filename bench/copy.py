@@ -58,6 +58,9 @@ MB = 1_000_000
 PIECE = 8 * 1024 * 1024
 
 
+PART_MB = ["16"]  # UPLOAD_PART_SIZE_MB: the part and range size (--part-mb)
+
+
 def env_for(server: S3Server, bucket: str, key_id: str, key: str) -> dict[str, str]:
     return {
         "STORAGE_URL": f"s3://{bucket}/backups",
@@ -67,7 +70,7 @@ def env_for(server: S3Server, bucket: str, key_id: str, key: str) -> dict[str, s
         "S3_SECRET_ACCESS_KEY": "testing",
         "S3_PROVIDER": "generic",
         "BACKUP_ENCRYPTION_KEY": key,
-        "UPLOAD_PART_SIZE_MB": "16",
+        "UPLOAD_PART_SIZE_MB": PART_MB[0],
         "UPLOAD_CONCURRENCY": "4",
     }
 
@@ -135,8 +138,9 @@ def floor(a: S3Server, b: S3Server, key: str, size: int, settings: Settings, far
     source = open_storage(settings.storage)
     target = open_storage(far)
     started = time.monotonic()
-    writer = ObjectWriter(target, "floor/data", part_size=16 * 1024 * 1024, concurrency=4)
-    for block in read_object(source, key, size, part_size=16 * 1024 * 1024, concurrency=4):
+    part = int(PART_MB[0]) * 1024 * 1024
+    writer = ObjectWriter(target, "floor/data", part_size=part, concurrency=4)
+    for block in read_object(source, key, size, part_size=part, concurrency=4):
         writer.write(block)
     writer.close()
     return time.monotonic() - started
@@ -160,8 +164,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--part-mb", type=int, default=16, help="UPLOAD_PART_SIZE_MB")
     args = parser.parse_args()
     size = int(args.size_gb * 1_000_000_000)
+    PART_MB[0] = str(args.part_mb)
     key = crypto.generate_key()
     a, b = S3Server(), S3Server()
     try:
