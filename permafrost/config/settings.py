@@ -127,6 +127,9 @@ class WalSettings:
     prefetch: int = 8
     spool_dir: str | None = None
     slot: str | None = None
+    push_ahead: int = 32  # WAL_PUSH_AHEAD: the look-ahead pusher's window (0: no pusher)
+    push_threads: int = 4  # WAL_PUSH_THREADS: its parallel uploads (and wal-receive's)
+    push_idle: int = 60  # WAL_PUSH_IDLE: seconds with nothing to do before it exits
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,9 @@ def _wal(env: Env) -> WalSettings:
         prefetch=env.integer("WAL_PREFETCH", 8, minimum=0),
         spool_dir=env.text("WAL_SPOOL_DIR"),
         slot=_slot(env),
+        push_ahead=env.integer("WAL_PUSH_AHEAD", 32, minimum=0),
+        push_threads=env.integer("WAL_PUSH_THREADS", 4, minimum=1),
+        push_idle=env.integer("WAL_PUSH_IDLE", 60, minimum=1),
     )
 
 
