@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from monitor.alerts.evaluator import Evaluator
+from monitor.app import create_app
+from permafrost.catalog.store import connect
 from permafrost.config.settings import Settings
 from permafrost.context import Context
 from permafrost.wal import ahead, quick
@@ -27,8 +30,10 @@ from permafrost.wal import segment as wal
 from permafrost.wal.identity import LONG_HEADER
 from permafrost.wal.names import Segment, parse_segment
 from tests.conftest import KEY, PERMAFROST, run
+from tests.faults.proxy import FaultProxy, Plan
 from tests.helpers import loads
 from tests.services import Cluster, S3Server
+from tests.test_alerts import SMTPServer, make_settings, parts, until
 from tests.test_pitr import write_env_file
 
 SEGMENT = 16 * 1024 * 1024
@@ -120,20 +125,22 @@ def test_a_burst_survives_the_pusher_killed_mid_way(
     env = pushing.env(tmp_path)
     run(env, "backup", "--kind", "base")
     first = parse_segment(src.execute("SELECT pg_walfile_name(pg_current_wal_lsn())")[0][0])
-    batches, killed = 24, None
+    batches, killed, killed_at = 16, None, 0.0
     for b in range(batches):
         src.execute(BATCH.format(b=b), db)
         src.execute("SELECT pg_switch_wal()")
-        if b == 8:
+        if b == 5:
             wait_for(lambda: pushing.pusher() is not None)  # the first wal-push started it
             wait_for(lambda: any((pushing.folder / ahead.DONE).glob("*.json")))
             killed = pushing.pusher()
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
+            killed_at = time.time()
     last = src.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     pushing.wait_archived(last)
-    # A later wal-push started another pusher after the killed one.
-    assert pushing.pusher() not in (None, killed) or (pushing.folder / quick.LOCK).exists()
+    # A later wal-push started another pusher, which went on storing ahead.
+    markers = (pushing.folder / ahead.DONE).glob("*.json")
+    assert any(marker.stat().st_mtime > killed_at for marker in markers)
 
     assert "no gaps" in run(env, "wal", "verify").stdout
     # Every stored segment of the burst is the segment its name says, and whole.
@@ -231,3 +238,89 @@ def test_only_a_wal_push_command_line_takes_the_fast_path() -> None:
     assert quick.parse(["wal-push", "X", "Y"]) is None
     assert quick.parse(["--cluster", "c", "wal-push", "X"]) is None
     assert quick.parse(["wal-push"]) is None
+
+
+def test_wal_receive_uploads_the_spool_in_parallel(env: dict[str, str], tmp_path: Path) -> None:
+    from permafrost.wal import receive
+
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    names = [seg(n) for n in range(0x20, 0x2A)]
+    for name in names:
+        (spool / name).write_bytes(name.encode() * 5000)
+    (spool / f"{seg(0x2A)}.partial").write_bytes(b"still being written")
+    ctx = Context(Settings.from_env({**env, "WAL_PUSH_THREADS": "4"}))
+    position = receive.Position()
+    assert receive.upload_completed(ctx, "main", spool, position) == len(names)
+    assert sorted(p.name for p in spool.iterdir()) == [f"{seg(0x2A)}.partial"]
+    assert position.segment == names[-1]
+    repo = ctx.repository()
+    assert all(wal.fetch(repo, "main", n) == n.encode() * 5000 for n in names)
+    assert ctx.catalog().wal_status("main")[0]["segments"] == len(names)
+    ctx.close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+def test_a_growing_queue_raises_wal_queue_by_email_and_resolves_when_the_bucket_is_back(
+    s3: S3Server, pg: Cluster, smtp: SMTPServer, tmp_path: Path
+) -> None:
+    proxy = FaultProxy(s3.url)
+    metadata = pg.create_database(f"meta_ahead_{uuid.uuid4().hex[:8]}")
+    pushing = Pushing(s3, pg.url(metadata), S3_ENDPOINT_URL=proxy.url, S3_MAX_ATTEMPTS="1")
+    try:
+        src = pushing.cluster
+        src.execute("CREATE TABLE q (v int)")
+        pushing.wait_archived(src.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0])
+        settings = make_settings(
+            pushing.env(tmp_path), smtp.port, WAL_ARCHIVING="push", WAL_QUEUE_ALERT_SEGMENTS="3"
+        )
+        catalog = connect(settings.metadata_url)
+
+        def queue() -> int:
+            row = catalog.wal_status("main")[0]
+            return int(row["ready_segments"] or 0) if row["ready_at"] else 0
+
+        proxy.set(Plan(fault="error500", rate=1.0))  # the bucket answers nothing but errors
+        for n in range(4):
+            src.execute(f"INSERT INTO q VALUES ({n}); SELECT pg_switch_wal()")
+        until(lambda: queue() >= 3, timeout=90)
+        evaluator = Evaluator(settings)
+        outcome = evaluator.run_once()
+        assert outcome is not None and "wal_queue:main" in outcome.applied.opened
+        [message] = until(lambda: smtp.mailbox.about("wal_queue:main"))
+        assert "wait in pg_wal to be archived" in str(message["Subject"])
+        assert "permafrost wal status" in parts(message)[0]
+        client = create_app(settings, evaluate=False).test_client()
+        metrics = client.get("/metrics").get_data(as_text=True)
+        assert any(
+            line.startswith('permafrost_wal_ready_segments{cluster="main"}')
+            and float(line.split()[-1]) >= 3
+            for line in metrics.splitlines()
+        ), metrics
+        page = client.get("/", headers={"Accept": "text/html"}).get_data(as_text=True)
+        assert "WAL waiting in pg_wal to be archived" in page
+
+        proxy.clear()  # the bucket is back: the queue drains, the alert resolves
+        src.execute("INSERT INTO q VALUES (9)")
+        last = src.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        pushing.wait_archived(last, seconds=180)
+        until(lambda: queue() < 3, timeout=60)
+        outcome = evaluator.run_once()
+        assert outcome is not None and "wal_queue:main" in outcome.applied.resolved
+        evaluator.run_once()
+        until(lambda: len(smtp.mailbox.about("wal_queue:main")) == 2)
+        assert str(smtp.mailbox.about("wal_queue:main")[1]["Subject"]).startswith(
+            "[permafrost] RESOLVED"
+        )
+        evaluator.stop()
+        catalog.close()
+    finally:
+        pushing.destroy()
+        proxy.stop()
+        pg.drop_database(metadata)

@@ -134,6 +134,8 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
     cluster = _cluster(ctx, args)
     fingerprint = quick.fingerprint(args.env_file, args.cluster, os.environ)
     folder = quick.folder_of(path) if ctx.settings.wal.push_ahead else None
+    if quick.folder_of(path) is not None:
+        _record_backlog(ctx, cluster, walahead.backlog(path.parent))  # the bucket may be down
     if folder is not None:
         _start_pusher(args, folder, fingerprint)
     repo = ctx.repository(create=True)
@@ -149,6 +151,13 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
     pushed = wal.push(repo, cluster, path)
     walreceive.record_pushed(ctx, cluster, path.name, pushed.plain_bytes)
     return 0
+
+
+def _record_backlog(ctx: Context, cluster: str, counted: tuple[int, int]) -> None:
+    """How much waits in pg_wal to be archived, for the wal_queue alert (best effort)."""
+    if ctx.settings.metadata_url is not None:
+        waiting, size = counted
+        ctx.record(lambda c: c.wal_backlog(cluster, waiting, size), walreceive.LATER)
 
 
 def _start_pusher(args: argparse.Namespace, folder: Path, fingerprint: str) -> None:
@@ -182,6 +191,7 @@ def wal_ahead(ctx: Context, args: argparse.Namespace) -> int:
             store=lambda path: walahead.store_segment(repo, cluster, guard, args.fingerprint, path),
             confirm=lambda marker: walahead.confirm(repo, marker),
             on_stored=lambda m: walreceive.record_pushed(ctx, cluster, m.name, m.size),
+            on_backlog=lambda counted: _record_backlog(ctx, cluster, counted),
         ).run()
     return 0
 

@@ -92,6 +92,7 @@ class MonitorSettings:
     alert_interval: int = 60
     max_backup_age: int = 26 * 3600
     wal_max_lag: int = 900
+    wal_queue_alert_segments: int = 64  # WAL_QUEUE_ALERT_SEGMENTS: the wal_queue alert
     scheduler_max_silence: int = 300  # the dead-man's switch
     worker_max_silence: int = 300  # service_dead:worker
     task_max_wait: int = 1800  # task_stuck
@@ -325,6 +326,7 @@ def _monitor(env: Env) -> MonitorSettings:
         alert_interval=env.duration("ALERT_CHECK_INTERVAL", 60),
         max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
         wal_max_lag=env.duration("WAL_MAX_LAG", 900),
+        wal_queue_alert_segments=env.integer("WAL_QUEUE_ALERT_SEGMENTS", 64, minimum=1),
         scheduler_max_silence=env.duration("SCHEDULER_MAX_SILENCE", 300),
         worker_max_silence=env.duration("WORKER_MAX_SILENCE", 300),
         task_max_wait=env.duration("TASK_MAX_WAIT", 1800),

@@ -51,6 +51,7 @@ DONE = "done"
 SCAN_EVERY_S = 0.2
 RETRY_AFTER_S = 5.0  # a failed upload waits this long before the pusher tries it again
 CLEAN_EVERY_S = 5.0
+COUNT_EVERY_S = 10.0  # how often the queue in pg_wal is recorded (for the wal_queue alert)
 LOG = "pusher.log"  # the pusher's stderr: its warnings, for an operator
 LOG_LIMIT = 10 * 1024 * 1024
 
@@ -113,6 +114,12 @@ def ready(pg_wal: Path) -> list[tuple[str, int]]:
                 with contextlib.suppress(OSError):
                     found.append((name, (pg_wal / name).stat().st_size))
     return sorted(found, key=lambda item: _order(item[0]))
+
+
+def backlog(pg_wal: Path) -> tuple[int, int]:
+    """How many files wait in pg_wal to be archived, and their bytes."""
+    waiting = ready(pg_wal)
+    return len(waiting), sum(size for _, size in waiting)
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -232,10 +239,13 @@ class Pusher:
         store: Store,
         confirm: Confirm,
         on_stored: Stored = lambda marker: None,
+        on_backlog: Callable[[tuple[int, int]], None] = lambda counted: None,
     ) -> None:
         self.folder, self.pg_wal = folder, folder.parent
         self.tuning, self.fingerprint = tuning, fingerprint
         self.store, self.confirm, self.on_stored = store, confirm, on_stored
+        self.on_backlog = on_backlog
+        self._counted = 0.0
         self.cond = threading.Condition()  # an RLock: a future may settle inside _submit
         self.done: dict[str, Marker] = {}
         self.inflight: dict[str, Future[Marker]] = {}
@@ -321,6 +331,12 @@ class Pusher:
                 self.on_stored(marker)
             except Exception as exc:  # the catalog is a note: the segment is stored
                 log.warning("look-ahead: cannot record %s: %s", marker.name, exc)
+        if time.monotonic() - self._counted >= COUNT_EVERY_S or self.stopping:
+            self._counted = time.monotonic()
+            try:
+                self.on_backlog(self.backlog)
+            except Exception as exc:
+                log.warning("look-ahead: cannot record the queue: %s", exc)
 
     def _should_stop(self) -> bool:
         if self.stopping or not self.folder.is_dir():

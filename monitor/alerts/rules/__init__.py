@@ -24,6 +24,7 @@ from monitor.alerts.rules.drills import pitr_drill
 from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import service_dead, task_stuck
 from monitor.alerts.rules.wal import wal_gap, wal_lag
+from monitor.alerts.rules.walqueue import wal_queue
 from monitor.alerts.run import Run, aware
 from permafrost.context import Context
 from permafrost.errors import PermafrostError
@@ -40,6 +41,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("verification_failed", verification_failed),
     ("verify_config", verification_blocked),
     ("wal_lag", wal_lag),
+    ("wal_queue", wal_queue),
     ("backup_size", backup_size),
     ("bucket_unreachable", bucket_unreachable),  # before the rules that need the bucket
     ("key_check", key_check),
