@@ -39,7 +39,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from permafrost.errors import NotFound
+from permafrost.errors import NotFound, SystemMismatch
 from permafrost.repo.config import Repository
 from permafrost.wal import names as walnames
 from permafrost.wal import quick
@@ -320,6 +320,10 @@ class Pusher:
             else:
                 self.failed[name] = (str(error), time.monotonic())
                 log.warning("look-ahead: %s not stored: %s; wal-push will store it", name, error)
+                if isinstance(error, SystemMismatch):
+                    # Another system's WAL: refused until `wal reset`, which wal-push reports
+                    # and PostgreSQL retries; no pusher goes on trying in the background.
+                    self.stopping = True
             self.cond.notify_all()
 
     def _report(self) -> None:
