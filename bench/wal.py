@@ -1,6 +1,7 @@
 """WAL benchmark: wal-push of real 16 MiB segments; WAL replay in pitr with or without prefetch.
 
     python bench/wal.py [--quick]
+    python bench/wal.py --burst [--segments N]   (the look-ahead pusher: bench/walburst.py)
 
 Starts one moto S3 server on a loopback port and throwaway PostgreSQL clusters, then measures:
 
@@ -584,7 +585,14 @@ def report_replay(source: Source, runs: list[PitrRun]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer segments to replay, one round")
-    args = parser.parse_args(argv)
+    parser.add_argument("--burst", action="store_true", help="the WAL burst (bench/walburst.py)")
+    args, rest = parser.parse_known_args(argv)
+    if args.burst:
+        import walburst
+
+        return walburst.main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     mode = QUICK if args.quick else FULL
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="permafrost-bench-wal-"))

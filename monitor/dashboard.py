@@ -158,6 +158,7 @@ def _card(
         "freshness": freshness(age, limit),
         "rpo": float(cluster_wal["lag_seconds"]) if cluster_wal else age,
         "rpo_source": "WAL archive" if cluster_wal else "last backup",
+        "wal_queue": cluster_wal if cluster_wal and cluster_wal.get("ready_at") else None,
         "next_run": (jobs.get("backup") or {}).get("next_run"),
         "verification": row.get("newest_verification"),
         "verified_at": row.get("verified_at"),

@@ -81,6 +81,7 @@ class _Snapshot:
     runs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     storage: list[tuple[str, float, float]] = field(default_factory=list)
     wal: list[tuple[str, float]] = field(default_factory=list)
+    wal_queue: list[tuple[str, float, float]] = field(default_factory=list)
     verified: list[tuple[str, float]] = field(default_factory=list)
     heartbeat: float | None = None
     alerts: dict[str, int] = field(default_factory=dict)
@@ -110,6 +111,7 @@ def _read(catalog: Catalog, settings: Settings) -> _Snapshot:
     )
     snap.storage = [(tier, size, n) for tier, size, n in store_metrics.storage_totals(catalog)]
     snap.wal = [(cluster, at) for cluster, at in store_metrics.wal_archived_times(catalog)]
+    snap.wal_queue = list(store_metrics.wal_queues(catalog))
     snap.verified = [(db, at) for db, at in store_metrics.verified_times(catalog)]
     snap.heartbeat = store_metrics.leader_heartbeat(catalog)
     snap.alerts = store_metrics.active_alert_counts(catalog)
@@ -368,6 +370,7 @@ def _progress_families(snap: _Snapshot) -> Iterator[Metric]:
     for cluster, at in sorted(snap.wal):
         wal.add_metric([cluster], at)
     yield wal
+    yield from _wal_queue_families(snap)
 
     verified = GaugeMetricFamily(
         "permafrost_verification_last_success_timestamp_seconds",
@@ -418,3 +421,21 @@ def _risk_families(snap: _Snapshot) -> Iterator[Metric]:
     for db, seconds in sorted(snap.recovery.items()):
         recovery.add_metric([db], seconds)
     yield recovery
+
+
+def _wal_queue_families(snap: _Snapshot) -> Iterator[Metric]:
+    """The WAL waiting in pg_wal to be archived (the wal_queue alert's figures)."""
+    segments = GaugeMetricFamily(
+        "permafrost_wal_ready_segments",
+        "WAL files marked ready in pg_wal, not yet archived, as wal-push last counted them.",
+        labels=["cluster"],
+    )
+    size = GaugeMetricFamily(
+        "permafrost_wal_ready_bytes",
+        "The bytes of those WAL files.",
+        labels=["cluster"],
+    )
+    for cluster, waiting, stored in sorted(snap.wal_queue):
+        segments.add_metric([cluster], waiting)
+        size.add_metric([cluster], stored)
+    yield from (segments, size)

@@ -24,6 +24,7 @@ FAMILIES = (
     "verify_config",
     "wal_lag",
     "wal_gap",
+    "wal_queue",
     "backup_size",
     "bucket_unreachable",
     "key_check",

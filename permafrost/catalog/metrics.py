@@ -61,6 +61,10 @@ SELECT tier, sum(bytes)::float8, sum(objects)::float8 FROM storage_usage GROUP B
 """
 
 _WAL = "SELECT cluster, extract(epoch FROM last_archived_at)::float8 FROM wal_archive"
+_WAL_QUEUE = (
+    "SELECT cluster, ready_segments::float8, ready_bytes::float8 FROM wal_archive"
+    " WHERE ready_at IS NOT NULL"
+)
 
 _VERIFIED = """
 SELECT b.database, extract(epoch FROM max(v.finished_at))::float8
@@ -115,6 +119,12 @@ def wal_archived_times(catalog: Catalog) -> list[tuple[str, float]]:
     """(cluster, Unix time of its newest archived segment)."""
     with db_errors("read the metrics"):
         return catalog.conn.execute(_WAL).fetchall()
+
+
+def wal_queues(catalog: Catalog) -> list[tuple[str, float, float]]:
+    """(cluster, files waiting in pg_wal to be archived, their bytes), as last counted."""
+    with db_errors("read the metrics"):
+        return catalog.conn.execute(_WAL_QUEUE).fetchall()
 
 
 def verified_times(catalog: Catalog) -> list[tuple[str, float]]:

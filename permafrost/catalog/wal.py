@@ -35,6 +35,16 @@ class WalRows(Rows):
                 (error, cluster),
             )
 
+    def wal_backlog(self, cluster: str, segments: int, size: int) -> None:
+        """The files waiting in pg_wal to be archived, counted now (once the cluster has a row:
+        before its first archived segment, wal_lag's never-archived finding covers it)."""
+        with self._errors("record the WAL waiting to be archived"):
+            self.conn.execute(
+                "UPDATE wal_archive SET ready_segments = %s, ready_bytes = %s, ready_at = now()"
+                " WHERE cluster = %s",
+                (segments, size, cluster),
+            )
+
     def wal_switched(self, cluster: str) -> None:
         with self._errors("record a WAL switch"):
             self.conn.execute(

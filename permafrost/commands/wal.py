@@ -35,10 +35,12 @@ from permafrost.postgres import tools as pgtools
 from permafrost.readfrom import Reader
 from permafrost.repo.config import settle_conditional_writes
 from permafrost.text import iso, print_json
+from permafrost.wal import ahead as walahead
 from permafrost.wal import archive as walarchive
 from permafrost.wal import identity as walidentity
 from permafrost.wal import names as walnames
 from permafrost.wal import prefetch as walprefetch
+from permafrost.wal import quick
 from permafrost.wal import receive as walreceive
 from permafrost.wal import reset as walreset
 from permafrost.wal import segment as wal
@@ -75,6 +77,12 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "(pitr --as-of writes this into its restore_command)",
     )
     p.set_defaults(handler=wal_fetch)
+
+    p = commands.add_parser("wal-ahead", help=argparse.SUPPRESS)  # started by wal-push
+    p.add_argument("folder")
+    p.add_argument("--cluster")
+    p.add_argument("--fingerprint", required=True)
+    p.set_defaults(handler=wal_ahead)
 
     p = commands.add_parser("wal-prefetch", help=argparse.SUPPRESS)
     p.add_argument("folder")
@@ -132,15 +140,67 @@ def wal_push(ctx: Context, args: argparse.Namespace) -> int:
     if not path.is_file():
         raise UsageError(f"{path} is not a file")
     cluster = _cluster(ctx, args)
+    fingerprint = quick.fingerprint(args.env_file, args.cluster, os.environ)
+    folder = quick.folder_of(path) if ctx.settings.wal.push_ahead else None
+    if quick.folder_of(path) is not None:
+        _record_backlog(ctx, cluster, walahead.backlog(path.parent))  # the bucket may be down
+    if folder is not None:
+        _start_pusher(args, folder, fingerprint)
     repo = ctx.repository(create=True)
     try:
         Guard(repo, cluster, "wal-push").check_segment(path)
     except SystemMismatch as exc:
         walreceive.record_error(ctx, cluster, str(exc))  # for wal status and the wal_lag alert
         raise
+    marker = walahead.read_marker(folder, path.name, fingerprint) if folder else None
+    if marker and marker.sha256 == quick.file_sha256(path) and walahead.confirm(repo, marker):
+        return 0  # the pusher stored and checked it (and told the catalog), then went away
     settle_conditional_writes(repo)  # a repository from before the probe: probed once, here
     pushed = wal.push(repo, cluster, path)
     walreceive.record_pushed(ctx, cluster, path.name, pushed.plain_bytes)
+    return 0
+
+
+def _record_backlog(ctx: Context, cluster: str, counted: tuple[int, int]) -> None:
+    """How much waits in pg_wal to be archived, for the wal_queue alert (best effort)."""
+    if ctx.settings.metadata_url is not None:
+        waiting, size = counted
+        ctx.record(lambda c: c.wal_backlog(cluster, waiting, size), walreceive.LATER)
+
+
+def _start_pusher(args: argparse.Namespace, folder: Path, fingerprint: str) -> None:
+    """Make sure a look-ahead pusher runs for this pg_wal (an optimisation: never fatal)."""
+    try:
+        walahead.ensure_running(
+            folder,
+            lambda: walahead.spawn_pusher(args.env_file, args.cluster, fingerprint, folder),
+        )
+    except OSError as exc:
+        logging.getLogger("permafrost").warning("cannot start the look-ahead pusher: %s", exc)
+
+
+def wal_ahead(ctx: Context, args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    cluster = _cluster(ctx, args)
+    wal_settings = ctx.settings.wal
+    with walahead.locked(folder) as mine:
+        if not mine:
+            return 0  # another wal-push started one first
+        repo = ctx.repository(create=True)
+        settle_conditional_writes(repo)
+        guard = Guard(repo, cluster, "wal-push")
+        tuning = walahead.Tuning(
+            wal_settings.push_ahead, wal_settings.push_threads, wal_settings.push_idle
+        )
+        walahead.Pusher(
+            folder,
+            tuning,
+            args.fingerprint,
+            store=lambda path: walahead.store_segment(repo, cluster, guard, args.fingerprint, path),
+            confirm=lambda marker: walahead.confirm(repo, marker),
+            on_stored=lambda m: walreceive.record_pushed(ctx, cluster, m.name, m.size),
+            on_backlog=lambda counted: _record_backlog(ctx, cluster, counted),
+        ).run()
     return 0
 
 

@@ -95,6 +95,7 @@ class MonitorSettings:
     alert_interval: int = 60
     max_backup_age: int = 26 * 3600
     wal_max_lag: int = 900
+    wal_queue_alert_segments: int = 64  # WAL_QUEUE_ALERT_SEGMENTS: the wal_queue alert
     scheduler_max_silence: int = 300  # the dead-man's switch
     worker_max_silence: int = 300  # service_dead:worker
     task_max_wait: int = 1800  # task_stuck
@@ -139,6 +140,9 @@ class WalSettings:
     prefetch: int = 8
     spool_dir: str | None = None
     slot: str | None = None
+    push_ahead: int = 32  # WAL_PUSH_AHEAD: the look-ahead pusher's window (0: no pusher)
+    push_threads: int = 4  # WAL_PUSH_THREADS: its parallel uploads (and wal-receive's)
+    push_idle: int = 60  # WAL_PUSH_IDLE: seconds with nothing to do before it exits
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,9 @@ def _wal(env: Env) -> WalSettings:
         prefetch=env.integer("WAL_PREFETCH", 8, minimum=0),
         spool_dir=env.text("WAL_SPOOL_DIR"),
         slot=_slot(env),
+        push_ahead=env.integer("WAL_PUSH_AHEAD", 32, minimum=0),
+        push_threads=env.integer("WAL_PUSH_THREADS", 4, minimum=1),
+        push_idle=env.integer("WAL_PUSH_IDLE", 60, minimum=1),
     )
 
 
@@ -341,6 +348,7 @@ def _monitor(env: Env) -> MonitorSettings:
         alert_interval=env.duration("ALERT_CHECK_INTERVAL", 60),
         max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
         wal_max_lag=env.duration("WAL_MAX_LAG", 900),
+        wal_queue_alert_segments=env.integer("WAL_QUEUE_ALERT_SEGMENTS", 64, minimum=1),
         scheduler_max_silence=env.duration("SCHEDULER_MAX_SILENCE", 300),
         worker_max_silence=env.duration("WORKER_MAX_SILENCE", 300),
         task_max_wait=env.duration("TASK_MAX_WAIT", 1800),

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from permafrost.errors import PermafrostError, SourceError, StorageError, System
 from permafrost.postgres import slots as pgslots
 from permafrost.postgres import tools as pgtools
 from permafrost.postgres.process import StderrTail, die_with_parent
+from permafrost.repo.config import Repository
 from permafrost.text import when
 from permafrost.wal import names as walnames
 from permafrost.wal import segment as wal
@@ -78,25 +80,51 @@ class Position:
 def upload_completed(
     ctx: Context, cluster: str, spool: Path, position: Position, guard: Guard | None = None
 ) -> int:
-    """Push every completed file in the spool, oldest first; remove each once it is stored.
-    A segment of another system than the archive's stays in the spool (SystemMismatch)."""
+    """Push every completed file in the spool, WAL_PUSH_THREADS at a time; remove each once it
+    is stored and read back. A segment of another system than the archive's stays in the spool
+    (SystemMismatch), as does one whose upload failed; the first such error is raised once the
+    others are done."""
     repo = ctx.repository(create=True)
     guard = guard or Guard(repo, cluster, "wal-receive")
-    pushed = 0
-    for path in sorted(spool.iterdir()):
-        name = path.name
-        segment = walnames.parse_segment(name)
-        if segment is None and not walnames.is_history(name):
-            continue  # .partial, pg_receivewal's temporary files
-        guard.check_segment(path)
-        result = wal.push(repo, cluster, path)
-        if segment is not None:
-            _record(ctx, cluster, name, result.plain_bytes)
-            position.segment, position.at = name, time.time()
-        path.unlink()
-        pushed += 1
-        log.info("archived %s", name, extra={"event": "wal_archived", "segment": name})
+    completed = [p for p in sorted(spool.iterdir()) if _completed(p.name)]
+    if not completed:
+        return 0
+    threads = min(ctx.settings.wal.push_threads, len(completed))
+    with ThreadPoolExecutor(threads, thread_name_prefix="wal-receive") as pool:
+        futures = [pool.submit(_push_one, repo, cluster, guard, path) for path in completed]
+        pushed, errors = 0, []
+        for path, future in zip(completed, futures, strict=True):  # oldest first
+            try:
+                result = future.result()
+            except PermafrostError as exc:
+                errors.append(exc)
+                continue
+            _archived(ctx, cluster, path, result.plain_bytes, position)
+            pushed += 1
+    if errors:
+        raise next((e for e in errors if isinstance(e, SystemMismatch)), errors[0])
     return pushed
+
+
+def _completed(name: str) -> bool:
+    """A completed segment or a history file (not .partial, not pg_receivewal's temporary)."""
+    return walnames.parse_segment(name) is not None or walnames.is_history(name)
+
+
+def _push_one(repo: Repository, cluster: str, guard: Guard, path: Path) -> wal.Pushed:
+    guard.check_segment(path)
+    pushed = wal.push(repo, cluster, path)
+    wal.read_back(repo, pushed)
+    return pushed
+
+
+def _archived(ctx: Context, cluster: str, path: Path, size: int, position: Position) -> None:
+    name = path.name
+    if walnames.parse_segment(name) is not None:
+        _record(ctx, cluster, name, size)
+        position.segment, position.at = name, time.time()
+    path.unlink()
+    log.info("archived %s", name, extra={"event": "wal_archived", "segment": name})
 
 
 def _record(ctx: Context, cluster: str, name: str, size: int, method: str = "receive") -> None:

@@ -35,6 +35,7 @@ class Pushed:
     plain_bytes: int
     stored_bytes: int
     already_there: bool
+    sealed_sha256: str = ""  # of the bytes this push sent (empty when it found them there)
 
 
 def wal_key(repo: Repository, cluster: str, name: str) -> str:
@@ -45,17 +46,35 @@ def wal_key(repo: Repository, cluster: str, name: str) -> str:
 
 
 def push(repo: Repository, cluster: str, path: Path) -> Pushed:
-    key = wal_key(repo, cluster, path.name)
-    data = path.read_bytes()
+    return push_data(repo, cluster, path.name, path.read_bytes())
+
+
+def push_data(repo: Repository, cluster: str, name: str, data: bytes) -> Pushed:
+    key = wal_key(repo, cluster, name)
     sealed = seal(repo.key, data)
     try:
         repo.storage.put(key, sealed, if_absent=True)
     except StorageError as exc:
         if "already exists" not in str(exc):
             raise
-        _same_or_refuse(repo, key, path.name, data, sealed)
-        return Pushed(path.name, key, len(data), len(sealed), already_there=True)
-    return Pushed(path.name, key, len(data), len(sealed), already_there=False)
+        _same_or_refuse(repo, key, name, data, sealed)
+        return Pushed(name, key, len(data), len(sealed), already_there=True)
+    digest = hashlib.sha256(sealed).hexdigest()
+    return Pushed(name, key, len(data), len(sealed), already_there=False, sealed_sha256=digest)
+
+
+def read_back(repo: Repository, pushed: Pushed) -> int:
+    """The stored object's size, after checking that it holds what the push sent (a push that
+    found the object there has compared its contents already: then only its size is read)."""
+    if pushed.already_there:
+        return repo.storage.head(pushed.key).size
+    stored = repo.storage.get(pushed.key)
+    if hashlib.sha256(stored).hexdigest() != pushed.sealed_sha256:
+        raise IntegrityError(
+            f"{pushed.name} read back from the bucket differs from what was written: the "
+            "bucket or a proxy changed it; it is not acknowledged, and the next push retries"
+        )
+    return len(stored)
 
 
 def seal(key: crypto.WriteKey, data: bytes) -> bytes:

@@ -26,6 +26,7 @@ from monitor.alerts.rules.scheduler import scheduler_dead
 from monitor.alerts.rules.services import queue_stalled, service_dead, task_stuck
 from monitor.alerts.rules.sources import database_gone
 from monitor.alerts.rules.wal import wal_gap, wal_lag
+from monitor.alerts.rules.walqueue import wal_queue
 from monitor.alerts.run import Run, aware
 from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.context import Context
@@ -44,6 +45,7 @@ RULES: tuple[tuple[str, Rule], ...] = (
     ("verification_failed", verification_failed),
     ("verify_config", verification_blocked),
     ("wal_lag", wal_lag),
+    ("wal_queue", wal_queue),
     ("backup_size", backup_size),
     ("bucket_unreachable", bucket_unreachable),  # before the rules that need the bucket
     ("key_check", key_check),
