@@ -157,7 +157,7 @@ class Swarm:
         ).split()
         return all(state in ("healthy", "running") for state in states)
 
-    def wait(self, services: tuple[str, ...], timeout: float = 240) -> None:
+    def wait(self, services: tuple[str, ...], timeout: float = 420) -> None:
         deadline = time.monotonic() + timeout
         while True:
             replicas = self.replicas()
@@ -228,16 +228,6 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         started = time.monotonic()
         stack.deploy()
         stack.wait(("metadata", "minio", "db", "mailpit"))
-        for database in DATABASES[1:]:  # the sample database is shop; five more, one big
-            rows = 1_500_000 if database == BIG else 100_000
-            stack.exec(
-                "db", "psql", "-U", "backup", "-d", "shop", "-qc", f"CREATE DATABASE {database}"
-            )
-            stack.source(
-                database,
-                "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v"
-                f" FROM generate_series(1, {rows}) g",
-            )
         bucket = stack.dotenv()["S3_BUCKET"]
         stack.exec(
             "minio",
@@ -248,6 +238,16 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
             ".create_bucket(Bucket=sys.argv[1])",
             bucket,
         )
+        for database in DATABASES[1:]:  # the sample database is shop; five more, one big
+            rows = 1_500_000 if database == BIG else 100_000
+            stack.exec(
+                "db", "psql", "-U", "backup", "-d", "shop", "-qc", f"CREATE DATABASE {database}"
+            )
+            stack.source(
+                database,
+                "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v"
+                f" FROM generate_series(1, {rows}) g",
+            )
         stack.wait(ALWAYS)
         print(f"containers: swarm deploy {time.monotonic() - started:.1f}s", file=sys.stderr)
         yield stack
