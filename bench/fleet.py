@@ -305,6 +305,8 @@ def main() -> None:
             "DASHBOARD_PASSWORD": AUTH_PASSWORD,
             "ALERT_CHECK_INTERVAL": "3600",
         }
+        if "PYTHONPATH" in os.environ:  # to measure another checkout's code (a "before")
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if args.only != "scheduler":
             bench_monitor(env, args.requests)
         if args.only != "monitor":
