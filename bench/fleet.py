@@ -20,7 +20,10 @@ Then two measurements, each against a baseline taken in the same run:
 Peak RSS of the monitor's processes and of the in-process scheduler are printed too (for
 deploy/kubernetes' requests).
 
-    .venv/bin/python bench/fleet.py [--requests 100] [--ticks 200]
+    .venv/bin/python bench/fleet.py [--requests 100] [--ticks 200] [--only monitor|scheduler]
+    # the monitor of another checkout side by side (a "before"), request by request:
+    git archive COMMIT | tar -x -C /tmp/before
+    .venv/bin/python bench/fleet.py --only monitor --compare /tmp/before
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ def tree_rss_kb(pid: int) -> int:
     return sum(int(x) for x in out)
 
 
-def bench_monitor(env: dict[str, str], requests: int) -> None:
+def start_monitor(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     server = subprocess.Popen(
         [PERMAFROST, "monitor", "--bind", f"127.0.0.1:{port}"],
@@ -199,30 +202,46 @@ def bench_monitor(env: dict[str, str], requests: int) -> None:
         stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            timed_http(base + "/static/style.css", "text/css", 1)
+            break
+        except OSError:
+            time.sleep(0.2)
+    return server, base
+
+
+def bench_monitor(env: dict[str, str], requests: int, compare: str | None) -> None:
+    """Each page `requests` times; with `compare` (another checkout's root), a second monitor
+    runs that code against the same store and the two are asked in turn, request by request,
+    so both see the same noise (the "before" of docs/PERFORMANCE.md)."""
+    servers = {"": start_monitor(env)}
+    if compare:
+        servers[" [before]"] = start_monitor(env | {"PYTHONPATH": compare})
     try:
-        for _ in range(150):
-            try:
-                timed_http(base + "/static/style.css", "text/css", 1)
-                break
-            except OSError:
-                time.sleep(0.2)
         pages = [
             ("static file (baseline)", "/static/style.css", "text/html"),
             ("/ (overview, 500 databases)", "/", "text/html"),
             ("/?source=src7 (25 databases)", "/?source=src7", "text/html"),
             ("/metrics", "/metrics", "text/plain"),
         ]
-        results, peak = {}, 0
+        results: dict[str, list[float]] = {}
+        peak = 0
         for name, path, accept in pages:
-            timed_http(base + path, accept, 4)  # warm each worker's connection and caches
-            results[name] = timed_http(base + path, accept, requests)
-            peak = max(peak, tree_rss_kb(server.pid))
+            for tag, (_, base) in servers.items():
+                timed_http(base + path, accept, 4)  # warm each worker's connection and caches
+                results[name + tag] = []
+            for _ in range(requests):
+                for tag, (_, base) in servers.items():
+                    results[name + tag] += timed_http(base + path, accept, 1)
+            peak = max(peak, tree_rss_kb(servers[""][0].pid))
         print(f"\nmonitor: {requests} sequential requests each, gunicorn (as in the container)")
         table(results, "static file (baseline)")
         print(f"monitor RSS (master + workers) after the requests: {peak / 1024:.0f} MiB")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for server, _ in servers.values():
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def bench_scheduler(env: dict[str, str], ticks: int) -> None:
@@ -283,6 +302,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--only", choices=["monitor", "scheduler"])
+    parser.add_argument("--compare", help="another checkout's root: its monitor, side by side")
     args = parser.parse_args()
     cluster = Cluster("bench-fleet").start()
     work = Path(tempfile.mkdtemp(prefix="permafrost-bench-fleet-"))
@@ -305,10 +325,8 @@ def main() -> None:
             "DASHBOARD_PASSWORD": AUTH_PASSWORD,
             "ALERT_CHECK_INTERVAL": "3600",
         }
-        if "PYTHONPATH" in os.environ:  # to measure another checkout's code (a "before")
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         if args.only != "scheduler":
-            bench_monitor(env, args.requests)
+            bench_monitor(env, args.requests, args.compare)
         if args.only != "monitor":
             bench_scheduler(env, args.ticks)
     finally:
