@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboard_protected
 from monitor.fleet_view import fleet_view
@@ -227,11 +227,13 @@ def _dots_svg(kind: str, dots: list[dict[str, Any]]) -> Markup:
     """The series' dots as SVG, built here rather than in the template: the chart holds up to
     5,000 of them, and as template expressions they were half of a fleet's overview
     (bench/fleet.py)."""
-    return Markup("").join(
-        Markup(
-            '<circle cx="{}" cy="{}" r="3" class="size"><title>{} {} {}: {} in {}</title></circle>'
-        ).format(d["x"], d["y"], kind, d["db"], d["when"], d["size"], d["took"])
-        for d in dots
+    return Markup(
+        "".join(
+            f'<circle cx="{d["x"]}" cy="{d["y"]}" r="3" class="size"><title>'
+            f"{escape(kind)} {escape(d['db'])} {escape(d['when'])}: {escape(d['size'])} in "
+            f"{escape(d['took'])}</title></circle>"
+            for d in dots
+        )
     )
 
 
