@@ -90,15 +90,19 @@ def databases(catalog: Catalog) -> list[dict[str, Any]]:
 
 
 def history(catalog: Catalog, since: datetime) -> list[dict[str, Any]]:
-    """Completed backups since a moment, for the size and duration chart (oldest first)."""
+    """Completed backups since a moment, for the size and duration chart (oldest first): the
+    newest 5,000 of them, so a fleet's chart reaches today (500 databases fill 5,000 in ten
+    days; the oldest 5,000 would have stopped the chart weeks ago)."""
     with db_errors("read backup history"), catalog.conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
+        rows = cur.execute(
             "SELECT database, kind, started_at, size_bytes,"
             " extract(epoch FROM finished_at - started_at)::float AS seconds"
             " FROM backups WHERE status = 'completed' AND purpose = 'backup' AND started_at >= %s"
-            " ORDER BY started_at LIMIT 5000",
+            " ORDER BY started_at DESC LIMIT 5000",
             (since,),
         ).fetchall()
+    rows.reverse()
+    return rows
 
 
 def stored_by_tier(catalog: Catalog) -> list[dict[str, Any]]:
