@@ -84,7 +84,19 @@ def backup_page(record: BackupRecord, verifications: list[VerificationRecord]) -
         verifications=verifications,
         restore_command=restore_command(record),
         chain=_chain(record),
+        stored_at=settings().storage.location,
+        copies=_copies(record),
     )
+
+
+def _copies(record: BackupRecord) -> list[Any]:
+    """Where else the backup lives: its verified copies (COPY_STORAGE_URLS), by destination."""
+    if not settings().copies.destinations:
+        return []
+    try:
+        return list(catalog().copies_of(record.id))
+    except errors.PermafrostError:  # the page still shows the backup; the copies table says why
+        return []
 
 
 def _chain(record: BackupRecord) -> list[BackupRecord]:

@@ -94,6 +94,11 @@ def test_a_copy_down_for_a_while_alerts_by_email_and_resolves_once_caught_up(
     page = create_app(settings).test_client().get("/").get_data(as_text=True)
     newest = loads(run(up, "list", "--json").stdout)[0]["id"]
     assert f">{newest}</a>, verified" in page
+    # The backup's own page says where it lives: the primary, and the copy.
+    client = create_app(settings).test_client()
+    detail = client.get(f"/backup/{newest}", headers={"Accept": "text/html"}).get_data(as_text=True)
+    assert f"s3://{settings.storage.bucket}" in detail
+    assert "copy <strong>dr</strong>: verified" in detail, detail
 
 
 def test_the_lag_leaves_out_what_the_copy_keeps_no_longer(pg, metadata_db, tmp_path) -> None:
