@@ -211,6 +211,26 @@ class Swarm:
         return self.exec("db", "psql", "-U", "backup", "-d", database, "-tAc", query).strip()
 
 
+def remove_stack() -> None:
+    """`docker stack rm`, then the stack's volumes once its containers are gone (stack rm leaves
+    volumes: a metadata store left from an earlier run would hold another password)."""
+    subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, timeout=120)
+    label = f"label=com.docker.stack.namespace={STACK}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        left = subprocess.run(
+            ["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True
+        ).stdout.split()
+        if not left:
+            break
+        time.sleep(2)
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
+    ).stdout.split()
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     engine_was_running = containers.answers("docker", "info")
@@ -223,6 +243,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     if not was_swarm:
         run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
     stack = Swarm(tmp_path_factory.mktemp("swarm"), workers=3)
+    remove_stack()  # what an interrupted earlier run left
     try:
         stack.prepare()
         started = time.monotonic()
@@ -252,7 +273,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         print(f"containers: swarm deploy {time.monotonic() - started:.1f}s", file=sys.stderr)
         yield stack
     finally:
-        subprocess.run(["docker", "stack", "rm", STACK], capture_output=True, timeout=120)
+        remove_stack()
         if not was_swarm:
             subprocess.run(
                 ["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120
