@@ -32,7 +32,7 @@ from pathlib import Path
 
 from permafrost.config.settings import SourceSettings, wal_fetch_env
 from permafrost.context import Context
-from permafrost.errors import ConfigError, PermafrostError, TargetError
+from permafrost.errors import PermafrostError, TargetError
 from permafrost.postgres import tools as pgtools
 from permafrost.readfrom import READING_FROM_COPY
 from restore.pitr.osuser import OsUser, as_user, permafrost_command
@@ -187,18 +187,16 @@ _FILE_SETTINGS = ("SFTP_KEY_PATH", "SFTP_KNOWN_HOSTS", "GOOGLE_APPLICATION_CREDE
 
 def _files_in_run(values: dict[str, str], run: Path) -> dict[str, str]:
     """`values` with each file setting (the primary's, each copy's COPY_<N>_*) pointing at a
-    private copy of the file in `run`."""
+    private copy of the file in `run`. One this process cannot read either is left as it is,
+    not an error: a copy listed only as a fallback may never be read."""
     moved = dict(values)
     for name, value in values.items():
         if not name.endswith(_FILE_SETTINGS):
             continue
         try:
             data = Path(value).read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read {name}={value} (for the recovery server's wal-fetch): "
-                f"{exc.strerror}; point {name} at a readable file"
-            ) from None
+        except OSError:
+            continue  # left as it is: wal-fetch says so if it ever needs that storage
         path = run / f"{name.lower()}.file"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
