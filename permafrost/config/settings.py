@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from permafrost.config.copies import CopySettings, copy_settings
-from permafrost.config.copyenv import copies_env
+from permafrost.config.copyenv import copies_env, storage_env
 from permafrost.config.env import Env, Secret
 from permafrost.config.source import (
     SourceSettings,
@@ -381,19 +381,11 @@ def wal_fetch_env(settings: Settings) -> dict[str, str]:
     Resolved values, not the names they came from: a NAME_FILE the server's OS user cannot read
     becomes the value itself, in a file only that user can read.
     """
-    storage = settings.storage
-    values = {
-        "STORAGE_URL": storage.url,
-        "S3_ENDPOINT_URL": storage.endpoint_url,
-        "S3_REGION": storage.region,
-        "S3_ACCESS_KEY_ID": storage.access_key_id.reveal() if storage.access_key_id else None,
-        "S3_SECRET_ACCESS_KEY": (
-            storage.secret_access_key.reveal() if storage.secret_access_key else None
-        ),
-        "S3_PROVIDER": storage.provider,
-        "S3_ADDRESSING_STYLE": storage.addressing_style,
-        "S3_RETRY_MODE": storage.retry_mode,
-        "S3_MAX_ATTEMPTS": str(storage.max_attempts),
+    # The storage read first is the primary, or the copy `pitr --from` named or fell back to:
+    # all of its own settings, whatever its kind (S3, Azure, GCS, SFTP).
+    values: dict[str, str | None] = {
+        "STORAGE_URL": settings.storage.url,
+        **storage_env(settings.storage),
         "BACKUP_ENCRYPTION_KEY": (
             settings.encryption_key.reveal() if settings.encryption_key else None
         ),

@@ -152,7 +152,8 @@ def configure(
     (run / "pg_hba.conf").write_text("local all all trust\n")  # a socket only in `run`
     (run / "pg_ident.conf").write_text("")
     env_file = run / "permafrost.env"
-    lines = [f"{name}='{value}'" for name, value in wal_fetch_env(ctx.settings).items()]
+    values = _files_in_run(wal_fetch_env(ctx.settings), run)
+    lines = [f"{name}='{value}'" for name, value in values.items()]
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -176,6 +177,32 @@ def configure(
     (data / "recovery.signal").write_text("")
     for stale in ("standby.signal", "postmaster.pid"):
         (data / stale).unlink(missing_ok=True)
+
+
+# Files a storage's settings name (an SFTP key and known_hosts, a GCS service account): the
+# recovery server's OS user (PITR_OS_USER when pitr runs as root) may not read them where they
+# are, e.g. under /root/.ssh. Each is copied into the run directory, which that user owns.
+_FILE_SETTINGS = ("SFTP_KEY_PATH", "SFTP_KNOWN_HOSTS", "GOOGLE_APPLICATION_CREDENTIALS")
+
+
+def _files_in_run(values: dict[str, str], run: Path) -> dict[str, str]:
+    """`values` with each file setting (the primary's, each copy's COPY_<N>_*) pointing at a
+    private copy of the file in `run`. One this process cannot read either is left as it is,
+    not an error: a copy listed only as a fallback may never be read."""
+    moved = dict(values)
+    for name, value in values.items():
+        if not name.endswith(_FILE_SETTINGS):
+            continue
+        try:
+            data = Path(value).read_bytes()
+        except OSError:
+            continue  # left as it is: wal-fetch says so if it ever needs that storage
+        path = run / f"{name.lower()}.file"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        moved[name] = str(path)
+    return moved
 
 
 def _write_recovery_settings(data: Path, settings: dict[str, str]) -> None:
