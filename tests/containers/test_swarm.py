@@ -239,7 +239,8 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
     containers.timed("base image", containers.base_image)
     containers.timed("wheelhouse", containers.wheelhouse)
     containers.timed("image", containers.project_image)
-    was_swarm = "active" in run("docker", "info", "-f", "{{.Swarm.LocalNodeState}}")
+    # "inactive" or "active" (a manager already): init only the swarm this test makes.
+    was_swarm = run("docker", "info", "-f", "{{.Swarm.LocalNodeState}}").strip() == "active"
     if not was_swarm:
         run("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
     stack = Swarm(tmp_path_factory.mktemp("swarm"), workers=3)
