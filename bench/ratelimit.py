@@ -12,17 +12,12 @@ time's ratio to the floor. The machine is shared and noisy: compare within one r
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-
-# bench/copy.py is named like the standard library's `copy`: take this folder off the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+import uuid
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

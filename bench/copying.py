@@ -1,7 +1,7 @@
 """Copy benchmark: a 1 GB backup copied between two S3 servers (streamed) and inside one
 (server-side), each against a plain download+upload floor measured in the same run.
 
-    python bench/copy.py [--size-gb 1.0] [--runs 2]
+    python bench/copying.py [--size-gb 1.0] [--runs 2]
 
 What is copied: a backup whose data object is SIZE of random bytes (incompressible, as an
 encrypted object is) with a manifest signed by the repository's key recording its SHA-256:
@@ -23,20 +23,14 @@ Ratios are against the floor of the same run: the machine is shared and noisy.
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import os
+import statistics
 import sys
-
-# This file is named like the standard library's `copy`, which dataclasses imports: take its
-# own folder off the import path before anything imports it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from datetime import UTC, datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
+import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
