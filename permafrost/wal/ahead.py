@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -41,8 +40,8 @@ from pathlib import Path
 
 from permafrost.errors import NotFound, SystemMismatch
 from permafrost.repo.config import Repository
+from permafrost.wal import detached, quick
 from permafrost.wal import names as walnames
-from permafrost.wal import quick
 from permafrost.wal import segment as wal
 from permafrost.wal.guard import Guard
 
@@ -132,17 +131,7 @@ def _order(name: str) -> tuple[int, str]:
 
 def running(folder: Path) -> bool:
     """Whether a pusher holds the folder's lock."""
-    try:
-        fd = os.open(folder / quick.LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return True  # cannot tell: do not start another
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return detached.held(folder / quick.LOCK)
 
 
 def ensure_running(folder: Path, spawn: Callable[[], None]) -> bool:
@@ -166,15 +155,7 @@ def spawn_pusher(env_file: str | None, cluster: str | None, fingerprint: str, fo
         if log_file.stat().st_size > LOG_LIMIT:
             log_file.unlink()
     with log_file.open("ab") as errors:
-        subprocess.Popen(
-            [*command, str(folder.resolve())],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=errors,
-            start_new_session=True,  # out of archive_command's process group and session
-            close_fds=True,
-            cwd="/",
-        )
+        detached.start([*command, str(folder.resolve())], stderr=errors, cwd="/")
 
 
 @contextlib.contextmanager

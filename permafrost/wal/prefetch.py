@@ -14,13 +14,13 @@ import contextlib
 import fcntl
 import logging
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from permafrost.wal import detached
 from permafrost.wal import names as walnames
 from permafrost.wal.names import Segment
 
@@ -50,7 +50,7 @@ def request(folder: Path, name: str, spawn: Callable[[], None]) -> None:
     """Say that replay has reached `name`, and start a prefetcher unless one is running."""
     folder.mkdir(mode=0o700, exist_ok=True)
     _write(folder / WANTED, name.encode())
-    if _running(folder):
+    if detached.held(folder / LOCK):
         return
     spawn()
 
@@ -64,28 +64,7 @@ def spawn_prefetcher(
     command += ["wal-prefetch", "--cluster", cluster, str(folder)]
     if as_of is not None:
         command += ["--as-of", as_of]  # pitr --as-of: the archive as it was
-    subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # PostgreSQL waits for restore_command, not for this
-        close_fds=True,
-    )
-
-
-def _running(folder: Path) -> bool:
-    try:
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return True  # cannot tell: do not start another
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    detached.start(command)
 
 
 @contextlib.contextmanager
