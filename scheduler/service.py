@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from permafrost import __version__
+from permafrost import __version__, signals
 from permafrost.backup import sources
 from permafrost.backup.job import BACKUP_LOCK
 from permafrost.catalog.db import STORE_ERRORS
@@ -111,8 +111,7 @@ class Service:
     # --- the process --------------------------------------------------------------------------
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        signals.set_on_signal(self.stop, said=self._on_signal)
         if not self.settings.source.backed_up:
             self.say("DB_NAME names no database: no logical backups are scheduled")
         self.say(
@@ -130,10 +129,9 @@ class Service:
         self.say(f"scheduler {self.instance} stopped")
         return 0
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int) -> None:
         if not self.stop.is_set():
             self.say(f"received {signal.Signals(signum).name}: no new jobs will start")
-        self.stop.set()
 
     def _details(self) -> dict[str, Any]:
         """What every heartbeat says about this instance."""

@@ -14,14 +14,13 @@ import argparse
 import contextlib
 import logging
 import os
-import signal
 import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from permafrost import layout
+from permafrost import layout, signals
 from permafrost.audit import actor
 from permafrost.context import Context
 from permafrost.errors import (
@@ -262,12 +261,7 @@ def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
     cluster = _cluster(ctx, args)
     ctx.repository(create=True)  # a wrong key fails now, not at the first segment
     stop = threading.Event()
-
-    def _stop(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
+    signals.set_on_signal(stop)
     walreceive.Receiver(ctx, cluster, stop).run()
     logging.getLogger("wal.receive").info(
         "stopped; every completed segment is archived", extra={"event": "wal_receive_stopped"}
