@@ -345,7 +345,8 @@ def test_the_dead_mans_switch(env: dict[str, str], smtp: SMTPServer) -> None:
 
     catalog.conn.execute(
         "INSERT INTO heartbeats (instance, role, host, pid, beat_at)"
-        " VALUES ('sched-1:41', 'leader', 'sched-1', 41, now() - interval '7 minutes')"
+        # 7.5 minutes: at exactly 7 the age is 419.99 s or 420.01 s by which clock reads first.
+        " VALUES ('sched-1:41', 'leader', 'sched-1', 41, now() - interval '450 seconds')"
     )
     evaluator.run_once()
     [message] = smtp.mailbox.messages

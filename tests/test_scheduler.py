@@ -376,12 +376,23 @@ def test_an_overlapping_backup_waits_or_refuses_and_says_which(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)
+    assert waiting.stderr is not None
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(waiting.stderr or []), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120  # until it says it waits (its start is slow under load)
+    while not any("waiting for it to finish" in line for line in said):
+        assert waiting.poll() is None, "".join(said)
+        assert time.monotonic() < deadline, "".join(said)
+        time.sleep(0.2)
+    time.sleep(1)
     assert waiting.poll() is None  # it waits while the other backup holds the lock
     holder.close()  # the other backup ends
-    out, err = waiting.communicate(timeout=120)
-    assert waiting.returncode == 0, err
-    assert "waiting for it to finish" in err
+    assert waiting.stdout is not None
+    out = waiting.stdout.read()
+    waiting.wait(timeout=120)
+    reader.join(timeout=30)
+    assert waiting.returncode == 0, "".join(said)
     assert loads(out)["database"] == source_db
 
 
