@@ -328,7 +328,11 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     values.pop("PERMAFROST_ENV_FILE", None)  # the services read this file: it is theirs
     port = cluster_port(values)
     local = f"postgresql://postgres:{env['METADATA_PASSWORD']}@127.0.0.1:{port}"
-    own_source = not (values.get("DATABASE_URL") or values.get("DB_HOST"))
+    # A sources file names the servers itself: no sample database beside it (its DB_NAME
+    # would be refused with SOURCES_FILE).
+    own_source = not (
+        values.get("DATABASE_URL") or values.get("DB_HOST") or values.get("SOURCES_FILE")
+    )
     own_metadata = not values.get("METADATA_DATABASE_URL")
     if own_source:
         values["DATABASE_URL"] = f"{local}/shop"

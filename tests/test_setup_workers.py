@@ -86,17 +86,24 @@ def test_it_runs_the_workers_beside_the_three_services(stack: Stack) -> None:
     assert "task queue: " in status.stdout  # `permafrost status` with BACKUP_WORKERS=queue
 
 
-def test_a_queued_backup_is_taken_by_one_of_the_workers(stack: Stack) -> None:
-    (queued,) = json.loads(cli(stack, "backup", "--queue", "--json"))
+def task_outcome(stack: Stack, task: int) -> str:
+    """The task's status once it is done, and the worker that did it ("host:pid")."""
     with psycopg.connect(metadata_url(stack), autocommit=True) as conn:
 
         def finished() -> tuple[str, str] | None:
             row = conn.execute(
-                "SELECT status, worker FROM permafrost.tasks WHERE id = %s", (queued["task_id"],)
+                "SELECT status, worker FROM permafrost.tasks WHERE id = %s", (task,)
             ).fetchone()
             return row if row and row[0] in ("succeeded", "failed") else None
 
-        status, worker = wait_until("a worker to take the backup", finished)  # type: ignore[misc]
+        found = wait_until("a worker to take the backup", finished)
+    assert isinstance(found, tuple)
+    return f"{found[0]} by {found[1]}"
+
+
+def test_a_queued_backup_is_taken_by_one_of_the_workers(stack: Stack) -> None:
+    (queued,) = json.loads(cli(stack, "backup", "--queue", "--json"))
+    status, _, worker = task_outcome(stack, queued["task_id"]).partition(" by ")
     assert status == "succeeded"
     workers = {str(p) for p in pids(stack, "worker-1", "worker-2").values()}
     assert worker.rsplit(":", 1)[1] in workers, (worker, workers)
@@ -132,6 +139,42 @@ def test_a_bad_worker_count_is_refused_before_anything_changes(stack: Stack) -> 
         "(or BACKUP_WORKERS=inline for none)"
     )
     assert pids(stack, *services) == services
+
+
+def test_a_sources_file_in_env_is_what_the_services_and_workers_back_up(stack: Stack) -> None:
+    settings = dict(
+        line.split("=", 1) for line in (stack.home / "permafrost.env").read_text().splitlines()
+    )
+    server = settings["DATABASE_URL"].rsplit("/", 1)[0]  # the throwaway cluster, as postgres
+    password = server.split(":")[2].split("@")[0]
+    (stack.home / "local.pw").write_text(password)
+    sources = stack.home / "sources.yaml"
+    sources.write_text(
+        "sources:\n"
+        "  - name: local\n"
+        f"    url: postgresql://postgres@{server.split('@')[1]}/postgres\n"
+        "    password_file: local.pw   # beside the sources file\n"
+        "    databases: [shop]\n"
+        "    plain_names: true\n"
+    )
+    services = pids(stack, "scheduler", "worker-1")
+    fleet = setup({**stack.env, "SOURCES_FILE": str(sources), "WORKER_REPLICAS": "1"})
+    try:
+        assert fleet.returncode == 0, fleet.stderr[-3000:]
+        assert ".env changed (" in fleet.stderr and "SOURCES_FILE" in fleet.stderr
+        settings_now = (stack.home / "permafrost.env").read_text()
+        assert f"SOURCES_FILE={sources}" in settings_now and "DB_NAME=" not in settings_now
+        assert pids(stack, *services) != services  # restarted with the file
+        (queued,) = json.loads(cli(stack, "backup", "--all", "--queue", "--json"))
+        assert (queued["database"], queued["source"]) == ("shop", "local")
+        assert task_outcome(stack, queued["task_id"]).startswith("succeeded by ")
+        listed = json.loads(cli(stack, "list", "--source", "local", "--json"))
+        assert [b["status"] for b in listed if b["database"] == "shop"] == ["completed"] * 3
+    finally:
+        # SOURCES_FILE was given in the shell only: .env is as it was.
+        assert "SOURCES_FILE=\n" in stack.dotenv.read_text() or "SOURCES_FILE" not in (
+            stack.dotenv.read_text()
+        )
 
 
 def test_stop_stops_the_workers_too(stack: Stack) -> None:
