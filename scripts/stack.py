@@ -470,7 +470,7 @@ def start_services(settings_file: Path, values: dict[str, str], changed: list[st
     specs = service_specs(settings_file, values)
     before = {name: service_state(name) for name in specs}
     for name in sorted(set(supervised()) - set(specs)):  # the supervisor stops it on SIGHUP
-        say(f"stopping {name}: no longer asked for (BACKUP_WORKERS, WORKER_REPLICAS)")
+        say(f"stopping {name}: no longer asked for (BACKUP_WORKERS, WORKER_REPLICAS, SMTP_HOST)")
     spec_file = HOME / "run" / "services.json"
     spec_file.with_suffix(".tmp").write_text(json.dumps(specs, indent=1))
     spec_file.with_suffix(".tmp").rename(spec_file)
