@@ -3,7 +3,9 @@
     python scripts/stack.py env       .env from .env.example, with generated secrets
     python scripts/stack.py up        a throwaway PostgreSQL with a sample database and the
                                       metadata store, a local bucket, the three services,
-                                      a first backup and a test restore
+                                      a first backup and a test restore; with
+                                      BACKUP_WORKERS=queue, WORKER_REPLICAS backup workers
+                                      (`permafrost worker`, 2 by default) beside them
     python scripts/stack.py stop      stop the services and the throwaway PostgreSQL
     python scripts/stack.py status    what runs, since when, restarts, and `permafrost status`
     python scripts/stack.py supervise the supervisor `up` starts (scripts/stack_supervisor.py)
@@ -51,6 +53,11 @@ SERVICES = {
     "monitor": ["monitor", "--workers", "2"],
     "restore": ["restore-worker"],
 }
+WORKER = ["worker"]  # worker-1 ... worker-N with BACKUP_WORKERS=queue
+DEFAULT_WORKERS = 2  # as docker-compose.yml's worker service
+# Read by this script, not by the services: kept out of permafrost.env, so that scaling the
+# workers restarts none of the services already running.
+STACK_ONLY = ("WORKER_REPLICAS",)
 GENERATED = {
     "BACKUP_ENCRYPTION_KEY": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
     "MONITOR_API_TOKEN": lambda: secrets.token_urlsafe(32),
@@ -316,11 +323,16 @@ def resolved_settings(env: dict[str, str]) -> tuple[dict[str, str], bool, bool]:
     """The settings the services run with: .env, with the throwaway parts filled in."""
     # As with docker compose, a variable set in the shell wins over .env.
     values = {k: os.environ.get(k, v) for k, v in env.items()}
+    values |= {k: os.environ[k] for k in STACK_ONLY if os.environ.get(k)}
     values = {k: v for k, v in values.items() if v}
     values.pop("PERMAFROST_ENV_FILE", None)  # the services read this file: it is theirs
     port = cluster_port(values)
     local = f"postgresql://postgres:{env['METADATA_PASSWORD']}@127.0.0.1:{port}"
-    own_source = not (values.get("DATABASE_URL") or values.get("DB_HOST"))
+    # A sources file names the servers itself: no sample database beside it (its DB_NAME
+    # would be refused with SOURCES_FILE).
+    own_source = not (
+        values.get("DATABASE_URL") or values.get("DB_HOST") or values.get("SOURCES_FILE")
+    )
     own_metadata = not values.get("METADATA_DATABASE_URL")
     if own_source:
         values["DATABASE_URL"] = f"{local}/shop"
@@ -360,6 +372,7 @@ def write_settings(values: dict[str, str]) -> tuple[Path, list[str]]:
     """permafrost.env, and the names of the variables that differ from what it held."""
     path = HOME / "permafrost.env"
     before = load_env_file(str(path)) if path.exists() else {}
+    values = {k: v for k, v in values.items() if k not in STACK_ONLY}
     path.write_text("".join(f"{k}={v}\n" for k, v in sorted(values.items())))
     path.chmod(0o600)
     changed = sorted(k for k in {*before, *values} if before.get(k) != values.get(k))
@@ -376,13 +389,34 @@ def service_env(settings_file: Path) -> dict[str, str]:
     }
 
 
+def worker_count(values: dict[str, str]) -> int:
+    """How many `permafrost worker` processes run: WORKER_REPLICAS with BACKUP_WORKERS=queue,
+    none with inline (the scheduler backs up itself)."""
+    if values.get("BACKUP_WORKERS", "inline").strip().lower() != "queue":
+        return 0
+    raw = values.get("WORKER_REPLICAS", "").strip() or str(DEFAULT_WORKERS)
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        die(
+            f"WORKER_REPLICAS={raw} is not a number of backup workers: give 1 to 64 "
+            "(or BACKUP_WORKERS=inline for none)",
+            2,
+        )
+    return int(raw)
+
+
+def service_commands(values: dict[str, str]) -> dict[str, list[str]]:
+    """Each service's name and `permafrost` arguments: the three, then the backup workers."""
+    workers = {f"worker-{n}": WORKER for n in range(1, worker_count(values) + 1)}
+    return {**SERVICES, **workers}
+
+
 def service_specs(settings_file: Path, values: dict[str, str]) -> dict[str, dict[str, object]]:
     """What the supervisor runs; `digest` changes when what a service reads changes."""
     settings_digest = hashlib.sha256(settings_file.read_bytes()).hexdigest()
     env = service_env(settings_file)
     specs: dict[str, dict[str, object]] = {
         name: {"argv": [PERMAFROST, *args], "env": env, "cwd": str(HOME), "digest": settings_digest}
-        for name, args in SERVICES.items()
+        for name, args in service_commands(values).items()
     }
     if values.get("SMTP_HOST") == "127.0.0.1" and (HOME / "run" / "mail.port").exists():
         argv = [sys.executable, str(ROOT / "scripts" / "mailcatcher.py")]
@@ -393,6 +427,23 @@ def service_specs(settings_file: Path, values: dict[str, str]) -> dict[str, dict
 
 def supervisor_pid() -> int | None:
     return pid_of("supervisor")
+
+
+def supervised() -> list[str]:
+    """The services the supervisor was last asked to run (run/services.json), in its order."""
+    try:
+        specs: dict[str, object] = json.loads((HOME / "run" / "services.json").read_text())
+    except (OSError, ValueError):
+        return list(SERVICES)
+    return list(specs)
+
+
+def known_services() -> list[str]:
+    """Every service that may have a pid file: those asked for, and any left from before."""
+    names = [*supervised()]
+    names += ["mail"] if "mail" not in names else []
+    left = sorted(p.stem for p in (HOME / "run").glob("*.pid") if p.stem != "supervisor")
+    return names + [name for name in left if name not in names]
 
 
 def pid_of(name: str) -> int | None:
@@ -418,6 +469,8 @@ def start_services(settings_file: Path, values: dict[str, str], changed: list[st
         (HOME / directory).mkdir(parents=True, exist_ok=True)
     specs = service_specs(settings_file, values)
     before = {name: service_state(name) for name in specs}
+    for name in sorted(set(supervised()) - set(specs)):  # the supervisor stops it on SIGHUP
+        say(f"stopping {name}: no longer asked for (BACKUP_WORKERS, WORKER_REPLICAS, SMTP_HOST)")
     spec_file = HOME / "run" / "services.json"
     spec_file.with_suffix(".tmp").write_text(json.dumps(specs, indent=1))
     spec_file.with_suffix(".tmp").rename(spec_file)
@@ -425,13 +478,16 @@ def start_services(settings_file: Path, values: dict[str, str], changed: list[st
     if pid is None:
         start_supervisor()
     else:
-        stale = [n for n in specs if before[n].get("digest") != specs[n]["digest"]]
+        new = [n for n in specs if not before[n]]
+        stale = [n for n in specs if before[n] and before[n].get("digest") != specs[n]["digest"]]
         failed = [n for n in specs if before[n].get("state") == "failed"]
         if changed and stale:
             say(f".env changed ({', '.join(changed)}): restarting {', '.join(stale)}")
+        if new:
+            say(f"starting {', '.join(new)}")
         for name in failed:
             say(f"{name} had been given up on: starting it again")
-        for name in [n for n in specs if n not in stale + failed]:
+        for name in [n for n in specs if n not in new + stale + failed]:
             say(f"{name} is already running (pid {pid_of(name)})")
         os.kill(pid, signal.SIGHUP)
     wait_for_services(specs)
@@ -452,11 +508,15 @@ def start_supervisor() -> None:
 
 
 def wait_for_services(specs: dict[str, dict[str, object]]) -> None:
-    """Until the supervisor runs each service as its spec says, or says it gave up."""
+    """Until the supervisor runs each service as its spec says (and has stopped those no longer
+    asked for), or says it gave up."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         states = {name: service_state(name) for name in specs}
-        if all(s.get("digest") == specs[n]["digest"] and s.get("pid") for n, s in states.items()):
+        gone = [n for n in known_services() if n not in specs and n != "mail" and service_state(n)]
+        if not gone and all(
+            s.get("digest") == specs[n]["digest"] and s.get("pid") for n, s in states.items()
+        ):
             for name, state in states.items():
                 if state.get("restarts") == 0 and state.get("state") == "running":
                     say(f"{name} is running (pid {state['pid']}, log {HOME / 'logs' / name}.log)")
@@ -500,6 +560,7 @@ def wait_for_monitor(port: str) -> None:
 def up() -> None:
     env = ensure_env()
     values, own_source, own_metadata = resolved_settings(env)
+    worker_count(values)  # a bad WORKER_REPLICAS stops set-up before anything changes
     HOME.mkdir(parents=True, exist_ok=True)
     if own_source or own_metadata:
         start_cluster(env)
@@ -519,6 +580,10 @@ def up() -> None:
         )
         first.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()))
     user = values.get("DASHBOARD_USER", "")
+    workers = worker_count(values)
+    logs = "scheduler.log, monitor.log, restore.log"
+    if workers:
+        logs += f", worker-1.log{f' ... worker-{workers}.log' if workers > 1 else ''}"
     mail = (
         f"{HOME / 'mail'}/ (one .eml file per email: SMTP_HOST is not set)"
         if "mail" in service_specs(settings_file, values)
@@ -530,7 +595,7 @@ Permafrost is running (native mode: no Docker engine here).
   dashboard   http://localhost:{port}/   (user {user or "-"}, password: DASHBOARD_PASSWORD in .env)
   alert mail  {mail}
   settings    {settings_file}
-  logs        {HOME / "logs"}/scheduler.log, monitor.log, restore.log, supervisor.log
+  logs        {HOME / "logs"}/{logs}, supervisor.log
 
 Next:
   export PERMAFROST_ENV_FILE={settings_file}
@@ -545,7 +610,7 @@ Next:
 
 def stop() -> None:
     """The supervisor stops each service's process group; then whatever is left is stopped."""
-    names = [*SERVICES, "mail"]
+    names = known_services()
     ran = [name for name in names if (HOME / "run" / f"{name}.pid").exists()]
     pid = supervisor_pid()
     if pid is not None:
@@ -600,10 +665,10 @@ def status() -> int:
         if pid
         else f"{'supervisor':10} stopped: nothing restarts a service that exits (run ./setup.sh)"
     )
-    for name in [*SERVICES, "mail"]:
+    for name in known_services():
         state = service_state(name)
-        if name == "mail" and not state:
-            continue
+        if name not in supervised() and not state:
+            continue  # the mail catcher when SMTP_HOST is set; a worker stopped on purpose
         alive = bool(state.get("pid")) and pid_of(name) is not None
         ok = ok and alive and state.get("state") == "running"
         print(f"{name:10} {describe(state, alive)}")

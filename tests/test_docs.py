@@ -21,6 +21,7 @@ STACK_ONLY = {
     "PG_SOURCE",
     "MAILPIT_PORT",
     "MINIO_CONSOLE_PORT",
+    "WORKER_REPLICAS",
 }
 
 

@@ -15,6 +15,9 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from permafrost.config.fleet import read_sources_file
+from permafrost.config.settings import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "kubernetes"
 api = ApiClient()
@@ -82,7 +85,7 @@ def test_what_the_brief_asks_of_each_service() -> None:
     assert ("Deployment", "permafrost-restore") in objects
     workers = objects[("Deployment", "permafrost-workers")]["spec"]["template"]["spec"]
     assert workers["containers"][0]["command"] == ["permafrost", "worker"]
-    config = objects[("ConfigMap", next(n for k, n in objects if k == "ConfigMap"))]["data"]
+    config = configmap(objects, "permafrost-config")
     assert config["BACKUP_WORKERS"] == "queue"
     assert not any(o["kind"] == "Secret" for o in objects.values())  # never overwrite yours
     # Public-key mode: the private key reaches the restore service only; every service can
@@ -95,6 +98,65 @@ def test_what_the_brief_asks_of_each_service() -> None:
         assert ("BACKUP_PRIVATE_KEY" in env) == (name == "permafrost-restore"), name
     for obj in objects.values():  # what `kubectl get all -l` and the NetworkPolicy select by
         assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "permafrost"
+
+
+def configmap(objects: dict[tuple[str, str], Any], name: str) -> dict[str, str]:
+    """A generated ConfigMap's data, by its name before kustomize's hash suffix."""
+    (found,) = [o for (k, n), o in objects.items() if k == "ConfigMap" and n.startswith(name + "-")]
+    data: dict[str, str] = found["data"]
+    return data
+
+
+FLEET_PODS = (
+    "permafrost-scheduler",
+    "permafrost-workers",
+    "permafrost-monitor",
+    "permafrost-restore",
+)
+
+
+def test_the_sources_file_and_its_passwords_are_mounted_where_each_service_reads_them(
+    tmp_path: Path,
+) -> None:
+    objects = {(o["kind"], o["metadata"]["name"]): o for o in rendered(BASE)}
+    sources_map = next(
+        n for k, n in objects if k == "ConfigMap" and n.startswith("permafrost-sources-")
+    )
+    sources_file = Path(configmap(objects, "permafrost-config")["SOURCES_FILE"])
+    assert "DB_NAME" not in configmap(objects, "permafrost-config")  # refused beside SOURCES_FILE
+    (key,) = configmap(objects, "permafrost-sources")
+    assert key == sources_file.name
+    pods = {
+        n: o["spec"]["template"]["spec"]
+        for (k, n), o in objects.items()
+        if n in FLEET_PODS and k in ("Deployment", "StatefulSet")
+    }
+    assert sorted(pods) == sorted(FLEET_PODS)
+    for name, pod in pods.items():
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (container,) = pod["containers"]
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        mount = mounts[str(sources_file.parent)]
+        assert volumes[mount["name"]]["configMap"]["name"] == sources_map, name
+        secret = volumes[mounts["/run/secrets"]["name"]]["secret"]
+        assert secret["secretName"] == "permafrost-source-passwords", name
+        assert mount["readOnly"] and mounts["/run/secrets"]["readOnly"], name
+        env = {e["name"] for e in container["env"]}
+        assert "DATABASE_URL" not in env, name  # the sources file names the servers
+    # The example file is a SOURCES_FILE the services accept, once each password_file it names
+    # is there: a key of the example Secret, a file under /run/secrets.
+    examples = yaml.safe_load_all((BASE / "secrets.example.yaml").read_text())
+    (passwords,) = [s for s in examples if s["metadata"]["name"] == "permafrost-source-passwords"]
+    for secret_key, value in passwords["stringData"].items():
+        (tmp_path / secret_key).write_text(value)
+    text = configmap(objects, "permafrost-sources")[key].replace("/run/secrets/", f"{tmp_path}/")
+    (tmp_path / key).write_text(text)
+    fleet = read_sources_file(str(tmp_path / key), Settings.from_env({}))
+    assert len(fleet.sources) >= 2
+    named = yaml.safe_load(configmap(objects, "permafrost-sources")[key])["sources"]
+    files = {Path(s["password_file"]) for s in named if "password_file" in s}
+    assert {f.parent for f in files} == {Path("/run/secrets")}
+    assert {f.name for f in files} == set(passwords["stringData"])
 
 
 def test_a_misspelt_field_is_caught() -> None:

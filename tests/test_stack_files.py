@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from permafrost.cli import build_parser
@@ -181,3 +182,94 @@ def test_only_the_restore_service_reads_the_private_key_file() -> None:
     assert readers == ["restore"]
     assert "restore.env" in SERVICES["restore"]["env_file"]
     assert all("BACKUP_PRIVATE_KEY" not in str(s.get("environment")) for s in SERVICES.values())
+
+
+FLEET_SERVICES = {"scheduler", "worker", "monitor", "restore"}
+
+
+def overlay(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = yaml.safe_load((ROOT / name).read_text())
+    return found
+
+
+def test_the_sources_overlays_give_every_service_the_file_and_each_password() -> None:
+    compose, stack = overlay("docker-compose.sources.yml"), overlay("docker-stack.sources.yml")
+    base_stack = overlay("docker-stack.yml")["services"]
+    for files, services, base in (
+        ("compose", compose["services"], SERVICES),
+        ("stack", stack["services"], base_stack),
+    ):
+        assert set(services) == FLEET_SERVICES <= set(base), files
+        for name, service in services.items():
+            path = service["environment"]["SOURCES_FILE"]
+            if files == "compose":  # a bind mount: one machine
+                assert f"./sources.yaml:{path}:ro" in service["volumes"], name
+            else:  # a Swarm config: on every node
+                assert {"source": "sources", "target": path} in service["configs"], name
+            assert {"orders-eu", "billing"} <= set(service["secrets"]), name
+    assert stack["configs"]["sources"] == {"file": "./sources.yaml"}
+    for secrets in (compose["secrets"], stack["secrets"]):
+        assert secrets == {name: {"file": f"./secrets/{name}"} for name in ("orders-eu", "billing")}
+    # The stack's own secret is kept: a service's secrets list is replaced, not merged, by
+    # some versions of `docker stack deploy`.
+    assert "metadata_url" in stack["services"]["scheduler"]["secrets"]
+
+
+def test_the_example_sources_file_is_one_the_services_accept(tmp_path: Path) -> None:
+    from permafrost.config.fleet import read_sources_file
+    from permafrost.config.settings import Settings
+
+    secrets = set(overlay("docker-compose.sources.yml")["secrets"])
+    for example in (ROOT / "sources.example.yaml", ROOT / "deploy/kubernetes/sources.example.yaml"):
+        text = example.read_text()
+        named = {
+            Path(s["password_file"])
+            for s in yaml.safe_load(text)["sources"]
+            if "password_file" in s
+        }
+        assert {p.parent for p in named} == {Path("/run/secrets")}, example
+        assert {p.name for p in named} == secrets, example  # the overlays' secrets, by name
+        for name in secrets:
+            (tmp_path / name).write_text("a password")
+        (tmp_path / "sources.yaml").write_text(text.replace("/run/secrets/", f"{tmp_path}/"))
+        fleet = read_sources_file(str(tmp_path / "sources.yaml"), Settings.from_env({}))
+        assert fleet.names == ("orders-eu", "billing"), example
+
+
+def test_compose_reads_the_stack_with_the_sources_overlay(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose (v1, Debian's) is not installed: the YAML checks above stand")
+    for name in ("docker-compose.yml", "docker-compose.sources.yml", ".env.example"):
+        shutil.copy2(ROOT / name, tmp_path / name)
+    (tmp_path / ".env").write_text(
+        "METADATA_PASSWORD=x\nDB_PASSWORD=y\nS3_ACCESS_KEY_ID=a\nS3_SECRET_ACCESS_KEY=b\n"
+    )
+    (tmp_path / "sources.yaml").touch()
+    (tmp_path / "restore.env").touch()
+    for name in ("orders-eu", "billing"):
+        (tmp_path / "secrets").mkdir(exist_ok=True)
+        (tmp_path / "secrets" / name).touch()
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.sources.yml"]
+    done = subprocess.run(
+        ["docker-compose", *files, "--profile", "workers", "config"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    merged = yaml.safe_load(done.stdout)["services"]
+    for name in FLEET_SERVICES:
+        service = merged[name]
+        assert service["environment"]["SOURCES_FILE"] == "/etc/permafrost/sources.yaml", name
+        assert service["environment"]["METADATA_DATABASE_URL"].startswith("postgresql://"), name
+        targets = {
+            v["target"] if isinstance(v, dict) else v.split(":")[1] for v in service["volumes"]
+        }
+        assert "/etc/permafrost/sources.yaml" in targets, name
+    assert "/var/lib/permafrost/wal-spool" in {
+        v["target"] if isinstance(v, dict) else v.split(":")[1] for v in merged["worker"]["volumes"]
+    }  # the base's volumes are kept beside the overlay's

@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import re
+import secrets as secrets_module
 import shutil
 import subprocess
 import sys
@@ -29,10 +30,33 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import containers  # noqa: E402
 
 STACK = "pfswarm"
-FILES = ("docker-stack.yml", "docker-stack.test.yml", ".env.example", "docker", "scripts")
-ALWAYS = ("metadata", "db", "minio", "mailpit", "scheduler", "monitor", "restore", "worker")
+FILES = (
+    "docker-stack.yml",
+    "docker-stack.sources.yml",
+    "docker-stack.test.yml",
+    ".env.example",
+    "docker",
+    "scripts",
+)
+ALWAYS = ("metadata", "db", "db2", "minio", "mailpit", "scheduler", "monitor", "restore", "worker")
 BIG = "big"
-DATABASES = ("shop", BIG, "w2", "w3", "w4", "w5")
+DATABASES = ("shop", BIG, "w2", "w3", "w4", "w5")  # the source orders-eu: the server db
+BILLING = ("billing.billing", "billing.ledger")  # the source billing, `databases: all` on db2
+# SOURCES_FILE, as docker-stack.sources.yml gives it to every service: two servers, each
+# password a Swarm secret. orders-eu keeps plain names (the server DB_NAME named before).
+SOURCES = f"""\
+sources:
+  - name: orders-eu
+    url: postgresql://backup@db:5432/shop
+    password_file: /run/secrets/orders-eu
+    databases: [{", ".join(DATABASES)}]
+    plain_names: true
+  - name: billing
+    url: postgresql://backup@db2:5432/postgres
+    password_file: /run/secrets/billing
+    databases: all
+    exclude: [postgres]
+"""
 
 
 def run(*command: str, timeout: float = 300, **kwargs: object) -> str:
@@ -72,10 +96,16 @@ class Swarm:
         (secrets / "metadata_password").write_text(password)
         url = f"postgresql://permafrost:{password}@metadata:5432/permafrost"
         (secrets / "metadata_url").write_text(url)
-        # Backups are queued for the three workers, one at a time per source (the one server).
+        # The fleet, as README's Swarm walk makes it: sources.yaml and a secret per password.
+        (self.directory / "sources.yaml").write_text(SOURCES)
+        (secrets / "orders-eu").write_text(values["DB_PASSWORD"])
+        billing_password = secrets_module.token_urlsafe(18)
+        (secrets / "billing").write_text(billing_password)
+        # Backups are queued for the three workers, one at a time per source; DB_NAME unset:
+        # the sources file names the databases.
         self.set_env(
             BACKUP_WORKERS="queue",
-            DB_NAME=",".join(DATABASES),
+            DB_NAME="",
             MAX_CONCURRENT_PER_SOURCE="1",
             WORKER_MAX_SILENCE="2m",
         )
@@ -84,6 +114,7 @@ class Swarm:
             "PERMAFROST_VERSION": "test",  # permafrost:test, built by scripts/containers.py
             "WORKER_REPLICAS": str(self.workers),
             "DB_PASSWORD": values["DB_PASSWORD"],
+            "BILLING_PASSWORD": billing_password,
         }
 
     def dotenv(self) -> dict[str, str]:
@@ -105,6 +136,8 @@ class Swarm:
             "deploy",
             "-c",
             "docker-stack.yml",
+            "-c",
+            "docker-stack.sources.yml",
             "-c",
             "docker-stack.test.yml",
             STACK,
@@ -207,8 +240,8 @@ class Swarm:
             "metadata", "psql", "-U", "permafrost", "-d", "permafrost", "-tAc", query
         ).strip()
 
-    def source(self, database: str, query: str) -> str:
-        return self.exec("db", "psql", "-U", "backup", "-d", database, "-tAc", query).strip()
+    def source(self, database: str, query: str, server: str = "db") -> str:
+        return self.exec(server, "psql", "-U", "backup", "-d", database, "-tAc", query).strip()
 
 
 def remove_stack() -> None:
@@ -249,7 +282,7 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
         stack.prepare()
         started = time.monotonic()
         stack.deploy()
-        stack.wait(("metadata", "minio", "db", "mailpit"))
+        stack.wait(("metadata", "minio", "db", "db2", "mailpit"))
         bucket = stack.dotenv()["S3_BUCKET"]
         stack.exec(
             "minio",
@@ -269,6 +302,13 @@ def swarm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
                 database,
                 "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v"
                 f" FROM generate_series(1, {rows}) g",
+            )
+        stack.exec("db2", "psql", "-U", "backup", "-d", "billing", "-qc", "CREATE DATABASE ledger")
+        for database in ("billing", "ledger"):  # billing's server: listed by `databases: all`
+            stack.source(
+                database,
+                "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g",
+                server="db2",
             )
         stack.wait(ALWAYS)
         print(f"containers: swarm deploy {time.monotonic() - started:.1f}s", file=sys.stderr)
@@ -310,9 +350,9 @@ def test_three_worker_replicas_run_each_queued_backup_once_and_a_killed_ones_els
         out = swarm.exec(
             "scheduler", "permafrost", "backup", "--all", "--queue", "--tier", tier, "--json"
         )
-        assert [q["database"] for q in json.loads(out)] == list(DATABASES)
+        assert sorted(q["database"] for q in json.loads(out)) == sorted(DATABASES + BILLING)
     tasks = swarm.tasks()
-    assert len(tasks) == 12
+    assert len(tasks) == 16
     big = next(t for t in tasks if t["database"] == BIG and t["tier"] != "compliance")
 
     # Catch the big backup's worker mid-backup and kill its container, as a node's failure would.
@@ -325,6 +365,12 @@ def test_three_worker_replicas_run_each_queued_backup_once_and_a_killed_ones_els
             break
         time.sleep(0.5)
     assert running, f"the big backup never ran: {swarm.tasks()}"
+    # ... once its catalog row is there (a loaded machine may take a moment to get to it), so
+    # that the killed attempt is one the catalog shows as interrupted.
+    while time.monotonic() < deadline and not swarm.metadata(
+        f"SELECT id FROM backups WHERE database = '{BIG}' AND status = 'running'"
+    ):
+        time.sleep(0.3)
     time.sleep(1.0)
     victim = swarm.container_of(running.rsplit(":", 1)[0])
     run("docker", "kill", victim)
@@ -350,24 +396,46 @@ def test_three_worker_replicas_run_each_queued_backup_once_and_a_killed_ones_els
     # Each database once per tier in the catalog, the killed attempt interrupted, not completed.
     listed = json.loads(swarm.exec("restore", "permafrost", "list", "--json"))
     completed = sorted((b["database"], b["tier"]) for b in listed if b["status"] == "completed")
-    assert completed == sorted((d, t) for d in DATABASES for t in ("standard", "compliance"))
+    tiers = ("standard", "compliance")
+    assert completed == sorted((d, t) for d in DATABASES + BILLING for t in tiers)
     assert [(b["database"], b["status"]) for b in listed if b["status"] != "completed"] == [
         (BIG, "interrupted")
     ]
-    # MAX_CONCURRENT_PER_SOURCE=1 across the three workers: no two backups overlapped.
-    spans = swarm.metadata(
-        "SELECT string_agg(extract(epoch FROM started_at) || ' '"
-        " || extract(epoch FROM finished_at), ',' ORDER BY started_at) FROM job_runs"
-        " WHERE status = 'succeeded' AND database IS NOT NULL"
-    ).split(",")
-    times = [tuple(map(float, span.split())) for span in spans]
-    assert len(times) == 12
-    for (_, end), (start, _) in itertools.pairwise(times):
-        assert end <= start, f"two backups of the one source overlapped: {times}"
+    # MAX_CONCURRENT_PER_SOURCE=1 across the three workers: no two backups of one source
+    # overlapped (billing's ran beside orders-eu's, on the other workers).
+    for source, where, count in (
+        ("orders-eu", "NOT LIKE 'billing.%'", 12),
+        ("billing", "LIKE 'billing.%'", 4),
+    ):
+        spans = swarm.metadata(
+            "SELECT string_agg(extract(epoch FROM started_at) || ' '"
+            " || extract(epoch FROM finished_at), ',' ORDER BY started_at) FROM job_runs"
+            f" WHERE status = 'succeeded' AND database {where}"
+        ).split(",")
+        times = [tuple(map(float, span.split())) for span in spans]
+        assert len(times) == count, source
+        for (_, end), (start, _) in itertools.pairwise(times):
+            assert end <= start, f"two backups of {source} overlapped: {times}"
+
+
+def test_each_sources_backups_are_listed_and_labelled_with_their_source(swarm: Swarm) -> None:
+    for source, databases in (("orders-eu", DATABASES), ("billing", BILLING)):
+        listed = json.loads(
+            swarm.exec("restore", "permafrost", "list", "--source", source, "--json")
+        )
+        completed = {b["database"] for b in listed if b["status"] == "completed"}
+        assert completed == set(databases), (source, listed)
+    metrics = swarm.exec("monitor", "curl", "-fsS", "http://localhost:8090/metrics")
+    for source, database in (("orders-eu", "shop"), ("billing", "billing.ledger")):
+        assert re.search(
+            rf'permafrost_backup_last_success_timestamp_seconds{{database="{database}",'
+            rf'kind="logical",source="{source}"}}',
+            metrics,
+        ), metrics[:3000]
 
 
 def test_a_backup_in_the_swarm_restores_the_same_rows(swarm: Swarm) -> None:
-    output = swarm.exec("scheduler", "permafrost", "backup")
+    output = swarm.exec("scheduler", "permafrost", "backup", "--database", "shop")
     backup = re.search(r"backup (\S+) of shop completed", output)
     assert backup, output
     swarm.exec("restore", "permafrost", "restore", backup.group(1), "--target-db", "shop_swarm")
