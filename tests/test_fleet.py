@@ -11,7 +11,7 @@ import pytest
 
 from permafrost.config.fleet import BackupKind, forget_cached, load_fleet
 from permafrost.config.settings import Settings
-from permafrost.errors import ConfigError
+from permafrost.errors import ConfigError, PermafrostError
 
 ISSUE_FORM = """\
 sources:
@@ -147,6 +147,16 @@ BAD = [
     ("sources:\n  - name: a\n    url: [\n", "line 4: not YAML"),
     ("sources: []\n", "line 1, sources: names no server"),
     (
+        "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n    wal: receive\n",
+        "line 5, sources[0] (a).wal: receive archives a cluster's WAL: name it with the "
+        "source's cluster:",
+    ),
+    (
+        "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n"
+        "    cluster: a\n    wal: stream\n",
+        "line 6, sources[0] (a).wal: 'stream' is not one of receive, push, off",
+    ),
+    (
         "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n"
         "    retention: {daily: -1}\n",
         "line 5, sources[0] (a).retention.daily: '-1' is not a whole number",
@@ -229,3 +239,51 @@ def test_a_sources_retention_longer_than_the_tier_is_refused(tmp_path: Path) -> 
     )
     assert "line 5, sources[0] (a).retention: keeps standard backups 56 days" in message
     assert "STANDARD_TIER_DAYS=30" in message
+
+
+def test_each_sources_wal_is_its_own_or_wal_archiving(tmp_path: Path) -> None:
+    from permafrost.config.fleet import chosen_cluster, cluster_settings
+    from permafrost.wal.supervisor import streamed_clusters
+
+    text = """\
+sources:
+  - name: east
+    url: postgresql://backup@east-db/postgres
+    databases: [app]
+    cluster: east
+  - name: west
+    host: west-db
+    database: maintenance
+    databases: [app]
+    cluster: west
+    wal: off
+  - name: north
+    url: postgresql://backup@north-db/postgres
+    databases: [app]
+    cluster: north
+    wal: push
+  - name: logical-only
+    url: postgresql://backup@other-db/postgres
+    databases: [app]
+"""
+    fleet = _fleet(tmp_path, text, WAL_ARCHIVING="receive")
+    assert [s.wal for s in fleet.sources] == ["receive", "off", "push", "off"]
+    settings = Settings.from_env(
+        {"SOURCES_FILE": str(tmp_path / "sources.yaml"), "WAL_ARCHIVING": "receive"}
+    )
+    assert streamed_clusters(settings) == ("east",)
+    assert [s.name for s in fleet.archived("push")] == ["north"]
+    # wal: off turns the source's base backups off too, as WAL_ARCHIVING=off does
+    west = fleet.source("west")
+    assert west.schedules.wal_archiving == "off"
+    on_west = cluster_settings(settings, "west")
+    assert (on_west.cluster_name, on_west.source.host) == ("west", "west-db")
+    assert on_west.source.databases == ("maintenance",)  # where cluster-level work connects
+    assert cluster_settings(settings, "main").source == settings.source  # not a source's
+    assert chosen_cluster(settings, None, "north") == "north"
+    with pytest.raises(PermafrostError, match="source logical-only has no cluster"):
+        chosen_cluster(settings, None, "logical-only")
+    with pytest.raises(PermafrostError, match="--cluster and --source both"):
+        chosen_cluster(settings, "east", "west")
+    off = _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only the sources that say so
+    assert [s.wal for s in off.sources] == ["off", "off", "push", "off"]

@@ -1,0 +1,191 @@
+"""WAL and base backups per source of a SOURCES_FILE fleet: two servers, each its own cluster,
+streamed by two `permafrost worker` processes (one wal-receive per cluster, on whichever worker
+holds that cluster's lock); kill -9 of the holder moves the stream with no segment lost; each
+source's base backup runs from the queue; pitr of one source's cluster to a time gives its rows."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from permafrost.config.fleet import forget_cached
+from tests.conftest import bucket_env, run
+from tests.helpers import loads, objects
+from tests.services import Cluster, S3Server
+from tests.test_backup_workers import _stop, _stream_holders, _tasks, _wait, _worker
+
+CLUSTERS = ("east", "west")
+
+
+@pytest.fixture
+def servers() -> Iterator[dict[str, Cluster]]:
+    """Two servers whose archive_command we cannot set: their WAL is streamed."""
+    made = {}
+    try:
+        for name in CLUSTERS:
+            made[name] = Cluster(name, {"wal_level": "replica", "archive_mode": "off"}).start()
+            app = made[name].create_database("app")
+            made[name].execute(f"CREATE TABLE t (v text); INSERT INTO t VALUES ('{name} 0')", app)
+        yield made
+    finally:
+        for cluster in made.values():
+            cluster.destroy()
+        forget_cached()
+
+
+def _sources_file(tmp_path: Path, servers: dict[str, Cluster]) -> Path:
+    path = tmp_path / "sources.yaml"
+    entries = "".join(
+        f"  - name: {name}\n    url: {server.url('postgres')}\n    databases: [app]\n"
+        f"    cluster: {name}\n"
+        for name, server in servers.items()
+    )
+    path.write_text(f"sources:\n{entries}")
+    return path
+
+
+@pytest.fixture
+def fleet_env(
+    servers: dict[str, Cluster],
+    pg: Cluster,
+    s3: S3Server,
+    bucket: str,
+    metadata_db: str,
+    tmp_path: Path,
+) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "SOURCES_FILE": str(_sources_file(tmp_path, servers)),
+        "METADATA_DATABASE_URL": pg.url(metadata_db),
+        **bucket_env(s3, bucket),
+        "BACKUP_WORKERS": "queue",
+        "WAL_ARCHIVING": "receive",
+        "WAL_SPOOL_DIR": str(tmp_path / "spool"),  # one volume that the next holder sees
+        "WAL_MAX_SEGMENT_AGE": "3",
+        "LOG_LEVEL": "info",
+    }
+
+
+def _archived_past(env: dict[str, str], cluster: str, segment: str) -> bool:
+    status = loads(run(env, "wal", "status", "--cluster", cluster, "--json").stdout)
+    return bool(status["last_segment"]) and status["last_segment"] >= segment
+
+
+def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
+    fleet_env: dict[str, str],
+    servers: dict[str, Cluster],
+    pg: Cluster,
+    s3: S3Server,
+    bucket: str,
+    metadata_db: str,
+    tmp_path: Path,
+) -> None:
+    env = fleet_env
+    checked = run(env, "scheduler", "--check").stdout.splitlines()
+    for name in CLUSTERS:
+        assert f"wal-receive:{name}: streamed by the worker holding its WAL stream lock" in checked
+    logs = [tmp_path / f"worker{n}.log" for n in range(2)]
+    workers = [_worker(env, log) for log in logs]
+    pids = [w.pid for w in workers]
+    try:
+        for name, server in servers.items():
+            _wait(
+                f"no worker streamed {name}",
+                lambda s=server: s.execute("SELECT 1 FROM pg_stat_replication"),
+                60,
+                logs,
+            )
+        # A base backup of each source's cluster, from the queue, on that source's server.
+        queued = loads(run(env, "backup", "--kind", "base", "--all", "--queue", "--json").stdout)
+        assert sorted((q["database"], q["source"]) for q in queued) == [
+            ("east", "east"),
+            ("west", "west"),
+        ]
+        _wait(
+            "the base backups did not run",
+            lambda: all(t[1] == "succeeded" for t in _tasks(pg, metadata_db)),
+            180,
+            logs,
+        )
+        east, west = servers["east"], servers["west"]
+        east.execute("INSERT INTO t VALUES ('east 1')", "app")
+        ((moment,),) = east.execute("SELECT clock_timestamp()")
+        west.execute("INSERT INTO t VALUES ('west 1')", "app")
+        time.sleep(1)
+        east.execute("INSERT INTO t VALUES ('east 2, after the moment')", "app")
+
+        _wait(
+            "no worker says it holds east's stream",
+            lambda: _stream_holders(pg, metadata_db, pids, "east"),
+            30,
+            logs,
+        )
+        [holder] = _stream_holders(pg, metadata_db, pids, "east")
+        os.kill(holder, signal.SIGKILL)
+        next(w for w in workers if w.pid == holder).wait(timeout=10)
+        other = next(pid for pid in pids if pid != holder)
+        for name in CLUSTERS:  # the survivor streams both now, whoever held west
+            _wait(
+                f"the other worker did not take {name}'s stream",
+                lambda n=name: _stream_holders(pg, metadata_db, [other], n),
+                60,
+                logs,
+            )
+        ends = {}
+        for name, server in servers.items():
+            server.execute(f"INSERT INTO t VALUES ('{name} after the kill')", "app")
+            ends[name] = server.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
+        for name in CLUSTERS:
+            _wait(
+                f"{ends[name]} of {name} was not archived",
+                lambda n=name: _archived_past(env, n, ends[n]),
+                60,
+                logs,
+            )
+        shown = run(env, "status").stdout
+        assert f"east on {socket.gethostname()}:{other}" in shown, shown
+    finally:
+        _stop(workers)
+
+    # Each cluster's segments under its own wal/ prefix, and no gap in either archive.
+    for name in CLUSTERS:
+        keys = objects(s3, bucket, f"backups/wal/{name}/")
+        assert [k for k in keys if k.endswith(f"{ends[name]}.pfe")], keys[-3:]
+    for how in (("--cluster", "east"), ("--source", "west")):
+        verify = run(env, "wal", "verify", *how, check=False)
+        assert verify.returncode == 0 and "no gaps" in verify.stdout, verify.stdout + verify.stderr
+    taken = "holding the WAL stream of cluster east"
+    assert taken in logs[pids.index(other)].read_text()
+
+    # pitr of east (by its source's name) to the moment: the row before it, none after.
+    target = f"east_{uuid.uuid4().hex[:6]}"
+    run(
+        env,
+        "pitr",
+        "--source",
+        "east",
+        "--target-time",
+        moment.isoformat(),
+        "--target-db",
+        target,
+        "--target-url",
+        pg.url("postgres"),
+        "--database",
+        "app",
+    )
+    try:
+        assert pg.execute("SELECT v FROM t ORDER BY v", target) == [("east 0",), ("east 1",)]
+    finally:
+        pg.drop_database(target)
+    estimate = loads(run(env, "recovery-time", "--json").stdout)
+    assert sorted(p["cluster"] for p in estimate["pitrs"]) == ["east", "west"]
+    only = loads(run(env, "recovery-time", "--source", "west", "--json").stdout)
+    assert [p["cluster"] for p in only["pitrs"]] == ["west"]
