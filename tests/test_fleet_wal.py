@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from monitor.alerts.evaluator import Evaluator
 from permafrost.config.fleet import forget_cached
 from tests.conftest import bucket_env, run
 from tests.helpers import loads, objects
 from tests.services import Cluster, S3Server
+from tests.test_alerts import SMTPServer, make_settings, prepare
 from tests.test_backup_workers import _stop, _stream_holders, _tasks, _wait, _worker
 
 CLUSTERS = ("east", "west")
@@ -189,3 +191,52 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     assert sorted(p["cluster"] for p in estimate["pitrs"]) == ["east", "west"]
     only = loads(run(env, "recovery-time", "--source", "west", "--json").stdout)
     assert [p["cluster"] for p in only["pitrs"]] == ["west"]
+
+    # Tonight's forecast of one source: its own backups only.
+    night = loads(run(env, "plan", "window", "--source", "west", "--json").stdout)
+    assert night["unmeasured"] == [{"source": "west", "database": "west.app", "kind": "logical"}]
+    assert {b["source"] for b in night["backups"]} <= {"west"}
+    unknown = run(env, "plan", "window", "--source", "north", check=False)
+    assert unknown.returncode == 2 and "the sources are: east, west" in unknown.stderr
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    yield server
+    server.stop()
+
+
+def test_a_sources_wal_behind_pages_by_email_naming_its_cluster(
+    pg: Cluster, s3: S3Server, bucket: str, metadata_db: str, tmp_path: Path, smtp: SMTPServer
+) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - name: east\n    url: postgresql://u@127.0.0.1:1/postgres\n    databases: [app]\n"
+        "    cluster: east\n"
+        "  - name: west\n    url: postgresql://u@127.0.0.1:1/postgres\n    databases: [app]\n"
+        "    cluster: west\n    wal: off\n"  # not archived: its old row alerts nobody
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "SOURCES_FILE": str(path),
+        "METADATA_DATABASE_URL": pg.url(metadata_db),
+        **bucket_env(s3, bucket),
+        "WAL_ARCHIVING": "receive",
+    }
+    forget_cached()
+    settings = make_settings(env, smtp.port, WAL_MAX_LAG="15m")
+    catalog = prepare(settings)
+    for cluster in CLUSTERS:
+        catalog.conn.execute(
+            "INSERT INTO wal_archive (cluster, last_segment, last_archived_at)"
+            " VALUES (%s, '000000010000000000000005', now() - interval '20 minutes')",
+            (cluster,),
+        )
+    Evaluator(settings).run_once()
+    [mail] = smtp.mailbox.about("wal_lag:east")
+    assert "the WAL archive of cluster east is 20 minutes behind" in str(mail["Subject"])
+    assert not smtp.mailbox.about("wal_lag:west")
+    forget_cached()

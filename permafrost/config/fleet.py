@@ -160,6 +160,11 @@ class Fleet:
         """The clusters of every source (or of the one `--source NAME` names)."""
         return tuple(s.cluster for s in self.select(source) if s.cluster is not None)
 
+    def wal_clusters(self) -> tuple[tuple[str, str], ...]:
+        """Each cluster whose WAL is archived, and how (`receive` or `push`): what the
+        wal_lag, wal_gap and wal_queue alerts watch."""
+        return tuple((s.cluster, s.wal) for s in self.sources if s.cluster and s.wal != "off")
+
     def archived(self, mode: str) -> tuple[FleetSource, ...]:
         """The sources whose cluster's WAL is archived this way (`receive`, `push`)."""
         return tuple(s for s in self.sources if s.wal == mode)
