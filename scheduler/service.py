@@ -91,7 +91,7 @@ class Service:
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
         drill = JobName.PITR_DRILL
-        if self.fleet.from_file is None or cluster in {c.cluster for c in self.fleet.sources}:
+        if self.fleet.from_file is None:  # a file's sources' drills: fleet_specs
             out.append((JobSpec(f"{drill}:{cluster}", drill, cluster), s[drill]))
         return [(spec, sched) for spec, sched in out if sched.enabled]
 

@@ -19,7 +19,7 @@ from monitor.alerts.evaluator import Evaluator
 from permafrost.config.fleet import forget_cached
 from tests.conftest import bucket_env, run
 from tests.helpers import loads, objects
-from tests.services import Cluster, S3Server
+from tests.services import PASSWORD, Cluster, S3Server
 from tests.test_alerts import SMTPServer, make_settings, prepare
 from tests.test_backup_workers import _stop, _stream_holders, _tasks, _wait, _worker
 
@@ -43,13 +43,17 @@ def servers() -> Iterator[dict[str, Cluster]]:
 
 
 def _sources_file(tmp_path: Path, servers: dict[str, Cluster]) -> Path:
+    """east's password from a password_file, west's in its URL."""
+    (tmp_path / "east-password").write_text(PASSWORD + "\n")
+    east = servers["east"].url("postgres").replace(f":{PASSWORD}@", "@")
     path = tmp_path / "sources.yaml"
-    entries = "".join(
-        f"  - name: {name}\n    url: {server.url('postgres')}\n    databases: [app]\n"
-        f"    cluster: {name}\n"
-        for name, server in servers.items()
+    path.write_text(
+        "sources:\n"
+        f"  - name: east\n    url: {east}\n    password_file: east-password\n"
+        "    databases: [app]\n    cluster: east\n"
+        f"  - name: west\n    url: {servers['west'].url('postgres')}\n"
+        "    databases: [app]\n    cluster: west\n"
     )
-    path.write_text(f"sources:\n{entries}")
     return path
 
 
@@ -94,6 +98,7 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     checked = run(env, "scheduler", "--check").stdout.splitlines()
     for name in CLUSTERS:
         assert f"wal-receive:{name}: streamed by the worker holding its WAL stream lock" in checked
+        assert any(line.startswith(f"pitr_drill:{name}: ") for line in checked), checked
     logs = [tmp_path / f"worker{n}.log" for n in range(2)]
     workers = [_worker(env, log) for log in logs]
     pids = [w.pid for w in workers]
@@ -198,6 +203,11 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     assert {b["source"] for b in night["backups"]} <= {"west"}
     unknown = run(env, "plan", "window", "--source", "north", check=False)
     assert unknown.returncode == 2 and "the sources are: east, west" in unknown.stderr
+
+    # A base backup of one source's cluster taken here, on that source's server (last: no
+    # stream archives its WAL now).
+    done = loads(run(env, "backup", "--kind", "base", "--source", "west", "--json").stdout)
+    assert (done["database"], done["status"]) == ("west", "completed")
 
 
 @pytest.fixture
