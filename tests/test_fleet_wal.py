@@ -13,12 +13,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from monitor.alerts.evaluator import Evaluator
+from monitor.alerts.rules import evaluate
+from monitor.app import create_app
 from permafrost.config.fleet import forget_cached
+from permafrost.config.settings import Settings
+from permafrost.context import Context
 from tests.conftest import PERMAFROST, bucket_env, run
 from tests.helpers import loads, objects
 from tests.services import PASSWORD, Cluster, S3Server
@@ -176,6 +181,14 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     for how in (("--cluster", "east"), ("--source", "west")):
         verify = run(env, "wal", "verify", *how, check=False)
         assert verify.returncode == 0 and "no gaps" in verify.stdout, verify.stdout + verify.stderr
+    # The dashboard: each source's database has its recovery point from its cluster's WAL.
+    page = (
+        create_app(Settings.from_env(env), evaluate=False)
+        .test_client()
+        .get("/?source=east", headers={"Accept": "text/html"})
+        .get_data(as_text=True)
+    )
+    assert "east.app" in page and "(WAL archive)" in page, page
     taken = "holding the WAL stream of cluster east"
     assert taken in logs[pids.index(other)].read_text()
 
@@ -268,7 +281,7 @@ def smtp() -> Iterator[SMTPServer]:
     server.stop()
 
 
-def test_a_sources_wal_behind_pages_by_email_naming_its_cluster(
+def test_each_sources_wal_and_drills_are_watched_and_a_lag_is_emailed(
     pg: Cluster, s3: S3Server, bucket: str, metadata_db: str, tmp_path: Path, smtp: SMTPServer
 ) -> None:
     path = tmp_path / "sources.yaml"
@@ -296,8 +309,16 @@ def test_a_sources_wal_behind_pages_by_email_naming_its_cluster(
             " VALUES (%s, '000000010000000000000005', now() - interval '20 minutes')",
             (cluster,),
         )
+        catalog.conn.execute(  # base backups for 30 days, never drilled: overdue (weekly)
+            "INSERT INTO backups (id, database, kind, tier, status, started_at, finished_at)"
+            " VALUES (%s, %s, 'base', 'base', 'completed', now() - interval '30 days', now())",
+            (f"20260101T000000Z-{cluster}0", cluster),
+        )
     Evaluator(settings).run_once()
     [mail] = smtp.mailbox.about("wal_lag:east")
     assert re.search(r"the WAL archive of cluster east is \d+ minutes behind", str(mail["Subject"]))
     assert not smtp.mailbox.about("wal_lag:west")
+    # east's drills are scheduled (and overdue); west has no WAL, so no drills to miss.
+    found = evaluate(Context(settings), datetime.now(UTC)).alert_keys()
+    assert "pitr_drill:east" in found and "pitr_drill:west" not in found, found
     forget_cached()
