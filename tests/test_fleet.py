@@ -287,3 +287,20 @@ sources:
         chosen_cluster(settings, "east", "west")
     off = _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only the sources that say so
     assert [s.wal for s in off.sources] == ["off", "off", "push", "off"]
+
+
+def test_the_lifecycle_check_covers_a_sources_own_wal_and_base_schedule(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from permafrost.retention.lifecycle.keeps import check_settings
+
+    text = (
+        "sources:\n  - name: east\n    url: postgresql://h/p\n    databases: [app]\n"
+        "    cluster: east\n    wal: receive\n    schedules: {base_backup: '0 1 1 * *'}\n"
+    )
+    _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only east archives, with monthly base backups
+    settings = Settings.from_env({"SOURCES_FILE": str(tmp_path / "sources.yaml")})
+    verdict = check_settings(settings, datetime(2026, 12, 6, tzinfo=UTC))
+    assert any(p.startswith("WAL_RETENTION_DAYS=30 is shorter than") for p in verdict.problems)
+    assert not [n for n in verdict.notes if n.startswith("WAL_ARCHIVING=off")]
+    forget_cached()
