@@ -206,7 +206,7 @@ def test_a_sources_retention_decides_for_its_databases_only(tmp_path: Path) -> N
     path.write_text(
         "sources:\n"
         "  - name: short\n    url: postgresql://h/p\n    databases: [app]\n"
-        "    retention: {daily: 2, weekly: 0, min_keep: 1}\n"
+        "    retention: {daily: 2, weekly: 0, min_keep: 1}\n    cluster: short-pg\n"
         "  - name: usual\n    url: postgresql://h/p\n    databases: [app]\n"
     )
     forget_cached()
@@ -229,6 +229,7 @@ def test_a_sources_retention_decides_for_its_databases_only(tmp_path: Path) -> N
         for name in ("short.app", "usual.app")
     }
     assert kept == {"short.app": 2, "usual.app": 5}  # daily 2 there, RETENTION_DAILY=7 here
+    assert retention_for(settings)("short-pg").daily == 2  # its cluster's base backups too
 
 
 def test_a_sources_retention_longer_than_the_tier_is_refused(tmp_path: Path) -> None:

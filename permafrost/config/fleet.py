@@ -187,11 +187,14 @@ def load_fleet(settings: Settings) -> Fleet:
 
 
 def retention_for(settings: Settings) -> Callable[[str], RetentionSettings]:
-    """A database's retention rules: its file source's `retention:`, else the environment's."""
+    """A database's (or a cluster's base backups') retention rules: its file source's
+    `retention:`, else the environment's."""
     fleet = load_fleet(settings)
 
     def policy(name: str) -> RetentionSettings:
-        source = fleet.source_of(name) if fleet.from_file is not None else None
+        source = None
+        if fleet.from_file is not None:
+            source = fleet.of_cluster(name) or fleet.source_of(name)
         return source.retention if source is not None else settings.retention
 
     return policy
