@@ -286,6 +286,9 @@ sources:
         chosen_cluster(settings, None, "logical-only")
     with pytest.raises(PermafrostError, match="--cluster and --source both"):
         chosen_cluster(settings, "east", "west")
+    with pytest.raises(PermafrostError, match=r"which cluster\? CLUSTER_NAME=main is no source's"):
+        chosen_cluster(settings, None, None)  # main is none of the file's clusters: asked
+    assert chosen_cluster(settings, "main", None) == "main"  # named: an old archive, say
     off = _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only the sources that say so
     assert [s.wal for s in off.sources] == ["off", "off", "push", "off"]
 

@@ -271,7 +271,12 @@ def test_the_leading_scheduler_streams_each_sources_cluster_inline(
     text = log.read_text()
     for name, server in servers.items():
         assert f"starting wal-receive of cluster {name}" in text
-        assert server.execute("SELECT count(*) FROM pg_stat_replication") == [(0,)]
+        _wait(  # the server's walsender ends once it notices its client gone
+            f"{name}'s stream outlived the scheduler",
+            lambda s=server: s.execute("SELECT count(*) FROM pg_stat_replication") == [(0,)],
+            15,
+            [log],
+        )
 
 
 @pytest.fixture

@@ -139,7 +139,9 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _cluster(ctx: Context, args: argparse.Namespace) -> str:
-    chosen = chosen_cluster(ctx.settings, args.cluster, getattr(args, "source", None))
+    if not hasattr(args, "source"):  # wal-push, wal-fetch: --cluster, else CLUSTER_NAME
+        return layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+    chosen = chosen_cluster(ctx.settings, args.cluster, args.source)
     return layout.check_name(chosen, "cluster")
 
 

@@ -218,8 +218,10 @@ def chosen_cluster(settings: Settings, cluster: str | None, source: str | None) 
     """The cluster `--cluster NAME` or `--source NAME` names (not both), else CLUSTER_NAME."""
     if cluster and source:
         raise UsageError("--cluster and --source both name a cluster: give one")
+    if cluster:
+        return cluster
     if source is None:
-        return cluster or settings.cluster_name
+        return _default_cluster(settings)
     chosen = load_fleet(settings).source(source)
     if chosen.cluster is None:
         raise UsageError(
@@ -227,6 +229,19 @@ def chosen_cluster(settings: Settings, cluster: str | None, source: str | None) 
             "its SOURCES_FILE entry"
         )
     return chosen.cluster
+
+
+def _default_cluster(settings: Settings) -> str:
+    """CLUSTER_NAME, unless SOURCES_FILE's sources have clusters and it is none of them: then
+    which one is meant is asked, not guessed."""
+    fleet = load_fleet(settings)
+    clusters = fleet.clusters() if fleet.from_file is not None else ()
+    if clusters and settings.cluster_name not in clusters:
+        raise UsageError(
+            f"which cluster? CLUSTER_NAME={settings.cluster_name} is no source's in "
+            f"{fleet.from_file}: pass --source NAME or --cluster NAME ({', '.join(clusters)})"
+        )
+    return settings.cluster_name
 
 
 def forget_cached() -> None:
