@@ -308,3 +308,27 @@ def test_the_lifecycle_check_covers_a_sources_own_wal_and_base_schedule(tmp_path
     assert any(p.startswith("WAL_RETENTION_DAYS=30 is shorter than") for p in verdict.problems)
     assert not [n for n in verdict.notes if n.startswith("WAL_ARCHIVING=off")]
     forget_cached()
+
+
+def test_the_scheduler_streams_switches_and_drills_each_sources_cluster(tmp_path: Path) -> None:
+    from scheduler.service import Service
+
+    text = (
+        "sources:\n"
+        "  - name: east\n    url: postgresql://h/p\n    databases: [app]\n    cluster: east\n"
+        "  - name: north\n    url: postgresql://h/p\n    databases: [app]\n    cluster: north\n"
+        "    wal: push\n"
+        "  - name: west\n    url: postgresql://h/p\n    databases: [app]\n    cluster: west\n"
+        "    wal: off\n"
+    )
+    _fleet(tmp_path, text, WAL_ARCHIVING="receive")
+    env = {"SOURCES_FILE": str(tmp_path / "sources.yaml"), "WAL_ARCHIVING": "receive"}
+    lines = Service(Settings.from_env(env), lambda *a, **k: None).describe()
+    assert "wal-receive:east: streamed by the leader" in lines
+    assert "wal_switch:north: every minute (WAL archived by archive_command)" in lines
+    assert not [line for line in lines if ":west" in line and "backup:@west" not in line], lines
+    assert [line.split(":")[1] for line in lines if line.startswith("pitr_drill:")] == [
+        "east",
+        "north",
+    ]
+    forget_cached()
