@@ -34,7 +34,7 @@ CLUSTERS = ("east", "west")
 
 
 @pytest.fixture
-def servers() -> Iterator[dict[str, Cluster]]:
+def sources_pg() -> Iterator[dict[str, Cluster]]:
     """Two servers whose archive_command we cannot set: their WAL is streamed."""
     made = {}
     try:
@@ -49,16 +49,16 @@ def servers() -> Iterator[dict[str, Cluster]]:
         forget_cached()
 
 
-def _sources_file(tmp_path: Path, servers: dict[str, Cluster]) -> Path:
+def _sources_file(tmp_path: Path, sources_pg: dict[str, Cluster]) -> Path:
     """east's password from a password_file, west's in its URL."""
     (tmp_path / "east-password").write_text(PASSWORD + "\n")
-    east = servers["east"].url("postgres").replace(f":{PASSWORD}@", "@")
+    east = sources_pg["east"].url("postgres").replace(f":{PASSWORD}@", "@")
     path = tmp_path / "sources.yaml"
     path.write_text(
         "sources:\n"
         f"  - name: east\n    url: {east}\n    password_file: east-password\n"
         "    databases: [app]\n    cluster: east\n"
-        f"  - name: west\n    url: {servers['west'].url('postgres')}\n"
+        f"  - name: west\n    url: {sources_pg['west'].url('postgres')}\n"
         "    databases: [app]\n    cluster: west\n"
     )
     return path
@@ -66,7 +66,7 @@ def _sources_file(tmp_path: Path, servers: dict[str, Cluster]) -> Path:
 
 @pytest.fixture
 def fleet_env(
-    servers: dict[str, Cluster],
+    sources_pg: dict[str, Cluster],
     pg: Cluster,
     s3: S3Server,
     bucket: str,
@@ -76,7 +76,7 @@ def fleet_env(
     return {
         "PATH": os.environ["PATH"],
         "HOME": str(tmp_path),
-        "SOURCES_FILE": str(_sources_file(tmp_path, servers)),
+        "SOURCES_FILE": str(_sources_file(tmp_path, sources_pg)),
         "METADATA_DATABASE_URL": pg.url(metadata_db),
         **bucket_env(s3, bucket),
         "BACKUP_WORKERS": "queue",
@@ -94,7 +94,7 @@ def _archived_past(env: dict[str, str], cluster: str, segment: str) -> bool:
 
 def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     fleet_env: dict[str, str],
-    servers: dict[str, Cluster],
+    sources_pg: dict[str, Cluster],
     pg: Cluster,
     s3: S3Server,
     bucket: str,
@@ -110,7 +110,7 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
     workers = [_worker(env, log) for log in logs]
     pids = [w.pid for w in workers]
     try:
-        for name, server in servers.items():
+        for name, server in sources_pg.items():
             _wait(
                 f"no worker streamed {name}",
                 lambda s=server: s.execute("SELECT 1 FROM pg_stat_replication"),
@@ -129,7 +129,7 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
             180,
             logs,
         )
-        east, west = servers["east"], servers["west"]
+        east, west = sources_pg["east"], sources_pg["west"]
         east.execute("INSERT INTO t VALUES ('east 1')", "app")
         ((moment,),) = east.execute("SELECT clock_timestamp()")
         west.execute("INSERT INTO t VALUES ('west 1')", "app")
@@ -154,7 +154,7 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
                 logs,
             )
         ends = {}
-        for name, server in servers.items():
+        for name, server in sources_pg.items():
             server.execute(f"INSERT INTO t VALUES ('{name} after the kill')", "app")
             ends[name] = server.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
         for name in CLUSTERS:
@@ -232,7 +232,7 @@ def test_each_sources_wal_is_streamed_and_moves_when_its_worker_dies(
 
 def test_the_leading_scheduler_streams_each_sources_cluster_inline(
     fleet_env: dict[str, str],
-    servers: dict[str, Cluster],
+    sources_pg: dict[str, Cluster],
     s3: S3Server,
     bucket: str,
     tmp_path: Path,
@@ -246,14 +246,14 @@ def test_the_leading_scheduler_streams_each_sources_cluster_inline(
             [PERMAFROST, "scheduler"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        for name, server in servers.items():
+        for name, server in sources_pg.items():
             _wait(
                 f"the scheduler did not stream {name}",
                 lambda s=server: s.execute("SELECT 1 FROM pg_stat_replication"),
                 60,
                 [log],
             )
-        for name, server in servers.items():
+        for name, server in sources_pg.items():
             server.execute(f"INSERT INTO t VALUES ('{name} inline')", "app")
             last = server.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
             _wait(
@@ -269,7 +269,7 @@ def test_the_leading_scheduler_streams_each_sources_cluster_inline(
         scheduler.wait(timeout=90)
     assert scheduler.returncode == 0, log.read_text()
     text = log.read_text()
-    for name, server in servers.items():
+    for name, server in sources_pg.items():
         assert f"starting wal-receive of cluster {name}" in text
         _wait(  # the server's walsender ends once it notices its client gone
             f"{name}'s stream outlived the scheduler",
