@@ -71,6 +71,7 @@ class Service:
         self.specs = self._specs()
         self.zone = ZoneInfo(settings.schedules.timezone)
         self.queued = settings.schedules.backup_workers == "queue"
+        self.holders: list[StreamHolder] = []  # the WAL streams this leader tries for (inline)
 
     # --- what runs when ---------------------------------------------------------------------
 
@@ -148,6 +149,7 @@ class Service:
             "sources": list(self.fleet.names),
             "schedules": {spec.id: sched.text for spec, sched in self.specs},
             "running": self.running.ids(),
+            "wal_streams": [h.cluster for h in self.holders if h.holding],
         }
 
     # --- leading ------------------------------------------------------------------------------
@@ -321,13 +323,19 @@ class Service:
         """wal-receive of each streamed cluster under its WAL stream lock, as a worker would
         run it, so a worker started by mistake beside an inline scheduler never streams a
         cluster twice."""
-        holders = []
-        for cluster in streamed_clusters(self.settings):
-            stream = functools.partial(
-                supervise_receiver, self.settings, self.say, self.env_file, cluster
+        self.holders = [
+            StreamHolder(
+                self.settings,
+                self.say,
+                cluster,
+                functools.partial(
+                    supervise_receiver, self.settings, self.say, self.env_file, cluster
+                ),
+                term,
             )
-            holders.append(StreamHolder(self.settings, self.say, cluster, stream, term).start())
-        for thread in holders:
+            for cluster in streamed_clusters(self.settings)
+        ]
+        for thread in [holder.start() for holder in self.holders]:
             thread.join()
 
 

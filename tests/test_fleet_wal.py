@@ -264,6 +264,12 @@ def test_the_leading_scheduler_streams_each_sources_cluster_inline(
                 60,
                 [log],
             )
+        _wait(  # by the leader's next heartbeat (every 30 s)
+            "status did not name the leader's streams",
+            lambda: "WAL stream: east, west on the leader " in run(env, "status").stdout,
+            45,
+            [log],
+        )
     finally:
         scheduler.send_signal(signal.SIGTERM)
         scheduler.wait(timeout=90)
