@@ -177,14 +177,17 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
 
 def base_clusters(ctx: Context, args: argparse.Namespace) -> list[str]:
     """The clusters a base backup is of: --cluster's, --source's (its `cluster:`), with --all
-    every source's that has one (of --source), else CLUSTER_NAME's."""
+    every source's whose WAL is archived (of --source), else CLUSTER_NAME's."""
     if not args.all:
         return [chosen_cluster(ctx.settings, args.cluster, args.source)]
     if args.cluster:
         raise UsageError("--all backs up every source's cluster: --cluster does not go with it")
-    clusters = list(load_fleet(ctx.settings).clusters(args.source))
+    clusters = list(load_fleet(ctx.settings).clusters(args.source, archived=True))
     if not clusters:
-        raise UsageError("no source has a cluster: name one with `cluster:` in SOURCES_FILE")
+        raise UsageError(
+            "no source has a cluster whose WAL is archived: give one `cluster:` and `wal:` "
+            "(or WAL_ARCHIVING) in SOURCES_FILE"
+        )
     return clusters
 
 

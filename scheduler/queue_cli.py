@@ -55,9 +55,10 @@ def queue_backups(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _clusters(ctx: Context, args: argparse.Namespace) -> list[str]:
-    """A queued base backup's clusters: --cluster's or --source's, or every source's with --all."""
+    """A queued base backup's clusters: --cluster's or --source's, or with --all every source's
+    whose WAL is archived."""
     if args.all and not args.cluster:
-        return list(load_fleet(ctx.settings).clusters(args.source))
+        return list(load_fleet(ctx.settings).clusters(args.source, archived=True))
     return [chosen_cluster(ctx.settings, args.cluster, args.source)]
 
 

@@ -274,6 +274,8 @@ sources:
     )
     assert streamed_clusters(settings) == ("east",)
     assert [s.name for s in fleet.archived("push")] == ["north"]
+    assert fleet.clusters() == ("east", "west", "north")
+    assert fleet.clusters(archived=True) == ("east", "north")  # `backup --kind base --all`
     # wal: off turns the source's base backups off too, as WAL_ARCHIVING=off does
     west = fleet.source("west")
     assert west.schedules.wal_archiving == "off"

@@ -156,9 +156,12 @@ class Fleet:
         """The source whose `cluster:` this is (None: no source's)."""
         return next((s for s in self.sources if s.cluster == cluster), None)
 
-    def clusters(self, source: str | None = None) -> tuple[str, ...]:
-        """The clusters of every source (or of the one `--source NAME` names)."""
-        return tuple(s.cluster for s in self.select(source) if s.cluster is not None)
+    def clusters(self, source: str | None = None, *, archived: bool = False) -> tuple[str, ...]:
+        """The clusters of every source (or of the one `--source NAME` names); with
+        `archived`, only those whose WAL is archived (a base backup of another could not be
+        recovered: its WAL is nowhere)."""
+        chosen = self.select(source)
+        return tuple(s.cluster for s in chosen if s.cluster and (s.wal != "off" or not archived))
 
     def wal_clusters(self) -> tuple[tuple[str, str], ...]:
         """Each cluster whose WAL is archived, and how (`receive` or `push`): what the
