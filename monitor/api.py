@@ -31,6 +31,7 @@ from permafrost.catalog.records import BackupRecord, DrillStatus, TaskRecord
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
 from permafrost.config.fleet import load_fleet
+from permafrost.config.settings import Settings
 from permafrost.errors import CatalogUnavailable, StorageError, UsageError
 from permafrost.worker.queue import task_labels
 
@@ -270,18 +271,24 @@ def _unconfigured(kind: str, name: str) -> Any:
     try:
         if kind == "logical":
             refuse_unconfigured(settings.source, name, load_fleet(settings))
-        elif name != settings.cluster_name:
+        elif name not in _clusters(settings):
             raise UsageError(
-                f"cluster {name!r} is not configured: CLUSTER_NAME is {settings.cluster_name}"
+                f"cluster {name!r} is not configured: the clusters are "
+                f"{', '.join(_clusters(settings))}"
             )
     except UsageError as exc:
-        configured = (
-            list(settings.source.backed_up) if kind == "logical" else [settings.cluster_name]
-        )
+        configured = list(settings.source.backed_up) if kind == "logical" else _clusters(settings)
         response = jsonify({"error": str(exc), "status": 400, "configured": configured})
         response.status_code = 400
         return response
     return None
+
+
+def _clusters(settings: Settings) -> list[str]:
+    """The clusters base backups are of: each SOURCES_FILE source's `cluster:`, else
+    CLUSTER_NAME's."""
+    fleet = load_fleet(settings)
+    return list(fleet.clusters()) if fleet.from_file else [settings.cluster_name]
 
 
 def task_json(task: TaskRecord) -> dict[str, Any]:

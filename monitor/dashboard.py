@@ -27,7 +27,7 @@ from permafrost.catalog.copy_lag import copy_lags
 from permafrost.catalog.records import DrillStatus
 from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
-from permafrost.config.fleet import load_fleet
+from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.errors import ConfigError, UsageError
 from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
 from permafrost.worker.queue import task_labels
@@ -111,7 +111,11 @@ def overview() -> Any:
             name,
             by_name.get(name, {}),
             state["databases"].get(name, {}),
-            None if name in files or view.many else cluster_wal,  # a file: its last copy
+            None
+            if name in files
+            else _wal_of(fleet, wal, name)
+            if fleet.from_file
+            else cluster_wal,
             limit,
             now,
         )
@@ -138,6 +142,15 @@ def overview() -> Any:
         max_age=short_duration(limit),
         now=now,
     )
+
+
+def _wal_of(fleet: Fleet, wal: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """A fleet database's recovery point source: its source's cluster's WAL, when archived
+    (a SQLite file and a database without one: its last backup)."""
+    source = fleet.source_of(name)
+    if source is None or source.cluster is None or source.wal == "off":
+        return None
+    return wal.get(source.cluster)
 
 
 def _card(

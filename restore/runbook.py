@@ -23,6 +23,7 @@ from permafrost.backup.recovery import (
     usable_backups,
 )
 from permafrost.catalog.records import BackupRecord
+from permafrost.config.fleet import load_fleet
 from permafrost.context import Context
 from permafrost.errors import BackupNotFound, PermafrostError
 from permafrost.text import human_bytes, plain_duration, when
@@ -45,7 +46,7 @@ class Database:
 
 def render(ctx: Context, scenario: str, databases: list[str]) -> str:
     parts = [_database(ctx, scenario, name) for name in databases]
-    wal = _wal_recovery(ctx)
+    wal = _wal_recovery(ctx, _cluster_of(ctx, databases))
     names = ", ".join(databases)
     title = f"{names} (the whole server)" if scenario == "disaster" else names
     lines = [f"Recovery plan: {scenario} of {title}", ""]
@@ -144,19 +145,30 @@ def _recovery_point(scenario: str, parts: list[Database], wal: PitrPlan | None) 
     )
 
 
-def _wal_recovery(ctx: Context) -> PitrPlan | None:
-    """What `pitr --latest` would recover now, when a base backup and archived WAL exist."""
+def _cluster_of(ctx: Context, databases: list[str]) -> str | None:
+    """The cluster the databases live in: their SOURCES_FILE source's `cluster:` (None: it
+    has none), else CLUSTER_NAME."""
+    fleet = load_fleet(ctx.settings)
+    source = fleet.source_of(databases[0]) if fleet.from_file and databases else None
+    return source.cluster if source is not None else ctx.settings.cluster_name
+
+
+def _wal_recovery(ctx: Context, cluster: str | None) -> PitrPlan | None:
+    """What `pitr --latest` of the cluster would recover now, when a base backup and archived
+    WAL exist."""
+    if cluster is None:
+        return None
     try:
-        plan = plan_pitr(ctx, ctx.settings.cluster_name, RecoveryTarget("latest"))
+        plan = plan_pitr(ctx, cluster, RecoveryTarget("latest"))
     except PermafrostError:
         return None  # no base backup, a hole in the archive, an unreadable bucket: not PITR
     return plan if plan.window.end is not None else None
 
 
-def pitr_now(ctx: Context, wal: PitrPlan | None = None) -> PitrEstimate | None:
-    """How long `pitr --latest` would take now, or None when it cannot run (no base backup,
-    no archived WAL after it)."""
-    wal = wal or _wal_recovery(ctx)
+def pitr_now(ctx: Context, wal: PitrPlan | None = None, cluster: str = "") -> PitrEstimate | None:
+    """How long `pitr --latest` of the cluster (default CLUSTER_NAME) would take now, or None
+    when it cannot run (no base backup, no archived WAL after it)."""
+    wal = wal or _wal_recovery(ctx, cluster or ctx.settings.cluster_name)
     if wal is None or wal.window.end_segment is None:
         return None
     end = (wal.window.end_segment.number + 1) * wal.base.segment_size

@@ -41,8 +41,6 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 def plan(ctx: Context, args: argparse.Namespace) -> int:
     if args.scenario == "window":
-        if args.source:
-            raise UsageError("plan window forecasts the whole fleet: --source does not apply")
         return plan_window(ctx, args)
     if args.workers is not None or args.json:
         raise UsageError("--workers and --json go with `permafrost plan window`")
@@ -59,15 +57,17 @@ def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
     if args.database:
         return _one(ctx, args.database, args.json)
     fleet = load_fleet(ctx.settings)
-    pitr = pitr_now(ctx) if fleet.owns(args.source, ctx.settings.cluster_name) else None
-    estimates = [estimate(ctx, name) for name in _databases(ctx, pitr is not None, args.source)]
+    # Each cluster of the fleet (of --source) that pitr --latest can recover now.
+    pitrs = [p for p in (pitr_now(ctx, cluster=c) for c in fleet.clusters(args.source)) if p]
+    estimates = [estimate(ctx, name) for name in _databases(ctx, bool(pitrs), args.source)]
     total = sum(e.seconds for e in estimates)
     if args.json:
         print_json(
             {
                 "estimates": [e.as_json() for e in estimates],
                 "total_seconds": round(total, 1),
-                "pitr": pitr.as_json() if pitr else None,
+                "pitr": pitrs[0].as_json() if pitrs else None,  # the first, as before fleets
+                "pitrs": [p.as_json() for p in pitrs],
             }
         )
         return 0
@@ -75,7 +75,7 @@ def recovery_time(ctx: Context, args: argparse.Namespace) -> int:
         print(_line(est))
     if len(estimates) > 1:
         print(f"all {len(estimates)} databases: about {plain_duration(total)}")
-    if pitr is not None:
+    for pitr in pitrs:
         print(_pitr_line(pitr))
     return 0
 

@@ -13,12 +13,13 @@ from permafrost.text import plain_duration, print_json
 
 def plan_window(ctx: Context, args: argparse.Namespace) -> int:
     result, opens = window_forecast(
-        ctx.settings, ctx.catalog(), args.workers or 1, datetime.now(UTC)
+        ctx.settings, ctx.catalog(), args.workers or 1, datetime.now(UTC), args.source
     )
     if args.json:
         print_json(forecast_json(result, opens))
     else:
-        print("\n".join(describe(result, opens)))
+        only = [f"source {args.source} only (its own backups, as if the workers were its own)"]
+        print("\n".join((only if args.source else []) + describe(result, opens)))
     return 0
 
 

@@ -12,7 +12,7 @@ from permafrost.backup import sources
 from permafrost.backup.job import run_backup
 from permafrost.backup.lookup import record_from_manifest, record_json
 from permafrost.backup.request import BackupRequest, kind_of, refuse_unconfigured
-from permafrost.config.fleet import load_fleet
+from permafrost.config.fleet import chosen_cluster, load_fleet
 from permafrost.context import Context
 from permafrost.errors import LockUnsupported, StorageError, UsageError
 from permafrost.progress import Progress
@@ -38,7 +38,8 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "since the cluster's newest base backup (PostgreSQL 17+, summarize_wal on)",
     )
     parser.add_argument(
-        "--cluster", help="base backups: the cluster's name (default: CLUSTER_NAME)"
+        "--cluster",
+        help="base backups: the cluster's name (default: --source's cluster, else CLUSTER_NAME)",
     )
     parser.add_argument(
         "--all",
@@ -46,7 +47,10 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="every database of every source (SOURCES_FILE; `databases: all` listed now), "
         "or of the --source named",
     )
-    parser.add_argument("--source", help="with --all: only this source's databases")
+    parser.add_argument(
+        "--source",
+        help="with --all: only this source's databases; with --kind base: its cluster",
+    )
     parser.add_argument("--tier", choices=("standard", "compliance"), default="standard")
     parser.add_argument("--description", default="", help="free text kept with the backup")
     parser.add_argument("--tag", action="append", default=[], help="a label; repeatable")
@@ -165,7 +169,29 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError(
             "a base backup is of the whole cluster: --database and --tier do not apply"
         )
-    cluster = args.cluster or ctx.settings.cluster_name
+    records = [_one_base_backup(ctx, args, cluster) for cluster in base_clusters(ctx, args)]
+    if args.json:
+        print_json(records[0] if len(records) == 1 else records)
+    return 0
+
+
+def base_clusters(ctx: Context, args: argparse.Namespace) -> list[str]:
+    """The clusters a base backup is of: --cluster's, --source's (its `cluster:`), with --all
+    every source's whose WAL is archived (of --source), else CLUSTER_NAME's."""
+    if not args.all:
+        return [chosen_cluster(ctx.settings, args.cluster, args.source)]
+    if args.cluster:
+        raise UsageError("--all backs up every source's cluster: --cluster does not go with it")
+    clusters = list(load_fleet(ctx.settings).clusters(args.source, archived=True))
+    if not clusters:
+        raise UsageError(
+            "no source has a cluster whose WAL is archived: give one `cluster:` and `wal:` "
+            "(or WAL_ARCHIVING) in SOURCES_FILE"
+        )
+    return clusters
+
+
+def _one_base_backup(ctx: Context, args: argparse.Namespace, cluster: str) -> dict[str, object]:
     request = BackupRequest(
         database=cluster,
         tier=layout.BASE_TIER,
@@ -173,6 +199,7 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         description=args.description,
         tags=tuple(args.tag),
         incremental=args.kind == "incremental",
+        source=sources.server_for(load_fleet(ctx.settings), cluster, cluster=True),
     )
     what = "incremental base backup" if request.incremental else "base backup"
     progress = Progress(f"{what} of {cluster}")
@@ -180,8 +207,7 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
     progress.close()
     key = layout.manifest_key(ctx.settings.storage.prefix, manifest.tier, cluster, manifest.id)
     if args.json:
-        print_json(record_json(record_from_manifest(manifest, key)))
-        return 0
+        return record_json(record_from_manifest(manifest, key))
     wal = manifest.physical
     of_parent = (
         f" (of {manifest.parent_id}, chain {manifest.chain_full_id}: "
@@ -196,4 +222,4 @@ def _base_backup(ctx: Context, args: argparse.Namespace) -> int:
         f"timeline {wal['timeline']} (segments {wal['wal_start']} to {wal['wal_stop']}) "
         "must be archived for it to restore"
     )
-    return 0
+    return {}

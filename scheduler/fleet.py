@@ -36,6 +36,11 @@ def fleet_specs(settings: Settings, fleet: Fleet) -> list[tuple[JobSpec, schedul
             if kind in source.kinds and source.cluster is not None:
                 spec = JobSpec(f"{job}:{source.cluster}", job, source.cluster, "critical")
                 out.append((replace(spec, source=source.name), crons[job]))
+        if BackupKind.BASE in source.kinds and source.cluster is not None:
+            # The drill of the cluster (off where its WAL or base backups are: drill_schedule)
+            drill = JobName.PITR_DRILL
+            spec = JobSpec(f"{drill}:{source.cluster}", drill, source.cluster, source=source.name)
+            out.append((spec, crons[drill]))
     return out
 
 

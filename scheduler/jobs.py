@@ -114,7 +114,7 @@ class Jobs:
             JobName.RETENTION: self.retention,
             JobName.LIFECYCLE: self.lifecycle,
             JobName.LIFECYCLE_APPLY: self.lifecycle_apply,
-            JobName.PITR_DRILL: self.pitr_drill,
+            JobName.PITR_DRILL: lambda c: self.pitr_drill(c, spec.database),
         }[spec.job]
         ctx = Context(self.settings)
         run = RecordedRun.start(ctx, UNRECORDED, spec.job, spec.database)
@@ -437,9 +437,10 @@ class Jobs:
             details[f"copy {destination.name}"] = each.summary()
         return details
 
-    def pitr_drill(self, ctx: Context) -> dict[str, Any]:
-        """Queue a PITR drill of the cluster for the restore worker (restore/drills/)."""
-        return queue_drill(ctx.catalog(), ctx.settings.cluster_name, "scheduler")
+    def pitr_drill(self, ctx: Context, cluster: str | None = None) -> dict[str, Any]:
+        """Queue a PITR drill of the cluster (its job's, else CLUSTER_NAME) for the restore
+        worker (restore/drills/)."""
+        return queue_drill(ctx.catalog(), cluster or ctx.settings.cluster_name, "scheduler")
 
     def lifecycle_apply(self, ctx: Context) -> dict[str, Any]:
         result = lifecycle.apply(ctx.settings, ctx.storage)

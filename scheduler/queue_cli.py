@@ -8,7 +8,7 @@ import argparse
 
 from permafrost.backup import sources
 from permafrost.catalog.jobs import BASE_JOBS, JobName
-from permafrost.config.fleet import load_fleet
+from permafrost.config.fleet import chosen_cluster, load_fleet
 from permafrost.context import Context
 from permafrost.errors import UsageError
 from permafrost.text import print_json
@@ -33,9 +33,11 @@ def queue_backups(ctx: Context, args: argparse.Namespace) -> int:
     job = _job(args)
     catalog = ctx.catalog()  # no metadata store, no queue: exit 8 with the variable named
     fleet = load_fleet(ctx.settings)
-    if args.database or args.cluster:
-        name = args.database or args.cluster
-        queued = [queue_backup(catalog, ctx.settings, job, name, "cli", "manual")]
+    if job in BASE_JOBS and (args.all or args.source or args.cluster):
+        clusters = _clusters(ctx, args)
+        queued = [queue_backup(catalog, ctx.settings, job, c, "cli", "manual") for c in clusters]
+    elif args.database:
+        queued = [queue_backup(catalog, ctx.settings, job, args.database, "cli", "manual")]
     elif fleet.from_file is not None and job not in BASE_JOBS:
         # Each source's databases, listed now for `databases: all` (as `backup --all` does).
         names = [n for s in fleet.select(args.source) for n in sources.listing(ctx, s).names]
@@ -50,6 +52,14 @@ def queue_backups(ctx: Context, args: argparse.Namespace) -> int:
     for q in queued:
         print(_line(q))
     return 0
+
+
+def _clusters(ctx: Context, args: argparse.Namespace) -> list[str]:
+    """A queued base backup's clusters: --cluster's or --source's, or with --all every source's
+    whose WAL is archived."""
+    if args.all and not args.cluster:
+        return list(load_fleet(ctx.settings).clusters(args.source, archived=True))
+    return [chosen_cluster(ctx.settings, args.cluster, args.source)]
 
 
 def _job(args: argparse.Namespace) -> JobName:

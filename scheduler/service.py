@@ -33,9 +33,10 @@ from permafrost.catalog.heartbeats import Role
 from permafrost.catalog.jobs import BACKUP_JOBS, BASE_JOBS, JobName
 from permafrost.catalog.store import Catalog
 from permafrost.config import schedule
+from permafrost.config.fleet import cluster_settings
 from permafrost.config.settings import Settings
 from permafrost.logs import Say, sayer
-from permafrost.wal.supervisor import supervise_receiver
+from permafrost.wal.supervisor import streamed_clusters, supervise_receiver
 from permafrost.worker.streams import StreamHolder
 from scheduler.election import Election
 from scheduler.fleet import fleet_specs
@@ -70,6 +71,7 @@ class Service:
         self.specs = self._specs()
         self.zone = ZoneInfo(settings.schedules.timezone)
         self.queued = settings.schedules.backup_workers == "queue"
+        self.holders: list[StreamHolder] = []  # the WAL streams this leader tries for (inline)
 
     # --- what runs when ---------------------------------------------------------------------
 
@@ -90,23 +92,25 @@ class Service:
         for job in (JobName.VERIFY, JobName.RETENTION, JobName.LIFECYCLE):
             out.append((JobSpec(job, job, None), s[job]))
         drill = JobName.PITR_DRILL
-        if self.fleet.from_file is None or cluster in {c.cluster for c in self.fleet.sources}:
+        if self.fleet.from_file is None:  # a file's sources' drills: fleet_specs
             out.append((JobSpec(f"{drill}:{cluster}", drill, cluster), s[drill]))
         return [(spec, sched) for spec, sched in out if sched.enabled]
 
     def describe(self) -> list[str]:
         lines = [f"{spec.id}: {sched.text} ({sched.variable})" for spec, sched in self.specs]
-        mode = self.settings.schedules.wal_archiving
+        streamed, pushed = streamed_clusters(self.settings), self._pushed()
         if self.settings.schedules.backup_workers == "queue":
             lines.append("backups: queued for `permafrost worker` processes (BACKUP_WORKERS=queue)")
-            if mode == "receive":
-                lines.append("wal-receive: on the worker holding the cluster's WAL stream lock")
-                return lines
-        if mode == "push":
-            lines.append("wal_switch: every minute (WAL_ARCHIVING=push)")
-        elif mode == "receive":
-            lines.append("wal-receive: supervised (WAL_ARCHIVING=receive)")
+        for cluster in pushed:
+            lines.append(f"wal_switch:{cluster}: every minute (WAL archived by archive_command)")
+        where = "the worker holding its WAL stream lock" if self.queued else "the leader"
+        for cluster in streamed:
+            lines.append(f"wal-receive:{cluster}: streamed by {where}")
         return lines
+
+    def _pushed(self) -> tuple[str, ...]:
+        """The clusters whose server pushes WAL (archive_command): the leader switches each."""
+        return tuple(s.cluster for s in self.fleet.archived("push") if s.cluster)
 
     # --- the process --------------------------------------------------------------------------
 
@@ -143,6 +147,7 @@ class Service:
             "sources": list(self.fleet.names),
             "schedules": {spec.id: sched.text for spec, sched in self.specs},
             "running": self.running.ids(),
+            "wal_streams": [h.cluster for h in self.holders if h.holding],
         }
 
     # --- leading ------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ class Service:
         threads = []
         if not self.queued:  # BACKUP_WORKERS=queue: the workers take backups and the WAL stream
             threads.append(self._thread(self.tasks.run, "tasks", term))
-            if self.settings.schedules.wal_archiving == "receive":
+            if streamed_clusters(self.settings):
                 threads.append(self._thread(self._receive, "wal-receive", term))
         lost = False
         try:
@@ -200,11 +205,12 @@ class Service:
         )
         for spec, cron in self.specs:
             sched.add_job(self._run, cron.trigger, args=[spec], id=spec.id, name=spec.id)
-        if self.settings.schedules.wal_archiving == "push":
+        for cluster in self._pushed():
             sched.add_job(
                 self._wal_switch,
                 IntervalTrigger(seconds=60),
-                id=f"wal_switch:{self.settings.cluster_name}",
+                args=[cluster],
+                id=f"wal_switch:{cluster}",
                 executor="wal",
             )
         if self.settings.copies.destinations:  # its own thread: a long copy delays no backup
@@ -307,16 +313,28 @@ class Service:
 
     # --- WAL ----------------------------------------------------------------------------------
 
-    def _wal_switch(self) -> None:
+    def _wal_switch(self, cluster: str) -> None:
         if not self.stop.is_set():
-            switch_wal(self.settings, self.jobs)
+            switch_wal(cluster_settings(self.settings, cluster), self.jobs)
 
     def _receive(self, term: threading.Event) -> None:
-        """wal-receive under the cluster's WAL stream lock, as a worker would run it, so a
-        worker started by mistake beside an inline scheduler never streams the cluster twice."""
-        stream = functools.partial(supervise_receiver, self.settings, self.say, self.env_file)
-        cluster = self.settings.cluster_name
-        StreamHolder(self.settings, self.say, cluster, stream, term).run()
+        """wal-receive of each streamed cluster under its WAL stream lock, as a worker would
+        run it, so a worker started by mistake beside an inline scheduler never streams a
+        cluster twice."""
+        self.holders = [
+            StreamHolder(
+                self.settings,
+                self.say,
+                cluster,
+                functools.partial(
+                    supervise_receiver, self.settings, self.say, self.env_file, cluster
+                ),
+                term,
+            )
+            for cluster in streamed_clusters(self.settings)
+        ]
+        for thread in [holder.start() for holder in self.holders]:
+            thread.join()
 
 
 def _next_runs(sched: Any) -> dict[str, str]:

@@ -49,6 +49,8 @@ def status(ctx: Context, args: argparse.Namespace) -> int:
         print(line)
     if ctx.settings.schedules.backup_workers == "queue":
         print(workers_line(ctx.catalog(), ctx.settings.monitor.worker_max_silence))
+    elif s["alive"] and s["wal_streams"]:
+        print(f"WAL stream: {', '.join(s['wal_streams'])} on the leader {s['leader']}")
     rows, errors = [], []
     for db, jobs in data["databases"].items():
         for job, info in jobs.items():

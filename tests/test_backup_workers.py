@@ -187,11 +187,11 @@ def managed(pg: Cluster) -> Iterator[Cluster]:
     cluster.destroy()
 
 
-def _stream_holders(pg: Cluster, meta: str, alive: list[int]) -> list[int]:
-    """The pids of the live workers whose heartbeat says they hold a WAL stream."""
+def _stream_holders(pg: Cluster, meta: str, alive: list[int], cluster: str = "main") -> list[int]:
+    """The pids of the live workers whose heartbeat says they hold the cluster's WAL stream."""
     rows = pg.execute(
         "SELECT pid FROM permafrost.service_heartbeats"
-        " WHERE service = 'worker' AND details->'wal_streams' ? 'main'",
+        f" WHERE service = 'worker' AND details->'wal_streams' ? '{cluster}'",
         meta,
     )
     return [pid for (pid,) in rows if pid in alive]

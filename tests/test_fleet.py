@@ -11,7 +11,7 @@ import pytest
 
 from permafrost.config.fleet import BackupKind, forget_cached, load_fleet
 from permafrost.config.settings import Settings
-from permafrost.errors import ConfigError
+from permafrost.errors import ConfigError, PermafrostError
 
 ISSUE_FORM = """\
 sources:
@@ -147,6 +147,16 @@ BAD = [
     ("sources:\n  - name: a\n    url: [\n", "line 4: not YAML"),
     ("sources: []\n", "line 1, sources: names no server"),
     (
+        "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n    wal: receive\n",
+        "line 5, sources[0] (a).wal: receive archives a cluster's WAL: name it with the "
+        "source's cluster:",
+    ),
+    (
+        "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n"
+        "    cluster: a\n    wal: stream\n",
+        "line 6, sources[0] (a).wal: 'stream' is not one of receive, push, off",
+    ),
+    (
         "sources:\n  - name: a\n    url: postgresql://h/p\n    databases: all\n"
         "    retention: {daily: -1}\n",
         "line 5, sources[0] (a).retention.daily: '-1' is not a whole number",
@@ -196,7 +206,7 @@ def test_a_sources_retention_decides_for_its_databases_only(tmp_path: Path) -> N
     path.write_text(
         "sources:\n"
         "  - name: short\n    url: postgresql://h/p\n    databases: [app]\n"
-        "    retention: {daily: 2, weekly: 0, min_keep: 1}\n"
+        "    retention: {daily: 2, weekly: 0, min_keep: 1}\n    cluster: short-pg\n"
         "  - name: usual\n    url: postgresql://h/p\n    databases: [app]\n"
     )
     forget_cached()
@@ -219,6 +229,7 @@ def test_a_sources_retention_decides_for_its_databases_only(tmp_path: Path) -> N
         for name in ("short.app", "usual.app")
     }
     assert kept == {"short.app": 2, "usual.app": 5}  # daily 2 there, RETENTION_DAILY=7 here
+    assert retention_for(settings)("short-pg").daily == 2  # its cluster's base backups too
 
 
 def test_a_sources_retention_longer_than_the_tier_is_refused(tmp_path: Path) -> None:
@@ -229,3 +240,97 @@ def test_a_sources_retention_longer_than_the_tier_is_refused(tmp_path: Path) -> 
     )
     assert "line 5, sources[0] (a).retention: keeps standard backups 56 days" in message
     assert "STANDARD_TIER_DAYS=30" in message
+
+
+def test_each_sources_wal_is_its_own_or_wal_archiving(tmp_path: Path) -> None:
+    from permafrost.config.fleet import chosen_cluster, cluster_settings
+    from permafrost.wal.supervisor import streamed_clusters
+
+    text = """\
+sources:
+  - name: east
+    url: postgresql://backup@east-db/postgres
+    databases: [app]
+    cluster: east
+  - name: west
+    host: west-db
+    database: maintenance
+    databases: [app]
+    cluster: west
+    wal: off
+  - name: north
+    url: postgresql://backup@north-db/postgres
+    databases: [app]
+    cluster: north
+    wal: push
+  - name: logical-only
+    url: postgresql://backup@other-db/postgres
+    databases: [app]
+"""
+    fleet = _fleet(tmp_path, text, WAL_ARCHIVING="receive")
+    assert [s.wal for s in fleet.sources] == ["receive", "off", "push", "off"]
+    settings = Settings.from_env(
+        {"SOURCES_FILE": str(tmp_path / "sources.yaml"), "WAL_ARCHIVING": "receive"}
+    )
+    assert streamed_clusters(settings) == ("east",)
+    assert [s.name for s in fleet.archived("push")] == ["north"]
+    assert fleet.clusters() == ("east", "west", "north")
+    assert fleet.clusters(archived=True) == ("east", "north")  # `backup --kind base --all`
+    # wal: off turns the source's base backups off too, as WAL_ARCHIVING=off does
+    west = fleet.source("west")
+    assert west.schedules.wal_archiving == "off"
+    on_west = cluster_settings(settings, "west")
+    assert (on_west.cluster_name, on_west.source.host) == ("west", "west-db")
+    assert on_west.source.databases == ("maintenance",)  # where cluster-level work connects
+    assert cluster_settings(settings, "main").source == settings.source  # not a source's
+    assert chosen_cluster(settings, None, "north") == "north"
+    with pytest.raises(PermafrostError, match="source logical-only has no cluster"):
+        chosen_cluster(settings, None, "logical-only")
+    with pytest.raises(PermafrostError, match="--cluster and --source both"):
+        chosen_cluster(settings, "east", "west")
+    with pytest.raises(PermafrostError, match=r"which cluster\? CLUSTER_NAME=main is no source's"):
+        chosen_cluster(settings, None, None)  # main is none of the file's clusters: asked
+    assert chosen_cluster(settings, "main", None) == "main"  # named: an old archive, say
+    off = _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only the sources that say so
+    assert [s.wal for s in off.sources] == ["off", "off", "push", "off"]
+
+
+def test_the_lifecycle_check_covers_a_sources_own_wal_and_base_schedule(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from permafrost.retention.lifecycle.keeps import check_settings
+
+    text = (
+        "sources:\n  - name: east\n    url: postgresql://h/p\n    databases: [app]\n"
+        "    cluster: east\n    wal: receive\n    schedules: {base_backup: '0 1 1 * *'}\n"
+    )
+    _fleet(tmp_path, text)  # WAL_ARCHIVING=off: only east archives, with monthly base backups
+    settings = Settings.from_env({"SOURCES_FILE": str(tmp_path / "sources.yaml")})
+    verdict = check_settings(settings, datetime(2026, 12, 6, tzinfo=UTC))
+    assert any(p.startswith("WAL_RETENTION_DAYS=30 is shorter than") for p in verdict.problems)
+    assert not [n for n in verdict.notes if n.startswith("WAL_ARCHIVING=off")]
+    forget_cached()
+
+
+def test_the_scheduler_streams_switches_and_drills_each_sources_cluster(tmp_path: Path) -> None:
+    from scheduler.service import Service
+
+    text = (
+        "sources:\n"
+        "  - name: east\n    url: postgresql://h/p\n    databases: [app]\n    cluster: east\n"
+        "  - name: north\n    url: postgresql://h/p\n    databases: [app]\n    cluster: north\n"
+        "    wal: push\n"
+        "  - name: west\n    url: postgresql://h/p\n    databases: [app]\n    cluster: west\n"
+        "    wal: off\n"
+    )
+    _fleet(tmp_path, text, WAL_ARCHIVING="receive")
+    env = {"SOURCES_FILE": str(tmp_path / "sources.yaml"), "WAL_ARCHIVING": "receive"}
+    lines = Service(Settings.from_env(env), lambda *a, **k: None).describe()
+    assert "wal-receive:east: streamed by the leader" in lines
+    assert "wal_switch:north: every minute (WAL archived by archive_command)" in lines
+    assert not [line for line in lines if ":west" in line and "backup:@west" not in line], lines
+    assert [line.split(":")[1] for line in lines if line.startswith("pitr_drill:")] == [
+        "east",
+        "north",
+    ]
+    forget_cached()

@@ -14,7 +14,8 @@ from flask.testing import FlaskClient
 
 from monitor.app import create_app
 from permafrost.backup.forecast import Limits, Planned, forecast, simulate
-from permafrost.backup.tonight import tonight, window_opens
+from permafrost.backup.tonight import fleet_tonight, tonight, window_opens
+from permafrost.config.fleet import forget_cached, load_fleet
 from permafrost.config.settings import Settings
 from permafrost.errors import ConfigError
 from tests.conftest import run
@@ -176,3 +177,42 @@ def test_tonight_has_a_base_backup_only_when_its_schedule_fires_in_the_window() 
     assert [i.kind for i in tonight(weekly, durations, monday)] == ["logical", "logical"]
     no_wal = Settings.from_env({**env, "WAL_ARCHIVING": "off"})
     assert [i.kind for i in tonight(no_wal, durations, opens)] == ["logical", "logical"]
+
+
+def test_a_sources_files_night_and_one_source_of_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n"
+        "  - name: east\n    url: postgresql://h/p\n    databases: [shop, ledger]\n"
+        "    cluster: east\n"
+        "  - name: west\n    url: postgresql://h/p\n    databases: [crm]\n"
+        "    cluster: west\n    wal: off\n"  # no WAL: no base backup tonight either
+    )
+    forget_cached()
+    settings = Settings.from_env(
+        {
+            "SOURCES_FILE": str(path),
+            "WAL_ARCHIVING": "receive",
+            "BASE_BACKUP_SCHEDULE": "30 1 * * 0",
+        }
+    )
+    fleet = load_fleet(settings)
+    durations = {
+        ("east.shop", "logical"): 600.0,
+        ("east", "base"): 3000.0,
+        ("west.crm", "logical"): 60.0,
+        ("west", "base"): 100.0,
+    }
+    sunday = datetime(2026, 12, 6, 1, 0, tzinfo=UTC)
+    listed = None  # databases listed in the file: the catalog is not read
+    assert fleet_tonight(settings, listed, fleet.sources, durations, sunday) == [  # type: ignore[arg-type]
+        Planned("east", "east.shop", 600.0),
+        Planned("east", "east.ledger", None),
+        Planned("east", "east", 3000.0, "base"),
+        Planned("west", "west.crm", 60.0),
+    ]
+    west = fleet.select("west")
+    assert fleet_tonight(settings, listed, west, durations, sunday) == [  # type: ignore[arg-type]
+        Planned("west", "west.crm", 60.0)
+    ]
+    forget_cached()

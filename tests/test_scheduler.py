@@ -108,7 +108,7 @@ def test_scheduler_check_prints_the_schedules_and_refuses_a_bad_one(env: dict[st
     assert "backup:shop: 0 2 * * * (BACKUP_SCHEDULE)" in lines
     assert "compliance_backup:crm: 0 1 1 * * (COMPLIANCE_SCHEDULE)" in lines
     assert "base_backup:main: 30 1 * * 0 (BASE_BACKUP_SCHEDULE)" in lines
-    assert "wal_switch: every minute (WAL_ARCHIVING=push)" in lines
+    assert "wal_switch:main: every minute (WAL archived by archive_command)" in lines
     bad = run({**env, "VERIFY_SCHEDULE": "every sunday"}, "scheduler", "--check", check=False)
     assert bad.returncode == 2 and "VERIFY_SCHEDULE" in bad.stderr
 

@@ -4,19 +4,24 @@ panel and `/api/window` show.
 Tonight is the next time `BACKUP_WINDOW` opens (or the window open now). Its backups are, today,
 a logical backup of every database of `DB_NAME` (or, with none named, of every database with a
 completed one) and a base backup of `CLUSTER_NAME` when `BASE_BACKUP_SCHEDULE` fires inside the
-window, all on one source named after the cluster; a sources file will add more sources as more
-`Planned` items. Each is expected to take the median of its last seven completed backups.
+window, all on one source named after the cluster; with SOURCES_FILE, each source's databases
+and its cluster's base backup, under the source's name (`fleet_tonight`; `plan window --source
+NAME` keeps one source's). Each is expected to take the median of its last seven completed
+backups.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from permafrost.backup.forecast import Forecast, Limits, Planned, forecast
+from permafrost.backup.sources import known_names
 from permafrost.catalog.reads import recent_durations
 from permafrost.catalog.store import Catalog
+from permafrost.config.fleet import BackupKind, FleetSource, load_fleet
 from permafrost.config.schedule import schedules
 from permafrost.config.settings import Settings
 from permafrost.repo.manifest import Kind
@@ -25,9 +30,10 @@ RECENT = 7  # backups whose median duration is the expectation
 
 
 def window_forecast(
-    settings: Settings, catalog: Catalog, workers: int, now: datetime
+    settings: Settings, catalog: Catalog, workers: int, now: datetime, source: str | None = None
 ) -> tuple[Forecast, datetime]:
-    """Tonight's forecast with `workers` workers, and when tonight's window opens."""
+    """Tonight's forecast with `workers` workers, and when tonight's window opens; with
+    `source`, of that SOURCES_FILE source's backups only (as if the workers were its own)."""
     opens = window_opens(settings, now)
     durations = {
         (row["database"], row["kind"]): float(row["seconds"])
@@ -38,7 +44,12 @@ def window_forecast(
         per_worker=settings.window.max_concurrent,
         per_source=settings.window.max_concurrent_per_source,
     )
-    items = tonight(settings, durations, opens)
+    fleet = load_fleet(settings)
+    if fleet.from_file is None:
+        fleet.select(source)  # --source: the fleet of one's own name, or refused
+        items = tonight(settings, durations, opens)
+    else:
+        items = fleet_tonight(settings, catalog, fleet.select(source), durations, opens)
     return forecast(items, limits, settings.window.seconds), opens
 
 
@@ -69,6 +80,30 @@ def tonight(
     if _base_backup_tonight(settings, opens):
         cluster = settings.cluster_name
         items.append(Planned(source, cluster, durations.get((cluster, Kind.BASE)), Kind.BASE))
+    return items
+
+
+def fleet_tonight(
+    settings: Settings,
+    catalog: Catalog,
+    chosen: tuple[FleetSource, ...],
+    durations: dict[tuple[str, str], float],
+    opens: datetime,
+) -> list[Planned]:
+    """A SOURCES_FILE fleet's backups tonight: each source's databases (the file's list, or
+    what its last listing found) under the source's name, and its cluster's base backup when
+    the source's own base backup schedule fires inside the window."""
+    items = []
+    for source in chosen:
+        if BackupKind.LOGICAL in source.kinds:
+            items += [
+                Planned(source.name, name, durations.get((name, Kind.LOGICAL)), Kind.LOGICAL)
+                for name in known_names(catalog, source)
+            ]
+        own = replace(settings, schedules=source.schedules)
+        if source.cluster and BackupKind.BASE in source.kinds and _base_backup_tonight(own, opens):
+            seconds = durations.get((source.cluster, Kind.BASE))
+            items.append(Planned(source.name, source.cluster, seconds, Kind.BASE))
     return items
 
 

@@ -59,6 +59,7 @@ def collect(
             "last_heartbeat": leader["beat_at"].isoformat() if leader else None,
             "heartbeat_age_seconds": round(leader["age_seconds"], 1) if leader else None,
             "timezone": (leader["details"] or {}).get("timezone") if leader else None,
+            "wal_streams": (leader["details"] or {}).get("wal_streams", []) if leader else [],
             "running": _still_running(catalog, leader, last),
             "stopped": (
                 {"instance": stopped["instance"], "at": stopped["beat_at"].isoformat()}

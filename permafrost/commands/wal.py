@@ -22,6 +22,7 @@ from typing import Any
 
 from permafrost import layout, signals
 from permafrost.audit import actor
+from permafrost.config.fleet import chosen_cluster, cluster_settings
 from permafrost.context import Context
 from permafrost.errors import (
     CatalogUnavailable,
@@ -48,6 +49,7 @@ from permafrost.wal.guard import Guard
 FETCH_MISSING = 1
 FETCH_FATAL = 126
 CLUSTER_HELP = "the server's name in the bucket (default: CLUSTER_NAME)"
+SOURCE_HELP = "the cluster of this SOURCES_FILE source (its `cluster:`), on its server"
 
 
 def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -96,18 +98,21 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "WAL_SPOOL_DIR and archives each completed segment; runs until stopped.",
     )
     p.add_argument("--cluster", help=CLUSTER_HELP)
+    p.add_argument("--source", help=SOURCE_HELP)
     p.set_defaults(handler=wal_receive)
 
     p = commands.add_parser("wal", help="the WAL archive: status, verify, switch, reset")
     sub = p.add_subparsers(dest="wal_command", required=True, metavar="COMMAND")
     s = sub.add_parser("status", help="the newest archived segment and the archive lag")
     s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--source", help=SOURCE_HELP)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=wal_status)
     s = sub.add_parser(
         "verify", help="check that every segment from the oldest base backup on is archived"
     )
     s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--source", help=SOURCE_HELP)
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=wal_verify)
     s = sub.add_parser(
@@ -115,6 +120,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         help="call pg_switch_wal() if no segment completed for WAL_MAX_SEGMENT_AGE seconds",
     )
     s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--source", help=SOURCE_HELP)
     s.set_defaults(handler=wal_switch)
     s = sub.add_parser(
         "reset",
@@ -125,13 +131,24 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "A dry run unless --apply; then take a base backup.",
     )
     s.add_argument("--cluster", help=CLUSTER_HELP)
+    s.add_argument("--source", help=SOURCE_HELP)
     s.add_argument("--apply", action="store_true", help="do it (audit-logged)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(handler=wal_reset)
 
 
 def _cluster(ctx: Context, args: argparse.Namespace) -> str:
-    return layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+    if not hasattr(args, "source"):  # wal-push, wal-fetch: --cluster, else CLUSTER_NAME
+        return layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+    chosen = chosen_cluster(ctx.settings, args.cluster, args.source)
+    return layout.check_name(chosen, "cluster")
+
+
+def _on_server(ctx: Context, cluster: str) -> Context:
+    """The context of a command that talks to the cluster's server: a SOURCES_FILE source's
+    cluster is on that source's server (config/fleet.py cluster_settings)."""
+    settings = cluster_settings(ctx.settings, cluster)
+    return ctx if settings.source == ctx.settings.source else Context(settings)
 
 
 def wal_push(ctx: Context, args: argparse.Namespace) -> int:
@@ -259,6 +276,7 @@ def wal_prefetch(ctx: Context, args: argparse.Namespace) -> int:
 
 def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
     cluster = _cluster(ctx, args)
+    ctx = _on_server(ctx, cluster)
     ctx.repository(create=True)  # a wrong key fails now, not at the first segment
     stop = threading.Event()
     signals.set_on_signal(stop)
@@ -270,7 +288,9 @@ def wal_receive(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def wal_switch(ctx: Context, args: argparse.Namespace) -> int:
-    name = walreceive.switch_if_idle(ctx, _cluster(ctx, args))
+    cluster = _cluster(ctx, args)
+    ctx = _on_server(ctx, cluster)
+    name = walreceive.switch_if_idle(ctx, cluster)
     if name:
         print(f"switched WAL: {name} completed and goes to the archive")
     else:
@@ -307,7 +327,7 @@ def wal_status(ctx: Context, args: argparse.Namespace) -> int:
             status["method"] = row["method"]
             status["last_error"] = row["last_error"]
             status["last_switch_at"] = iso(row["last_switch_at"])
-    status.update(_server_position(ctx, archive))
+    status.update(_server_position(_on_server(ctx, cluster), archive))
     if args.json:
         print_json(status)
         return 0
@@ -387,7 +407,8 @@ def wal_verify(ctx: Context, args: argparse.Namespace) -> int:
 def wal_reset(ctx: Context, args: argparse.Namespace) -> int:
     cluster = _cluster(ctx, args)
     repo = ctx.repository()
-    reset = walreset.plan(repo, cluster, walreset.server_system(ctx.settings.source))
+    server = cluster_settings(ctx.settings, cluster).source
+    reset = walreset.plan(repo, cluster, walreset.server_system(server))
     if not reset.needed or not args.apply:
         if args.json:
             print_json(reset.to_json())

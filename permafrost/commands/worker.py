@@ -1,8 +1,8 @@
 """`permafrost worker`: a backup worker (BACKUP_WORKERS=queue). Run any number, on any machines,
 against one metadata store: each claims queued backups, base backups, verifications, test
-restores, restores and PITR drills (permafrost/worker/loop.py), MAX_CONCURRENT at a time, and,
-with WAL_ARCHIVING=receive, streams the cluster's WAL while it holds the cluster's stream lock
-(permafrost/worker/streams.py).
+restores, restores and PITR drills (permafrost/worker/loop.py), MAX_CONCURRENT at a time, and
+streams the WAL of each cluster archived by `receive` (CLUSTER_NAME's with WAL_ARCHIVING=receive,
+or each SOURCES_FILE source's) while it holds that cluster's stream lock (worker/streams.py).
 
 The handlers come from the composition root (`permafrost.cli`): backups from the scheduler
 package, the restore kinds from the restore package, which this library cannot import.
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 from permafrost.context import Context
 from permafrost.logs import sayer
-from permafrost.wal.supervisor import supervise_receiver
+from permafrost.wal.supervisor import streamed_clusters, supervise_receiver
 from permafrost.worker.loop import Handler, Worker
 from permafrost.worker.queue import BACKUP_TASK
 from permafrost.worker.streams import StreamHolder
@@ -58,9 +58,8 @@ def worker(ctx: Context, args: argparse.Namespace, handlers: dict[str, Handler])
         slots=settings.window.max_concurrent,
         per_source=settings.window.max_concurrent_per_source,
     )
-    if settings.schedules.wal_archiving == "receive" and not args.once:
-        cluster = settings.cluster_name
-        stream = functools.partial(supervise_receiver, settings, say, args.env_file)
+    for cluster in () if args.once else streamed_clusters(settings):
+        stream = functools.partial(supervise_receiver, settings, say, args.env_file, cluster)
         poll = min(args.poll, 5.0)
         work.stream(StreamHolder(settings, say, cluster, stream, work.stopping, poll))
     return work.run(once=args.once)

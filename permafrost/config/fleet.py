@@ -27,7 +27,7 @@ from permafrost.config import schedule
 from permafrost.config.env import Secret
 from permafrost.config.settings import RetentionSettings, ScheduleSettings, Settings
 from permafrost.config.source import SourceSettings, source_from_url
-from permafrost.errors import ConfigError
+from permafrost.errors import ConfigError, UsageError
 from permafrost.layout import valid_name
 
 SOURCE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,39}")  # no dot: it splits catalog names
@@ -73,6 +73,16 @@ class FleetSource:
     @property
     def lists_all(self) -> bool:
         return self.databases is None
+
+    @property
+    def wal(self) -> str:
+        """How its cluster's WAL is archived: its `wal:`, else WAL_ARCHIVING; off without a
+        cluster (kept in its schedules, so base backups and drills follow it)."""
+        return self.schedules.wal_archiving if self.cluster is not None else "off"
+
+    def cluster_server(self) -> SourceSettings:
+        """The server, for cluster-level work (base backups, WAL): its maintenance database."""
+        return replace(self.server, databases=(self.maintenance_db,))
 
     def catalog_name(self, database: str) -> str:
         """The name this source's database has in keys, the catalog, locks and alerts."""
@@ -142,6 +152,26 @@ class Fleet:
         """Every source, or only the one `--source NAME` names."""
         return self.sources if name is None else (self.source(name),)
 
+    def of_cluster(self, cluster: str) -> FleetSource | None:
+        """The source whose `cluster:` this is (None: no source's)."""
+        return next((s for s in self.sources if s.cluster == cluster), None)
+
+    def clusters(self, source: str | None = None, *, archived: bool = False) -> tuple[str, ...]:
+        """The clusters of every source (or of the one `--source NAME` names); with
+        `archived`, only those whose WAL is archived (a base backup of another could not be
+        recovered: its WAL is nowhere)."""
+        chosen = self.select(source)
+        return tuple(s.cluster for s in chosen if s.cluster and (s.wal != "off" or not archived))
+
+    def wal_clusters(self) -> tuple[tuple[str, str], ...]:
+        """Each cluster whose WAL is archived, and how (`receive` or `push`): what the
+        wal_lag, wal_gap and wal_queue alerts watch."""
+        return tuple((s.cluster, s.wal) for s in self.sources if s.cluster and s.wal != "off")
+
+    def archived(self, mode: str) -> tuple[FleetSource, ...]:
+        """The sources whose cluster's WAL is archived this way (`receive`, `push`)."""
+        return tuple(s for s in self.sources if s.wal == mode)
+
 
 _lock = threading.Lock()
 _cache: dict[str, Fleet] = {}
@@ -160,14 +190,61 @@ def load_fleet(settings: Settings) -> Fleet:
 
 
 def retention_for(settings: Settings) -> Callable[[str], RetentionSettings]:
-    """A database's retention rules: its file source's `retention:`, else the environment's."""
+    """A database's (or a cluster's base backups') retention rules: its file source's
+    `retention:`, else the environment's."""
     fleet = load_fleet(settings)
 
     def policy(name: str) -> RetentionSettings:
-        source = fleet.source_of(name) if fleet.from_file is not None else None
+        source = None
+        if fleet.from_file is not None:
+            source = fleet.of_cluster(name) or fleet.source_of(name)
         return source.retention if source is not None else settings.retention
 
     return policy
+
+
+def cluster_settings(settings: Settings, cluster: str) -> Settings:
+    """The settings a cluster's WAL and base backup commands run with: for the cluster of a
+    SOURCES_FILE source, that source's server and CLUSTER_NAME; else the settings as given (the
+    single server of DATABASE_URL / DB_*)."""
+    fleet = load_fleet(settings)
+    source = fleet.of_cluster(cluster) if fleet.from_file is not None else None
+    if source is None:
+        return replace(settings, cluster_name=cluster)
+    schedules = replace(settings.schedules, wal_archiving=source.wal)
+    return replace(
+        settings, source=source.cluster_server(), cluster_name=cluster, schedules=schedules
+    )
+
+
+def chosen_cluster(settings: Settings, cluster: str | None, source: str | None) -> str:
+    """The cluster `--cluster NAME` or `--source NAME` names (not both), else CLUSTER_NAME."""
+    if cluster and source:
+        raise UsageError("--cluster and --source both name a cluster: give one")
+    if cluster:
+        return cluster
+    if source is None:
+        return _default_cluster(settings)
+    chosen = load_fleet(settings).source(source)
+    if chosen.cluster is None:
+        raise UsageError(
+            f"source {source} has no cluster: physical backups and WAL need `cluster:` in "
+            "its SOURCES_FILE entry"
+        )
+    return chosen.cluster
+
+
+def _default_cluster(settings: Settings) -> str:
+    """CLUSTER_NAME, unless SOURCES_FILE's sources have clusters and it is none of them: then
+    which one is meant is asked, not guessed."""
+    fleet = load_fleet(settings)
+    clusters = fleet.clusters() if fleet.from_file is not None else ()
+    if clusters and settings.cluster_name not in clusters:
+        raise UsageError(
+            f"which cluster? CLUSTER_NAME={settings.cluster_name} is no source's in "
+            f"{fleet.from_file}: pass --source NAME or --cluster NAME ({', '.join(clusters)})"
+        )
+    return settings.cluster_name
 
 
 def forget_cached() -> None:
@@ -262,7 +339,9 @@ SOURCE_FIELDS = {
     "schedules",
     "retention",
     "plain_names",
+    "wal",
 }
+WAL_MODES = ("receive", "push", "off")
 
 
 def _source(where: _Where, node: Any, at: str, settings: Settings, base: Path) -> FleetSource:
@@ -277,6 +356,8 @@ def _source(where: _Where, node: Any, at: str, settings: Settings, base: Path) -
         if not valid_name(cluster):
             raise where.error(fields["cluster"][1], f"{at}.cluster", f"{cluster!r} {_USABLE}")
     kinds = _kinds(where, fields, at, cluster)
+    schedules = _schedules(where, fields, at, settings.schedules)
+    schedules = replace(schedules, wal_archiving=_wal(where, fields, at, cluster, schedules))
     return FleetSource(
         name=name,
         server=server,
@@ -285,7 +366,7 @@ def _source(where: _Where, node: Any, at: str, settings: Settings, base: Path) -
         exclude=exclude,
         cluster=cluster,
         kinds=kinds,
-        schedules=_schedules(where, fields, at, settings.schedules),
+        schedules=schedules,
         retention=_retention(where, fields, at, settings.retention),
         plain_names=_flag(where, fields, "plain_names", at),
         line=node.start_mark.line + 1,
@@ -422,6 +503,33 @@ def _kinds(
             node, f"{at}.kinds", "base and incremental backups need the source's cluster: name"
         )
     return frozenset(kinds)
+
+
+def _wal(
+    where: _Where,
+    fields: dict[str, tuple[Any, Any]],
+    at: str,
+    cluster: str | None,
+    defaults: ScheduleSettings,
+) -> str:
+    """`wal: receive | push | off`: how this source's cluster's WAL is archived (default:
+    WAL_ARCHIVING). receive: a worker (or the leading scheduler) streams it with wal-receive;
+    push: the server's archive_command runs `permafrost wal-push --cluster CLUSTER`."""
+    if "wal" not in fields:
+        return defaults.wal_archiving
+    node = fields["wal"][1]
+    mode = _text(where, fields["wal"], f"{at}.wal").lower()
+    if mode in ("false", "no"):  # YAML 1.1 reads a bare `off` as a boolean
+        mode = "off"
+    if mode not in WAL_MODES:
+        raise where.error(node, f"{at}.wal", f"{_shown(node)} is not one of {', '.join(WAL_MODES)}")
+    if mode != "off" and cluster is None:
+        raise where.error(
+            node,
+            f"{at}.wal",
+            f"{mode} archives a cluster's WAL: name it with the source's cluster:",
+        )
+    return mode
 
 
 def _schedules(

@@ -124,7 +124,8 @@ def _archived(ctx: Context, cluster: str, path: Path, size: int, position: Posit
         _record(ctx, cluster, name, size)
         position.segment, position.at = name, time.time()
     path.unlink()
-    log.info("archived %s", name, extra={"event": "wal_archived", "segment": name})
+    extra = {"event": "wal_archived", "segment": name, "cluster": cluster}
+    log.info("archived %s of cluster %s", name, cluster, extra=extra)
 
 
 def _record(ctx: Context, cluster: str, name: str, size: int, method: str = "receive") -> None:
@@ -391,7 +392,7 @@ def switch_if_idle(ctx: Context, cluster: str, position: Position | None = None)
         if done is not None and time.time() - last.at < max_age:
             return None
         name = pgtools.switch_wal(conn)
-    log.info("switched WAL: %s had waited %s s or more", name, max_age)
+    log.info("switched WAL of cluster %s: %s had waited %s s or more", cluster, name, max_age)
     if ctx.settings.metadata_url is not None:
         ctx.record(lambda c: c.wal_switched(cluster), LATER)
     if position is not None:

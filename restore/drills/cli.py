@@ -10,6 +10,7 @@ from permafrost import layout
 from permafrost.audit import actor
 from permafrost.catalog.drills import queue_drill
 from permafrost.catalog.records import DrillRecord
+from permafrost.config.fleet import chosen_cluster
 from permafrost.context import Context
 from permafrost.text import human_bytes, iso, plain_duration, print_json, when
 from restore.drills.run import run_drill
@@ -24,6 +25,7 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
         "measured recovery time and recovery point, which `plan` and `recovery-time` then use.",
     )
     p.add_argument("--cluster", help="the cluster's name in the bucket (default: CLUSTER_NAME)")
+    p.add_argument("--source", help="the cluster of this SOURCES_FILE source (its `cluster:`)")
     p.add_argument(
         "--queue", action="store_true", help="queue it for the restore worker and return"
     )
@@ -36,7 +38,7 @@ def say(line: str) -> None:
 
 
 def drill(ctx: Context, args: argparse.Namespace) -> int:
-    cluster = layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+    cluster = layout.check_name(chosen_cluster(ctx.settings, args.cluster, args.source), "cluster")
     if args.queue:
         queued = queue_drill(ctx.catalog(), cluster, actor())
         if args.json:

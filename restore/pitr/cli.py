@@ -11,6 +11,7 @@ from pathlib import Path
 
 from permafrost import layout
 from permafrost.audit import actor
+from permafrost.config.fleet import chosen_cluster, cluster_settings
 from permafrost.context import Context
 from permafrost.errors import (
     BackupNotFound,
@@ -41,6 +42,11 @@ def add_parsers(commands: argparse._SubParsersAction) -> None:  # type: ignore[t
     when.add_argument("--target-name", metavar="NAME", help="a pg_create_restore_point() name")
     when.add_argument("--latest", action="store_true", help="everything archived")
     p.add_argument("--cluster", help="the cluster's name in the bucket (default: CLUSTER_NAME)")
+    p.add_argument(
+        "--source",
+        help="the cluster of this SOURCES_FILE source (its `cluster:`); --target-db then "
+        "defaults to that source's server",
+    )
     p.add_argument("--base", metavar="ID", help="use this base backup instead of choosing one")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--target-dir", metavar="DIR", help="a new or empty data directory")
@@ -75,7 +81,8 @@ def run_pitr(ctx: Context, args: argparse.Namespace) -> int:
         raise UsageError("--target-url, --database and --no-owner go with --target-db")
     if args.target_dir is None and (args.port or args.stop):
         raise UsageError("--port and --stop go with --target-dir")
-    cluster = layout.check_name(args.cluster or ctx.settings.cluster_name, "cluster")
+    cluster = layout.check_name(chosen_cluster(ctx.settings, args.cluster, args.source), "cluster")
+    args.cluster = cluster  # a copy into --target-db goes to the cluster's own server
     target = pitr_plan.recovery_target(
         args.target_time, args.target_lsn, args.target_name, args.latest
     )
@@ -175,7 +182,8 @@ def _report(reached: pitr.Reached, target: pitr_plan.RecoveryTarget) -> None:
 
 
 def _target(ctx: Context, args: argparse.Namespace, name: str) -> targets.Target:
-    return targets.resolve_target(ctx.settings, name, args.target_url)
+    home = cluster_settings(ctx.settings, args.cluster)  # the cluster's own server
+    return targets.resolve_target(home, name, args.target_url)
 
 
 def _copy(

@@ -3,12 +3,15 @@ twice the drill schedule's interval (warning). The next successful drill resolve
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from monitor.alerts.findings import Finding, Severity, summary
 from monitor.alerts.run import Run
 from permafrost.catalog.records import DrillRecord, DrillStatus
+from permafrost.config.fleet import BackupKind, load_fleet
 from permafrost.config.schedule import drill_interval
+from permafrost.config.settings import Settings
 from permafrost.text import iso, one_line, spoken_duration
 
 
@@ -20,10 +23,24 @@ def pitr_drill(run: Run) -> list[Finding]:
         for cluster, drill in sorted(newest.items())
         if not drill.succeeded
     ]
-    cluster = run.settings.cluster_name
-    if cluster not in {f.details["cluster"] for f in out}:
-        out += _overdue(run, cluster, good.get(cluster))
+    failed = {f.details["cluster"] for f in out}
+    for cluster, settings in drilled(run.settings):
+        if cluster not in failed:
+            out += _overdue(run, cluster, good.get(cluster), settings)
     return out
+
+
+def drilled(settings: Settings) -> list[tuple[str, Settings]]:
+    """The clusters drills are scheduled for, each with the settings of its schedule: CLUSTER_NAME,
+    or each SOURCES_FILE source's cluster with base backups (its own schedules and `wal:`)."""
+    fleet = load_fleet(settings)
+    if fleet.from_file is None:
+        return [(settings.cluster_name, settings)]
+    return [
+        (s.cluster, replace(settings, schedules=s.schedules))
+        for s in fleet.sources
+        if s.cluster is not None and BackupKind.BASE in s.kinds
+    ]
 
 
 def failed_drill_finding(drill: DrillRecord, good: DrillRecord | None) -> Finding:
@@ -45,9 +62,9 @@ def failed_drill_finding(drill: DrillRecord, good: DrillRecord | None) -> Findin
     )
 
 
-def _overdue(run: Run, cluster: str, good: DrillRecord | None) -> list[Finding]:
+def _overdue(run: Run, cluster: str, good: DrillRecord | None, settings: Settings) -> list[Finding]:
     """No success for twice the schedule's interval (since the first base backup, if never)."""
-    interval = drill_interval(run.settings, run.now)
+    interval = drill_interval(settings, run.now)
     if interval is None:
         return []
     since = good.started_at if good else run.catalog.first_base_backup_at(cluster)

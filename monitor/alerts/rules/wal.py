@@ -8,6 +8,7 @@ from typing import Any
 
 from monitor.alerts.findings import Finding, Severity, summary
 from monitor.alerts.run import Run
+from permafrost.config.fleet import load_fleet
 from permafrost.text import iso, one_line, spoken_duration
 from permafrost.wal import archive as walarchive
 from permafrost.wal import identity as walidentity
@@ -17,14 +18,18 @@ WAL_VERIFY_EVERY = timedelta(minutes=15)
 
 
 def wal_lag(run: Run) -> list[Finding]:
-    """The newest archived WAL is older than WAL_MAX_LAG (on the metadata server's clock)."""
-    if run.settings.schedules.wal_archiving == "off":
-        return []
-    cluster, limit = run.settings.cluster_name, run.settings.monitor.wal_max_lag
+    """The newest archived WAL of a cluster (each of the fleet's whose WAL is archived) is older
+    than WAL_MAX_LAG (on the metadata server's clock)."""
+    clusters = load_fleet(run.settings).wal_clusters()
+    return [f for cluster, mode in clusters for f in _lag(run, cluster, mode)]
+
+
+def _lag(run: Run, cluster: str, mode: str) -> list[Finding]:
+    limit = run.settings.monitor.wal_max_lag
     row = run.catalog.wal_progress(cluster)
     if row is None:
         waited = (run.now - run.installed).total_seconds()
-        return never_archived(cluster, limit, run.settings.schedules.wal_archiving, waited)
+        return never_archived(cluster, limit, mode, waited)
     lag = (run.db_clock - row["last_archived_at"]).total_seconds()
     return archive_behind(cluster, limit, row, lag) if lag > limit else []
 
@@ -90,12 +95,16 @@ def archive_behind(cluster: str, limit: int, row: dict[str, Any], lag: float) ->
 
 
 def wal_gap(run: Run) -> list[Finding]:
-    """The archive in the bucket has a gap (read from the bucket, so cached for 15 minutes)."""
-    if run.settings.schedules.wal_archiving == "off":
+    """A cluster's archive in the bucket has a gap (read from the bucket, so cached for 15
+    minutes)."""
+    clusters = load_fleet(run.settings).wal_clusters()
+    if not clusters:
         return []
     run.repository_checked()
-    cluster = run.settings.cluster_name
+    return [f for cluster, _ in clusters for f in _gap(run, cluster)]
 
+
+def _gap(run: Run, cluster: str) -> list[Finding]:
     def compute() -> list[Finding]:
         return gap_findings(cluster, walarchive.verify(run.ctx.repository(), cluster))
 

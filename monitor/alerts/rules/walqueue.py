@@ -13,15 +13,19 @@ from typing import Any
 
 from monitor.alerts.findings import Finding, Severity, summary
 from monitor.alerts.run import Run
+from permafrost.config.fleet import load_fleet
 from permafrost.text import human_bytes, iso
 
 STALE = timedelta(minutes=15)
 
 
 def wal_queue(run: Run) -> list[Finding]:
-    if run.settings.schedules.wal_archiving == "off":
-        return []
-    cluster, limit = run.settings.cluster_name, run.settings.monitor.wal_queue_alert_segments
+    clusters = load_fleet(run.settings).wal_clusters()  # each of the fleet's archived clusters
+    return [f for cluster, _ in clusters for f in _queue(run, cluster)]
+
+
+def _queue(run: Run, cluster: str) -> list[Finding]:
+    limit = run.settings.monitor.wal_queue_alert_segments
     rows = run.catalog.wal_status(cluster)
     row = rows[0] if rows else None
     if row is None or row["ready_at"] is None or run.db_clock - row["ready_at"] > STALE:

@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from permafrost import layout
+from permafrost.config.fleet import load_fleet
 from permafrost.config.schedule import base_backup_interval
 from permafrost.config.settings import RetentionSettings, Settings
 from permafrost.retention.lifecycle.read import overlaps
@@ -105,16 +106,34 @@ def _compliance(r: RetentionSettings, where: dict[str, str], out: Verdict) -> No
 
 
 def _pitr(settings: Settings, now: datetime, out: Verdict) -> tuple[int, str]:
-    """The days base/ and wal/ must keep for point-in-time recovery, and why."""
+    """The days base/ and wal/ must keep for point-in-time recovery, and why: for the cluster
+    that needs the most, of every cluster whose WAL is archived (a SOURCES_FILE source's with
+    its own `wal:` and base backup schedule)."""
     r = settings.retention
     held = f"retention holds base backups until shortly before WAL_RETENTION_DAYS={r.wal_days}"
-    mode = settings.schedules.wal_archiving
-    if mode == "off":
+    archived = _archiving(settings)
+    if not archived:
         out.notes.append(
             "WAL_ARCHIVING=off: the expiry of wal/ and base/ is not checked against "
             "PITR_WINDOW_DAYS and BASE_BACKUP_SCHEDULE"
         )
         return 0, held
+    needs = [_pitr_of(each, now, out, held) for each in archived]
+    out.problems[:] = list(dict.fromkeys(out.problems))  # the same words for two clusters: once
+    out.notes[:] = list(dict.fromkeys(out.notes))
+    return max(needs, key=lambda need: need[0])
+
+
+def _archiving(settings: Settings) -> list[Settings]:
+    """The settings of each cluster whose WAL is archived (its schedules: a fleet source's)."""
+    fleet = load_fleet(settings)
+    if fleet.from_file is None:
+        return [] if settings.schedules.wal_archiving == "off" else [settings]
+    return [replace(settings, schedules=s.schedules) for s in fleet.sources if s.wal != "off"]
+
+
+def _pitr_of(settings: Settings, now: datetime, out: Verdict, held: str) -> tuple[int, str]:
+    r, mode = settings.retention, settings.schedules.wal_archiving
     interval = base_backup_interval(settings, now)
     if interval:
         return _pitr_with_interval(r, interval, held, out)
