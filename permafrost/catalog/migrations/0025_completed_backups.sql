@@ -3,5 +3,5 @@
 -- storage per tier and the chart's days are index-only scans of this, not a scan of every
 -- backup (bench/fleet.py: 47 ms and 50 ms became 6 ms and 24 ms).
 CREATE INDEX backups_completed ON backups (started_at DESC)
-    INCLUDE (kind, tier, purpose, database, size_bytes, finished_at)
+    INCLUDE (repository_id, kind, tier, purpose, database, size_bytes, finished_at)
     WHERE status = 'completed';
