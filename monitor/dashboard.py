@@ -96,7 +96,7 @@ def overview() -> Any:
         view = fleet_view(cat, fleet, settings, request.args.get("source") or None)
     except ConfigError as exc:
         abort(404, str(exc))
-    state = collect(cat, view.configured, fleet.owner)
+    state = collect(cat, view.configured, view.owner, None if view.selected is None else view.shown)
     rows = reads.databases(cat)
     wal = {w["cluster"]: w for w in cat.wal_status()}
     cluster_wal = (

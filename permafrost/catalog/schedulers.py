@@ -18,9 +18,11 @@ def collect(
     catalog: Catalog,
     databases: tuple[str, ...],
     owner: Callable[[str], str | None] = lambda name: None,
+    shown: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """The status as a dict (the monitor's /status reads the same); `owner` names the fleet
-    source of a database (config/fleet.py), whose job (`backup:@SOURCE`) runs it next."""
+    source of a database (config/fleet.py), whose job (`backup:@SOURCE`) runs it next; with
+    `shown`, only those databases' jobs are worked out (the overview's `?source=`)."""
     beats = catalog.heartbeats()
     leader = next((b for b in beats if b["role"] == "leader"), None)
     stopped = next((b for b in beats if b["role"] == "stopped"), None)
@@ -29,11 +31,16 @@ def collect(
     last: dict[tuple[str, str | None], dict[str, Any]] = {
         (r["job"], r["database"]): r for r in catalog.last_job_runs()
     }
+    configured = set(databases)
     names = list(databases) + sorted(
-        {db for (_, db) in last if db and db not in databases and _is_database_job(last, db)}
+        {
+            db
+            for (job, db) in last
+            if db and db not in configured and job in ("backup", "compliance_backup")
+        }
     )
     per_database = {}
-    for db in names:
+    for db in names if shown is None else filter(shown, names):
         source = owner(db)
         per_database[db] = {
             job: {
@@ -119,10 +126,6 @@ def services(catalog: Catalog) -> list[dict[str, Any]]:
         }
         for b in catalog.service_beats()
     ]
-
-
-def _is_database_job(last: dict[tuple[str, str | None], dict[str, Any]], db: str) -> bool:
-    return any(d == db and j in ("backup", "compliance_backup") for (j, d) in last)
 
 
 def _run(row: dict[str, Any] | None) -> dict[str, Any] | None:
