@@ -77,6 +77,8 @@ def test_it_counts_backups_as_they_come_move_and_go(catalog: Catalog) -> None:
     agree(catalog)
     catalog.adopt("repo-1")  # the rows from before repository ids move to a repository
     agree(catalog)
+    sql("TRUNCATE backups CASCADE")
+    agree(catalog)
 
 
 def test_it_counts_job_runs_with_and_without_a_database(catalog: Catalog) -> None:
@@ -89,6 +91,8 @@ def test_it_counts_job_runs_with_and_without_a_database(catalog: Catalog) -> Non
     sql("UPDATE job_runs SET status = 'succeeded' WHERE id % 3 = 0")
     sql("UPDATE job_runs SET status = 'failed', error = 'x' WHERE id % 3 = 1")
     sql("DELETE FROM job_runs WHERE id = 2")
+    agree(catalog)
+    sql("TRUNCATE job_runs")  # no row trigger fires: a statement trigger empties the tally
     agree(catalog)
 
 

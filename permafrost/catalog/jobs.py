@@ -32,17 +32,11 @@ def backup_lock_name(kind: str, database: str) -> str:
     return f"{kind}:{database}"
 
 
-# The newest run of each (job, database): a skip scan over job_runs_latest, so the cost grows
-# with the number of jobs, not of runs.
+# The newest run of each (job, database): the keys from the tallies, then one descent of
+# job_runs_latest each, so the cost grows with the number of jobs, not of runs.
 _LAST_RUNS = """
-WITH RECURSIVE keys AS (
-    (SELECT job, coalesce(database, '') AS db FROM job_runs ORDER BY job, coalesce(database, '')
-     LIMIT 1)
-    UNION ALL
-    SELECT n.job, n.db FROM keys k, LATERAL (
-        SELECT job, coalesce(database, '') AS db FROM job_runs j
-        WHERE (j.job, coalesce(j.database, '')) > (k.job, k.db)
-        ORDER BY job, coalesce(database, '') LIMIT 1) n
+WITH keys AS (  -- every (job, database) that has a run, from the tallies (migration 0025)
+    SELECT job, database AS db FROM job_run_tallies WHERE runs > 0 GROUP BY job, database
 )
 SELECT r.* FROM keys k, LATERAL (
     SELECT id, job, database, backup_id, started_at, finished_at, status, error

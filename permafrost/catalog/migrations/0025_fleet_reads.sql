@@ -119,3 +119,19 @@ CREATE TRIGGER job_runs_tally_change AFTER UPDATE ON job_runs FOR EACH ROW
 
 INSERT INTO job_run_tallies
 SELECT job, coalesce(database, ''), status, count(*) FROM job_runs GROUP BY 1, 2, 3;
+
+-- TRUNCATE fires no row trigger: it empties the tallies too.
+CREATE FUNCTION tallies_clear() RETURNS trigger LANGUAGE plpgsql
+    SET search_path = permafrost, pg_temp AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'backups' THEN
+        DELETE FROM backup_tallies;
+    ELSE
+        DELETE FROM job_run_tallies;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER backups_tally_truncate AFTER TRUNCATE ON backups
+    FOR EACH STATEMENT EXECUTE FUNCTION tallies_clear();
+CREATE TRIGGER job_runs_tally_truncate AFTER TRUNCATE ON job_runs
+    FOR EACH STATEMENT EXECUTE FUNCTION tallies_clear();
