@@ -96,14 +96,16 @@ def overview() -> Any:
         view = fleet_view(cat, fleet, settings, request.args.get("source") or None)
     except ConfigError as exc:
         abort(404, str(exc))
-    state = collect(cat, view.configured, view.owner, None if view.selected is None else view.shown)
     rows = reads.databases(cat)
+    names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
+    listed = set(names)
+    names += [db for db in view.configured if db not in listed]
+    shown = None if view.selected is None else {n for n in names if view.shown(n)}
+    state = collect(cat, view.configured, view.owner, shown)
     wal = {w["cluster"]: w for w in cat.wal_status()}
     cluster_wal = (
         wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
     )
-    names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
-    names += [db for db in view.configured if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] in CARD_KINDS}
     limit = settings.monitor.max_backup_age
     files = {s.name for s in settings.source.sqlite}
