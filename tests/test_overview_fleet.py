@@ -47,6 +47,16 @@ def client(pg: Cluster, metadata_db: str, tmp_path: Path) -> Iterator[FlaskClien
     for statement in FILL.split(";\n"):
         catalog.conn.execute(statement)
     catalog.conn.execute("VACUUM ANALYZE backups")
+    catalog.conn.execute(
+        "INSERT INTO job_runs (job, database, started_at, finished_at, status, error)"
+        " VALUES ('backup', 'src0.db3', now() - interval '1 hour', now(), 'failed', 'lost')"
+    )
+    # The leader's heartbeat, as the scheduler writes it: each source's job's next run.
+    next_runs = {
+        "backup:@src0": "2031-01-02T02:00:00+00:00",
+        "backup:@src1": "2031-01-03T02:00:00+00:00",
+    }
+    catalog.heartbeat("sched:1", "leader", "test", 1, next_runs, {"running": ["backup:@src1"]})
     catalog.close()
     sources = tmp_path / "sources.yaml"
     sources.write_text(
@@ -103,3 +113,12 @@ def test_the_failure_and_the_storage_read_as_before(client: FlaskClient) -> None
     assert re.search(r"src0 \(20, 1 failing", page) and "src1 (20" in page
     row = re.search(r'<tr data-tier="standard"><td>standard</td><td>(\d+)</td>', page)
     assert row is not None and row.group(1) == "1599"  # the fleet's, not the source's
+
+
+def test_a_source_s_cards_say_when_their_next_backup_runs(client: FlaskClient) -> None:
+    page = client.get("/?source=src0", headers=HTML).get_data(as_text=True)
+    card = re.search(r'data-database="src0.db3".*?</article>', page, re.S)
+    assert card is not None and "Next backup: 2031-01-02 02:00 UTC" in card.group(0)
+    whole = client.get("/", headers=HTML).get_data(as_text=True)
+    other = re.search(r'data-database="src1.db3".*?</article>', whole, re.S)
+    assert other is not None and "Next backup: 2031-01-03 02:00 UTC" in other.group(0)
