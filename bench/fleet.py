@@ -215,7 +215,8 @@ def bench_monitor(env: dict[str, str], requests: int, compare: str | None) -> No
     """Each page `requests` times; with `compare` (another checkout's root), a second monitor
     runs that code against the same store and the two are asked in turn, request by request,
     so both see the same noise (the "before" of docs/PERFORMANCE.md)."""
-    servers = {"": start_monitor(env)}
+    # Each monitor runs its own checkout's code (PYTHONPATH first), not what the venv installed.
+    servers = {"": start_monitor(env | {"PYTHONPATH": str(ROOT)})}
     if compare:
         servers[" [before]"] = start_monitor(env | {"PYTHONPATH": compare})
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from flask import Blueprint, Response, abort, jsonify, request, url_for
 
 from monitor import metrics as prometheus
+from monitor import metrics_cache
 from monitor.auth import token_required
 from monitor.openapi import document
 from monitor.pages import alerts_page, backup_page, backups_page, restore_command
@@ -385,7 +386,7 @@ def _drilled(cat: Catalog) -> list[dict[str, object]]:
 
 @blueprint.get("/metrics")
 def metrics() -> Any:
-    body = prometheus.render(catalog(), stores().settings)
+    body = metrics_cache.rendered(lambda: prometheus.render(catalog(), stores().settings))
     return Response(body, mimetype=None, content_type=prometheus.CONTENT_TYPE)
 
 

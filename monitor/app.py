@@ -18,7 +18,7 @@ from typing import Any
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
-from monitor import api, api_alerts, api_backup, dashboard, doctor, stores, window
+from monitor import api, api_alerts, api_backup, dashboard, doctor, metrics_cache, stores, window
 from monitor.alerts.evaluator import Evaluator
 from monitor.alerts.outage import OutageWatch
 from monitor.web import error_response, store_down_response
@@ -44,6 +44,7 @@ def create_app(settings: Settings, *, evaluate: bool = True) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024  # no request here needs more
     app.json.sort_keys = False  # type: ignore[attr-defined]
     stores.install(app, settings)
+    metrics_cache.install(app, settings.monitor.metrics_cache_seconds)
     app.register_blueprint(api.blueprint)
     app.register_blueprint(api_alerts.blueprint)
     app.register_blueprint(api_backup.blueprint)

@@ -8,14 +8,15 @@ CSRF-protected forms to /ui/…, which queue tasks exactly as the API does.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
-from markupsafe import Markup, escape
 
 from monitor.auth import check_csrf, check_dashboard_login, csrf_token, dashboard_protected
+from monitor.chart import read_chart
 from monitor.fleet_view import fleet_view
+from monitor.formats import ago, when
 from monitor.stores import catalog, stores
 from monitor.web import wants_html
 from permafrost import layout
@@ -29,11 +30,10 @@ from permafrost.catalog.schedulers import collect
 from permafrost.catalog.store import Catalog
 from permafrost.config.fleet import Fleet, load_fleet
 from permafrost.errors import ConfigError, UsageError
-from permafrost.text import axis_seconds, human_bytes, nice_ceiling, short_duration
+from permafrost.text import human_bytes, short_duration
 from permafrost.worker.queue import task_labels
 
 blueprint = Blueprint("dashboard", __name__)
-CHART_DAYS = 90
 CARD_KINDS = ("logical", "sqlite")  # a card per database: its dumps, or a SQLite file's copies
 
 
@@ -62,21 +62,6 @@ def _helpers() -> dict[str, Any]:
     }
 
 
-def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    if moment is None:
-        return "never"
-    seconds = ((now or datetime.now(UTC)) - moment).total_seconds()
-    return f"{short_duration(seconds)} ago"
-
-
-def when(moment: datetime | str | None) -> str:
-    if moment is None:
-        return "-"
-    if isinstance(moment, str):
-        moment = datetime.fromisoformat(moment)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def freshness(age_seconds: float | None, limit: int) -> str:
     if age_seconds is None:
         return "stale"
@@ -95,14 +80,16 @@ def overview() -> Any:
         view = fleet_view(cat, fleet, settings, request.args.get("source") or None)
     except ConfigError as exc:
         abort(404, str(exc))
-    state = collect(cat, view.configured, fleet.owner)
     rows = reads.databases(cat)
+    names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
+    listed = set(names)
+    names += [db for db in view.configured if db not in listed]
+    shown = None if view.selected is None else {n for n in names if view.shown(n)}
+    state = collect(cat, view.configured, view.owner, shown)
     wal = {w["cluster"]: w for w in cat.wal_status()}
     cluster_wal = (
         wal.get(settings.cluster_name) if settings.schedules.wal_archiving != "off" else None
     )
-    names = [r["database"] for r in rows if r["kind"] in CARD_KINDS]
-    names += [db for db in view.configured if db not in names]
     by_name = {r["database"]: r for r in rows if r["kind"] in CARD_KINDS}
     limit = settings.monitor.max_backup_age
     files = {s.name for s in settings.source.sqlite}
@@ -134,7 +121,9 @@ def overview() -> Any:
         jobs=view.jobs(reads.job_history(cat, 15 if view.selected is None else 200))[:15],
         storage=_storage(reads.stored_by_tier(cat), cat.usage()),
         drills=_drills(cat, settings.cluster_name),
-        chart=chart(reads.history(cat, now - timedelta(days=CHART_DAYS)), now),
+        chart=read_chart(
+            cat, now, None if view.selected is None else [c["database"] for c in cards]
+        ),
         chains=newest_chains(cat),
         copies=copy_lags(cat, settings.copies),
         copy_locations={d.name: d.storage.location for d in settings.copies.destinations},
@@ -205,55 +194,6 @@ def _storage(
         entry[0] += int(u["objects"])
         entry[1] += int(u["bytes"])
     return sorted(storage.items())
-
-
-def chart(points: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """Coordinates for the SVG chart (1000 × 200): per kind, size as dots and duration as a
-    line, each against its own axis (size on the left, duration on the right), ending on a
-    round value."""
-    start = now - timedelta(days=CHART_DAYS)
-    span = (now - start).total_seconds()
-    top_size = nice_ceiling(max((p["size_bytes"] or 0 for p in points), default=0))
-    top_seconds = nice_ceiling(max((p["seconds"] or 0.0 for p in points), default=0.0))
-    series = []
-    for kind in sorted({p["kind"] for p in points}):
-        dots, line = [], []
-        for p in (p for p in points if p["kind"] == kind):
-            x = round(1000 * (p["started_at"] - start).total_seconds() / span, 1)
-            dots.append(
-                {
-                    "x": x,
-                    "y": round(200 - 190 * (p["size_bytes"] or 0) / top_size, 1),
-                    "db": p["database"],
-                    "size": human_bytes(p["size_bytes"] or 0),
-                    "took": axis_seconds(p["seconds"] or 0.0),
-                    "when": when(p["started_at"]),
-                }
-            )
-            line.append(f"{x},{round(200 - 190 * (p['seconds'] or 0.0) / top_seconds, 1)}")
-        series.append(
-            {"kind": kind, "dots": dots, "line": " ".join(line), "svg": _dots_svg(kind, dots)}
-        )
-    return {
-        "series": series,
-        "top_size": human_bytes(top_size),
-        "top_seconds": axis_seconds(top_seconds),
-        "count": len(points),
-    }
-
-
-def _dots_svg(kind: str, dots: list[dict[str, Any]]) -> Markup:
-    """The series' dots as SVG, built here rather than in the template: the chart holds up to
-    5,000 of them, and as template expressions they were half of a fleet's overview
-    (bench/fleet.py)."""
-    return Markup(
-        "".join(
-            f'<circle cx="{d["x"]}" cy="{d["y"]}" r="3" class="size"><title>'
-            f"{escape(kind)} {escape(d['db'])} {escape(d['when'])}: {escape(d['size'])} in "
-            f"{escape(d['took'])}</title></circle>"
-            for d in dots
-        )
-    )
 
 
 @blueprint.get("/ui/jobs")

@@ -19,6 +19,14 @@ class FleetView:
     selected: str | None
     configured: tuple[str, ...]  # every database the fleet backs up (collect's input)
     gone: dict[str, Any] = field(default_factory=dict)  # catalog name → missing since
+    _owners: dict[str, str | None] = field(default_factory=dict)  # looked up once per page
+
+    def owner(self, name: str) -> str | None:
+        """The source of a catalog name, as Fleet.owner says, remembered for the page: 500
+        cards ask for it several times each."""
+        if name not in self._owners:
+            self._owners[name] = self.fleet.owner(name)
+        return self._owners[name]
 
     @property
     def many(self) -> bool:
@@ -26,11 +34,14 @@ class FleetView:
         return self.fleet.from_file is not None
 
     def shown(self, name: str) -> bool:
-        return self.fleet.owns(self.selected, name)
+        if self.selected is None:
+            return True
+        # As Fleet.owns, with the owner remembered: the source's databases, or its cluster.
+        return self.owner(name) == self.selected or name == self.fleet.source(self.selected).cluster
 
     def card(self, name: str) -> dict[str, Any]:
         """What a card adds for the fleet: its source, and since when it is gone."""
-        return {"source": self.fleet.owner(name) or "-", "gone_since": self.gone.get(name)}
+        return {"source": self.owner(name) or "-", "gone_since": self.gone.get(name)}
 
     def jobs(self, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The job runs of the chosen source's databases and cluster (all, without a filter)."""

@@ -28,12 +28,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from monitor import metrics_copies, metrics_drills
+from monitor import exposition, metrics_copies, metrics_drills
 from monitor.alerts.findings import Severity
 from permafrost.backup.recovery import ASSUMED_RATE
 from permafrost.catalog import metrics as store_metrics
@@ -63,10 +62,9 @@ RATE_SAMPLES = 5  # the newest test restores whose median is the rate (Catalog.r
 
 
 def render(catalog: Catalog, settings: Settings) -> bytes:
-    """The exposition text for one scrape; CatalogUnavailable when the store does not answer."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(catalog, settings))
-    return generate_latest(registry)
+    """The exposition text for one scrape; CatalogUnavailable when the store does not answer.
+    Written by monitor/exposition.py: generate_latest's text, faster at 5,000 samples."""
+    return exposition.text(list(StoreCollector(catalog, settings).collect()))
 
 
 @dataclass

@@ -366,3 +366,27 @@ def test_a_store_that_stops_answering_raises_catalog_unavailable(
     catalog.conn.close()
     with pytest.raises(CatalogUnavailable):
         render(catalog, settings)
+
+
+def test_the_text_is_generate_latest_s_byte_for_byte(
+    catalog: Catalog, settings: Settings, populated: dict[str, Any]
+) -> None:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+    from monitor import exposition
+    from monitor.metrics import StoreCollector
+
+    families = list(StoreCollector(catalog, settings).collect())
+    assert len(families) > 20
+    assert exposition.text(families) == exposition.registry_text(families)
+    odd = GaugeMetricFamily("permafrost_odd", 'a "doc" with \\ and\nnewline', labels=["database"])
+    odd.add_metric(['sh"op\\x\nÿ'], 1.5e-7)
+    odd.add_metric(["inf"], float("inf"))
+    runs = CounterMetricFamily("permafrost_odd_runs", "counted", labels=["a", "b"])
+    runs.add_metric(["2", "1"], 3)
+    plain = [odd, runs, GaugeMetricFamily("permafrost_plain", "no labels", value=0)]
+    assert exposition.text(plain) == exposition.registry_text(plain)
+    timed = GaugeMetricFamily("permafrost_timed", "a timestamp", labels=["x"])
+    timed.add_metric(["1"], 2, timestamp=1700000000)
+    other = [*plain, timed, InfoMetricFamily("permafrost_build", "info", value={"v": "1"})]
+    assert exposition.text(other) == exposition.registry_text(other)  # generate_latest wrote it

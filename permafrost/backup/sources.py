@@ -72,7 +72,16 @@ def fleet_databases(
     the dashboard and the metrics: the fleet of one's are the settings' (SQLite files too)."""
     if fleet.from_file is None:
         return settings_source.backed_up
-    names = [n for s in fleet.select(only) for n in known_names(catalog, s)]
+    chosen = fleet.select(only)
+    listed: dict[str, list[str]] = {}  # one read for every `all` source, not one per source
+    if any(s.lists_all for s in chosen):
+        for row in catalog.source_databases(only):
+            listed.setdefault(row["source"], []).append(row["name"])
+    names = [
+        n
+        for s in chosen
+        for n in (listed.get(s.name, []) if s.lists_all else known_names(catalog, s))
+    ]
     if only is None:
         names += [f.name for f in settings_source.sqlite]
     return tuple(dict.fromkeys(names))

@@ -32,20 +32,17 @@ def backup_lock_name(kind: str, database: str) -> str:
     return f"{kind}:{database}"
 
 
-# The newest run of each (job, database): a skip scan over job_runs_latest, so the cost grows
-# with the number of jobs, not of runs.
+# The newest run of each (job, database): the keys from the tallies, then one descent of
+# job_runs_latest each, so the cost grows with the number of jobs, not of runs.
 _LAST_RUNS = """
-WITH RECURSIVE keys AS (
-    (SELECT job, coalesce(database, '') AS db FROM job_runs ORDER BY job, coalesce(database, '')
-     LIMIT 1)
-    UNION ALL
-    SELECT n.job, n.db FROM keys k, LATERAL (
-        SELECT job, coalesce(database, '') AS db FROM job_runs j
-        WHERE (j.job, coalesce(j.database, '')) > (k.job, k.db)
-        ORDER BY job, coalesce(database, '') LIMIT 1) n
+WITH keys AS (  -- every (job, database) that has a run, from the tallies (migration 0025)
+    SELECT job, database AS db FROM job_run_tallies
+    WHERE runs > 0 AND (%(only)s::text[] IS NULL OR database = '' OR database = ANY(%(only)s))
+    GROUP BY job, database
 )
 SELECT r.* FROM keys k, LATERAL (
-    SELECT * FROM job_runs j WHERE j.job = k.job AND coalesce(j.database, '') = k.db
+    SELECT id, job, database, backup_id, started_at, finished_at, status, error
+    FROM job_runs j WHERE j.job = k.job AND coalesce(j.database, '') = k.db
     ORDER BY started_at DESC, id DESC LIMIT 1) r
 ORDER BY r.job, r.database
 """
@@ -133,10 +130,12 @@ class JobRows(Rows):
         with self._errors("read job runs"), self.conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query + " ORDER BY id DESC LIMIT %s", [*params, limit]).fetchall()
 
-    def last_job_runs(self) -> list[dict[str, Any]]:
-        """The newest run of each job for each database (database NULL for global jobs)."""
+    def last_job_runs(self, only: list[str] | None = None) -> list[dict[str, Any]]:
+        """The newest run of each job for each database (database NULL for global jobs), without
+        its details (a fleet's 1,000 runs' JSON was a tenth of the overview: bench/fleet.py);
+        with `only`, those databases' runs and the global jobs' (no database)."""
         with self._errors("read job runs"), self.conn.cursor(row_factory=dict_row) as cur:
-            return cur.execute(_LAST_RUNS).fetchall()
+            return cur.execute(_LAST_RUNS, {"only": only}).fetchall()
 
     def ran_since(self, job: str, database: str | None, since: datetime) -> bool:
         """Whether this job (for this database) ran at or after `since` (an aborted run does not

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from permafrost.catalog.db import SCHEMA, Rows
 
-SCOPED_TABLES = ("backups", "wal_archive", "storage_usage", "drills")
+SCOPED_TABLES = ("backups", "wal_archive", "storage_usage", "drills", "backup_tallies")
 LEGACY = ""  # the repository_id of rows recorded before repositories had ids
 
 

@@ -6,7 +6,7 @@ Everything comes from the metadata store: the heartbeat rows the schedulers writ
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from permafrost.catalog.store import Catalog
@@ -18,22 +18,31 @@ def collect(
     catalog: Catalog,
     databases: tuple[str, ...],
     owner: Callable[[str], str | None] = lambda name: None,
+    shown: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """The status as a dict (the monitor's /status reads the same); `owner` names the fleet
-    source of a database (config/fleet.py), whose job (`backup:@SOURCE`) runs it next."""
+    source of a database (config/fleet.py), whose job (`backup:@SOURCE`) runs it next; with
+    `shown`, only those databases' jobs (and the global ones) are read and worked out (the
+    overview's `?source=`)."""
     beats = catalog.heartbeats()
     leader = next((b for b in beats if b["role"] == "leader"), None)
     stopped = next((b for b in beats if b["role"] == "stopped"), None)
     alive = leader is not None and leader["age_seconds"] < ALIVE_SECONDS
     next_runs: dict[str, str] = dict(leader["next_runs"]) if leader else {}
+    wanted = None if shown is None else [*shown, *_running_databases(leader)]
     last: dict[tuple[str, str | None], dict[str, Any]] = {
-        (r["job"], r["database"]): r for r in catalog.last_job_runs()
+        (r["job"], r["database"]): r for r in catalog.last_job_runs(wanted)
     }
+    configured = set(databases)
     names = list(databases) + sorted(
-        {db for (_, db) in last if db and db not in databases and _is_database_job(last, db)}
+        {
+            db
+            for (job, db) in last
+            if db and db not in configured and job in ("backup", "compliance_backup")
+        }
     )
     per_database = {}
-    for db in names:
+    for db in names if shown is None else [n for n in names if n in shown]:
         source = owner(db)
         per_database[db] = {
             job: {
@@ -82,6 +91,12 @@ def collect(
     }
 
 
+def _running_databases(leader: dict[str, Any] | None) -> list[str]:
+    """The databases of the jobs the leader's heartbeat says are running (`backup:DB`)."""
+    running = (leader["details"] or {}).get("running", []) if leader else []
+    return [job.partition(":")[2] for job in running if not job.startswith("task:")]
+
+
 def _still_running(
     catalog: Catalog,
     leader: dict[str, Any] | None,
@@ -120,10 +135,6 @@ def services(catalog: Catalog) -> list[dict[str, Any]]:
         }
         for b in catalog.service_beats()
     ]
-
-
-def _is_database_job(last: dict[tuple[str, str | None], dict[str, Any]], db: str) -> bool:
-    return any(d == db and j in ("backup", "compliance_backup") for (j, d) in last)
 
 
 def _run(row: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -96,6 +96,7 @@ class MonitorSettings:
     max_backup_age: int = 26 * 3600
     wal_max_lag: int = 900
     wal_queue_alert_segments: int = 64  # WAL_QUEUE_ALERT_SEGMENTS: the wal_queue alert
+    metrics_cache_seconds: int = 0  # METRICS_CACHE_SECONDS: /metrics rendered once per window
     scheduler_max_silence: int = 300  # the dead-man's switch
     worker_max_silence: int = 300  # service_dead:worker
     task_max_wait: int = 1800  # task_stuck
@@ -349,6 +350,7 @@ def _monitor(env: Env) -> MonitorSettings:
         max_backup_age=env.duration("MAX_BACKUP_AGE", 26 * 3600),
         wal_max_lag=env.duration("WAL_MAX_LAG", 900),
         wal_queue_alert_segments=env.integer("WAL_QUEUE_ALERT_SEGMENTS", 64, minimum=1),
+        metrics_cache_seconds=env.duration("METRICS_CACHE_SECONDS", 0),
         scheduler_max_silence=env.duration("SCHEDULER_MAX_SILENCE", 300),
         worker_max_silence=env.duration("WORKER_MAX_SILENCE", 300),
         task_max_wait=env.duration("TASK_MAX_WAIT", 1800),
