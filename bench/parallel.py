@@ -9,9 +9,10 @@ directory), and a moto S3 server on a loopback port. Each run, in this order:
   backup j1        permafrost backup with LOGICAL_JOBS=1: one pg_dump, one object
   backup jN        the same with LOGICAL_JOBS=N (LOGICAL_JOBS_MIN_SIZE_MB=0): the schema part
                    and N data parts, N pg_dump processes in one snapshot; the parts share
-                   COMPRESSION_THREADS
-  backup jN unshared  (--unshared) the same, each part with as many zstd workers as the one-job
-                   backup (COMPRESSION_THREADS times N to share out): how parts ran before
+                   COMPRESSION_THREADS and UPLOAD_CONCURRENCY
+  backup jN unshared  (--unshared) the same, each part with the zstd workers and the uploads in
+                   flight of a one-job backup (COMPRESSION_THREADS and UPLOAD_CONCURRENCY
+                   times N, to share out): how the parts ran before they shared them
   restore j1       the one-object backup with --jobs 1: streamed into one pg_restore
   restore j1 -jN   the one-object backup with --jobs N: downloaded to a temporary file, then
                    pg_restore -jN (the path that existed before parts)
@@ -92,13 +93,22 @@ class ParallelBench:
         used = (process_cpu(server) - before[0], process_cpu(s3) - before[1])
         return Result(variant, run, measured, *used)
 
-    def env(self, logical_jobs: int, threads: int | None = None) -> dict[str, str]:
+    def env(self, logical_jobs: int, unshared: bool = False) -> dict[str, str]:
+        """unshared: COMPRESSION_THREADS and UPLOAD_CONCURRENCY at their defaults times the jobs,
+        for the parts to share out: each part gets what a one-job backup has, as before."""
         env = {
             **self.bench.permafrost_env(self.bench.s3_url),
             "LOGICAL_JOBS": str(logical_jobs),
             "LOGICAL_JOBS_MIN_SIZE_MB": "0",
         }
-        return env if threads is None else {**env, "COMPRESSION_THREADS": str(threads)}
+        if not unshared:
+            return env
+        threads, uploads = min(os.cpu_count() or 1, 4), 4  # the settings' defaults
+        return {
+            **env,
+            "COMPRESSION_THREADS": str(threads * logical_jobs),
+            "UPLOAD_CONCURRENCY": str(uploads * logical_jobs),
+        }
 
     def prepare(self) -> None:
         b = self.bench
@@ -108,12 +118,10 @@ class ParallelBench:
             subprocess.run([PERMAFROST, *command], env=self.env(1), check=True, capture_output=True)
 
     def backup(self, logical_jobs: int, run: int, unshared: bool = False) -> tuple[Result, str]:
-        """unshared: each part starts as many zstd workers as one-job backup (COMPRESSION_THREADS
-        times the jobs, which the parts share out), as every part did before they shared them."""
+        """unshared: each part with the zstd workers and uploads of a one-job backup."""
         argv = [PERMAFROST, "backup", "--database", self.bench.database, "--json"]
         variant = f"backup j{logical_jobs}" + (" unshared" if unshared else "")
-        threads = min(os.cpu_count() or 1, 4) * logical_jobs if unshared else None
-        result = self.measure(variant, run, argv, self.env(logical_jobs, threads))
+        result = self.measure(variant, run, argv, self.env(logical_jobs, unshared))
         text = (self.bench.work / f"{variant.replace(' ', '_')}.log").read_text()
         record = json.loads(text[text.index("{") :])
         self.dump_bytes = int(record["dump_size_bytes"])

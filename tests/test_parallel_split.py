@@ -15,9 +15,10 @@ from permafrost.postgres.tools import TableSize
 from permafrost.repo.config import Repository
 
 
-def destination(threads: int) -> Destination:
-    repository = cast(Repository, None)  # per_part reads only the compression settings
-    return Destination(repository, StorageSettings("file:///x"), CompressionSettings(3, threads))
+def destination(threads: int, uploads: int = 4) -> Destination:
+    repository = cast(Repository, None)  # per_part reads only the pipeline's settings
+    storage = StorageSettings("file:///x", concurrency=uploads)
+    return Destination(repository, storage, CompressionSettings(3, threads))
 
 
 @pytest.mark.parametrize(
@@ -30,6 +31,17 @@ def test_it_shares_the_compression_threads_between_the_parts(
     shared = per_part(destination(threads), parts)
     assert shared.compression.threads == each
     assert shared.compression.level == 3
+
+
+@pytest.mark.parametrize(
+    ("uploads", "parts", "each"), [(4, 2, 2), (8, 2, 4), (4, 4, 2), (1, 4, 1), (16, 1, 16)]
+)
+def test_it_shares_the_uploads_in_flight_between_the_parts(
+    uploads: int, parts: int, each: int
+) -> None:
+    shared = per_part(destination(2, uploads), parts)
+    assert shared.storage.concurrency == each
+    assert shared.storage.url == "file:///x"
 
 
 def test_it_puts_the_biggest_tables_first_each_into_the_lightest_group() -> None:

@@ -10,13 +10,13 @@ One exported snapshot (logical.py holds its transaction open) is imported by eve
   group first.
 
 Each streams through its own pipeline (zstd, encryption, multipart upload) on its own thread,
-while the snapshot's connection counts every table's rows. The parts share COMPRESSION_THREADS
-(each gets its share, at least one worker) rather than each starting them all: N pipelines with
-the full count would start N times the zstd workers on the same cores, and N times their
-buffers. If one part fails, every other
-pg_dump is killed, the unfinished uploads are aborted and the finished parts deleted: no
-manifest is written, so no backup exists (what a crash leaves is an orphan that retention
-removes).
+while the snapshot's connection counts every table's rows. The parts share the backup's
+COMPRESSION_THREADS and UPLOAD_CONCURRENCY (each gets its share, at least one zstd worker and two
+uploads in flight) rather than each taking them all: N pipelines with the full counts would start
+N times the zstd workers on the same cores and hold N times the buffers, for no gain on a machine
+whose cores the dumps already keep busy. If one part fails, every other pg_dump is killed, the
+unfinished uploads are aborted and the finished parts deleted: no manifest is written, so no
+backup exists (what a crash leaves is an orphan that retention removes).
 """
 
 from __future__ import annotations
@@ -88,12 +88,15 @@ def groups(tables: list[TableSize], jobs: int) -> list[list[TableSize]]:
 def per_part(destination: Destination, parts: int) -> Destination:
     """The pipeline settings of one of `parts` data streams running at once: COMPRESSION_THREADS
     divided between them, at least one worker each (0, compression on the stream's own thread,
-    stays 0). The schema part is small, and takes a share too."""
-    threads = destination.compression.threads
-    if threads == 0 or parts < 2:
+    stays 0), and UPLOAD_CONCURRENCY, at least two uploads in flight each. The schema part is
+    small, and takes a share too."""
+    if parts < 2:
         return destination
-    shared = replace(destination.compression, threads=max(1, threads // parts))
-    return replace(destination, compression=shared)
+    threads = destination.compression.threads
+    compression = replace(destination.compression, threads=threads and max(1, threads // parts))
+    uploads = destination.storage.concurrency
+    storage = replace(destination.storage, concurrency=min(uploads, max(2, uploads // parts)))
+    return replace(destination, compression=compression, storage=storage)
 
 
 def pattern(table: TableSize | TableCount) -> str:
