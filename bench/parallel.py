@@ -24,7 +24,8 @@ directory), and a moto S3 server on a loopback port. Each run, in this order:
 Every restore includes its checks, the staging database, the row counts and the rename. Besides
 the command's own CPU (permafrost and its children: pg_dump, pg_restore), each line says the CPU
 the PostgreSQL server (its backends) and the S3 server spent meanwhile: on this machine all three
-share the same cores, so the sum against the wall time says how much of them a variant used. The
+share the same cores, so the sum against the wall time says how much of them a variant used
+(`cores`), and `host` how many the whole machine had busy meanwhile, theirs and everyone's. The
 ratios are per run (paired), then the median; the machine is shared, so each measurement first
 waits (up to --quiet-wait seconds) for the host to be nearly idle and says when it was not.
 """
@@ -177,6 +178,7 @@ def report(results: list[Result], dump_bytes: int, jobs: int) -> None:
     print(f"\ndump {dump_bytes / 1e6:.0f} MB; medians of {runs} runs")
     header = (
         f"{'variant':<18} {'wall s':>8} {'cpu s':>8} {'server s':>9} {'s3 s':>7} {'cores':>6}"
+        f" {'host':>5}"
         f" {'MB/s':>8} {'tree MB':>8} {'quiet':>6}"
     )
     print(header)
@@ -185,12 +187,13 @@ def report(results: list[Result], dump_bytes: int, jobs: int) -> None:
         cpu = statistics.median(r.measured.cpu_s for r in rows)
         server = statistics.median(r.server_cpu_s for r in rows)
         s3 = statistics.median(r.s3_cpu_s for r in rows)
+        host = statistics.median(r.measured.host_cpu_s for r in rows)  # the whole machine's
         tree = max(r.measured.tree_mb for r in rows)
         quiet = sum(r.measured.quiet for r in rows)
         print(
             f"{variant:<18} {wall:>8.2f} {cpu:>8.2f} {server:>9.2f} {s3:>7.2f}"
-            f" {(cpu + server + s3) / wall:>6.2f} {dump_bytes / 1e6 / wall:>8.1f} "
-            f"{tree:>8.1f} {quiet:>4}/{len(rows)}"
+            f" {(cpu + server + s3) / wall:>6.2f} {host / wall:>5.2f}"
+            f" {dump_bytes / 1e6 / wall:>8.1f} {tree:>8.1f} {quiet:>4}/{len(rows)}"
         )
     print()
     pairs = [
