@@ -10,10 +10,13 @@ One exported snapshot (logical.py holds its transaction open) is imported by eve
   group first.
 
 Each streams through its own pipeline (zstd, encryption, multipart upload) on its own thread,
-while the snapshot's connection counts every table's rows. If one part fails, every other
-pg_dump is killed, the unfinished uploads are aborted and the finished parts deleted: no
-manifest is written, so no backup exists (what a crash leaves is an orphan that retention
-removes).
+while the snapshot's connection counts every table's rows. The parts share the backup's
+COMPRESSION_THREADS and UPLOAD_CONCURRENCY (each gets its share, at least one zstd worker and two
+uploads in flight) rather than each taking them all: N pipelines with the full counts would start
+N times the zstd workers on the same cores and hold N times the buffers, for no gain on a machine
+whose cores the dumps already keep busy. If one part fails, every other pg_dump is killed, the
+unfinished uploads are aborted and the finished parts deleted: no manifest is written, so no
+backup exists (what a crash leaves is an orphan that retention removes).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from permafrost import layout
 from permafrost.backup.destination import Destination
@@ -82,6 +85,20 @@ def groups(tables: list[TableSize], jobs: int) -> list[list[TableSize]]:
     return [bins[i] for i in order if bins[i]]
 
 
+def per_part(destination: Destination, parts: int) -> Destination:
+    """The pipeline settings of one of `parts` data streams running at once: COMPRESSION_THREADS
+    divided between them, at least one worker each (0, compression on the stream's own thread,
+    stays 0), and UPLOAD_CONCURRENCY, at least two uploads in flight each. The schema part is
+    small, and takes a share too."""
+    if parts < 2:
+        return destination
+    threads = destination.compression.threads
+    compression = replace(destination.compression, threads=threads and max(1, threads // parts))
+    uploads = destination.storage.concurrency
+    storage = replace(destination.storage, concurrency=min(uploads, max(2, uploads // parts)))
+    return replace(destination, compression=compression, storage=storage)
+
+
 def pattern(table: TableSize | TableCount) -> str:
     """A pg_dump pattern matching exactly this table: both names quoted, quotes doubled, so
     that case, dots and wildcard characters in a name are taken literally."""
@@ -109,7 +126,7 @@ def dump_parts(
         name = layout.part_name(index)
         keys[name] = layout.part_key(prefix, tier, database, backup_id, index)
         commands[name] = _data_command(pg_dump, source, database, snapshot_id, group)
-    run = _Run(destination, source, _locked(on_progress))
+    run = _Run(per_part(destination, len(split)), source, _locked(on_progress))
     stats = run.all(keys, commands, database)
     counted = {(c.schema, c.table): c for c in counts.result()}
     tables = {SCHEMA_PART: [], **{layout.part_name(i): g for i, g in enumerate(split, start=1)}}
