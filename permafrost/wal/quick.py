@@ -6,7 +6,7 @@ that: this module (the standard library only, imported before anything else by
 permafrost/launch.py, its own imports kept to the few the answer needs) answers in two ways.
 
 - **From the record** (`recorded`): the pusher, once it has stored a segment and checked it,
-  writes `pg_wal/.permafrost-ahead/done/{name}.json` (synced, renamed) with the segment's
+  writes `pg_wal/.permafrost-ahead/done/{name}.rec` (synced, renamed) with the segment's
   SHA-256 and what `stat` said of the file when it began reading it: device, inode, size,
   mtime_ns and ctime_ns. PostgreSQL never rewrites a segment in place once it is marked
   `.ready`, so a file with the same five values is the one the pusher read: wal-push answers
