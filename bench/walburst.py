@@ -248,6 +248,9 @@ class Bench:
         log.touch()
         _give_to_postgres(log)
         phase = Phase(setting, phase_name, segments)
+        # The previous phase's archived segments go at a checkpoint: without one they would
+        # count in this phase's peak pg_wal (the 2026-12-07 400-segment run had none).
+        self.cluster.execute("CHECKPOINT")
         stop = threading.Event()
         sampler = threading.Thread(target=self.sample, args=(phase, stop), daemon=True)
         if phase_name == "ahead":
