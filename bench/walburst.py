@@ -174,7 +174,7 @@ class Bench:
         done = self.pg_wal / quick.FOLDER / ahead.DONE
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if all((done / f"{n}.json").exists() for n in ready[:window]):
+            if all((done / f"{n}{quick.RECORD}").exists() for n in ready[:window]):
                 return
             time.sleep(0.1)
         raise RuntimeError("the pusher did not get ahead within 600 s")
@@ -217,7 +217,7 @@ class Bench:
         thread.start()
         pending = sorted(p.name.removesuffix(".ready") for p in status.iterdir())
         while pending:
-            if (folder / ahead.DONE / f"{pending[0]}.json").exists():
+            if (folder / ahead.DONE / f"{pending[0]}{quick.RECORD}").exists():
                 os.rename(status / f"{pending[0]}.ready", status / f"{pending[0]}.done")
                 pending.pop(0)
             else:
@@ -248,6 +248,9 @@ class Bench:
         log.touch()
         _give_to_postgres(log)
         phase = Phase(setting, phase_name, segments)
+        # The previous phase's archived segments go at a checkpoint: without one they would
+        # count in this phase's peak pg_wal (the 2026-12-07 400-segment run had none).
+        self.cluster.execute("CHECKPOINT")
         stop = threading.Event()
         sampler = threading.Thread(target=self.sample, args=(phase, stop), daemon=True)
         if phase_name == "ahead":

@@ -131,7 +131,7 @@ def test_a_burst_survives_the_pusher_killed_mid_way(
         src.execute("SELECT pg_switch_wal()")
         if b == 5:
             wait_for(lambda: pushing.pusher() is not None)  # the first wal-push started it
-            wait_for(lambda: any((pushing.folder / ahead.DONE).glob("*.json")))
+            wait_for(lambda: any((pushing.folder / ahead.DONE).glob(f"*{quick.RECORD}")))
             killed = pushing.pusher()
             assert killed is not None
             os.kill(killed, signal.SIGKILL)
@@ -139,7 +139,7 @@ def test_a_burst_survives_the_pusher_killed_mid_way(
     last = src.execute("SELECT pg_walfile_name(pg_switch_wal())")[0][0]
     pushing.wait_archived(last)
     # A later wal-push started another pusher, which went on storing ahead.
-    markers = (pushing.folder / ahead.DONE).glob("*.json")
+    markers = (pushing.folder / ahead.DONE).glob(f"*{quick.RECORD}")
     assert any(marker.stat().st_mtime > killed_at for marker in markers)
 
     assert "no gaps" in run(env, "wal", "verify").stdout
@@ -205,7 +205,7 @@ def test_the_pusher_works_ahead_and_answers_wal_push(tmp_path: Path) -> None:
     with ahead.locked(folder) as mine:
         assert mine and ahead.running(folder)
         thread.start()
-        wait_for(lambda: len(list((folder / ahead.DONE).glob("*.json"))) == 4)
+        wait_for(lambda: len(list((folder / ahead.DONE).glob(f"*{quick.RECORD}"))) == 4)
         time.sleep(0.5)
         assert sorted(stored) == [seg(n) for n in range(1, 5)]  # the window: the oldest four
         assert pusher.backlog == (6, 6 * 9000)

@@ -14,6 +14,7 @@ from permafrost.storage.base import (
     PermissionProbing,
     ProviderConditions,
     Storage,
+    VerifiedPut,
     VersionedStorage,
 )
 
@@ -26,6 +27,7 @@ __all__ = [
     "PermissionProbing",
     "ProviderConditions",
     "Storage",
+    "VerifiedPut",
     "VersionedStorage",
     "open_storage",
 ]

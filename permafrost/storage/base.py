@@ -114,6 +114,20 @@ class ProviderConditions(Protocol):
         """Whether put(..., if_absent=True) may leave the refusal to the provider."""
 
 
+@runtime_checkable
+class VerifiedPut(Protocol):
+    """A bucket that checks a whole-object write on the way in, so the writer need not read it
+    back: S3 is sent the body's Content-MD5, refuses a body that does not match it (BadDigest),
+    and answers with an ETag that, for an object stored whole and unencrypted by a KMS key, is
+    the MD5 of the bytes it stored. Used by WAL archiving (wal/segment.py)."""
+
+    def put_verified(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """put(), sent with the body's Content-MD5; True when the provider's answer confirms
+        that it stored `data` (its ETag is their MD5), False when it cannot tell (then read
+        it back). A body refused for its digest raises StorageError."""
+        ...
+
+
 @dataclass(frozen=True)
 class LockState:
     """What stops an object's deletion: a retention (mode, retain-until) and a legal hold."""

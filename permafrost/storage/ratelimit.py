@@ -76,6 +76,13 @@ class RateLimitedStorage:
                     found(key, data)
 
             return limited_put
+        if name == "put_verified":
+
+            def limited_verified(key: str, data: bytes, *, if_absent: bool = False) -> bool:
+                with self.bucket.spending(len(data)):
+                    return bool(found(key, data, if_absent=if_absent))
+
+            return limited_verified
         return found
 
 

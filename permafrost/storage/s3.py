@@ -86,6 +86,20 @@ class S3Storage:
                 Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*", **extra
             )
 
+    def put_verified(self, key: str, data: bytes, *, if_absent: bool = False) -> bool:
+        """A PUT with the body's Content-MD5 (the provider refuses another body: BadDigest);
+        True when the answer's ETag is that MD5 (VerifiedPut)."""
+        if if_absent and not self._provider_honours:
+            put_checked(self, key, data)  # reads it back and compares
+            return True
+        md5 = hashlib.md5(data, usedforsecurity=False).digest()
+        extra = {**self._lock_args(key, data), "ContentMD5": base64.b64encode(md5).decode()}
+        if if_absent:
+            extra["IfNoneMatch"] = "*"
+        with self._translate("put", key):
+            response = self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
+        return str(response.get("ETag", "")).strip('"') == md5.hex()
+
     def rely_on_provider(self, honoured: bool) -> None:
         self._provider_honours = honoured
 
@@ -419,7 +433,13 @@ def _client_error(exc: ClientError, action: str, key: str, storage: S3Storage) -
         return LockUnsupported(f"{action} {storage.bucket}: {error.get('Message') or code}")
     if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
         return StorageError(f"{key} already exists")
-    transient = status >= 500 or code in ("SlowDown", "RequestTimeout", "InternalError")
+    # BadDigest: the body changed on the way (the Content-MD5 sent with it did not match).
+    transient = status >= 500 or code in (
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "BadDigest",
+    )
     message = error.get("Message") or code or f"HTTP {status}"
     return StorageError(f"{action} {key}: {message}", permanent=not transient)
 

@@ -5,14 +5,18 @@ completes segments faster than one `permafrost wal-push` process a segment can s
 the rest wait in pg_wal. So wal-push (commands/wal.py) makes sure one pusher runs per pg_wal:
 a detached process (`permafrost wal-ahead`, its own session) holding the flock on
 `pg_wal/.permafrost-ahead/lock`. It lists `pg_wal/archive_status/*.ready` (oldest first, up to
-WAL_PUSH_AHEAD of them) and stores each on WAL_PUSH_THREADS threads: sealed, put if absent, read
-back and compared, and only then recorded in a marker file `done/{name}.json` with the
-segment's SHA-256 and the stored object's size (written, synced, renamed). It never touches
-archive_status: PostgreSQL marks a segment done only when its own wal-push returns success.
+WAL_PUSH_AHEAD of them) and stores each on WAL_PUSH_THREADS threads: sealed, put if absent with
+the body's Content-MD5, checked (the provider's ETag is that MD5, or else read back and
+compared), and only then recorded in a marker file `done/{name}.rec` with the segment's SHA-256,
+the stored object's size and the file's stat when it was read (written, synced, renamed). It
+never touches archive_status: PostgreSQL marks a segment done only when its own wal-push
+returns success.
 
-wal-push asks the pusher over `pusher.sock` (quick.py): the pusher answers `stored` for a
-segment whose marker has the same hash and whose object a HEAD finds with the recorded size;
-one it has not stored yet it stores first (ahead of the queue), then answers. The pusher exits
+wal-push first reads the marker's record (quick.recorded): a file whose stat is the one
+recorded there is acknowledged at once, without hashing or asking anyone. Otherwise it asks the
+pusher over `pusher.sock` (quick.py): the pusher answers `stored` for a segment whose marker has
+the same hash and whose object a HEAD finds with the recorded size; one it has not stored yet it
+stores first (ahead of the queue), then answers. The pusher exits
 after WAL_PUSH_IDLE seconds with nothing to do, when its folder goes away, or when a wal-push
 with other settings asks (so the next wal-push starts one with those).
 
@@ -46,7 +50,7 @@ from permafrost.wal import segment as wal
 from permafrost.wal.guard import Guard
 
 log = logging.getLogger("permafrost")
-DONE = "done"
+DONE = quick.DONE
 SCAN_EVERY_S = 0.2
 RETRY_AFTER_S = 5.0  # a failed upload waits this long before the pusher tries it again
 CLEAN_EVERY_S = 5.0
@@ -57,7 +61,9 @@ LOG_LIMIT = 10 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Marker:
-    """A segment the pusher stored and checked."""
+    """A segment the pusher stored and checked: `done/{name}.rec`, two lines. The first is the
+    record wal-push's fast path reads (quick.record_line: the stat, no JSON), the second the
+    whole marker in JSON, for the pusher and the full wal-push."""
 
     name: str
     sha256: str  # of the segment's bytes
@@ -65,13 +71,28 @@ class Marker:
     key: str
     stored_bytes: int
     fingerprint: str
+    # What stat said of the file when the pusher began to read it (quick.stat_of), and when the
+    # marker was made: wal-push's record path trusts a file with the same stat. None: the file
+    # was too fresh to be told apart from a later write (then wal-push asks the pusher).
+    stat: tuple[int, int, int, int, int] | None = None
+    stored_at: float = 0.0
 
     @classmethod
     def read(cls, path: Path) -> Marker | None:
         try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError):
+            fields = json.loads(path.read_text().split("\n")[1])
+            stat = fields.pop("stat", None)
+            return cls(**fields, stat=tuple(stat) if stat else None)
+        except (OSError, ValueError, TypeError, IndexError):
             return None
+
+    def lines(self) -> str:
+        record = quick.record_line(self.fingerprint, self.sha256, self.stat, self.stored_at)
+        return f"{record}\n{json.dumps(asdict(self))}\n"
+
+
+def marker_path(folder: Path, name: str) -> Path:
+    return folder / DONE / f"{name}{quick.RECORD}"
 
 
 @dataclass(frozen=True)
@@ -91,15 +112,15 @@ def write_marker(folder: Path, marker: Marker) -> None:
     done.mkdir(mode=0o700, exist_ok=True)
     partial = done / f"{marker.name}.{os.getpid()}.{threading.get_ident()}.tmp"
     with partial.open("w") as handle:
-        json.dump(asdict(marker), handle)
+        handle.write(marker.lines())
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(partial, done / f"{marker.name}.json")
+    os.replace(partial, marker_path(folder, marker.name))
 
 
 def read_marker(folder: Path, name: str, fingerprint: str) -> Marker | None:
     """The marker of a segment stored under these settings, if there is one."""
-    marker = Marker.read(folder / DONE / f"{name}.json")
+    marker = Marker.read(marker_path(folder, name))
     return marker if marker is not None and marker.fingerprint == fingerprint else None
 
 
@@ -189,13 +210,31 @@ def pid_of(folder: Path) -> int | None:
 
 
 def store_segment(repo: Repository, cluster: str, guard: Guard, fp: str, path: Path) -> Marker:
-    """Store one file as wal-push does, read it back, and return the marker to write."""
-    data = path.read_bytes()
+    """Store one file as wal-push does, check it, and return the marker to write (with the
+    file's stat as it was before the read: see quick.recorded)."""
+    data, st = read_stable(path)
     guard.check_segment(path)
     pushed = wal.push_data(repo, cluster, path.name, data)
-    stored_bytes = wal.read_back(repo, pushed)
+    stored_bytes = wal.check_stored(repo, pushed)
     digest = hashlib.sha256(data).hexdigest()
-    return Marker(path.name, digest, len(data), pushed.key, stored_bytes, fp)
+    stat = quick.stat_of(st) if st is not None else None
+    return Marker(path.name, digest, len(data), pushed.key, stored_bytes, fp, stat, time.time())
+
+
+def read_stable(path: Path) -> tuple[bytes, os.stat_result | None]:
+    """A file's bytes and its stat before the read (None when the file changed during the
+    read or was modified too recently to be told apart from a later write)."""
+    with path.open("rb") as handle:
+        before = os.fstat(handle.fileno())
+        wait_ns = quick.STABLE_NS - (time.time_ns() - max(before.st_mtime_ns, before.st_ctime_ns))
+        if 0 < wait_ns <= quick.STABLE_NS:
+            time.sleep(wait_ns / 1e9)
+            before = os.fstat(handle.fileno())
+        began = time.time_ns()
+        data = handle.read()
+        after = os.fstat(handle.fileno())
+    same = quick.stat_of(before) == quick.stat_of(after) and len(data) == before.st_size
+    return data, before if same and quick.stable(before, began) else None
 
 
 def confirm(repo: Repository, marker: Marker) -> bool:
@@ -331,7 +370,7 @@ class Pusher:
         return not busy and time.monotonic() - self.last_work > self.tuning.idle
 
     def _load_markers(self) -> None:
-        for path in (self.folder / DONE).glob("*.json"):
+        for path in (self.folder / DONE).glob(f"*{quick.RECORD}"):
             marker = Marker.read(path)
             if marker is not None and marker.fingerprint == self.fingerprint:
                 self.done[marker.name] = marker
@@ -421,4 +460,4 @@ class Pusher:
         with self.cond:
             self.done.pop(name, None)
         with contextlib.suppress(OSError):
-            (self.folder / DONE / f"{name}.json").unlink()
+            marker_path(self.folder, name).unlink()

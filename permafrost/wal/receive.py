@@ -114,7 +114,7 @@ def _completed(name: str) -> bool:
 def _push_one(repo: Repository, cluster: str, guard: Guard, path: Path) -> wal.Pushed:
     guard.check_segment(path)
     pushed = wal.push(repo, cluster, path)
-    wal.read_back(repo, pushed)
+    wal.check_stored(repo, pushed)
     return pushed
 
 

@@ -23,6 +23,7 @@ from permafrost.errors import IntegrityError, NotFound, StorageError, UsageError
 from permafrost.repo import crypto
 from permafrost.repo.config import Repository
 from permafrost.repo.pipeline import open_bytes
+from permafrost.storage.base import Storage, VerifiedPut
 from permafrost.wal import names as walnames
 
 WAL_COMPRESSION_LEVEL = 1  # a segment must be archived quickly; level 1 is ~3x zstd's -3 speed
@@ -36,6 +37,7 @@ class Pushed:
     stored_bytes: int
     already_there: bool
     sealed_sha256: str = ""  # of the bytes this push sent (empty when it found them there)
+    verified: bool = False  # the provider confirmed it stored these bytes (VerifiedPut)
 
 
 def wal_key(repo: Repository, cluster: str, name: str) -> str:
@@ -53,14 +55,32 @@ def push_data(repo: Repository, cluster: str, name: str, data: bytes) -> Pushed:
     key = wal_key(repo, cluster, name)
     sealed = seal(repo.key, data)
     try:
-        repo.storage.put(key, sealed, if_absent=True)
+        verified = _put(repo.storage, key, sealed)
     except StorageError as exc:
         if "already exists" not in str(exc):
             raise
         _same_or_refuse(repo, key, name, data, sealed)
         return Pushed(name, key, len(data), len(sealed), already_there=True)
-    digest = hashlib.sha256(sealed).hexdigest()
-    return Pushed(name, key, len(data), len(sealed), already_there=False, sealed_sha256=digest)
+    digest = "" if verified else hashlib.sha256(sealed).hexdigest()
+    return Pushed(name, key, len(data), len(sealed), False, digest, verified)
+
+
+def _put(storage: Storage, key: str, sealed: bytes) -> bool:
+    """Store a new object; True when the provider confirmed the bytes it stored (VerifiedPut:
+    S3's Content-MD5 and ETag), False when only a read-back can tell."""
+    if isinstance(storage, VerifiedPut):
+        return storage.put_verified(key, sealed, if_absent=True)
+    storage.put(key, sealed, if_absent=True)
+    return False
+
+
+def check_stored(repo: Repository, pushed: Pushed) -> int:
+    """The stored object's size, once it is known to hold what the push sent: confirmed by the
+    provider on the way in (no request), compared when found there already (then only its size
+    is read), or else read back and compared."""
+    if pushed.verified:
+        return pushed.stored_bytes
+    return read_back(repo, pushed)
 
 
 def read_back(repo: Repository, pushed: Pushed) -> int:

@@ -1,9 +1,11 @@
 """A fault-injecting HTTP proxy in front of the S3 server, on loopback.
 
 boto3 is pointed at the proxy (S3_ENDPOINT_URL); the proxy forwards every request to moto and,
-as its plan says, answers 500 or 503 SlowDown instead, resets the connection, stalls, or cuts
-a response off midway. A plan fires at a rate (a seeded random fraction of requests) or on the
-Nth matching request, and can be limited to a method or a key pattern. Every fault is counted.
+as its plan says, answers 500 or 503 SlowDown instead, resets the connection, stalls, cuts
+a response off midway, or flips a byte in the middle of a request's body on its way to moto
+(`flip`: the headers, Content-MD5 among them, unchanged). A plan fires at a rate (a seeded
+random fraction of requests) or on the Nth matching request, and can be limited to a method
+or a key pattern. Every fault is counted.
 
 Apart from the plan, `ignore_conditions` makes the proxy a provider that ignores conditional
 writes: it strips `If-None-Match` from every request (moto does not check signatures), so a
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-FAULTS = ("error500", "slowdown", "reset", "stall", "cut")
+FAULTS = ("error500", "slowdown", "reset", "stall", "cut", "flip")
 
 
 @dataclass
@@ -128,6 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "stall":
             time.sleep(self.server.plan.stall_seconds)
+        if fault == "flip" and body:
+            middle = len(body) // 2
+            body = body[:middle] + bytes([body[middle] ^ 0x01]) + body[middle + 1 :]
         upstream = self.server.upstream
         conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
