@@ -141,36 +141,43 @@ def stream_object(
     read by its own thread into a buffer of a few pieces (the rest waits in the connection), so
     few requests are made and memory stays near concurrency * AHEAD_PIECES * piece."""
     stop = threading.Event()
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="download") as pool:
-        pending: deque[tuple[Future[None], _Ahead]] = deque()
-        try:
-            for offset in range(0, size, range_size):
-                pieces = storage.get_pieces(key, offset, min(range_size, size - offset), piece)
-                ahead = _Ahead(stop)
-                pending.append((pool.submit(ahead.fill, pieces), ahead))
-                if len(pending) >= concurrency:
-                    yield from pending.popleft()[1].drain()
-            while pending:
-                yield from pending.popleft()[1].drain()
-        finally:
-            stop.set()  # a thread still filling stops at its next piece
-            for future, _ in pending:
-                future.cancel()
+    pending: deque[_Ahead] = deque()
+    try:
+        for offset in range(0, size, range_size):
+            length = min(range_size, size - offset)
+            pending.append(_Ahead(storage.get_pieces(key, offset, length, piece), stop))
+            if len(pending) >= concurrency:
+                yield from pending.popleft().drain()
+        while pending:
+            yield from pending.popleft().drain()
+    finally:
+        stop.set()  # a thread still reading stops at its next piece
 
 
 AHEAD_PIECES = 4
 
 
 class _Ahead:
-    """One range's pieces, handed from the thread that reads them to the one that uses them."""
+    """One range's pieces, handed from the thread that reads them to the one that uses them.
+
+    The thread is a daemon: a reader that stops midway (a failed check) and is never closed
+    cannot keep the process from exiting; closing it sets `stop`, which ends the thread."""
 
     _END = object()
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, pieces: Generator[bytes, None, None], stop: threading.Event) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=AHEAD_PIECES)
         self._stop = stop
+        threading.Thread(target=self._fill, args=(pieces,), name="download", daemon=True).start()
 
-    def fill(self, pieces: Generator[bytes, None, None]) -> None:
+    def drain(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+    def _fill(self, pieces: Generator[bytes, None, None]) -> None:
         try:
             for block in pieces:
                 if not self._put(block):
@@ -180,13 +187,6 @@ class _Ahead:
             self._put(exc)
         finally:
             pieces.close()  # a range left midway closes its connection
-
-    def drain(self) -> Iterator[bytes]:
-        while (item := self._queue.get()) is not self._END:
-            if isinstance(item, BaseException):
-                raise item
-            assert isinstance(item, bytes)
-            yield item
 
     def _put(self, item: object) -> bool:
         while not self._stop.is_set():
