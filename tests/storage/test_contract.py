@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,6 +215,26 @@ def test_long_ranges_stream_back_in_pieces_where_the_backend_can(storage: Storag
         )
     with pytest.raises(NotFound):
         b"".join(stream_object(storage, "r/missing", 10, range_size=MIB, piece=MIB, concurrency=2))
+
+
+def test_a_stream_left_midway_stops_its_download_threads(storage: Storage) -> None:
+    if not isinstance(storage, StreamingReads):
+        pytest.skip(f"{storage.url} is read in whole ranges (read_object)")
+    storage.put("r/left", os.urandom(12 * MIB))
+    pieces = stream_object(
+        storage, "r/left", 12 * MIB, range_size=2 * MIB, piece=MIB, concurrency=3
+    )
+    next(pieces)
+    time.sleep(0.5)  # the threads fill their buffers and wait for the reader
+    pieces.close()  # what a failed check does to the download
+    deadline = time.monotonic() + 5
+    while _download_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _download_threads() == []
+
+
+def _download_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "download" and t.is_alive()]
 
 
 def test_the_writer_leaves_nothing_when_aborted(storage: Storage) -> None:
