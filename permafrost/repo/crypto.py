@@ -442,19 +442,19 @@ class Decryptor:
 
     def _open_next(self, *, last: bool) -> bytes:
         total = self._chunk_total
-        sealed = bytes(self._buffer[:total])
-        if len(sealed) < TAG:
+        if len(self._buffer) < TAG:
             raise errors.Truncated(
                 f"object is truncated: it ends before its final chunk (after {self._index} chunks)"
             )
-        plaintext = self._try(sealed, self._index, last)
+        with memoryview(self._buffer) as view:  # opened in place: no copy of the chunk
+            plaintext = self._try(view[:total], self._index, last)
         if plaintext is None:
-            raise self._diagnose(sealed, last)
+            raise self._diagnose(bytes(self._buffer[:total]), last)
         del self._buffer[:total]
         self._index += 1
         return plaintext
 
-    def _try(self, sealed: bytes, index: int, last: bool) -> bytes | None:
+    def _try(self, sealed: bytes | memoryview, index: int, last: bool) -> bytes | None:
         assert self.header is not None and self._aead is not None
         try:
             return self._aead.decrypt(

@@ -8,7 +8,6 @@ parts concurrently while the next ones are being produced.
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -140,7 +139,7 @@ def _decompressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
     decompressor fed by input slices would hand back gigabytes at once), but it does not say
     whether the frame was complete: callers that know the dump's SHA-256 check it.
     """
-    source: Any = _IterReader(pieces)
+    source: Any = _PieceReader(pieces)
     reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=READ_SIZE)
     try:
         while block := reader.read(READ_SIZE):
@@ -149,26 +148,22 @@ def _decompressed(pieces: Iterator[bytes]) -> Iterator[bytes]:
         raise errors.IntegrityError(f"compressed stream is damaged: {exc}") from None
 
 
-class _IterReader(io.RawIOBase):
-    """A file-like view of an iterator of byte strings, for zstandard's stream_reader."""
+class _PieceReader:
+    """A source for zstandard's stream_reader, which asks it for read(n): each piece is handed
+    over as it is, a view and no copy (a decrypted chunk is READ_SIZE, what it asks for)."""
 
     def __init__(self, pieces: Iterator[bytes]) -> None:
         self._pieces = pieces
-        self._current = memoryview(b"")
+        self._rest = memoryview(b"")
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._current:
+    def read(self, size: int) -> memoryview:
+        while not self._rest:
             piece = next(self._pieces, None)
             if piece is None:
-                return 0
-            self._current = memoryview(piece)
-        size = min(len(buffer), len(self._current))
-        buffer[:size] = self._current[:size]
-        self._current = self._current[size:]
-        return size
+                return memoryview(b"")
+            self._rest = memoryview(piece)
+        taken, self._rest = self._rest[:size], self._rest[size:]
+        return taken
 
 
 def open_bytes(keyring: crypto.Keyring, data: bytes) -> bytes:

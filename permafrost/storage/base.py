@@ -11,7 +11,7 @@ An optional feature only some backends have is a capability of its own (`Lifecyc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -85,6 +85,19 @@ class Storage(Protocol):
     def abort_multipart(self, key: str, upload_id: str) -> None: ...
 
     def list_multipart(self, prefix: str) -> Iterator[PendingUpload]: ...
+
+
+@runtime_checkable
+class StreamingReads(Protocol):
+    """A backend that hands a range back piece by piece as it arrives (S3, a local directory):
+    one request covers a long range without holding it in memory (storage/transfer.py)."""
+
+    def get_pieces(
+        self, key: str, offset: int, length: int, piece: int
+    ) -> Generator[bytes, None, None]:
+        """The bytes [offset, offset+length) in order, in pieces of at most `piece` bytes; a
+        transient failure midway is resumed where it stopped; StorageError when it is short."""
+        ...
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,6 +72,23 @@ class LocalStorage:
             raise NotFound(f"{key} does not exist in {self.url}") from None
         except OSError as exc:
             raise StorageError(f"read {key}: {exc.strerror}") from exc
+
+    def get_pieces(
+        self, key: str, offset: int, length: int, piece: int
+    ) -> Generator[bytes, None, None]:
+        got = 0
+        try:
+            with self._path(key).open("rb") as handle:
+                handle.seek(offset)
+                while got < length and (block := handle.read(min(piece, length - got))):
+                    got += len(block)
+                    yield block
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(f"{key} does not exist in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"read {key}: {exc.strerror}") from exc
+        if got != length:
+            raise StorageError(f"read {key}: got {got} of {length} bytes")
 
     def head(self, key: str) -> ObjectInfo:
         try:

@@ -11,7 +11,7 @@ import base64
 import builtins
 import hashlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,14 +119,49 @@ class S3Storage:
             try:
                 return self._get_once(key, offset, length, version_id)
             except StorageError as exc:
-                if (
-                    exc.permanent
-                    or isinstance(exc, NotFound | StorageUnavailable)
-                    or attempt >= self.attempts
-                ):
-                    raise
-                time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+                self._back_off(exc, attempt)
                 attempt += 1
+
+    def _back_off(self, exc: StorageError, attempt: int) -> None:
+        """Re-raise a final failure, or wait before the next attempt at a transient one."""
+        if exc.permanent or isinstance(exc, NotFound | StorageUnavailable):
+            raise exc
+        if attempt >= self.attempts:
+            raise exc
+        time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
+
+    def get_pieces(
+        self, key: str, offset: int, length: int, piece: int
+    ) -> Generator[bytes, None, None]:
+        """One request for the whole range, read as it arrives; a body cut off midway is asked
+        for again from where it stopped (the attempts count again after any progress)."""
+        done, attempt = 0, 1
+        while done < length:
+            try:
+                for block in self._pieces_once(key, offset + done, length - done, piece):
+                    done, attempt = done + len(block), 1
+                    yield block
+            except StorageError as exc:
+                self._back_off(exc, attempt)
+                attempt += 1
+
+    def _pieces_once(
+        self, key: str, offset: int, length: int, piece: int
+    ) -> Generator[bytes, None, None]:
+        got = 0
+        with self._translate("get", key):
+            response = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{offset + length - 1}"
+            )
+            body = response["Body"]
+            try:
+                while got < length and (block := body.read(min(piece, length - got))):
+                    got += len(block)
+                    yield block
+            finally:
+                body.close()
+        if got != length:
+            raise StorageError(f"get {key}: got {got} of {length} bytes", permanent=False)
 
     def _get_once(self, key: str, offset: int, length: int | None, version_id: str | None) -> bytes:
         extra = {}

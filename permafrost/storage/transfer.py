@@ -1,20 +1,22 @@
 """Moving large objects: concurrent multipart upload and parallel ranged download.
 
 Both work for any `Storage`, in memory bounded by part size times concurrency, whatever the
-object's size.
+object's size. A backend with `StreamingReads` is also read as long ranges, piece by piece
+(stream_object): far fewer requests for the same memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from permafrost.errors import StorageError
-from permafrost.storage.base import Storage
+from permafrost.storage.base import Storage, StreamingReads
 
 MAX_PARTS = 10_000
 PART_GROWTH_EVERY = 1_000
@@ -130,3 +132,65 @@ def read_object(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def stream_object(
+    storage: StreamingReads, key: str, size: int, *, range_size: int, piece: int, concurrency: int
+) -> Iterator[bytes]:
+    """An object's bytes in order, in pieces: `concurrency` long ranges requested at once, each
+    read by its own thread into a buffer of a few pieces (the rest waits in the connection), so
+    few requests are made and memory stays near concurrency * AHEAD_PIECES * piece."""
+    stop = threading.Event()
+    pending: deque[_Ahead] = deque()
+    try:
+        for offset in range(0, size, range_size):
+            length = min(range_size, size - offset)
+            pending.append(_Ahead(storage.get_pieces(key, offset, length, piece), stop))
+            if len(pending) >= concurrency:
+                yield from pending.popleft().drain()
+        while pending:
+            yield from pending.popleft().drain()
+    finally:
+        stop.set()  # a thread still reading stops at its next piece
+
+
+AHEAD_PIECES = 4
+
+
+class _Ahead:
+    """One range's pieces, handed from the thread that reads them to the one that uses them.
+
+    The thread is a daemon: a reader that stops midway (a failed check) and is never closed
+    cannot keep the process from exiting; closing it sets `stop`, which ends the thread."""
+
+    _END = object()
+
+    def __init__(self, pieces: Generator[bytes, None, None], stop: threading.Event) -> None:
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=AHEAD_PIECES)
+        self._stop = stop
+        threading.Thread(target=self._fill, args=(pieces,), name="download", daemon=True).start()
+
+    def drain(self) -> Iterator[bytes]:
+        while (item := self._queue.get()) is not self._END:
+            if isinstance(item, BaseException):
+                raise item
+            assert isinstance(item, bytes)
+            yield item
+
+    def _fill(self, pieces: Generator[bytes, None, None]) -> None:
+        try:
+            for block in pieces:
+                if not self._put(block):
+                    return
+            self._put(self._END)
+        except BaseException as exc:  # handed to the reader, which raises it
+            self._put(exc)
+        finally:
+            pieces.close()  # a range left midway closes its connection
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(item, timeout=0.2)
+                return True
+        return False

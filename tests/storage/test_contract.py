@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +16,10 @@ from permafrost.config.env import Secret
 from permafrost.config.storage import AzureSettings, GcsSettings, SftpSettings, StorageSettings
 from permafrost.errors import NotFound, StorageError, StorageUnavailable
 from permafrost.storage import LifecycleStorage, ProviderConditions, Storage, open_storage
+from permafrost.storage.base import StreamingReads
 from permafrost.storage.conditional import Conditional, probe
 from permafrost.storage.s3 import S3Storage
-from permafrost.storage.transfer import ObjectWriter, read_object
+from permafrost.storage.transfer import ObjectWriter, read_object, stream_object
 from tests.conftest import unique
 from tests.destinations import Azurite, GcsEmulator, SshServer
 from tests.faults.proxy import FaultProxy
@@ -192,6 +195,46 @@ def test_the_writer_streams_small_and_large_objects(storage: Storage) -> None:
         assert writer.sha256 == hashlib.sha256(data).hexdigest()
         got = b"".join(read_object(storage, f"w/{size}", size, part_size=2 * MIB, concurrency=3))
         assert got == data
+
+
+def test_long_ranges_stream_back_in_pieces_where_the_backend_can(storage: Storage) -> None:
+    if not isinstance(storage, StreamingReads):
+        pytest.skip(f"{storage.url} is read in whole ranges (read_object)")
+    data = os.urandom(9 * MIB + 3)
+    storage.put("r/object", data)
+    pieces = list(
+        stream_object(storage, "r/object", len(data), range_size=4 * MIB, piece=MIB, concurrency=2)
+    )
+    assert b"".join(pieces) == data
+    assert max(len(p) for p in pieces) <= MIB
+    with pytest.raises(StorageError, match="r/object"):  # the object is shorter than asked
+        b"".join(
+            stream_object(
+                storage, "r/object", len(data) + 5, range_size=4 * MIB, piece=MIB, concurrency=2
+            )
+        )
+    with pytest.raises(NotFound):
+        b"".join(stream_object(storage, "r/missing", 10, range_size=MIB, piece=MIB, concurrency=2))
+
+
+def test_a_stream_left_midway_stops_its_download_threads(storage: Storage) -> None:
+    if not isinstance(storage, StreamingReads):
+        pytest.skip(f"{storage.url} is read in whole ranges (read_object)")
+    storage.put("r/left", os.urandom(12 * MIB))
+    pieces = stream_object(
+        storage, "r/left", 12 * MIB, range_size=2 * MIB, piece=MIB, concurrency=3
+    )
+    next(pieces)
+    time.sleep(0.5)  # the threads fill their buffers and wait for the reader
+    pieces.close()  # what a failed check does to the download
+    deadline = time.monotonic() + 5
+    while _download_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _download_threads() == []
+
+
+def _download_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "download" and t.is_alive()]
 
 
 def test_the_writer_leaves_nothing_when_aborted(storage: Storage) -> None:
