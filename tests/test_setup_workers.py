@@ -108,7 +108,10 @@ def test_a_queued_backup_is_taken_by_one_of_the_workers(stack: Stack) -> None:
     workers = {str(p) for p in pids(stack, "worker-1", "worker-2").values()}
     assert worker.rsplit(":", 1)[1] in workers, (worker, workers)
     listed = json.loads(cli(stack, "list", "--json"))
-    assert [b["status"] for b in listed if b["database"] == "shop"] == ["completed"] * 2
+    # set-up's first backup and this one; the scheduler's own (a catch-up of BACKUP_SCHEDULE's
+    # run when the stack starts after it) may add one more, depending on the time of day.
+    shop = [b["status"] for b in listed if b["database"] == "shop"]
+    assert len(shop) >= 2 and set(shop) == {"completed"}, shop
 
 
 def test_another_worker_count_starts_or_stops_workers_and_restarts_nothing_else(
@@ -169,7 +172,8 @@ def test_a_sources_file_in_env_is_what_the_services_and_workers_back_up(stack: S
         assert (queued["database"], queued["source"]) == ("shop", "local")
         assert task_outcome(stack, queued["task_id"]).startswith("succeeded by ")
         listed = json.loads(cli(stack, "list", "--source", "local", "--json"))
-        assert [b["status"] for b in listed if b["database"] == "shop"] == ["completed"] * 3
+        shop = [b["status"] for b in listed if b["database"] == "shop"]
+        assert len(shop) >= 3 and set(shop) == {"completed"}, shop  # as above: catch-ups
     finally:
         # SOURCES_FILE was given in the shell only: .env is as it was.
         assert "SOURCES_FILE=\n" in stack.dotenv.read_text() or "SOURCES_FILE" not in (
