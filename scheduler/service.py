@@ -275,12 +275,19 @@ class Service:
                 )
 
     def _catch_up(self, catalog: Catalog, sched: Any) -> None:
-        """Run once each job whose last scheduled time passed with no run (within the grace)."""
+        """Run once each job whose last scheduled time passed with no run (within the grace).
+
+        A time before the metadata store was installed was not missed: a stack set up at 02:30
+        does not take a second first backup for BACKUP_SCHEDULE's 02:00.
+        """
         now = datetime.now(self.zone)
         grace = timedelta(seconds=self.settings.schedules.misfire_grace)
+        installed = catalog.installed_at()
         for spec, cron in self.specs:
             missed = cron.previous_before(now, grace)
-            if missed is None or self._ran_since(catalog, spec, missed):
+            if missed is None or (installed is not None and missed < installed):
+                continue
+            if self._ran_since(catalog, spec, missed):
                 continue
             self.say(f"{spec.id} missed its run at {missed:%Y-%m-%d %H:%M %Z}: running it once now")
             sched.add_job(self._run, args=[spec, "catch-up"], id=f"{spec.id}:catch-up")

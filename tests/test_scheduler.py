@@ -325,11 +325,20 @@ def test_two_schedulers_elect_one_leader_and_the_standby_takes_over(
     assert second.stop() == 0
 
 
+def installed_long_ago(env: dict[str, str], pg: Cluster, metadata_db: str) -> None:
+    """The metadata store as if set up two years ago: a scheduled time it has missed since
+    (1 January) is caught up; one before its install would not be."""
+    run(env, "catalog", "migrate")
+    with psycopg.connect(pg.url(metadata_db), autocommit=True) as conn:
+        conn.execute("UPDATE permafrost.schema_migrations SET applied_at = now() - interval '2y'")
+
+
 def test_a_missed_run_is_run_once_not_once_per_miss(
     env: dict[str, str], pg: Cluster, metadata_db: str, source_db: str, schedulers: Any
 ) -> None:
     # Yearly on 1 January: the scheduler "was down" for every run since, within the grace.
     extra = {"DB_NAME": source_db, "BACKUP_SCHEDULE": "0 0 1 1 *", "SCHEDULE_MISFIRE_GRACE": "400d"}
+    installed_long_ago(env, pg, metadata_db)
     first = schedulers(env, **extra)
     wait_for(
         lambda: query(pg, metadata_db, "SELECT 1 FROM job_runs WHERE status = 'succeeded'"),
@@ -414,6 +423,7 @@ def test_sigterm_during_a_backup_aborts_it_cleanly_after_the_grace_period(
         "SCHEDULE_MISFIRE_GRACE": "400d",
         "STOP_GRACE_PERIOD": "2s",
     }
+    installed_long_ago(env, pg, metadata_db)
     process = schedulers(env, **extra)
     wait_for(
         lambda: query(pg, metadata_db, "SELECT 1 FROM job_runs WHERE job = 'backup'"),
@@ -447,6 +457,7 @@ def test_a_backup_running_at_sigterm_finishes_within_the_grace_period(
 ) -> None:
     blocker = psycopg.connect(pg.url(source_db))
     blocker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")
+    installed_long_ago(env, pg, metadata_db)
     process = schedulers(
         env,
         DB_NAME=source_db,

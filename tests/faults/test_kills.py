@@ -117,7 +117,7 @@ def test_kill_9_of_the_leading_scheduler_mid_backup_the_standby_finishes_the_job
 ) -> None:
     import psycopg
 
-    from tests.test_scheduler import QUIET, Scheduler, leader, query, wait_for
+    from tests.test_scheduler import QUIET, Scheduler, installed_long_ago, leader, query, wait_for
 
     extra = {
         **QUIET,
@@ -125,6 +125,7 @@ def test_kill_9_of_the_leading_scheduler_mid_backup_the_standby_finishes_the_job
         "BACKUP_SCHEDULE": "0 0 1 1 *",  # due on 1 January: missed, so run once at election
         "SCHEDULE_MISFIRE_GRACE": "400d",
     }
+    installed_long_ago(env, pg, metadata_db)
     blocker = psycopg.connect(pg.url(source_db))
     blocker.execute("LOCK TABLE customers IN ACCESS EXCLUSIVE MODE")  # pg_dump waits on it
     first = Scheduler({**env, **extra}, tmp_path / "first.log")
