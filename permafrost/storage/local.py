@@ -8,6 +8,7 @@ directory is made by the first write, but never its missing parents: a mistyped 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -159,7 +160,7 @@ class LocalStorage:
                 raise StorageError(f"complete {key}: part {source.name} is missing or changed")
         tmp = self._join_parts(path.parent, sources)
         self._publish(tmp, path, if_absent=False, key=key)
-        shutil.rmtree(folder, ignore_errors=True)
+        _remove_staged(folder)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         if upload_id == TEMPORARY:
@@ -169,15 +170,25 @@ class LocalStorage:
                 path.unlink(missing_ok=True)
                 self._prune(path.parent)
             return
-        shutil.rmtree(self.root / STAGING / _safe_id(upload_id), ignore_errors=True)
+        _remove_staged(self.root / STAGING / _safe_id(upload_id))
 
     def list_multipart(self, prefix: str) -> Iterator[PendingUpload]:
         staging = self.root / STAGING
         for upload in sorted(staging.iterdir()) if staging.is_dir() else []:
-            key_file = upload / "key"
-            if key_file.exists() and key_file.read_text().startswith(prefix):
-                started = datetime.fromtimestamp(key_file.stat().st_mtime, UTC)
-                yield PendingUpload(key_file.read_text(), upload.name, started)
+            try:
+                key = (upload / "key").read_text()
+            except FileNotFoundError:
+                key = ""
+            except OSError:
+                continue
+            if key and not key.startswith(prefix):
+                continue
+            with contextlib.suppress(FileNotFoundError):  # completed or aborted meanwhile
+                started = datetime.fromtimestamp(upload.stat().st_mtime, UTC)
+                # Without its key (a process killed between making the folder and writing the
+                # key, or while removing it) no one can go on with it: abandoned, whatever the
+                # prefix, and named by its folder.
+                yield PendingUpload(key or f"{STAGING}/{upload.name}", upload.name, started)
         # Temporary files of writes that never finished (the process was killed): abandoned
         # uploads too, which retention aborts once they are old enough.
         for folder, dirs, files in os.walk(self._search_root(prefix)):
@@ -310,3 +321,19 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _remove_staged(folder: Path) -> None:
+    """Remove a staged upload, its key last: a process killed meanwhile leaves a folder that
+    list_multipart still lists (and retention aborts)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.name != "key":
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)

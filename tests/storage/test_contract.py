@@ -284,6 +284,24 @@ def test_local_storage_lists_and_aborts_a_killed_writes_temporary_file(tmp_path:
     assert not leftover.exists() and storage.get("t/a/one") == b"kept"
 
 
+def test_local_storage_lists_an_upload_killed_before_its_key_was_written(tmp_path: Path) -> None:
+    """A backup killed between making an upload's folder and writing its key (or while
+    removing it, the key gone first) left a folder no listing named: retention never removed
+    it (tests/faults/test_kills.py found one)."""
+    storage = open_storage(StorageSettings(url=f"file://{tmp_path}"))
+    live = storage.create_multipart("t/live")
+    storage.upload_part("t/live", live, 1, b"part")
+    keyless = storage.create_multipart("t/killed")
+    storage.upload_part("t/killed", keyless, 1, b"part")
+    (tmp_path / ".multipart" / keyless / "key").unlink()
+    pending = {u.upload_id: u for u in storage.list_multipart("t/")}
+    assert set(pending) == {live, keyless}
+    assert pending[keyless].key == f".multipart/{keyless}"
+    storage.abort_multipart(pending[keyless].key, keyless)
+    assert not (tmp_path / ".multipart" / keyless).exists()
+    assert [u.upload_id for u in storage.list_multipart("t/")] == [live]
+
+
 def test_only_a_bucket_has_lifecycle_rules(storage: Storage) -> None:
     if not isinstance(storage, S3Storage):
         assert not isinstance(storage, LifecycleStorage)
