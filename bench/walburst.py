@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         order = order[: len(chosen) * args.rounds]
         for index, setting in enumerate(order):
             for phase in args.phases.split(","):
+                if phase == "ahead" and setting != "lookahead":
+                    continue  # nothing to be ahead without the pusher
                 print(f"burst: {setting} {phase} ({args.segments} segments) ...", flush=True)
                 phases.append(bench.run(setting, phase, args.segments, index))
         report(phases, args.segments)
