@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from permafrost.audit import actor
@@ -47,6 +48,7 @@ from permafrost.text import human_bytes
 from restore import parts, stream
 from restore import pg_restore as pgrestore
 from restore import target as targets
+from restore.early_counts import EarlyCounts
 from restore.fetch import check_space, fetch_dump, temp_dir
 from restore.target import Target
 
@@ -417,8 +419,12 @@ def _restore(
     try:
         how = _how(plan, source)
         say(f"restore {_what(plan)} into staging database {staging.database} (pg_restore {how})")
-        _restore_into(source, plan, staging, say)
-        counts = _check_counts(ctx, plan, staging)
+        early = _early_counts(plan, staging)
+        try:
+            _restore_into(source, plan, staging, say)
+        finally:
+            checked = early.stop() if early is not None else {}
+        counts = _check_counts(ctx, plan, staging, checked)
     except BaseException:
         with targets.maintenance(plan.target) as conn:
             ddl.drop_database(conn, staging.database)
@@ -479,10 +485,26 @@ def _keys(tables: list[TableCount]) -> set[tuple[str, str]]:
     return {(t.schema, t.table) for t in tables}
 
 
+def _early_counts(plan: RestorePlan, staging: Target) -> EarlyCounts | None:
+    """Counts taken while pg_restore works (restore/early_counts.py): for a whole restore, whose
+    tables are final once loaded (a selection drops tables afterwards)."""
+    o = plan.options
+    if o.tables or o.schemas or o.schema_only:
+        return None
+    expected = {(t.schema, t.table): _expected(plan, t) for t in plan.selection}
+    connect = partial(pgtools.connect, staging.server, staging.database, autocommit=True)
+    return EarlyCounts(connect, plan.selection, expected).start()
+
+
 def _check_counts(
-    ctx: Context, plan: RestorePlan, where: Target
+    ctx: Context,
+    plan: RestorePlan,
+    where: Target,
+    checked: dict[tuple[str, str], int] | None = None,
 ) -> dict[tuple[str, str], int | None]:
-    counts = targets.count_rows(where, plan.selection)
+    checked = checked or {}
+    rest = [t for t in plan.selection if (t.schema, t.table) not in checked]
+    counts = {**checked, **targets.count_rows(where, rest)}
     wrong = [t for t in plan.selection if counts[(t.schema, t.table)] != _expected(plan, t)]
     if wrong:
         names = ", ".join(f"{t.schema}.{t.table}" for t in wrong[:5])

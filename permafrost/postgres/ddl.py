@@ -93,6 +93,40 @@ def count_rows(
     return counts
 
 
+_LOADING = """
+    SELECT n.nspname, c.relname
+    FROM pg_stat_progress_copy p
+    JOIN pg_class c ON c.oid = p.relid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE p.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND p.pid <> pg_backend_pid()
+      AND p.command = 'COPY FROM'
+"""
+
+
+def tables_being_loaded(conn: psycopg.Connection) -> set[tuple[str, str]] | None:
+    """The tables other sessions are loading with COPY in this database now (None before
+    PostgreSQL 14, which has no pg_stat_progress_copy)."""
+    if conn.info.server_version < 140000:
+        return None
+    return {(str(s), str(t)) for s, t in conn.execute(_LOADING).fetchall()}
+
+
+def count_rows_unless_locked(conn: psycopg.Connection, schema: str, table: str) -> int | None:
+    """A table's rows, or None when its lock is not granted within the session's lock_timeout
+    (another session is changing the table)."""
+    from psycopg import errors, sql
+
+    query = sql.SQL("SELECT count(*) FROM ONLY {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(table)
+    )
+    try:
+        row = conn.execute(query).fetchone()
+    except errors.LockNotAvailable:
+        return None
+    return int(row[0]) if row else 0
+
+
 def drop_tables_except(conn: psycopg.Connection, keep: set[tuple[str, str]]) -> None:
     """Remove the tables not in keep (and, CASCADE, what depends on them)."""
     from psycopg import sql  # imported here: commands that never connect start faster without it
