@@ -15,7 +15,7 @@ import logging
 import secrets
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, abort, request
 from werkzeug.exceptions import HTTPException
 
 from monitor import api, api_alerts, api_backup, dashboard, doctor, metrics_cache, stores, window
@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, evaluate: bool = True) -> Flask:
     app.register_blueprint(doctor.blueprint)
     app.register_blueprint(window.blueprint)
     _handle_errors(app)
+    app.before_request(_refuse_nul_in_query)
     app.after_request(_security_headers)
     if evaluate:
         _start_evaluator(app, settings)
@@ -81,6 +82,21 @@ def _handle_errors(app: Flask) -> None:
             return store_down_response("the metadata store connection failed")
         log.exception("unexpected error on %s", request.path)
         return error_response(500, f"internal error ({type(exc).__name__}); see the monitor's log")
+
+
+def _refuse_nul_in_query() -> None:
+    """PostgreSQL's text cannot hold NUL: a query parameter with one (a filter such as
+    /backups?tag=) is refused with a 400 here, not a 500 from the metadata store (json_body
+    does the same for request bodies)."""
+    with_nul = sorted(
+        {
+            name.replace("\x00", "\\0")
+            for name, value in request.args.items(multi=True)
+            if "\x00" in name + value
+        }
+    )
+    if with_nul:
+        abort(400, f"{', '.join(with_nul)} must not contain a NUL character")
 
 
 def _security_headers(response: Any) -> Any:
